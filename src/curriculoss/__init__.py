@@ -1,0 +1,27 @@
+"""curriculoss: curriculum and noise-robust losses for PyTorch.
+
+Losses and their per-sample signals:
+
+- :func:`superloss`, :class:`SuperLoss`, :func:`superloss_confidence` (Castells et al. 2020)
+- :class:`DataParameters` (Saxena et al. 2019)
+- :func:`imae`, :class:`IMAE`, :func:`sample_weight` (Wang et al., IMAE)
+- baselines: :func:`mae_loss`, :func:`gce_loss`, :func:`sce_loss`, :func:`focal_loss` and their modules
+- :func:`lambertw`, the principal branch of the Lambert W function, tensor-native
+
+Around them: :mod:`curriculoss.noise` (label noise), :mod:`curriculoss.datasets`,
+:mod:`curriculoss.models`, and the command line (``curriculoss --help``).
+"""
+from curriculoss.contrastive import SuperContrastiveLoss, contrastive_loss
+from curriculoss.lambertw import lambertw
+from curriculoss.superloss import SuperLoss, superloss, superloss_confidence
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lambertw",
+    "superloss_confidence",
+    "superloss",
+    "SuperLoss",
+    "contrastive_loss",
+    "SuperContrastiveLoss",
+]

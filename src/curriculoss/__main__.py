@@ -1,0 +1,3 @@
+from curriculoss.cli import main
+
+raise SystemExit(main())

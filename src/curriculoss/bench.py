@@ -1,0 +1,113 @@
+"""A grid of runs (methods x noise rates x seeds), summarised as a table and a plot.
+
+Each cell is a run folder ``OUT/<method>/rate<r>/seed<s>``; a cell with ``results.json`` is finished and
+never recomputed, an interrupted one resumes from its checkpoint. The summary (mean +- std over seeds of
+the best and final test metric per method and rate) is written as ``summary.md`` and ``summary.csv``,
+and ``summary.png`` plots the final test metric against the noise rate per method.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from curriculoss.train import TrainConfig, train
+
+__all__ = ["run_grid", "summarise", "format_table"]
+
+
+def cell_dir(out: Path, method: str, rate: float, seed: int) -> Path:
+    return out / method / f"rate{rate:g}" / f"seed{seed}"
+
+
+def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: list[int], out: str | Path,
+             *, progress: bool = True) -> list[dict]:
+    """Train every cell not finished yet; return one row per cell with its results."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [(m, r, s) for r in rates for m in methods for s in seeds]
+    rows = []
+    grid = tqdm(cells, desc="grid", disable=not progress, position=0, dynamic_ncols=True)
+    for method, rate, seed in grid:
+        grid.set_postfix_str(f"{method} rate={rate:g} seed={seed}")
+        folder = cell_dir(out, method, rate, seed)
+        done = folder / "results.json"
+        if done.exists():
+            results = json.loads(done.read_text())
+        else:
+            cfg = replace(base, method=method, noise_rate=rate, seed=seed)
+            results = train(cfg, folder, resume=True, progress=progress, position=1)
+        rows.append({"method": method, "noise_rate": rate, "seed": seed, **results})
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of the best and final metric per (method, rate)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["noise_rate"]), []).append(row)
+    summary = []
+    for (method, rate), group in groups.items():
+        best = np.array([g["best"] for g in group])
+        final = np.array([g["final"] for g in group])
+        summary.append({
+            "method": method, "noise_rate": rate, "seeds": len(group), "metric": group[0]["metric"],
+            "best_mean": best.mean(), "best_std": best.std(), "final_mean": final.mean(), "final_std": final.std(),
+            "seconds": float(np.mean([g.get("seconds", np.nan) for g in group])),
+        })
+    return summary
+
+
+def format_table(summary: list[dict]) -> str:
+    """Markdown table: one row per method and noise rate."""
+    scale = 100.0 if summary and summary[0]["metric"] == "accuracy" else 1.0
+    unit = "test accuracy (%)" if scale == 100.0 else "test MAE"
+    lines = [f"| method | noise | best {unit} | final {unit} | seeds | s/run |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(
+            f"| {s['method']} | {s['noise_rate']:.0%} | {scale * s['best_mean']:.2f} ± {scale * s['best_std']:.2f} "
+            f"| {scale * s['final_mean']:.2f} ± {scale * s['final_std']:.2f} | {s['seeds']} | {s['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(summary: list[dict], out: str | Path) -> None:
+    out = Path(out)
+    (out / "summary.md").write_text(format_table(summary) + "\n")
+    with open(out / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    try:
+        plot_summary(summary).savefig(out / "summary.png", dpi=100)
+    except ImportError:
+        pass
+
+
+def plot_summary(summary: list[dict], ax=None):
+    """Final test metric (mean +- std) against noise rate, one line per method (SuperLoss Figs. 4, 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+    else:
+        fig = ax.figure
+    for method in dict.fromkeys(s["method"] for s in summary):
+        cells = sorted((s for s in summary if s["method"] == method), key=lambda s: s["noise_rate"])
+        x = [100 * c["noise_rate"] for c in cells]
+        y = np.array([c["final_mean"] for c in cells])
+        e = np.array([c["final_std"] for c in cells])
+        ax.plot(x, y, marker="o", label=method)
+        ax.fill_between(x, y - e, y + e, alpha=0.2)
+    ax.set(xlabel="label noise (%)", ylabel=f"final test {summary[0]['metric']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

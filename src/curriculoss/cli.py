@@ -1,0 +1,295 @@
+"""The ``curriculoss`` command line (also ``python -m curriculoss``).
+
+Commands:
+    run     the quick demonstration: CE vs SuperLoss on digits with 40 % symmetric noise
+    train   one run into a run folder
+    bench   a grid of methods x noise rates x seeds, with a summary table and plot
+    flag    rank a run's training samples by how likely their label is wrong
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from curriculoss import __version__
+
+DATASETS = ("digits", "idx", "cifar10", "npz", "csv")
+NOISES = ("symmetric", "pair", "asymmetric", "file")
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _tau(text: str) -> str:
+    if text in ("avg", "ema", "logC"):
+        return text
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'avg', 'ema', 'logC' or a number, got {text!r}") from None
+    return text
+
+
+def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
+    from curriculoss.methods import METHODS
+    from curriculoss.models import MODELS
+
+    data = p.add_argument_group("data and noise")
+    data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
+    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, npz, csv; the noisy-label file for --noise file")
+    data.add_argument("--task", choices=("classification", "regression"), default="classification")
+    data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
+    data.add_argument("--noise", choices=NOISES, default="symmetric")
+    if grid:
+        data.add_argument("--noise-rates", type=_rate, nargs="+", default=[0.0, 0.4], metavar="RATE")
+    else:
+        data.add_argument("--noise-rate", type=_rate, default=0.0, metavar="RATE")
+
+    run = p.add_argument_group("model and optimisation")
+    run.add_argument("--model", choices=MODELS, default="mlp")
+    if grid:
+        run.add_argument("--methods", nargs="+", choices=list(METHODS), default=["ce", "superloss", "data-params", "imae"], metavar="METHOD",
+                         help=f"choices: {', '.join(METHODS)}")
+        run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    else:
+        run.add_argument("--method", choices=list(METHODS), default="ce", metavar="METHOD", help=f"choices: {', '.join(METHODS)}")
+        run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--epochs", type=_positive_int, default=30)
+    run.add_argument("--batch-size", type=_positive_int, default=64)
+    run.add_argument("--lr", type=float, default=0.1)
+    run.add_argument("--weight-decay", type=float, default=5e-4)
+
+    m = p.add_argument_group("method options")
+    m.add_argument("--base-loss", help="SuperLoss's input loss (ce, mae, gce, sce, focal, l2, smooth-l1); default ce, or l2 for regression")
+    m.add_argument("--tau", type=_tau, default="avg", help="SuperLoss threshold: avg, ema, logC or a number (default avg)")
+    m.add_argument("--lam", type=float, default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
+    m.add_argument("--no-smoothing", action="store_true", help="turn off SuperLoss's per-sample loss smoothing")
+    m.add_argument("--imae-T", type=float, default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
+    m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="joint")
+    m.add_argument("--dp-class-lr", type=float, default=0.1)
+    m.add_argument("--dp-instance-lr", type=float, default=0.1)
+
+    out = p.add_argument_group("output")
+    out.add_argument("--out", help="run folder (train) or grid folder (bench)")
+    out.add_argument("--resume", metavar="DIR", help="continue the run (or grid) in DIR from its checkpoints")
+    out.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, seed: int = 0):
+    from curriculoss.methods import MethodOptions
+    from curriculoss.train import TrainConfig
+
+    options = MethodOptions(
+        base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
+        imae_T=args.imae_T, dp_level=args.dp_level, dp_class_lr=args.dp_class_lr, dp_instance_lr=args.dp_instance_lr,
+    )
+    return TrainConfig(
+        dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
+        method=method, noise=args.noise, noise_rate=rate, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
+    )
+
+
+def _check_data_dir(args: argparse.Namespace) -> None:
+    if args.dataset != "digits" and not args.data_dir:
+        raise SystemExit(f"curriculoss: error: --data-dir is required for --dataset {args.dataset}")
+    if args.data_dir and not Path(args.data_dir).exists():
+        raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from curriculoss.train import TrainConfig, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "args.json").exists():
+            raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
+        cfg = TrainConfig.from_json(json.loads((run_dir / "args.json").read_text()))
+    else:
+        _check_data_dir(args)
+        cfg = _config(args, args.method, args.noise_rate, args.seed)
+        run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
+    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    print(json.dumps(results, indent=2))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
+    from curriculoss.bench import format_table, run_grid, summarise, write_summary
+    from curriculoss.train import TrainConfig, prepare_data
+
+    if args.resume:
+        out = Path(args.resume)
+        spec = out / "grid.json"
+        if not spec.exists():
+            raise SystemExit(f"curriculoss: error: --resume {out}: no grid.json there (not a bench folder)")
+        saved = json.loads(spec.read_text())
+        base = TrainConfig.from_json(saved["base"])
+        methods, rates, seeds = saved["methods"], saved["noise_rates"], saved["seeds"]
+    else:
+        _check_data_dir(args)
+        out = Path(args.out or default_out)
+        base = _config(args)
+        methods, rates, seeds = args.methods, args.noise_rates, args.seeds
+        prepare_data(replace(base, noise_rate=max(rates)))  # a bad data set or noise fails before anything is written
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "grid.json").write_text(json.dumps(
+            {"base": base.to_json(), "methods": methods, "noise_rates": rates, "seeds": seeds}, indent=2) + "\n")
+    rows = run_grid(base, methods, rates, seeds, out, progress=not args.quiet)
+    summary = summarise(rows)
+    write_summary(summary, out)
+    print(f"\n{base.dataset}, {base.model}, {base.epochs} epochs, {base.noise} noise, seeds {seeds}:\n")
+    print(format_table(summary))
+    print(f"\nsummary: {out / 'summary.md'}, {out / 'summary.csv'}")
+    return 0
+
+
+def _signal_for(method: str, signals) -> tuple[str, "object"]:
+    """Which signal of a run ranks its samples, and how (see curriculoss.flag.SCORE_METHODS)."""
+    if method == "superloss":
+        return "superloss", signals["confidence"]
+    if method == "data-params":
+        return "data-params", signals["confidence"]
+    return ("imae" if method == "imae" else "loss"), signals["loss"]
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from curriculoss import flag
+    from curriculoss.models import build_model
+    from curriculoss.train import TrainConfig, load_checkpoint, prepare_data
+
+    run_dir = Path(args.run_dir)
+    for name in ("args.json", "signals.npz", "checkpoint.pt"):
+        if not (run_dir / name).exists():
+            raise SystemExit(f"curriculoss: error: RUN_DIR {run_dir}: no {name} there (a finished `curriculoss train` run folder is needed)")
+    cfg = TrainConfig.from_json(json.loads((run_dir / "args.json").read_text()))
+    if cfg.task != "classification":
+        raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
+    signals = np.load(run_dir / "signals.npz")
+    method = args.score or _signal_for(cfg.method, signals)[0]
+    values = signals["confidence"] if method in ("superloss", "data-params") else signals["loss"]
+    scores = flag.label_quality_scores(values, method=method)
+    labels, noise_mask = signals["labels"], signals["noise_mask"]
+
+    data, _ = prepare_data(cfg)
+    model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(data.x_train)
+        predicted = torch.cat([model(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)]).numpy()
+
+    filled = np.where(np.isnan(scores), 1.0, scores)
+    order = np.argsort(filled, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(1, len(order) + 1)
+    flagged = flag.find_label_issues(filled, num_issues=args.num_issues) if args.num_issues is not None \
+        else flag.find_label_issues(filled)
+    with open(run_dir / "suspects.csv", "w") as fh:
+        fh.write("index,given_label,predicted_label,score,rank,flagged\n")
+        for i in order:
+            fh.write(f"{i},{labels[i]},{predicted[i]},{filled[i]:.6g},{rank[i]},{int(flagged[i])}\n")
+    print(f"{run_dir}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]})")
+    print(f"{int(flagged.sum())} flagged as likely label issues; top {min(args.top, len(order))} suspects:")
+    print("  index  given  predicted   score")
+    for i in order[:args.top]:
+        print(f"  {i:5d}  {labels[i]:5d}  {predicted[i]:9d}  {filled[i]:.4f}")
+    if noise_mask.any():
+        figures = flag.evaluate(filled, noise_mask)
+        print("\nagainst the run's known noise mask:")
+        for key in ("auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy",
+                    "precision_at_estimate", "recall_at_estimate"):
+            print(f"  {key:22s} {figures[key]:.4f}" if not key.startswith(("num", "est")) else f"  {key:22s} {int(figures[key])}")
+        (run_dir / "flag.json").write_text(json.dumps({"score": method, **figures}, indent=2) + "\n")
+    _flag_plots(run_dir, signals, filled, method)
+    print(f"\nwritten: {run_dir / 'suspects.csv'}")
+    return 0
+
+
+def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from curriculoss import plots
+
+    noise_mask = signals["noise_mask"]
+    groups = plots.sample_groups(signals["loss"], noise_mask)
+    if method == "superloss":
+        fig = plots.confidence_by_group(signals["confidence"], groups)
+    elif method == "data-params":
+        fig = plots.data_parameters_by_group(signals["confidence"], noise_mask)
+    else:
+        fig = plots.confidence_by_group(signals["loss"], groups, ylabel="per-sample loss")
+    fig.savefig(run_dir / "signals.png", dpi=100)
+    plt.close(fig)
+    fig = plots.score_histogram(scores, noise_mask)
+    fig.savefig(run_dir / "scores.png", dpi=100)
+    plt.close(fig)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    args.methods = ["ce", "superloss"]
+    args.noise_rates = [args.noise_rate]
+    return cmd_bench(args, default_out="runs/run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curriculoss", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"curriculoss {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="quick demo: CE vs SuperLoss on digits with 40 %% symmetric noise")
+    _add_common(p, grid=False)
+    p.set_defaults(func=cmd_run, noise_rate=0.4)
+    p = sub.add_parser("train", help="one training run into a run folder")
+    _add_common(p, grid=False)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("bench", help="a grid of methods x noise rates x seeds, with a summary table and plot")
+    _add_common(p, grid=True)
+    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("flag", help="rank a run's training samples by how likely their label is wrong")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished `curriculoss train` run folder")
+    p.add_argument("--score", choices=("loss", "superloss", "data-params", "imae"),
+                   help="which signal ranks the samples (default: the run's method's own)")
+    p.add_argument("--num-issues", type=int, help="flag this many samples (default: estimated from the scores)")
+    p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
+    p.set_defaults(func=cmd_flag)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"curriculoss: error: {exc}", file=sys.stderr)
+        return 2

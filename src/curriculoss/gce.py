@@ -1,0 +1,65 @@
+r"""Generalized cross-entropy (the :math:`L_q` loss) of Zhang & Sabuncu, *Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels*, NeurIPS 2018:
+
+.. math::
+
+    L_q(\mathbf{x}_i) = \frac{1 - p(y_i|\mathbf{x}_i)^q}{q}, \qquad q \in (0, 1].
+
+It tends to cross-entropy as :math:`q \to 0` and equals MAE / 2 (Eq. 11 of the IMAE paper) at
+:math:`q = 1`. Default ``q = 0.7``, the value Zhang & Sabuncu use in their experiments. (Their
+truncated variant with pruning is not implemented.)
+
+Computed as ``-expm1(q log p_y) / q``: accurate when ``p_y -> 1`` and finite when ``p_y -> 0``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from curriculoss._checks import check_logits_target, check_number, check_reduction, compute_dtype, reduce
+from curriculoss.mae import _log_prob_target
+
+__all__ = ["gce_loss", "GCELoss"]
+
+
+def _check_q(q: float) -> float:
+    return check_number("q", q, low=0.0, high=1.0, low_open=True)
+
+
+def gce_loss(logits: Tensor, target: Tensor, q: float = 0.7, reduction: str = "mean") -> Tensor:
+    r"""Generalized cross-entropy :math:`(1 - p_y^q) / q` (Zhang & Sabuncu 2018), in [0, 1/q].
+
+    Args:
+        logits: unnormalised scores, shape (B, C), floating point; float16/bfloat16 are computed in float32.
+        target: class indices in [0, C), shape (B,), integer.
+        q: exponent in (0, 1]; default 0.7 (Zhang & Sabuncu 2018).
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Returns:
+        The loss, shape (B,) for ``'none'``, else a scalar, in the dtype of ``logits``.
+
+    Examples::
+
+        >>> z = torch.randn(4, 10, requires_grad=True)
+        >>> gce_loss(z, torch.tensor([1, 0, 4, 9]), q=0.7).backward()
+    """
+    q = _check_q(q)
+    check_reduction(reduction)
+    target = check_logits_target(logits, target)
+    loss = torch.expm1(q * _log_prob_target(compute_dtype(logits), target)) * (-1.0 / q)
+    return reduce(loss, reduction).to(logits.dtype)
+
+
+class GCELoss(nn.Module):
+    """Module form of :func:`gce_loss` (Zhang & Sabuncu 2018), ``q = 0.7`` by default."""
+
+    def __init__(self, q: float = 0.7, reduction: str = "mean"):
+        super().__init__()
+        self.q = _check_q(q)
+        check_reduction(reduction)
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return f"q={self.q}, reduction={self.reduction!r}"
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return gce_loss(logits, target, q=self.q, reduction=self.reduction)

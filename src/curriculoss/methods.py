@@ -1,0 +1,200 @@
+"""The training methods the command line knows, by name.
+
+A method turns the model's output, the (noisy) targets and the samples' dataset indices into the loss
+to minimise, and exposes per-sample signals of the last batch:
+
+- ``per_sample_loss``: the task loss of each sample (before any weighting), detached;
+- ``confidence``: the method's per-sample confidence (SuperLoss sigma*, instance data parameter,
+  IMAE weight), or ``None``;
+- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``.
+
+Methods are ``nn.Module``s, so their evolving state (thresholds, smoothing buffers, data parameters)
+is in their ``state_dict``. A method needing its own optimizer returns it from ``make_optimizer``.
+
+Adding a method is a few lines: a builder in :data:`METHODS`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from curriculoss.data_parameters import DataParameters
+from curriculoss.focal import focal_loss
+from curriculoss.gce import gce_loss
+from curriculoss.imae import imae
+from curriculoss.mae import mae_loss
+from curriculoss.sce import sce_loss
+from curriculoss.superloss import SuperLoss
+
+__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "build_method"]
+
+
+def _regression_output(output: Tensor) -> Tensor:
+    return output.squeeze(-1) if output.dim() > 1 and output.shape[-1] == 1 else output
+
+
+def _l2(output: Tensor, target: Tensor) -> Tensor:
+    out = _regression_output(output)
+    return F.mse_loss(out, target.to(out.dtype), reduction="none").reshape(out.shape[0], -1).sum(1)
+
+
+def _smooth_l1(output: Tensor, target: Tensor) -> Tensor:
+    out = _regression_output(output)
+    return F.smooth_l1_loss(out, target.to(out.dtype), reduction="none").reshape(out.shape[0], -1).sum(1)
+
+
+#: Per-sample task losses ``(output, target) -> (N,)``: the plain methods and SuperLoss's inputs.
+BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "ce": lambda z, y: F.cross_entropy(z, y, reduction="none"),
+    "mae": lambda z, y: mae_loss(z, y, reduction="none"),
+    "gce": lambda z, y: gce_loss(z, y, reduction="none"),
+    "sce": lambda z, y: sce_loss(z, y, reduction="none"),
+    "focal": lambda z, y: focal_loss(z, y, reduction="none"),
+    "l2": _l2,
+    "smooth-l1": _smooth_l1,
+}
+REGRESSION_LOSSES = ("l2", "smooth-l1")
+
+
+@dataclass
+class MethodOptions:
+    """Options shared by the methods (the command line's method flags)."""
+
+    base_loss: str | None = None  # SuperLoss's input loss; default ce, or l2 for regression
+    tau: str = "avg"  # 'avg', 'ema', a number, or 'logC'
+    lam: float = 1.0
+    smoothing: float | None = 0.9  # None: no per-sample smoothing
+    imae_T: float = 8.0
+    dp_level: str = "joint"
+    dp_class_lr: float = 0.1
+    dp_instance_lr: float = 0.1
+    dp_class_weight_decay: float = 5e-4
+    dp_instance_weight_decay: float = 0.0
+
+
+class Method(nn.Module):
+    """A plain per-sample loss, averaged. Subclasses add weighting and state."""
+
+    def __init__(self, base: Callable[[Tensor, Tensor], Tensor]):
+        super().__init__()
+        self.base = base
+        self.per_sample_loss: Tensor | None = None
+        self.confidence: Tensor | None = None
+
+    def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        loss = self.base(output, target)
+        self.per_sample_loss = loss.detach()
+        return loss.mean()
+
+    def make_optimizer(self) -> torch.optim.Optimizer | None:
+        return None
+
+    def summary(self) -> float | None:
+        return None
+
+
+class IMAEMethod(Method):
+    def __init__(self, T: float):
+        super().__init__(lambda z, y: imae(z, y, T=T, reduction="none"))
+        self.T = T
+
+    def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        loss = super().forward(output, target, index)
+        p = 1.0 - self.per_sample_loss / 2.0  # MAE = 2 (1 - p_y)
+        self.confidence = torch.exp(self.T * p * (1.0 - p))
+        return loss
+
+
+class SuperLossMethod(Method):
+    def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss):
+        super().__init__(base)
+        self.criterion = criterion
+
+    def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        loss = self.base(output, target)
+        self.per_sample_loss = loss.detach()
+        out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
+        self.confidence = self.criterion.confidence
+        return out
+
+    def summary(self) -> float | None:
+        return float(self.criterion.tau)
+
+
+class DataParametersMethod(Method):
+    def __init__(self, data_parameters: DataParameters, options: MethodOptions):
+        super().__init__(lambda z, y: F.cross_entropy(z, y, reduction="none"))
+        self.dp = data_parameters
+        self.options = options
+
+    def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.per_sample_loss = F.cross_entropy(output, target, reduction="none")
+        loss = F.cross_entropy(self.dp(output, target, index), target)
+        self.confidence = self.dp.sigma(target, index).detach()
+        return loss
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.options
+        return self.dp.optimizer(
+            class_lr=o.dp_class_lr, instance_lr=o.dp_instance_lr,
+            class_weight_decay=o.dp_class_weight_decay, instance_weight_decay=o.dp_instance_weight_decay,
+        )
+
+    def summary(self) -> float | None:
+        return float(self.confidence.mean()) if self.confidence is not None else None
+
+
+def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> Method:
+    base = o.base_loss or ("ce" if num_classes else "l2")
+    if base not in BASE_LOSSES:
+        raise ValueError(f"base loss must be one of {', '.join(BASE_LOSSES)}; got {base!r}")
+    tau: str | float = o.tau
+    if tau == "logC":
+        if not num_classes:
+            raise ValueError("tau='logC' needs a classification task")
+        tau = math.log(num_classes)
+    elif tau not in ("avg", "ema"):
+        tau = float(tau)
+    smoothing = o.smoothing
+    criterion = SuperLoss(
+        tau=tau, lam=o.lam, num_samples=num_samples if smoothing is not None else None,
+        smoothing=smoothing if smoothing is not None else 0.9,
+    )
+    return SuperLossMethod(BASE_LOSSES[base], criterion)
+
+
+def _data_params(o: MethodOptions, num_classes: int | None, num_samples: int) -> Method:
+    if not num_classes:
+        raise ValueError("method 'data-params' needs a classification task")
+    return DataParametersMethod(DataParameters(num_classes, num_samples, level=o.dp_level), o)
+
+
+def _plain(name: str) -> Callable[[MethodOptions, int | None, int], Method]:
+    return lambda o, c, n: Method(BASE_LOSSES[name])
+
+
+#: name -> builder(options, num_classes or None for regression, num_training_samples)
+METHODS: dict[str, Callable[[MethodOptions, int | None, int], Method]] = {
+    **{name: _plain(name) for name in BASE_LOSSES},
+    "imae": lambda o, c, n: IMAEMethod(o.imae_T),
+    "superloss": _superloss,
+    "data-params": _data_params,
+}
+
+
+def build_method(name: str, options: MethodOptions, num_classes: int | None, num_samples: int) -> Method:
+    """The method called ``name`` for a task with ``num_classes`` (``None``: regression)."""
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
+    regression = num_classes is None
+    if regression and name not in (*REGRESSION_LOSSES, "superloss"):
+        raise ValueError(f"method {name!r} is for classification; for regression use l2, smooth-l1 or superloss")
+    if not regression and name in REGRESSION_LOSSES:
+        raise ValueError(f"method {name!r} is for regression; the task is classification")
+    return METHODS[name](options, num_classes, num_samples)

@@ -1,0 +1,297 @@
+r"""SuperLoss (Castells, Weinzaepfel and Revaud, NeurIPS 2020), Eqs. 1-4.
+
+Put on top of any per-sample task loss :math:`\ell_i`, the SuperLoss weighs each sample by a confidence
+:math:`\sigma_i` that minimises
+
+.. math::  L_\lambda(\ell_i, \sigma_i) = (\ell_i - \tau)\,\sigma_i + \lambda (\log \sigma_i)^2    \qquad (1)
+
+in closed form through the principal branch of the Lambert W function:
+
+.. math::  \sigma^*_\lambda(\ell_i) = e^{-W(\frac12 \max(-\frac2e,\ \beta_i))},
+           \quad \beta_i = \frac{\ell_i - \tau}{\lambda}                                          \qquad (4)
+
+and :math:`SL_\lambda(\ell_i) = L_\lambda(\ell_i, \sigma^*_\lambda(\ell_i))` (Eq. 3). The cap is
+:math:`-2/e`, not the :math:`-2/\lambda` of the transcription (errata 1): below it the minimum is
+unbounded and the cap gives :math:`\sigma^* = e`, the largest confidence SuperLoss ever assigns.
+:math:`\tau` and :math:`\sigma^*` are computed from the detached loss and treated as constants, so
+:math:`\partial SL / \partial \ell_i = \sigma^*_i` (errata 2). Since :math:`\log \sigma^* = -W`, the
+regulariser is :math:`\lambda W^2`.
+
+Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
+and under ``torch.compile(fullgraph=True)``.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from torch import Tensor, nn
+
+from curriculoss.lambertw import lambertw
+
+__all__ = ["superloss_confidence", "superloss", "SuperLoss"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_lam(lam: float) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, Real) or not (math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_loss(loss: Tensor) -> None:
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"loss must be a torch.Tensor of per-sample losses, got {type(loss).__name__}")
+    if not loss.is_floating_point():
+        raise TypeError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
+
+
+def _half_capped_beta(loss: Tensor, tau: Tensor | float, lam: float) -> Tensor:
+    # max(-2/e, beta) / 2: halving is exact, so the cap lands on the dtype's nearest value to -1/e,
+    # which lambertw maps to -1 (sigma* = e).
+    beta = (loss - tau) / lam
+    return 0.5 * torch.clamp(beta, min=-2.0 / math.e)
+
+
+def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
+    r"""Optimal confidence :math:`\sigma^*_\lambda(\ell)` of Eq. 4, elementwise, detached.
+
+    Args:
+        loss: per-sample input losses, any shape, floating point.
+        tau: threshold, a number or a tensor broadcastable to ``loss``.
+        lam: regularisation :math:`\lambda > 0` (the paper uses 1 for 10 classes, 0.25 for 100).
+
+    Returns:
+        :math:`\sigma^*` in :math:`(0, e]`, same shape as ``loss`` (NaN where ``loss`` is NaN).
+        :math:`\sigma^* > 1` for easy samples (:math:`\ell < \tau`), :math:`< 1` for hard ones.
+    """
+    _check_loss(loss)
+    _check_lam(lam)
+    tau = tau.detach() if isinstance(tau, Tensor) else tau
+    return torch.exp(-lambertw(_half_capped_beta(loss.detach(), tau, lam)))
+
+
+def _superloss_terms(loss: Tensor, sigma_source: Tensor, tau: Tensor | float, lam: float) -> tuple[Tensor, Tensor]:
+    """SL of Eq. 3 at ``loss`` with the confidence of ``sigma_source`` (both constants in backward)."""
+    tau = tau.detach() if isinstance(tau, Tensor) else tau
+    w = lambertw(_half_capped_beta(sigma_source.detach(), tau, lam))
+    sigma = torch.exp(-w)
+    return (loss - tau) * sigma + lam * w * w, sigma
+
+
+def _reduce(values: Tensor, reduction: str, keep: Tensor | None = None) -> Tensor:
+    if keep is not None:
+        values = torch.where(keep, values, torch.zeros_like(values))
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    if keep is None:
+        return values.mean()
+    return values.sum() / keep.sum().clamp_min(1).to(values.dtype)
+
+
+def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: str = "mean") -> Tensor:
+    r"""SuperLoss of Eq. 3 with a given threshold:
+    :math:`SL_\lambda(\ell_i) = (\ell_i - \tau)\sigma^*_i + \lambda (\log \sigma^*_i)^2`.
+
+    :math:`\tau` and :math:`\sigma^*` are constants for autograd: :math:`\partial SL/\partial\ell_i =
+    \sigma^*_i`.
+
+    Args:
+        loss: per-sample input losses (``reduction='none'`` output of the task loss), any shape.
+        tau: threshold, a number (e.g. :math:`\log C` for classification, Sec. 2.4; 0.5 for digit
+            regression, Sec. 3.2) or a tensor broadcastable to ``loss``.
+        lam: regularisation :math:`\lambda > 0`.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Shape:
+        loss: any shape; output: same shape for ``'none'``, scalar otherwise.
+
+    Examples::
+
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> target = torch.randint(10, (8,))
+        >>> ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        >>> superloss(ce, tau=math.log(10), lam=1.0).backward()
+    """
+    _check_loss(loss)
+    _check_lam(lam)
+    _check_reduction(reduction)
+    sl, _ = _superloss_terms(loss, loss, tau, lam)
+    return _reduce(sl, reduction)
+
+
+class SuperLoss(nn.Module):
+    r"""SuperLoss with a running threshold and optional per-sample loss smoothing (Sec. 3.1).
+
+    ``forward(loss, index=None, mask=None)`` takes per-sample losses of any shape and returns
+    :math:`SL_\lambda` (Eq. 3) reduced by ``reduction``.
+
+    Threshold ``tau``:
+        * ``'avg'``: the global average of every input loss seen so far ("Avg" in the paper);
+        * ``'ema'``: an exponential running average of the batch means,
+          :math:`\tau \leftarrow m\,\tau + (1-m)\,\bar\ell_{batch}` with ``momentum`` :math:`m = 0.9`,
+          the paper's :math:`\alpha` ("ExpAvg"); the first batch sets :math:`\tau = \bar\ell_{batch}`;
+        * a number: a fixed threshold, e.g. :math:`\log C` for classification (Sec. 2.4) or 0.5 for
+          digit regression (Sec. 3.2).
+
+        The running thresholds are updated with this batch's losses *before* they are used, so the
+        first batch is weighed against its own mean. The losses averaged are the ones the confidence
+        is computed from (the smoothed ones when smoothing is on).
+
+    Smoothing (when ``num_samples`` is given): each sample's loss is smoothed over the epochs by an
+    exponential average with :math:`\alpha' =` ``smoothing`` (0.9 in the paper, after SELF),
+    :math:`\tilde\ell_i \leftarrow \alpha'\tilde\ell_i + (1-\alpha')\ell_i`, initialised with the first
+    loss seen; ``forward`` must then get each sample's dataset ``index``. The confidence comes from
+    :math:`\tilde\ell_i`; the gradient still flows through the raw loss
+    (:math:`\partial SL/\partial\ell_i = \sigma^*(\tilde\ell_i)`). Leave ``num_samples=None`` for
+    unbounded sample sets (detection anchors, metric-learning pairs), as the paper does. When an index
+    appears twice in one batch, both entries read the previous smoothed value and one of them is stored.
+
+    ``mask``: a boolean tensor shaped like ``loss`` where ``True`` marks entries to **ignore** (e.g.
+    anchors assigned to neither foreground nor background). Ignored entries return 0, are left out of
+    the mean and update no state. Entries whose loss is NaN or infinite never change the threshold,
+    the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses).
+
+    State: the threshold, the running sums and counts (float64) and the smoothing buffers are
+    registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
+    After each forward, ``.confidence`` holds the batch's :math:`\sigma^*` (detached, shaped like
+    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``).
+    The module itself never communicates across processes.
+
+    Args:
+        tau: ``'avg'``, ``'ema'`` or a finite number.
+        lam: :math:`\lambda > 0`; 1 for CIFAR-10 and 0.25 for CIFAR-100 and WebVision in the paper.
+        momentum: :math:`\alpha` of the ``'ema'`` threshold, in [0, 1).
+        num_samples: dataset size, to enable per-sample smoothing; ``None`` disables it.
+        smoothing: :math:`\alpha'` of the per-sample smoothing, in [0, 1).
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Examples::
+
+        >>> criterion = SuperLoss(tau="avg", lam=1.0, num_samples=50_000)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> target, index = torch.randint(10, (8,)), torch.arange(8)
+        >>> ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        >>> criterion(ce, index).backward()
+    """
+
+    confidence: Tensor | None
+
+    def __init__(
+        self,
+        tau: str | float = "avg",
+        lam: float = 1.0,
+        momentum: float = 0.9,
+        num_samples: int | None = None,
+        smoothing: float = 0.9,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        if isinstance(tau, str):
+            if tau not in ("avg", "ema"):
+                raise ValueError(f"tau must be 'avg', 'ema' or a finite number, got {tau!r}")
+        elif isinstance(tau, bool) or not isinstance(tau, Real) or not math.isfinite(tau):
+            raise ValueError(f"tau must be 'avg', 'ema' or a finite number, got {tau!r}")
+        _check_lam(lam)
+        for name, value in (("momentum", momentum), ("smoothing", smoothing)):
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        if num_samples is not None and (
+            isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0
+        ):
+            raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+        _check_reduction(reduction)
+
+        self.tau_mode = tau if isinstance(tau, str) else "fixed"
+        self.lam = float(lam)
+        self.momentum = float(momentum)
+        self.num_samples = num_samples
+        self.smoothing = float(smoothing)
+        self.reduction = reduction
+        fixed = 0.0 if isinstance(tau, str) else float(tau)
+        # One-element (not 0-d) buffers: torch.compile (2.13) drops in-place updates of 0-d float64 buffers.
+        self.register_buffer("tau", torch.full((1,), fixed, dtype=torch.float64))
+        self.register_buffer("loss_sum", torch.zeros(1, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros(1, dtype=torch.float64))
+        if num_samples is not None:
+            self.register_buffer("smoothed_loss", torch.zeros(num_samples, dtype=torch.float64))
+            self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
+        self.confidence = None
+
+    def extra_repr(self) -> str:
+        tau = self.tau_mode if self.tau_mode != "fixed" else f"{float(self.tau):g}"
+        return (
+            f"tau={tau!r}, lam={self.lam}, momentum={self.momentum}, num_samples={self.num_samples}, "
+            f"smoothing={self.smoothing}, reduction={self.reduction!r}"
+        )
+
+    def _check_inputs(self, loss: Tensor, index: Tensor | None, mask: Tensor | None) -> None:
+        _check_loss(loss)
+        if index is not None:
+            if not isinstance(index, Tensor) or index.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"index must be an int64 (or int32) tensor of dataset indices, got {getattr(index, 'dtype', type(index).__name__)}")
+            if index.shape != loss.shape:
+                raise ValueError(f"index must have the shape of loss {tuple(loss.shape)}, got {tuple(index.shape)}")
+            if self.num_samples is None:
+                raise ValueError("index was given but smoothing is off: pass num_samples=N to the constructor to smooth per sample")
+        elif self.num_samples is not None:
+            raise ValueError(f"index is required: smoothing is on (num_samples={self.num_samples}), so forward needs each sample's dataset index")
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                raise TypeError(f"mask must be a bool tensor (True = ignore), got {getattr(mask, 'dtype', type(mask).__name__)}")
+            if mask.shape != loss.shape:
+                raise ValueError(f"mask must have the shape of loss {tuple(loss.shape)}, got {tuple(mask.shape)}")
+
+    def forward(self, loss: Tensor, index: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        self._check_inputs(loss, index, mask)
+        raw = loss.detach()
+        keep = None if mask is None else ~mask
+        valid = torch.isfinite(raw) if keep is None else torch.isfinite(raw) & keep
+
+        # Ignored entries get a finite stand-in, so that their zero output also has a zero gradient.
+        source = raw if keep is None else torch.where(keep, raw, torch.zeros_like(raw))
+        if index is not None:
+            # Gather before any write, so an out-of-range index fails with the state untouched.
+            previous = self.smoothed_loss[index]
+            seen = self.seen[index]
+            raw64 = raw.to(torch.float64)
+            smoothed = torch.where(seen, self.smoothing * previous + (1.0 - self.smoothing) * raw64, raw64)
+            smoothed = torch.where(valid, smoothed, previous)
+            source = torch.where(valid, smoothed.to(raw.dtype), source)
+
+        tau = self._update_tau(source, valid)
+        sl, sigma = _superloss_terms(loss, source, tau[0].to(loss.dtype), self.lam)
+
+        if index is not None:
+            self.smoothed_loss.index_put_((index,), smoothed)
+            self.seen.index_put_((index,), seen | valid)
+        self.confidence = sigma.detach()
+        return _reduce(sl, self.reduction, keep)
+
+    def _update_tau(self, source: Tensor, valid: Tensor) -> Tensor:
+        if self.tau_mode == "fixed":
+            return self.tau
+        values = torch.where(valid, source, torch.zeros_like(source)).to(torch.float64)
+        batch_sum = values.sum()
+        batch_count = valid.sum().to(torch.float64)
+        has_data = batch_count > 0
+        if self.tau_mode == "avg":
+            self.loss_sum += batch_sum
+            self.count += batch_count
+            new_tau = self.loss_sum / self.count.clamp_min(1.0)
+        else:
+            batch_mean = batch_sum / batch_count.clamp_min(1.0)
+            new_tau = torch.where(
+                self.count > 0, self.momentum * self.tau + (1.0 - self.momentum) * batch_mean, batch_mean
+            )
+            self.count += batch_count
+        self.tau.copy_(torch.where(has_data, new_tau, self.tau))
+        return self.tau

@@ -1,0 +1,47 @@
+"""Shared fixtures.
+
+The device and the floating dtype of the tensor tests are chosen on the command line, so the same
+suite runs on a GPU when one is there::
+
+    pytest --device cuda --dtype float32
+
+Tests marked ``slow`` (longer than CI's budget allows) run only with ``--run-slow``.
+"""
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="torch device for the tensor tests (cpu, cuda, cuda:1, ...)")
+    parser.addoption(
+        "--dtype", default="float64", choices=["float32", "float64"],
+        help="floating dtype for the tests that are not tied to one dtype",
+    )
+    parser.addoption("--run-slow", action="store_true", help="also run the tests marked slow (minutes; not in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    dev = torch.device(request.config.getoption("--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda given but CUDA is not available")
+    return dev
+
+
+@pytest.fixture(scope="session")
+def dtype(request) -> torch.dtype:
+    return getattr(torch, request.config.getoption("--dtype"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,21 @@
+"""Every script in examples/ runs (short settings) and prints its result."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SHORT = {
+    "regression_digits.py": ["--epochs", "3"],
+    "detection_superloss.py": ["--steps", "30"],
+    "metric_learning_digits.py": ["--steps", "30"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_example_runs(script):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *SHORT.get(script, [])],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()

@@ -1,0 +1,128 @@
+"""lambertw against independent references: mpmath at 50 digits, scipy, finite differences."""
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from curriculoss import lambertw
+
+mpmath.mp.dps = 50
+INV_E = float(1 / mpmath.e)
+
+
+def _reference(xs: list[float]) -> np.ndarray:
+    return np.array([float(mpmath.lambertw(mpmath.mpf(v)).real) for v in xs])
+
+
+def _grid(dtype: torch.dtype) -> list[float]:
+    """Points over the whole domain: the branch point, negatives, tiny and subnormal, huge."""
+    rng = np.random.default_rng(0)
+    if dtype == torch.float64:
+        near = -INV_E + INV_E * np.logspace(-17, 0, 600)
+        pos = np.logspace(-320, 300, 700)
+        neg = -np.logspace(-320, math.log10(INV_E), 400)
+    else:
+        near = -INV_E + INV_E * np.logspace(-8, 0, 600)
+        pos = np.logspace(-45, math.log10(3e38), 700)
+        neg = -np.logspace(-45, math.log10(INV_E), 400)
+    mid = rng.uniform(-INV_E, 10.0, 600)
+    xs = np.concatenate([near, pos, neg, mid, [0.0, -INV_E]])
+    xs = torch.tensor(xs, dtype=torch.float64).to(dtype)  # rounded to the dtype under test
+    xs = xs[torch.isfinite(xs) & (xs.double() >= -INV_E)]
+    return xs.double().tolist()
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6)])
+def test_matches_mpmath_over_the_domain(dtype, rtol, atol, device):
+    xs = _grid(dtype)
+    ours = lambertw(torch.tensor(xs, dtype=dtype, device=device)).double().cpu().numpy()
+    ref = _reference(xs)
+    err = np.abs(ours - ref)
+    bound = atol + rtol * np.abs(ref)
+    worst = int(np.argmax(err / bound))
+    assert np.all(err <= bound), f"x={xs[worst]!r}: got {ours[worst]!r}, want {ref[worst]!r}"
+
+
+def test_float32_subnormals_are_exact():
+    x = torch.tensor([1e-45, -1e-45, 1e-40, -3e-39, 1.1754944e-38], dtype=torch.float32)
+    assert torch.equal(lambertw(x), x)
+
+
+def test_agrees_with_scipy_on_random_inputs():
+    x = np.random.default_rng(1).uniform(-INV_E, 1e4, 20_000)
+    np.testing.assert_allclose(lambertw(torch.from_numpy(x)).numpy(), scipy.special.lambertw(x).real, rtol=1e-13, atol=1e-14)
+
+
+def test_special_values():
+    for dtype in (torch.float32, torch.float64):
+        x = torch.tensor([0.0, math.e, math.inf, math.nan, -0.5, -INV_E - 1e-6], dtype=dtype)
+        w = lambertw(x)
+        assert w[0] == 0 and w[2] == math.inf
+        torch.testing.assert_close(w[1], torch.tensor(1.0, dtype=dtype))
+        assert torch.isnan(w[3]) and torch.isnan(w[4]) and torch.isnan(w[5])
+    # -1/e rounded to float32 lies just below -1/e: rounding, not a domain error.
+    assert float(np.float32(-INV_E)) < -INV_E
+    assert lambertw(torch.tensor(-INV_E, dtype=torch.float32)) == -1
+    assert lambertw(torch.tensor(-INV_E, dtype=torch.float64)) == -1
+    # One step further below is outside the domain.
+    below = torch.nextafter(torch.tensor(-INV_E, dtype=torch.float32), torch.tensor(-1.0)) - 1e-7
+    assert torch.isnan(lambertw(below))
+
+
+def test_half_precision_is_computed_in_float32():
+    x = torch.linspace(-0.36, 50, 101)
+    for dtype in (torch.float16, torch.bfloat16):
+        w = lambertw(x.to(dtype))
+        assert w.dtype == dtype
+        torch.testing.assert_close(w.float(), lambertw(x.to(dtype).float()).to(dtype).float())
+
+
+def test_gradient_matches_finite_differences_and_closed_form():
+    x = torch.tensor([-0.3, -0.1, 0.0, 0.5, 3.0, 1e3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambertw, (x,))
+    assert torch.autograd.gradgradcheck(lambertw, (x,))
+    (g,) = torch.autograd.grad(lambertw(x).sum(), x)
+    w = _reference(x.detach().tolist())
+    xs = x.detach().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        closed = np.where(xs == 0, 1.0, w / (xs * (1 + w)))
+    np.testing.assert_allclose(g.numpy(), closed, rtol=1e-12)
+    assert g[2] == 1.0
+
+
+def test_gradient_at_branch_point_is_infinite():
+    x = torch.tensor(-INV_E, dtype=torch.float64, requires_grad=True)
+    lambertw(x).backward()
+    assert x.grad == math.inf
+
+
+def test_satisfies_defining_equation_in_float32_on_large_batch():
+    x = torch.empty(100_000).uniform_(-0.36, 1e6)
+    w = lambertw(x).double()
+    torch.testing.assert_close(w * torch.exp(w), x.double(), rtol=1e-5, atol=1e-6)
+
+
+def test_meta_device_and_shapes():
+    x = torch.empty(3, 4, 5, device="meta")
+    w = lambertw(x)
+    assert w.device.type == "meta" and w.shape == (3, 4, 5)
+
+
+def test_torch_compile_fullgraph():
+    compiled = torch.compile(lambertw, fullgraph=True, backend="aot_eager")
+    x = torch.tensor([-0.3, 0.0, 2.0, 1e10], dtype=torch.float64, requires_grad=True)
+    w = compiled(x)
+    torch.testing.assert_close(w, lambertw(x.detach()))
+    w.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([1, 2]), [0.5], torch.tensor([1 + 1j])])
+def test_bad_input_types(bad):
+    with pytest.raises(TypeError, match="x must be"):
+        lambertw(bad)

@@ -1,0 +1,277 @@
+"""SuperLoss against independent references: brute-force minimisation of Eq. 1, the paper's
+properties (Sec. 2.2), finite differences, and plain-Python recomputations of the running state."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize_scalar
+
+from curriculoss import SuperLoss, superloss, superloss_confidence
+
+E = math.e
+
+
+def brute_force(loss: float, tau: float, lam: float) -> tuple[float, float]:
+    """argmin and min of Eq. 1 over sigma, found numerically in u = log(sigma).
+
+    For loss < tau, Eq. 1 tends to -inf as sigma -> inf, so its minimum of interest is the local one,
+    which lies at sigma <= e (u <= 1); the local maximum lies beyond. The search is on u <= 1, which
+    also reproduces the cap: below beta = -2/e the function decreases on the whole interval and the
+    minimiser is its end, sigma = e.
+    """
+    f = lambda u: (loss - tau) * math.exp(u) + lam * u * u
+    res = minimize_scalar(f, bounds=(-60.0, 1.0), method="bounded", options={"xatol": 1e-12, "maxiter": 2000})
+    u = res.x if f(res.x) < f(1.0) else 1.0
+    return math.exp(u), f(u)
+
+
+GRID = [
+    (loss, tau, lam)
+    for loss in (0.0, 0.05, 0.3, 1.0, 2.302585, 5.0, 20.0)
+    for tau in (0.0, 0.5, 2.302585, 4.0)
+    for lam in (0.25, 1.0, 3.0)
+]
+
+
+@pytest.mark.parametrize("loss,tau,lam", GRID)
+def test_confidence_and_value_equal_brute_force_minimum(loss, tau, lam):
+    sigma_ref, sl_ref = brute_force(loss, tau, lam)
+    x = torch.tensor([loss], dtype=torch.float64)
+    sigma = superloss_confidence(x, tau, lam).item()
+    sl = superloss(x, tau, lam, reduction="sum").item()
+    assert sigma == pytest.approx(sigma_ref, rel=1e-5, abs=1e-8)
+    assert sl == pytest.approx(sl_ref, rel=1e-8, abs=1e-9)
+
+
+def test_below_the_cap_confidence_is_e():
+    beta = torch.tensor([-2 / E, -1.0, -5.0, -1e6], dtype=torch.float64)
+    assert torch.allclose(superloss_confidence(beta, 0.0, 1.0), torch.full_like(beta, E), rtol=1e-12)
+    # float32: the cap lands on the float nearest -1/e, just below the true value; still e, not NaN
+    beta32 = torch.tensor([-2 / E, -3.0], dtype=torch.float32)
+    sigma32 = superloss_confidence(beta32, 0.0, 1.0)
+    assert torch.isfinite(sigma32).all()
+    assert torch.allclose(sigma32, torch.full_like(sigma32, E), rtol=1e-5)
+
+
+def test_gradient_is_the_confidence(dtype, device):
+    loss = (torch.rand(64, dtype=dtype, device=device) * 6).requires_grad_()
+    superloss(loss, 2.0, 0.5, reduction="sum").backward()
+    torch.testing.assert_close(loss.grad, superloss_confidence(loss, 2.0, 0.5))
+
+
+def test_gradcheck_matches_finite_differences():
+    # The envelope theorem makes dSL/dl = sigma* exact even though sigma* depends on l, so the
+    # constant-sigma backward agrees with finite differences of the full forward.
+    loss = torch.tensor([0.1, 0.7, 1.5, 3.0, 9.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda l: superloss(l, 1.2, 0.7, reduction="none"), (loss,))
+
+
+def test_translation_invariance():
+    loss = torch.rand(32, dtype=torch.float64) * 4
+    for k in (-3.0, 0.5, 100.0):
+        a = superloss(loss, 1.0, 1.0, reduction="none")
+        b = superloss(loss + k, 1.0 + k, 1.0, reduction="none")
+        torch.testing.assert_close(a, b)
+    # with a running threshold the shift needs no help
+    m1, m2 = SuperLoss(tau="avg"), SuperLoss(tau="avg")
+    for _ in range(3):
+        batch = torch.rand(16, dtype=torch.float64)
+        m1(batch)
+        m2(batch + 7.0)
+        torch.testing.assert_close(m1.confidence, m2.confidence)
+
+
+@pytest.mark.parametrize("k", [1e-3, 0.5, 10.0, 1e4])
+def test_homogeneity(k):
+    # L_{K lam}(K l, sigma) = K L_lam(l, sigma) (Sec. 2.2), so SL and sigma* follow; losses up to 1e4.
+    loss = torch.rand(50, dtype=torch.float64)
+    a = superloss(loss * k, 0.4 * k, 0.8 * k, reduction="none")
+    b = k * superloss(loss, 0.4, 0.8, reduction="none")
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * k)
+    torch.testing.assert_close(superloss_confidence(loss * k, 0.4 * k, 0.8 * k), superloss_confidence(loss, 0.4, 0.8))
+
+
+def test_large_lambda_limit_is_the_input_loss():
+    loss = torch.rand(20, dtype=torch.float64) * 5
+    sl = superloss(loss, 1.0, 1e9, reduction="none")
+    torch.testing.assert_close(sl, loss - 1.0, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(superloss_confidence(loss, 1.0, 1e9), torch.ones_like(loss), rtol=1e-8, atol=1e-8)
+
+
+def test_reductions_and_shapes(dtype, device):
+    loss = torch.rand(3, 4, 5, dtype=dtype, device=device)
+    none = superloss(loss, 0.5, reduction="none")
+    assert none.shape == loss.shape
+    torch.testing.assert_close(superloss(loss, 0.5, reduction="sum"), none.sum())
+    torch.testing.assert_close(superloss(loss, 0.5, reduction="mean"), none.mean())
+
+
+def _reference_run(batches, mode, momentum=0.9, smoothing=None, lam=1.0):
+    """Plain-Python recomputation of the module's threshold, smoothing and confidence."""
+    total, count, tau = 0.0, 0, None
+    smooth: dict[int, float] = {}
+    taus, confidences = [], []
+    for loss, index in batches:
+        values = []
+        for l, i in zip(loss.tolist(), index.tolist()):
+            if smoothing is not None:
+                smooth[i] = smoothing * smooth[i] + (1 - smoothing) * l if i in smooth else l
+                l = smooth[i]
+            values.append(l)
+        mean = sum(values) / len(values)
+        if mode == "avg":
+            total += sum(values)
+            count += len(values)
+            tau = total / count
+        else:
+            tau = mean if tau is None else momentum * tau + (1 - momentum) * mean
+        taus.append(tau)
+        confidences.append([brute_force(v, tau, lam)[0] for v in values])
+    return taus, confidences, smooth
+
+
+@pytest.mark.parametrize("mode", ["avg", "ema"])
+@pytest.mark.parametrize("smoothing", [None, 0.9])
+def test_running_threshold_and_smoothing_match_plain_python(mode, smoothing):
+    gen = torch.Generator().manual_seed(1)
+    n = 30
+    batches = []
+    for _ in range(6):
+        index = torch.randperm(n, generator=gen)[:10]
+        batches.append((torch.rand(10, generator=gen, dtype=torch.float64) * 3, index))
+    taus, confidences, smooth = _reference_run(batches, mode, smoothing=smoothing)
+    module = SuperLoss(tau=mode, num_samples=n if smoothing else None, smoothing=smoothing or 0.9)
+    for (loss, index), tau, conf in zip(batches, taus, confidences):
+        module(loss, index if smoothing else None)
+        assert float(module.tau) == pytest.approx(tau, rel=1e-12)
+        np.testing.assert_allclose(module.confidence.numpy(), conf, rtol=1e-5)
+    if smoothing:
+        for i, v in smooth.items():
+            assert float(module.smoothed_loss[i]) == pytest.approx(v, rel=1e-12)
+        assert int(module.seen.sum()) == len(smooth)
+
+
+def test_fixed_threshold_is_constant():
+    module = SuperLoss(tau=math.log(10), lam=0.25)
+    for _ in range(2):
+        loss = torch.rand(8, dtype=torch.float64) * 10
+        module(loss)
+        assert float(module.tau) == pytest.approx(math.log(10))
+        expected = [brute_force(l, math.log(10), 0.25)[0] for l in loss.tolist()]
+        np.testing.assert_allclose(module.confidence.numpy(), expected, rtol=1e-5)
+
+
+def _train_steps(module, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    outs = []
+    for _ in range(steps):
+        index = torch.randint(0, 20, (8,), generator=gen).unique()
+        loss = torch.rand(index.numel(), generator=gen, dtype=torch.float64) * 4
+        outs.append(module(loss, index))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("mode", ["avg", "ema", 1.5])
+def test_state_dict_round_trip_continues_bit_identically(mode, tmp_path):
+    a = SuperLoss(tau=mode, num_samples=20)
+    _train_steps(a, 5, seed=0)
+    torch.save(a.state_dict(), tmp_path / "sl.pt")
+    b = SuperLoss(tau=mode, num_samples=20)
+    b.load_state_dict(torch.load(tmp_path / "sl.pt", weights_only=True))
+    assert torch.equal(_train_steps(a, 5, seed=3), _train_steps(b, 5, seed=3))
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_non_finite_losses_never_change_state():
+    module = SuperLoss(tau="avg", num_samples=10)
+    module(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0, 1, 2]))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    out = module(torch.tensor([float("nan"), float("inf"), -float("inf")]), torch.tensor([0, 1, 3]))
+    assert torch.isnan(out)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    # a mixed batch updates state from its finite entries only
+    module(torch.tensor([float("nan"), 5.0]), torch.tensor([4, 5]))
+    assert float(module.count) == 4 and float(module.tau) == pytest.approx((1 + 2 + 3 + 5) / 4)
+    assert not bool(module.seen[4]) and bool(module.seen[5])
+
+
+def test_mask_ignores_entries():
+    loss = torch.tensor([[0.5, 9.0, 1.0], [2.0, float("nan"), 0.1]], dtype=torch.float64, requires_grad=True)
+    ignore = torch.tensor([[False, True, False], [False, True, False]])
+    module = SuperLoss(tau="avg")
+    out = module(loss, mask=ignore)
+    kept = torch.tensor([0.5, 1.0, 2.0, 0.1], dtype=torch.float64)
+    assert float(module.tau) == pytest.approx(kept.mean().item())
+    assert out.item() == pytest.approx(superloss(kept, kept.mean(), reduction="mean").item())
+    out.backward()
+    assert torch.all(loss.grad[ignore] == 0)
+    none = SuperLoss(tau="avg", reduction="none")(loss.detach(), mask=ignore)
+    assert torch.all(none[ignore] == 0)
+
+
+def test_compiled_module_equals_eager():
+    eager, compiled = SuperLoss(tau="ema", num_samples=16), SuperLoss(tau="ema", num_samples=16)
+    fn = torch.compile(compiled, fullgraph=True, backend="aot_eager")
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        index = torch.randperm(16, generator=gen)[:8]
+        loss = torch.rand(8, generator=gen)
+        torch.testing.assert_close(fn(loss, index), eager(loss, index))
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[key], value)
+
+
+def test_meta_device_forward():
+    module = SuperLoss(tau="avg", num_samples=100).to("meta")
+    loss = torch.empty(8, device="meta", requires_grad=True)
+    out = module(loss, torch.zeros(8, dtype=torch.long, device="meta"))
+    assert out.device.type == "meta" and out.shape == ()
+    assert superloss(torch.empty(3, 4, device="meta"), 1.0, reduction="none").shape == (3, 4)
+
+
+def test_follows_device_and_dtype(device):
+    module = SuperLoss(tau="avg", num_samples=4).to(device)
+    module(torch.rand(4, device=device), torch.arange(4, device=device))
+    assert module.smoothed_loss.device.type == torch.device(device).type
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(tau="mean"), "tau"), (dict(tau=float("nan")), "tau"), (dict(lam=0.0), "lam"), (dict(lam=-1), "lam"),
+        (dict(momentum=1.0), "momentum"), (dict(smoothing=-0.1), "smoothing"), (dict(num_samples=0), "num_samples"),
+        (dict(reduction="avg"), "reduction"),
+    ],
+)
+def test_constructor_errors_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SuperLoss(**kwargs)
+
+
+def test_forward_errors_leave_state_unchanged():
+    module = SuperLoss(tau="avg", num_samples=5)
+    module(torch.rand(3), torch.arange(3))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(TypeError, match="loss"):
+        module(torch.ones(3, dtype=torch.long), torch.arange(3))
+    with pytest.raises(ValueError, match="index"):
+        module(torch.rand(3), torch.arange(4))
+    with pytest.raises(TypeError, match="index"):
+        module(torch.rand(3), torch.arange(3).float())
+    with pytest.raises(ValueError, match="index is required"):
+        module(torch.rand(3))
+    with pytest.raises(ValueError, match="mask"):
+        module(torch.rand(3), torch.arange(3), mask=torch.zeros(2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask"):
+        module(torch.rand(3), torch.arange(3), mask=torch.zeros(3))
+    with pytest.raises(IndexError):
+        module(torch.rand(3), torch.tensor([0, 1, 7]))
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="lam"):
+        superloss(torch.rand(3), 1.0, lam=0)
+    with pytest.raises(ValueError, match="reduction"):
+        superloss(torch.rand(3), 1.0, reduction="avg")
