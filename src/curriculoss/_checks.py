@@ -60,10 +60,9 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1)
     if target.device != logits.device:
         raise ValueError(f"target must be on the device of logits ({logits.device}), got {target.device}")
     if target.device.type == "cpu" and target.numel() > 0 and not torch.compiler.is_compiling():
-        lo, hi = torch.aminmax(target)
+        lo, hi = (v.item() for v in torch.aminmax(target))
         if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(f"target must hold class indices in [0, {logits.shape[1] - 1}], "
-                             f"got values in [{int(lo)}, {int(hi)}]")
+            raise ValueError(f"target must hold class indices in [0, {logits.shape[1] - 1}], got values in [{lo}, {hi}]")
     return target.long()
 
 

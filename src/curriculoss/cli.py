@@ -56,10 +56,13 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
-    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, npz, csv; the noisy-label file for --noise file")
+    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, npz, csv")
     data.add_argument("--task", choices=("classification", "regression"), default="classification")
     data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
-    data.add_argument("--noise", choices=NOISES, default="symmetric")
+    data.add_argument("--noise", choices=NOISES, default="symmetric",
+                      help="symmetric (the new class may be the true one), pair (y -> y+1), asymmetric (class map), "
+                           "or file (--noise-file)")
+    data.add_argument("--noise-file", help="noisy training labels for --noise file: .npy or .csv, one per training sample")
     if grid:
         data.add_argument("--noise-rates", type=_rate, nargs="+", default=[0.0, 0.4], metavar="RATE")
     else:
@@ -105,7 +108,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
     )
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
-        method=method, noise=args.noise, noise_rate=rate, epochs=args.epochs, batch_size=args.batch_size,
+        method=method, noise=args.noise, noise_rate=rate, noise_file=args.noise_file, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
     )
 
@@ -115,6 +118,10 @@ def _check_data_dir(args: argparse.Namespace) -> None:
         raise SystemExit(f"curriculoss: error: --data-dir is required for --dataset {args.dataset}")
     if args.data_dir and not Path(args.data_dir).exists():
         raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
+    if args.noise == "file" and not args.noise_file:
+        raise SystemExit("curriculoss: error: --noise file needs --noise-file (the noisy labels, .npy or .csv)")
+    if args.noise_file and not Path(args.noise_file).is_file():
+        raise SystemExit(f"curriculoss: error: --noise-file {args.noise_file}: no such file")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -127,7 +127,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
 
     if task == "classification":
         y_tr, y_te = _check_class_labels(y_tr, name, "training"), _check_class_labels(y_te, name, "test")
-        num_classes: int | None = int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
+        num_classes: int | None = 10 if name == "cifar10" else int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
     else:
         y_tr, y_te = y_tr.astype(np.float32), y_te.astype(np.float32)
         num_classes = None

@@ -46,6 +46,7 @@ class TrainConfig:
     method: str = "ce"
     noise: str = "symmetric"
     noise_rate: float = 0.0
+    noise_file: str | None = None  # the noisy labels for noise='file' (.npy or .csv)
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.1
@@ -89,8 +90,9 @@ def prepare_data(cfg: TrainConfig):
         noisy = noise.regression(y_true, cfg.noise_rate, low=float(y_true.min()), high=float(y_true.max()), seed=cfg.seed) \
             if cfg.noise_rate > 0 else noise.NoisyLabels(y_true.copy(), np.zeros(len(y_true), bool))
     else:
-        noisy = noise.apply(cfg.noise if cfg.noise_rate > 0 else "none", y_true, cfg.noise_rate,
-                            num_classes=data.num_classes, seed=cfg.seed, data_dir=cfg.data_dir)
+        kind = cfg.noise if (cfg.noise_rate > 0 or cfg.noise == "file") else "none"
+        noisy = noise.apply(kind, y_true, cfg.noise_rate, num_classes=data.num_classes, seed=cfg.seed,
+                            path=cfg.noise_file)
     return data, noisy
 
 

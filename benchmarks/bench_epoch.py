@@ -1,0 +1,127 @@
+"""One training epoch with each method against the plain cross-entropy loop (goal <= 1.05x each).
+
+MNIST from its IDX files (``--data-dir``, default ``../shared/datasets/mnist`` beside the repository),
+LeNet-5, SGD with momentum, batch 128, CPU. The data set, model, methods and noise come from the
+library (``curriculoss.datasets.load``, ``curriculoss.models.build_model``,
+``curriculoss.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
+PyTorch loop with ``F.cross_entropy``; each method runs the same loop through its ``Method`` (and its
+own optimizer, for data parameters). Only the loop is timed: batch indexing, forward, loss, backward
+and the optimizer steps. Methods run interleaved, one epoch each per repeat with the order rotated
+between repeats, and the ratio of median epoch times is printed.
+
+    python benchmarks/bench_epoch.py                 # the full 60,000-image epoch
+    python benchmarks/bench_epoch.py --limit 10000   # a shorter epoch
+    python benchmarks/bench_epoch.py --quick         # a smoke run (3,000 images, 3 repeats)
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from curriculoss import datasets, noise
+from curriculoss.methods import METHODS, REGRESSION_LOSSES, MethodOptions, build_method
+from curriculoss.models import build_model
+
+GOAL = 1.05
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
+
+
+class Runner:
+    """One method's model, optimizers and epoch loop; the state carries over between repeats."""
+
+    def __init__(self, name: str, data: datasets.Dataset, y_train: torch.Tensor, x_train: torch.Tensor,
+                 batch_size: int, seed: int):
+        self.name = name
+        torch.manual_seed(seed)  # the same initial weights for every method
+        self.model = build_model("lenet", tuple(data.input_shape), data.num_classes)
+        self.method = None if name == "baseline" else build_method(name, MethodOptions(), data.num_classes, len(y_train))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.method_opt = self.method.make_optimizer() if self.method is not None else None
+        self.x, self.y, self.batch_size = x_train, y_train, batch_size
+
+    def epoch(self, order: torch.Tensor) -> float:
+        model, method, opt, method_opt = self.model, self.method, self.opt, self.method_opt
+        x, y, bs = self.x, self.y, self.batch_size
+        t0 = time.perf_counter()
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            xb, yb = x[idx], y[idx]
+            out = model(xb)
+            loss = F.cross_entropy(out, yb) if method is None else method(out, yb, idx)
+            opt.zero_grad(set_to_none=True)
+            if method_opt is not None:
+                method_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if method_opt is not None:
+                method_opt.step()
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="MNIST-layout IDX directory (default: %(default)s)")
+    parser.add_argument("--dataset", default="idx", choices=("idx", "digits"), help="digits: no files needed")
+    parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in REGRESSION_LOSSES],
+                        help="default: every classification method")
+    parser.add_argument("--limit", type=int, default=None, help="training images per epoch (default: all)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="epochs per method (interleaved)")
+    parser.add_argument("--noise-rate", type=float, default=0.4, help="symmetric label noise (default 0.4)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: --limit 3000 --repeats 3")
+    args = parser.parse_args()
+    if args.quick:
+        args.limit = args.limit or 3000
+        args.repeats = 3
+    unknown = [m for m in args.methods if m not in METHODS or m in REGRESSION_LOSSES]
+    if unknown:
+        parser.error(f"--methods: unknown or regression-only {unknown}; choose from "
+                     f"{', '.join(m for m in METHODS if m not in REGRESSION_LOSSES)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data = datasets.load(args.dataset, data_dir=None if args.dataset == "digits" else args.data_dir, limit=args.limit)
+    noisy = noise.symmetric(data.y_train, args.noise_rate, data.num_classes, seed=0)
+    x_train = torch.from_numpy(data.x_train)
+    y_train = torch.from_numpy(np.asarray(noisy.labels))
+    n = len(y_train)
+
+    names = ["baseline", *args.methods]
+    runners = [Runner(name, data, y_train, x_train, args.batch_size, seed=0) for name in names]
+    gen = torch.Generator().manual_seed(0)
+    warm = torch.randperm(n, generator=gen)[: min(n, 20 * args.batch_size)]
+    for r in runners:  # warm-up: allocator, autograd graph caches, lazy state
+        r.epoch(warm)
+
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(args.repeats):
+        order = torch.randperm(n, generator=gen)
+        shift = rep % len(runners)
+        for r in runners[shift:] + runners[:shift]:
+            times[r.name].append(r.epoch(order))
+
+    base = statistics.median(times["baseline"])
+    steps = -(-n // args.batch_size)
+    print(f"{data.name} ({n} training images, {steps} steps of {args.batch_size}), LeNet-5, CPU, "
+          f"{torch.get_num_threads()} threads, {args.repeats} interleaved epochs per method, "
+          f"{args.noise_rate:.0%} symmetric noise")
+    print(f"{'method':<12} {'epoch (s, median)':>18} {'ratio vs CE loop':>17}  goal <= {GOAL:.2f}x")
+    print(f"{'plain CE':<12} {base:>18.3f} {1.0:>16.3f}x")
+    worst = 0.0
+    for name in args.methods:
+        t = statistics.median(times[name])
+        ratio = t / base
+        worst = max(worst, ratio)
+        print(f"{name:<12} {t:>18.3f} {ratio:>16.3f}x  {'ok' if ratio <= GOAL else 'OVER'}")
+    print(f"worst ratio {worst:.3f}x: {'meets' if worst <= GOAL else 'misses'} the goal (<= {GOAL:.2f}x for every method)")
+
+
+if __name__ == "__main__":
+    main()

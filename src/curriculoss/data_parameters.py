@@ -1,0 +1,476 @@
+r"""Data Parameters (Saxena, Tuzel & DeCoste, NeurIPS 2019): learnable class and instance temperatures.
+
+Every class ``c`` and every training sample ``i`` owns a temperature; during training the logits of
+sample ``i`` are divided by its effective parameter ``sigma*_i`` before the softmax cross-entropy:
+
+.. math::
+
+    L^i = -\log \operatorname{softmax}(z^i / \sigma^*_i)_{y^i}, \qquad
+    \sigma^*_i = \begin{cases}
+        \sigma^{class}_{y^i} & \text{level='class' (Sec. 2.1, Eq. 1)} \\
+        \sigma^{inst}_i & \text{level='instance' (Sec. 2.2)} \\
+        \sigma^{class}_{y^i} + \sigma^{inst}_i & \text{level='joint' (Sec. 2.2)}
+    \end{cases}
+
+Every logit of the sample is divided by the *same* parameter (erratum 5 in
+``shared/papers/README.md``: the transcription of Eq. 1 misprints ``sigma_j`` under ``z_j``). The
+gradients are Eq. 3, :math:`\partial L^i/\partial z^i_j = (p^i_j - 1[j=y^i])/\sigma^*_i`, and Eq. 4/5,
+:math:`\partial L^i/\partial\sigma^*_i = (1-p^i_{y^i})/\sigma^{*2}_i\,(z^i_{y^i} - \sum_{j\ne y^i} q^i_j z^i_j)`
+with :math:`q^i_j = p^i_j/(1-p^i_{y^i})`. At inference the model's logits are used as they are
+(Sec. 2.2, "Inference with data parameters"): data parameters exist only for training samples.
+
+Implementation (Sec. 3.1)
+-------------------------
+- The learnable tensors are ``log sigma`` (``log_class_sigma`` of shape ``(num_classes,)`` and
+  ``log_instance_sigma`` of shape ``(num_instances,)``); ``class_sigma`` / ``instance_sigma`` give
+  ``sigma`` (detached).
+- Initial values (Sec. 3.1 and erratum 4): 1 for the level that is learned alone; in the joint
+  curriculum class parameters start at 1 and instance parameters at 0.001, so ``sigma*`` starts at
+  about 1 (the ordinary softmax).
+- :meth:`DataParameters.optimizer` returns a :class:`SparseSGD`: SGD with momentum on ``log sigma``,
+  weight decay as an L2 penalty on ``log sigma``, and for every class or instance absent from the
+  mini-batch nothing changes (parameter, momentum buffer, no weight decay). The forward pass gathers
+  the rows of the batch through an autograd function whose backward returns a *sparse* (COO) gradient
+  with one entry per sample, so neither the backward pass nor the step touches the other rows:
+  cost O(batch), independent of ``num_instances``.
+
+What the reference implementation (github.com/apple/ml-data-parameters) does, and what we do
+------------------------------------------------------------------------------------------
+- **Clamping.** After every optimizer step it projects ``log sigma`` (class and instance tensors
+  separately, the whole tensor) onto ``[log(1/20), log(20)]``, i.e. ``sigma`` in ``[0.05, 20]``; this
+  is on by default (``--skip_clamp_data_param`` turns it off) and the bounds are the same in its CIFAR
+  and ImageNet scripts. We match it: ``clamp=(0.05, 20.0)`` (in ``sigma`` units, ``None`` disables)
+  is a projection of the parameter after each step, not a clamp inside the forward (the gradient is
+  never zeroed by it). Rows the step updates are projected; because the reference projects the whole
+  tensor, a value initialised outside the range (the joint curriculum's 0.001 < 0.05 !) is lifted to
+  the bound by its first step. We reproduce that with one projection of the whole tensor at each
+  parameter's first step (a single O(N) pass, never again): from then on every row is in range and
+  only updated rows can leave it, so projecting those is exactly the reference's projection.
+- **Initialisation.** ``log(init)`` broadcast to every row (its defaults are 1 and 1; the paper's
+  joint runs use class 1 / instance 0.001, erratum 4).
+- **Weight decay.** Its SGD runs with ``weight_decay=0`` and it adds ``0.5 * wd * sum(log_sigma**2)``
+  over the parameters *gathered for the mini-batch* to the loss. For instances that is ``wd * log
+  sigma_i`` on present rows (what we do). For classes the sum runs over samples, so a class present
+  ``n_c`` times gets ``n_c * wd * log sigma_c``; we apply standard L2 weight decay, ``wd * log
+  sigma_c`` once per present class and step (Sec. 3.1: an L2 regulariser on ``log sigma``).
+- **Which rows are "present".** Its ``SparseSGD`` runs a dense SGD step on the whole tensor and then
+  reverts parameter and momentum wherever the gradient is exactly zero (O(N) per step, and a present
+  row whose gradient happens to be exactly 0 is treated as absent). We use the rows of the batch.
+  Its momentum buffer starts at zero, so a row's first update uses ``buf = grad`` as ours does.
+- **Class-parameter gradient.** It backpropagates ``F.cross_entropy`` (batch mean) through
+  ``class_parameters[target]``, so class ``c`` receives ``(1/B) * sum_{i in batch, y_i = c} dL_i/d
+  log sigma_c``: the per-sample gradients of its samples, summed, divided by the batch size; an
+  instance receives ``(1/B) dL_i/d log sigma_i`` from its own sample only. This is
+  ``class_grad='batch_mean'`` (default; the paper's learning rates were tuned with it). The issue's
+  wording, "the mean over the samples of that class in the batch", is ``class_grad='class_mean'``:
+  the class gradient is rescaled by ``B / n_c`` so the step uses ``(1/n_c) sum_{i: y_i=c} dL_i/d log
+  sigma_c`` for a batch-mean loss (``B`` = number of samples that contributed to the gradient,
+  ``n_c`` = those of class ``c``).
+
+Detection (Sec. 3.3)
+--------------------
+:meth:`DataParameters.forward_detection` ``(logits (A, C), anchor_target (A,), anchor_box (A,),
+box_index (M,))``: ``box_index`` holds the dataset-wide ids (rows of the instance parameters) of
+the ``M`` ground-truth boxes of the mini-batch, ``anchor_box`` the position in ``box_index`` of the
+box each anchor is assigned to, or ``-1`` for a background (negative) anchor. Anchors assigned to a
+box divide their logits by that box's parameter (plus the class parameter of ``anchor_target`` in the
+joint curriculum); background anchors use the mean instance parameter of the ``M`` boxes of the
+mini-batch (each box counted once). The mean is detached by default (``background_grad=False``), so a
+box's parameter learns only from the anchors assigned to it, as the paper's per-instance curriculum
+intends. A mini-batch with no box (``M = 0``) gives background anchors the initial instance value.
+
+Synchronisation and validation
+------------------------------
+``forward`` only reads metadata (shapes, dtypes, devices) except for the range check of ``target``,
+``index`` and the detection indices, which is done on CPU tensors in eager mode (a host-side
+comparison, no device synchronisation), and skipped on meta tensors, under ``torch.compile`` and on
+accelerators (where it would synchronise; set ``check_values=True`` to force it). Under
+``torch.compile`` the gather uses a dense gradient (AOTAutograd cannot trace sparse tensors); the
+optimizer then treats rows with a non-zero gradient as present (the reference's rule, O(N)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["DataParameters", "SparseSGD"]
+
+LEVELS = ("class", "instance", "joint")
+CLASS_GRAD_MODES = ("batch_mean", "class_mean")
+
+
+def _is_compiling() -> bool:
+    return bool(torch.compiler.is_compiling())
+
+
+class _SparseGather(torch.autograd.Function):
+    """``weight[index]`` whose gradient w.r.t. ``weight`` is a sparse COO tensor with one entry per
+    element of ``index`` (uncoalesced), so the backward costs O(len(index)), not O(len(weight))."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.num_rows = weight.shape[0]
+        return weight.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        g = torch.sparse_coo_tensor(index.unsqueeze(0), grad, (ctx.num_rows,), is_coalesced=False,
+                                    check_invariants=False)
+        return g, None
+
+
+def _gather(weight: Tensor, index: Tensor) -> Tensor:
+    if _is_compiling() or not torch.is_grad_enabled() or not weight.requires_grad or index.device.type == "meta":
+        return weight.index_select(0, index)
+    return _SparseGather.apply(weight, index)
+
+
+def _check_index(name: str, x: Tensor | None, size: int, *, required: bool = True) -> None:
+    if x is None:
+        if required:
+            raise ValueError(f"{name} is required for this level of data parameters")
+        return
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise ValueError(f"{name} must have an integer dtype (e.g. torch.long), got {x.dtype}")
+    if x.dim() != 1 or x.shape[0] != size:
+        raise ValueError(f"{name} must have shape ({size},), got {tuple(x.shape)}")
+
+
+def _check_range(name: str, x: Tensor | None, low: int, high: int, force: bool | None) -> None:
+    """Values in [low, high); only where it costs no device synchronisation (see module docstring)."""
+    if x is None or x.numel() == 0 or x.device.type == "meta" or _is_compiling():
+        return
+    if force is False or (force is None and x.device.type != "cpu"):
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < low or hi >= high:
+        raise ValueError(f"{name} must have values in [{low}, {high}), got values in [{lo}, {hi}]")
+
+
+class DataParameters(nn.Module):
+    r"""Learnable class- and/or instance-level temperatures on the logits (Saxena et al. 2019).
+
+    ``F.cross_entropy(dp(logits, target, index), target)`` is Eq. 1 (``level='class'``) or Eq. 1
+    with ``sigma*_i`` (instance / joint, Sec. 2.2); its gradients are Eqs. 3-5. At inference, use the
+    model's logits as they are (Sec. 2.2): data parameters are not applied to test samples.
+
+    Args:
+        num_classes: number of classes ``k`` (rows of the class parameters; required for the
+            ``'class'`` and ``'joint'`` levels, otherwise only used to check ``logits``).
+        num_instances: number of training samples ``N`` (or ground-truth boxes for detection);
+            required for ``'instance'`` and ``'joint'``.
+        level: ``'class'``, ``'instance'`` or ``'joint'`` (``sigma*_i = sigma^class_{y_i} + sigma^inst_i``).
+        init_class: initial class ``sigma`` (default 1, Sec. 3.1).
+        init_instance: initial instance ``sigma`` (default 1 for ``'instance'``, 0.001 for ``'joint'``:
+            Sec. 3.1, erratum 4).
+        clamp: ``(min, max)`` range of ``sigma`` that :class:`SparseSGD` projects the parameters onto
+            after every step (default ``(1/20, 20)``, the reference implementation's); ``None`` to
+            disable. See the module docstring for the exact semantics.
+        check_values: range-check ``target``/``index`` values in ``forward``: ``None`` (default) on CPU
+            tensors only (no device sync), ``True`` everywhere (syncs on accelerators), ``False`` never.
+
+    Shape:
+        - logits: ``(B, C)``, target: ``(B,)`` integer in ``[0, C)``, index: ``(B,)`` integer in
+          ``[0, N)`` (may be ``None`` for ``level='class'``). Output: ``(B, C)``.
+
+    Examples::
+
+        >>> dp = DataParameters(10, 1000, level='joint')
+        >>> opt = dp.optimizer(class_lr=0.1, instance_lr=0.1)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> y, idx = torch.randint(10, (8,)), torch.randint(1000, (8,))
+        >>> F.cross_entropy(dp(logits, y, idx), y).backward()
+        >>> opt.step(); opt.zero_grad()
+    """
+
+    def __init__(self, num_classes: int | None, num_instances: int | None = None, level: str = "joint",
+                 init_class: float | None = None, init_instance: float | None = None,
+                 clamp: tuple[float, float] | None = (1.0 / 20.0, 20.0), check_values: bool | None = None,
+                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        uses_class = level in ("class", "joint")
+        uses_inst = level in ("instance", "joint")
+        if uses_class and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int for level={level!r}, got {num_classes!r}")
+        if uses_inst and (not isinstance(num_instances, int) or num_instances < 1):
+            raise ValueError(f"num_instances must be a positive int for level={level!r}, got {num_instances!r}")
+        if init_class is None:
+            init_class = 1.0
+        if init_instance is None:
+            init_instance = 0.001 if level == "joint" else 1.0
+        for name, v in (("init_class", init_class), ("init_instance", init_instance)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        if clamp is not None:
+            if len(clamp) != 2 or not (0 < clamp[0] < clamp[1] < math.inf):
+                raise ValueError(f"clamp must be None or (min, max) with 0 < min < max < inf, got {clamp!r}")
+            clamp = (float(clamp[0]), float(clamp[1]))
+        self.num_classes = num_classes
+        self.num_instances = num_instances
+        self.level = level
+        self.init_class = float(init_class)
+        self.init_instance = float(init_instance)
+        self.clamp = clamp
+        self.check_values = check_values
+        kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        self.log_class_sigma: nn.Parameter | None = None
+        self.log_instance_sigma: nn.Parameter | None = None
+        if uses_class:
+            self.log_class_sigma = nn.Parameter(torch.full((num_classes,), math.log(init_class), **kw))
+        if uses_inst:
+            self.log_instance_sigma = nn.Parameter(torch.full((num_instances,), math.log(init_instance), **kw))
+        self.last_sigma: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, num_instances={self.num_instances}, level={self.level!r}, "
+                f"init_class={self.init_class}, init_instance={self.init_instance}, clamp={self.clamp}")
+
+    # ------------------------------------------------------------------ views
+    @property
+    def class_sigma(self) -> Tensor | None:
+        """``sigma^class`` (detached), ``(num_classes,)``; ``None`` for ``level='instance'``."""
+        return None if self.log_class_sigma is None else self.log_class_sigma.detach().exp()
+
+    @property
+    def instance_sigma(self) -> Tensor | None:
+        """``sigma^inst`` (detached), ``(num_instances,)``; ``None`` for ``level='class'``."""
+        return None if self.log_instance_sigma is None else self.log_instance_sigma.detach().exp()
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, batch: int, target: Tensor | None, index: Tensor | None, num_logits: int | None) -> None:
+        uses_class = self.log_class_sigma is not None
+        uses_inst = self.log_instance_sigma is not None
+        _check_index("target", target, batch, required=uses_class)
+        _check_index("index", index, batch, required=uses_inst)
+        k = self.num_classes if self.num_classes is not None else num_logits
+        if num_logits is not None and self.num_classes is not None and num_logits != self.num_classes:
+            raise ValueError(f"logits must have {self.num_classes} columns (num_classes), got {num_logits}")
+        if k is not None:
+            _check_range("target", target, 0, k, self.check_values)
+        if uses_inst:
+            _check_range("index", index, 0, self.num_instances, self.check_values)
+
+    @staticmethod
+    def _check_logits(logits: Tensor) -> None:
+        if not isinstance(logits, Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if logits.dim() != 2 or not logits.dtype.is_floating_point:
+            raise ValueError(f"logits must be a floating tensor of shape (B, C), got {logits.dtype} "
+                             f"of shape {tuple(logits.shape)}")
+
+    # ------------------------------------------------------------------ sigma
+    def _sigma(self, target: Tensor | None, index: Tensor | None) -> Tensor:
+        parts = []
+        if self.log_class_sigma is not None:
+            parts.append(_gather(self.log_class_sigma, target.to(self.log_class_sigma.device)).exp())
+        if self.log_instance_sigma is not None:
+            parts.append(_gather(self.log_instance_sigma, index.to(self.log_instance_sigma.device)).exp())
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def sigma(self, target: Tensor | None, index: Tensor | None = None) -> Tensor:
+        """``sigma*_i`` of the samples, shape ``(B,)`` (differentiable; ``index`` unused for 'class')."""
+        ref = target if target is not None else index
+        if ref is None:
+            raise ValueError("target or index is required")
+        batch = ref.shape[0] if isinstance(ref, Tensor) and ref.dim() >= 1 else -1
+        self._check(batch, target, index, None)
+        return self._sigma(target, index)
+
+    def forward(self, logits: Tensor, target: Tensor | None, index: Tensor | None = None) -> Tensor:
+        """Logits divided row-wise by ``sigma*_i``: ``logits / sigma*[:, None]`` (Eq. 1 / Sec. 2.2)."""
+        self._check_logits(logits)
+        self._check(logits.shape[0], target, index, logits.shape[1])
+        s = self._sigma(target, index)
+        if not _is_compiling():
+            self.last_sigma = s.detach()
+        return logits / s.unsqueeze(1).to(logits.dtype)
+
+    # ------------------------------------------------------------------ detection (Sec. 3.3)
+    def sigma_detection(self, anchor_target: Tensor, anchor_box: Tensor, box_index: Tensor,
+                        background_grad: bool = False) -> Tensor:
+        """Per-anchor ``sigma*`` for detection, shape ``(A,)`` (see :meth:`forward_detection`)."""
+        if not isinstance(anchor_box, Tensor):
+            raise TypeError(f"anchor_box must be a torch.Tensor, got {type(anchor_box).__name__}")
+        a = anchor_box.shape[0] if anchor_box.dim() == 1 else -1
+        _check_index("anchor_target", anchor_target, a, required=self.log_class_sigma is not None)
+        _check_index("anchor_box", anchor_box, a)
+        if not isinstance(box_index, Tensor) or box_index.dim() != 1:
+            raise ValueError(f"box_index must be a 1-D integer tensor, got {box_index!r:.80}")
+        m = box_index.shape[0]
+        _check_index("box_index", box_index, m)
+        if self.num_classes is not None:
+            _check_range("anchor_target", anchor_target, 0, self.num_classes, self.check_values)
+        _check_range("anchor_box", anchor_box, -1, m, self.check_values)
+        parts = []
+        if self.log_class_sigma is not None:
+            parts.append(_gather(self.log_class_sigma, anchor_target.to(self.log_class_sigma.device)).exp())
+        if self.log_instance_sigma is not None:
+            w = self.log_instance_sigma
+            _check_range("box_index", box_index, 0, self.num_instances, self.check_values)
+            ab = anchor_box.to(w.device)
+            if m == 0:
+                inst = torch.full(ab.shape, self.init_instance, dtype=w.dtype, device=w.device)
+            else:
+                s_box = _gather(w, box_index.to(w.device)).exp()
+                bg = s_box.mean()
+                if not background_grad:
+                    bg = bg.detach()
+                inst = torch.where(ab >= 0, s_box.index_select(0, ab.clamp(min=0)), bg)
+            parts.append(inst)
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def forward_detection(self, logits: Tensor, anchor_target: Tensor, anchor_box: Tensor, box_index: Tensor,
+                          background_grad: bool = False) -> Tensor:
+        """Detection variant (Sec. 3.3): anchor logits divided by their box's parameter.
+
+        Args:
+            logits: ``(A, C)`` classification logits of the ``A`` anchors of the mini-batch.
+            anchor_target: ``(A,)`` class of each anchor (the background class for negatives).
+            anchor_box: ``(A,)`` integer in ``[-1, M)``: position in ``box_index`` of the box the anchor
+                is assigned to, ``-1`` for background anchors.
+            box_index: ``(M,)`` dataset-wide ids in ``[0, num_instances)`` of the mini-batch's boxes.
+            background_grad: let background anchors' gradient flow into the boxes' mean parameter.
+
+        Positive anchors use their box's ``sigma^inst`` (+ ``sigma^class`` of their class when joint);
+        background anchors use the mean ``sigma^inst`` over the ``M`` boxes (+ their class parameter when
+        joint). Use ``F.cross_entropy(dp.forward_detection(...), anchor_target)``.
+        """
+        self._check_logits(logits)
+        if anchor_box.dim() != 1 or anchor_box.shape[0] != logits.shape[0]:
+            raise ValueError(f"anchor_box must have shape ({logits.shape[0]},), got {tuple(anchor_box.shape)}")
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits must have {self.num_classes} columns (num_classes), got {logits.shape[1]}")
+        s = self.sigma_detection(anchor_target, anchor_box, box_index, background_grad)
+        if not _is_compiling():
+            self.last_sigma = s.detach()
+        return logits / s.unsqueeze(1).to(logits.dtype)
+
+    # ------------------------------------------------------------------ optimizer
+    def optimizer(self, class_lr: float = 0.1, instance_lr: float = 0.1, momentum: float = 0.9,
+                  class_weight_decay: float = 5e-4, instance_weight_decay: float = 0.0,
+                  class_grad: str = "batch_mean") -> "SparseSGD":
+        """A :class:`SparseSGD` over this module's parameters (Sec. 3.1).
+
+        Defaults: learning rate 0.1 for both levels (reference implementation's defaults; the paper
+        uses 0.1 / 0.8 on ImageNet and 0.2 for instances under label noise), momentum 0.9 (Sec. 3.1),
+        and the clamp range of the module. ``class_grad``: ``'batch_mean'`` (reference) or
+        ``'class_mean'`` (mean over the class's samples in the batch); see the module docstring.
+        """
+        log_clamp = None if self.clamp is None else (math.log(self.clamp[0]), math.log(self.clamp[1]))
+        groups = []
+        if self.log_class_sigma is not None:
+            groups.append({"params": [self.log_class_sigma], "lr": class_lr, "weight_decay": class_weight_decay,
+                           "class_grad": class_grad})
+        if self.log_instance_sigma is not None:
+            groups.append({"params": [self.log_instance_sigma], "lr": instance_lr,
+                           "weight_decay": instance_weight_decay, "class_grad": "batch_mean"})
+        return SparseSGD(groups, lr=class_lr, momentum=momentum, log_clamp=log_clamp)
+
+
+class SparseSGD(torch.optim.Optimizer):
+    r"""SGD with momentum for embedding-like parameters of which a mini-batch touches a few rows.
+
+    For the rows ``r`` present in the (sparse COO) gradient, with ``g_r`` their summed gradient:
+
+    .. math::
+
+        d_r = g_r + \lambda\,w_r,\qquad b_r \leftarrow \mu\,b_r + d_r,\qquad
+        w_r \leftarrow \Pi_{[lo,hi]}(w_r - \eta\,b_r)
+
+    (PyTorch's SGD without dampening, ``b`` starting at 0); the other rows keep parameter and momentum
+    buffer untouched and receive no weight decay. Cost O(nnz log nnz) per step. A dense gradient is
+    accepted too: its non-zero rows are then the present ones (O(N); this is the reference
+    implementation's rule, used under ``torch.compile``). ``log_clamp`` projects the updated rows, and
+    the whole tensor once at a parameter's first step (see the module docstring of
+    :mod:`curriculoss.data_parameters`). ``class_grad='class_mean'`` rescales each row's gradient by
+    ``nnz / count(row)``, turning the batch mean of a class's per-sample gradients into their mean over
+    that class's samples.
+
+    State (``state_dict``): per parameter ``momentum_buffer`` (dense, allocated at the first step) and
+    ``step`` (int).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
+                 log_clamp: tuple[float, float] | None = None, class_grad: str = "batch_mean"):
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if class_grad not in CLASS_GRAD_MODES:
+            raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {class_grad!r}")
+        if log_clamp is not None:
+            log_clamp = (float(log_clamp[0]), float(log_clamp[1]))
+            if not log_clamp[0] < log_clamp[1]:
+                raise ValueError(f"log_clamp must be (lo, hi) with lo < hi, got {log_clamp}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, log_clamp=log_clamp,
+                        class_grad=class_grad)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            if group["class_grad"] not in CLASS_GRAD_MODES:
+                raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {group['class_grad']!r}")
+            for p in group["params"]:
+                if p.dim() != 1:
+                    raise ValueError(f"SparseSGD expects 1-D parameters (one value per row), got shape {tuple(p.shape)}")
+
+    @staticmethod
+    def _rows_and_grad(grad: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+        if grad.is_sparse:
+            idx = grad._indices()[0]
+            vals = grad._values()
+            rows, inv, counts = torch.unique(idx, sorted=True, return_inverse=True, return_counts=True)
+            g = torch.zeros(rows.shape[0], dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
+            if mode == "class_mean":
+                g = g * (idx.shape[0] / counts.to(g.dtype))
+            return rows, g
+        if mode == "class_mean":
+            raise ValueError("class_grad='class_mean' needs a sparse gradient (eager DataParameters.forward)")
+        rows = grad.nonzero().squeeze(1)
+        return rows, grad.index_select(0, rows)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mom, wd, clamp = group["lr"], group["momentum"], group["weight_decay"], group["log_clamp"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                rows, g = self._rows_and_grad(p.grad, group["class_grad"])
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    if mom != 0:
+                        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                first = state["step"] == 0
+                w = p.index_select(0, rows)
+                d = g.to(p.dtype)
+                if wd != 0:
+                    d = d + wd * w
+                if mom != 0:
+                    buf = state["momentum_buffer"]
+                    d = buf.index_select(0, rows).mul_(mom).add_(d)
+                    buf.index_copy_(0, rows, d)
+                w = w - lr * d
+                if clamp is not None:
+                    w = w.clamp_(clamp[0], clamp[1])
+                    if first:
+                        p.clamp_(clamp[0], clamp[1])
+                p.index_copy_(0, rows, w)
+                state["step"] += 1
+        return loss
