@@ -57,8 +57,8 @@ def test_regression_task(tmp_path):
 
 
 def _spawn_train(out: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "400", "--epochs", "6",
-            "--batch-size", "16", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]
+    args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "800", "--epochs", "6",
+            "--batch-size", "8", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -68,13 +68,19 @@ def test_sigkill_then_resume_ends_identical(tmp_path):
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
 
     killed = tmp_path / "killed"
-    for delay in (1.5, 0.7):  # kill twice: once mid-run, once soon after resuming
-        proc = _spawn_train(killed) if delay == 1.5 else subprocess.Popen(
-            [sys.executable, "-m", "curriculoss", "train", "--resume", str(killed), "--quiet"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # Kill once mid-run (after the first checkpoint, during a later epoch), then once soon after resuming.
+    proc = _spawn_train(killed)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc = subprocess.Popen([sys.executable, "-m", "curriculoss", "train", "--resume", str(killed), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    time.sleep(0.7)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_read_metrics(killed)) < 6, "the run finished before it was killed: the test proves nothing"
     proc = subprocess.run([sys.executable, "-m", "curriculoss", "train", "--resume", str(killed), "--quiet"],
                           capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()

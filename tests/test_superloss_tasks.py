@@ -13,7 +13,9 @@ from curriculoss import SuperContrastiveLoss, SuperLoss, contrastive_loss
 def reference_sl(loss: np.ndarray, tau: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 3-4 in numpy with scipy's Lambert W (an independent implementation)."""
     beta = np.maximum((loss - tau) / lam, -2 / math.e)
-    w = scipy_lambertw(beta / 2).real
+    # At the cap the argument is -1/e, where W = -1 exactly; scipy returns NaN for the double nearest
+    # -1/e (it lies just below -1/e), so the cap's value is written out.
+    w = np.where(beta <= -2 / math.e, -1.0, scipy_lambertw(np.maximum(beta / 2, -1 / math.e)).real)
     sigma = np.exp(-w)
     return (loss - tau) * sigma + lam * w**2, sigma
 

@@ -12,7 +12,13 @@ Around them: :mod:`curriculoss.noise` (label noise), :mod:`curriculoss.datasets`
 :mod:`curriculoss.models`, and the command line (``curriculoss --help``).
 """
 from curriculoss.contrastive import SuperContrastiveLoss, contrastive_loss
+from curriculoss.data_parameters import DataParameters, SparseSGD
+from curriculoss.focal import FocalLoss, focal_loss
+from curriculoss.gce import GCELoss, gce_loss
+from curriculoss.imae import IMAE, imae, sample_weight
 from curriculoss.lambertw import lambertw
+from curriculoss.mae import MAELoss, mae_loss
+from curriculoss.sce import SCELoss, sce_loss
 from curriculoss.superloss import SuperLoss, superloss, superloss_confidence
 
 __version__ = "0.1.0"
@@ -24,4 +30,17 @@ __all__ = [
     "SuperLoss",
     "contrastive_loss",
     "SuperContrastiveLoss",
+    "DataParameters",
+    "SparseSGD",
+    "imae",
+    "IMAE",
+    "sample_weight",
+    "mae_loss",
+    "MAELoss",
+    "gce_loss",
+    "GCELoss",
+    "sce_loss",
+    "SCELoss",
+    "focal_loss",
+    "FocalLoss",
 ]

@@ -59,13 +59,14 @@ What the reference implementation (github.com/apple/ml-data-parameters) does, an
   Its momentum buffer starts at zero, so a row's first update uses ``buf = grad`` as ours does.
 - **Class-parameter gradient.** It backpropagates ``F.cross_entropy`` (batch mean) through
   ``class_parameters[target]``, so class ``c`` receives ``(1/B) * sum_{i in batch, y_i = c} dL_i/d
-  log sigma_c``: the per-sample gradients of its samples, summed, divided by the batch size; an
-  instance receives ``(1/B) dL_i/d log sigma_i`` from its own sample only. This is
-  ``class_grad='batch_mean'`` (default; the paper's learning rates were tuned with it). The issue's
-  wording, "the mean over the samples of that class in the batch", is ``class_grad='class_mean'``:
-  the class gradient is rescaled by ``B / n_c`` so the step uses ``(1/n_c) sum_{i: y_i=c} dL_i/d log
-  sigma_c`` for a batch-mean loss (``B`` = number of samples that contributed to the gradient,
-  ``n_c`` = those of class ``c``).
+  log sigma_c``: its samples' per-sample gradients summed and divided by the batch size. The paper
+  (Sec. 2.2) says class parameters *average* the gradient of the samples of the class present in
+  the mini-batch, and that is our default, ``class_grad='class_mean'``: the optimizer rescales the
+  class gradient by ``B / n_c`` (``B`` = samples that contributed to the gradient, ``n_c`` = those of
+  class ``c``), so a batch-mean loss steps with ``(1/n_c) sum_{i: y_i=c} dL_i/d log sigma_c``.
+  ``class_grad='batch_mean'`` reproduces the reference implementation. Autograd itself is left
+  exact: ``.grad`` holds the true gradient of the loss (Eqs. 4-5); only the step rescales. An
+  instance receives ``(1/B) dL_i/d log sigma_i`` from its own sample only, in both modes.
 
 Detection (Sec. 3.3)
 --------------------
@@ -359,13 +360,14 @@ class DataParameters(nn.Module):
     # ------------------------------------------------------------------ optimizer
     def optimizer(self, class_lr: float = 0.1, instance_lr: float = 0.1, momentum: float = 0.9,
                   class_weight_decay: float = 5e-4, instance_weight_decay: float = 0.0,
-                  class_grad: str = "batch_mean") -> "SparseSGD":
+                  class_grad: str = "class_mean") -> "SparseSGD":
         """A :class:`SparseSGD` over this module's parameters (Sec. 3.1).
 
         Defaults: learning rate 0.1 for both levels (reference implementation's defaults; the paper
         uses 0.1 / 0.8 on ImageNet and 0.2 for instances under label noise), momentum 0.9 (Sec. 3.1),
-        and the clamp range of the module. ``class_grad``: ``'batch_mean'`` (reference) or
-        ``'class_mean'`` (mean over the class's samples in the batch); see the module docstring.
+        and the clamp range of the module. ``class_grad``: ``'class_mean'`` (default: the step uses the mean
+        of the class's samples' gradients in the batch, Sec. 2.2) or ``'batch_mean'`` (the reference
+        implementation's sum over the class's samples / batch size); see the module docstring.
         """
         log_clamp = None if self.clamp is None else (math.log(self.clamp[0]), math.log(self.clamp[1]))
         groups = []
@@ -436,7 +438,8 @@ class SparseSGD(torch.optim.Optimizer):
                 g = g * (idx.shape[0] / counts.to(g.dtype))
             return rows, g
         if mode == "class_mean":
-            raise ValueError("class_grad='class_mean' needs a sparse gradient (eager DataParameters.forward)")
+            raise ValueError("class_grad='class_mean' needs the sparse gradient of an eager DataParameters.forward; "
+                             "with a dense gradient (e.g. under torch.compile) use optimizer(class_grad='batch_mean')")
         rows = grad.nonzero().squeeze(1)
         return rows, grad.index_select(0, rows)
 

@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             loss_signal, conf_signal = state["loss_signal"], state["conf_signal"]
             start_epoch = state["epoch"]
             torch.set_rng_state(state["rng"]["torch"])
-        (run_dir / "args.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
