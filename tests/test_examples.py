@@ -10,6 +10,7 @@ SHORT = {
     "regression_digits.py": ["--epochs", "3"],
     "detection_superloss.py": ["--steps", "30"],
     "metric_learning_digits.py": ["--steps", "30"],
+    "detection_data_parameters.py": ["--epochs", "3"],
 }
 
 
