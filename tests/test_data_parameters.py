@@ -408,7 +408,7 @@ def test_device_and_dense_gradient_fallback(device):
         torch.testing.assert_close(a, b)
     # the class mean needs the per-sample entries of the sparse gradient: a dense one is refused
     dp3 = DataParameters(K, N).to(device)
-    opt3 = dp3.optimizer()
+    opt3 = dp3.optimizer(class_grad="class_mean")
     for p, g in zip(dp3.parameters(), sparse_grads):
         p.grad = g
     with pytest.raises(ValueError, match="class_mean"):

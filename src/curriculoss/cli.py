@@ -2,7 +2,7 @@
 
 Commands:
     run     the quick demonstration: CE vs SuperLoss on digits with 40 % symmetric noise
-    train   one run into a run folder
+    train   one run into a run folder (data-parallel under ``torchrun --nproc_per_node K -m curriculoss train``)
     bench   a grid of methods x noise rates x seeds, with a summary table and plot
     flag    rank a run's training samples by how likely their label is wrong
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -137,8 +138,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args, args.method, args.noise_rate, args.seed)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
     results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
-    print(json.dumps(results, indent=2))
-    print(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports (and writes the run folder)
+        print(json.dumps(results, indent=2))
+        print(f"run folder: {run_dir}")
     return 0
 
 
@@ -262,6 +264,22 @@ def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
     plt.close(fig)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from curriculoss.reproduce import PRESETS, assemble, run_preset
+
+    if args.data_dir and not Path(args.data_dir).exists():
+        raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
+    names = list(PRESETS) if args.name == "all" else [args.name]
+    reports = [run_preset(n, data_dir=args.data_dir, quick=args.quick, out=args.out, progress=not args.quiet)
+               for n in names]
+    for report in reports:
+        print(report.read_text())
+    if args.name == "all":
+        assemble(reports, Path(args.docs))
+        print(f"written: {args.docs}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     args.methods = ["ce", "superloss"]
     args.noise_rates = [args.noise_rate]
@@ -290,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-issues", type=int, help="flag this many samples (default: estimated from the scores)")
     p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
     p.set_defaults(func=cmd_flag)
+
+    from curriculoss.reproduce import PRESETS
+
+    p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)")
+    p.add_argument("name", choices=[*PRESETS, "all"], metavar="NAME", help=f"one of: {', '.join(PRESETS)}, all")
+    p.add_argument("--quick", action="store_true", help="fewer epochs and noise rates: minutes, not the full preset")
+    p.add_argument("--data-dir", help="MNIST as IDX files (LeNet-5, 10,000 training samples); default: digits (MLP)")
+    p.add_argument("--out", default="runs/reproduce", help="where the presets' run folders go (default runs/reproduce)")
+    p.add_argument("--docs", default="docs/reproduction.md", help="report written by NAME=all")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

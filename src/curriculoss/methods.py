@@ -136,7 +136,12 @@ class DataParametersMethod(Method):
         with torch.no_grad():
             self.per_sample_loss = F.cross_entropy(output, target, reduction="none")
         loss = F.cross_entropy(self.dp(output, target, index), target)
-        self.confidence = self.dp.sigma(target, index).detach()
+        # The ranking signal is the instance parameter (Data Parameters Fig. 4), or the class
+        # parameter of the sample's label when only classes are learned.
+        if self.dp.log_instance_sigma is not None:
+            self.confidence = self.dp.log_instance_sigma.detach().index_select(0, index).exp()
+        else:
+            self.confidence = self.dp.log_class_sigma.detach().index_select(0, target).exp()
         return loss
 
     def make_optimizer(self) -> torch.optim.Optimizer:

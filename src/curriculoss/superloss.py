@@ -18,7 +18,9 @@ unbounded and the cap gives :math:`\sigma^* = e`, the largest confidence SuperLo
 regulariser is :math:`\lambda W^2`.
 
 Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
-and under ``torch.compile(fullgraph=True)``.
+and under ``torch.compile(fullgraph=True)``. The only exception is :class:`SuperLoss` under
+``torch.distributed`` with more than one process, which exchanges its batch statistics between the
+ranks (see its docstring); outside a process group it makes no collective call.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
+from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
 from curriculoss.lambertw import lambertw
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
@@ -164,7 +167,28 @@ class SuperLoss(nn.Module):
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
     After each forward, ``.confidence`` holds the batch's :math:`\sigma^*` (detached, shaped like
     ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``).
-    The module itself never communicates across processes.
+
+    Distributed training (``torch.distributed``, any backend): when ``sync=True`` (default) and a
+    process group with more than one process is initialised at the time of ``forward``, the state is
+    kept identical on every rank and equal to that of one process fed the *global* batch (the
+    concatenation of the ranks' batches in rank order), to float tolerance:
+
+    * running threshold without smoothing (``'avg'``, ``'ema'``): one ``all_reduce`` of the batch's
+      (sum, count) of valid losses (16 bytes), so ``tau`` is computed from the global batch;
+    * with smoothing: one ``all_gather`` of every entry's (index, new smoothed loss, seen flag, loss
+      entering ``tau`` or NaN if invalid), 32 bytes per entry after a one-int64 size exchange, i.e.
+      O(global batch) per step, never O(``num_samples``); every rank then writes all of the global
+      batch's entries into its buffers in the single-process order (duplicates, also across ranks,
+      behave as within one batch) and computes ``tau`` from the gathered losses;
+    * fixed ``tau`` without smoothing: no communication.
+
+    Every rank must call ``forward`` the same number of times (a collective per call; an empty local
+    batch is allowed). The output and ``.confidence`` are those of the local entries, and
+    ``reduction='mean'`` is the local mean, as for any PyTorch loss: DDP's gradient averaging then
+    gives the global mean when the ranks' batches have equal sizes (otherwise scale rank ``r``'s loss
+    by ``world_size * n_r / n_global``, as ``curriculoss.train`` does). With ``sync=False``, or
+    outside a process group, or with world size 1, no collective call is made and each process keeps
+    its own state. Collectives synchronise with the host, so only the distributed path does.
 
     Args:
         tau: ``'avg'``, ``'ema'`` or a finite number.
@@ -173,6 +197,7 @@ class SuperLoss(nn.Module):
         num_samples: dataset size, to enable per-sample smoothing; ``None`` disables it.
         smoothing: :math:`\alpha'` of the per-sample smoothing, in [0, 1).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        sync: synchronise the state across the ranks of an initialised process group (see above).
 
     Examples::
 
@@ -193,6 +218,8 @@ class SuperLoss(nn.Module):
         num_samples: int | None = None,
         smoothing: float = 0.9,
         reduction: str = "mean",
+        *,
+        sync: bool = True,
     ):
         super().__init__()
         if isinstance(tau, str):
@@ -216,6 +243,7 @@ class SuperLoss(nn.Module):
         self.num_samples = num_samples
         self.smoothing = float(smoothing)
         self.reduction = reduction
+        self.sync = bool(sync)
         fixed = 0.0 if isinstance(tau, str) else float(tau)
         # One-element (not 0-d) buffers: torch.compile (2.13) drops in-place updates of 0-d float64 buffers.
         self.register_buffer("tau", torch.full((1,), fixed, dtype=torch.float64))
@@ -267,21 +295,36 @@ class SuperLoss(nn.Module):
             smoothed = torch.where(valid, smoothed, previous)
             source = torch.where(valid, smoothed.to(raw.dtype), source)
 
-        tau = self._update_tau(source, valid)
+        # Python-level check of the process group: the single-process path has no collective, no sync.
+        sync = self.sync and is_distributed()
+        if sync and index is not None:
+            # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
+            entering = torch.where(valid, source.to(torch.float64), torch.full_like(raw64, math.nan))
+            packed = torch.stack([index.reshape(-1).to(torch.float64), smoothed.reshape(-1),
+                                  (seen | valid).reshape(-1).to(torch.float64), entering.reshape(-1)], 1)
+            packed = all_gather_cat(packed)
+            g_index = packed[:, 0].to(torch.int64)
+            g_valid = ~torch.isnan(packed[:, 3])
+            tau = self._update_tau(torch.where(g_valid, packed[:, 3], 0.0), g_valid)
+            self.smoothed_loss.index_put_((g_index,), packed[:, 1])
+            self.seen.index_put_((g_index,), packed[:, 2] > 0)
+        else:
+            tau = self._update_tau(source, valid, reduce=sync)
+            if index is not None:
+                self.smoothed_loss.index_put_((index,), smoothed)
+                self.seen.index_put_((index,), seen | valid)
         sl, sigma = _superloss_terms(loss, source, tau[0].to(loss.dtype), self.lam)
-
-        if index is not None:
-            self.smoothed_loss.index_put_((index,), smoothed)
-            self.seen.index_put_((index,), seen | valid)
         self.confidence = sigma.detach()
         return _reduce(sl, self.reduction, keep)
 
-    def _update_tau(self, source: Tensor, valid: Tensor) -> Tensor:
+    def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:
         if self.tau_mode == "fixed":
             return self.tau
         values = torch.where(valid, source, torch.zeros_like(source)).to(torch.float64)
         batch_sum = values.sum()
         batch_count = valid.sum().to(torch.float64)
+        if reduce:  # the global batch's sum and count, summed over the ranks
+            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count])).unbind()
         has_data = batch_count > 0
         if self.tau_mode == "avg":
             self.loss_sum += batch_sum

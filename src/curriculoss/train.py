@@ -13,6 +13,19 @@ Run folder::
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     curves.png     learning curves (with matplotlib installed)
+
+Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
+initialised process group): ``batch_size`` stays the *global* batch, with the single-process sample
+order; each global batch is split into contiguous rank slices (:func:`curriculoss.distributed.shard`)
+and the model is wrapped in ``DistributedDataParallel``. Rank ``r``'s loss (a mean over its ``n_r``
+samples) is scaled by ``K * n_r / n_global``, so that DDP's gradient average, and that of
+:class:`~curriculoss.SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
+the global batch mean; SuperLoss's threshold and smoothing are synchronised by the module itself.
+Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
+on the test set, and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
+a resumed run ends as an uninterrupted one. Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing of
+this happens. Models with BatchNorm (``resnet``) keep per-rank batch statistics under DDP, so they do not
+reproduce the single-process run exactly.
 """
 from __future__ import annotations
 
@@ -30,6 +43,7 @@ import numpy as np
 import torch
 
 from curriculoss import datasets, noise
+from curriculoss import distributed as dist_utils
 from curriculoss.methods import MethodOptions, build_method
 from curriculoss.models import build_model
 
@@ -111,16 +125,41 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_s
     return total / max(len(x), 1)
 
 
+def _init_distributed_from_env() -> bool:
+    """Under torchrun (``WORLD_SIZE`` > 1) start the default process group; True if this call started it."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    dist.init_process_group("gloo")  # the training loop runs on the CPU
+    return True
+
+
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
           position: int = 0) -> dict[str, Any]:
     """Train one model; returns ``{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}``.
 
     With ``run_dir`` the run folder is written; with ``resume=True`` the run continues from its
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
-    :class:`CheckpointError`).
+    :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
     """
+    started = _init_distributed_from_env()
+    try:
+        return _train(cfg, run_dir, resume=resume, progress=progress, position=position)
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
+           position: int = 0) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    distributed = dist_utils.is_distributed()
+    writer = rank == 0  # only rank 0 writes the run folder
     run_dir = Path(run_dir) if run_dir is not None else None
     regression = cfg.task == "regression"
     data, noisy = prepare_data(cfg)
@@ -137,6 +176,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
     model = build_model(cfg.model, tuple(data.input_shape), 1 if regression else data.num_classes)
     method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     method_optimizer = method.make_optimizer()
@@ -148,7 +188,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
             if state["config"] != cfg.to_json():
@@ -163,10 +204,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             loss_signal, conf_signal = state["loss_signal"], state["conf_signal"]
             start_epoch = state["epoch"]
             torch.set_rng_state(state["rng"]["torch"])
-        _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
+        if writer:
+            _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress or not writer,
                desc=f"{cfg.method} r={cfg.noise_rate:g} s={cfg.seed}", position=position, leave=False,
                dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
@@ -175,11 +217,17 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         # Running sums stay tensors: one host synchronisation per epoch, not per step.
         sum_loss, correct_noisy, correct_true = torch.zeros(()), torch.zeros(()), torch.zeros(())
         lr = optimizer.param_groups[0]["lr"]
+        local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
+            if distributed:
+                global_idx, idx = idx, dist_utils.shard(idx, rank, world)
             xb, yb = x_train[idx], y_train[idx]
-            out = model(xb)
+            out = net(xb)
             loss = method(out, yb, idx)
+            if distributed:
+                # Rank r's mean times K n_r / n: DDP's (and SparseSGD's) average is the global batch mean.
+                loss = loss * (world * len(idx) / len(global_idx)) if len(idx) else out.sum() * 0.0
             optimizer.zero_grad(set_to_none=True)
             if method_optimizer is not None:
                 method_optimizer.zero_grad(set_to_none=True)
@@ -188,15 +236,29 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             if method_optimizer is not None:
                 method_optimizer.step()
             with torch.no_grad():
-                loss_signal[epoch, idx] = method.per_sample_loss.float()
-                if method.confidence is not None:
-                    conf_signal[epoch, idx] = method.confidence.float()
+                if distributed:
+                    local_idx.append(idx)
+                    local_loss.append(method.per_sample_loss.float())
+                    local_conf.append(method.confidence.float() if method.confidence is not None
+                                      else torch.full((len(idx),), float("nan")))
+                else:
+                    loss_signal[epoch, idx] = method.per_sample_loss.float()
+                    if method.confidence is not None:
+                        conf_signal[epoch, idx] = method.confidence.float()
                 sum_loss += method.per_sample_loss.sum()
                 pred = out.squeeze(-1).round() if regression else out.argmax(1)
                 correct_noisy += (pred == yb).sum()
                 correct_true += (pred == y_clean[idx]).sum()
             bar.update(1)
         scheduler.step()
+        if distributed:
+            _gather_epoch(epoch, local_idx, local_loss, local_conf, loss_signal, conf_signal)
+            sums = dist_utils.all_reduce_sum(torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double()]))
+            sum_loss, correct_noisy, correct_true = sums.unbind()
+            # summary() reads the last batch's signals: give it the global batch's, as one process has them.
+            method.per_sample_loss = loss_signal[epoch, global_idx]
+            if method.confidence is not None:
+                method.confidence = conf_signal[epoch, global_idx]
         stat = method.summary()
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": float(sum_loss) / n, "train_acc_noisy": float(correct_noisy) / n,
@@ -205,7 +267,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         }
         history.append(row)
         bar.set_postfix(test=f"{row['test_metric']:.4f}")
-        if run_dir is not None:
+        if run_dir is not None and writer:
             state = {
                 "config": cfg.to_json(), "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -223,13 +285,23 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     best = min(tests) if regression else max(tests)
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history)}
-    if run_dir is not None:
+    if run_dir is not None and writer:
         _atomic_write(run_dir / "signals.npz", lambda fh: np.savez(
             fh, loss=loss_signal.numpy(), confidence=conf_signal.numpy(), labels=np.asarray(noisy.labels),
             true_labels=np.asarray(data.y_train), noise_mask=np.asarray(noisy.mask)))
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def _gather_epoch(epoch: int, idx: list, loss: list, conf: list, loss_signal: torch.Tensor,
+                  conf_signal: torch.Tensor) -> None:
+    """Every rank's per-sample signals of the epoch into every rank's signal tables (O(N / K) per rank)."""
+    if not idx:
+        return
+    g_idx, g_loss, g_conf = dist_utils.all_gather_cat(torch.cat(idx), torch.cat(loss), torch.cat(conf))
+    loss_signal[epoch, g_idx] = g_loss
+    conf_signal[epoch, g_idx] = g_conf
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
