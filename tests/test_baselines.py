@@ -110,10 +110,10 @@ def test_value_against_numpy(name, fn, module, kw, ref, reduction):
 
 @pytest.mark.parametrize("name,fn,module,kw,ref", CASES, ids=IDS)
 def test_gradcheck(name, fn, module, kw, ref):
-    z, y = random_case(B=4, C=6, scale=1.5, seed=2)
+    z, y = random_case(B=3, C=6, scale=1.5, seed=2)
     z.requires_grad_()
     assert torch.autograd.gradcheck(lambda x: fn(x, y, **kw, reduction="sum"), (z,))
-    assert torch.autograd.gradcheck(lambda x: module(**kw, reduction="mean")(x, y), (z,))
+    assert torch.autograd.gradcheck(lambda x: module(**kw, reduction="mean")(x, y), (z,), fast_mode=True)
     # second order too (all four are plain autograd compositions), on a smaller input
     z2 = z[:2, :4].detach().clone().requires_grad_()
     y2 = y[:2].clamp(max=3)

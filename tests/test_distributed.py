@@ -273,8 +273,8 @@ def test_sync_false_keeps_per_process_state():
 
 
 # ----------------------------------------------------------------------------------------- torchrun end to end
-TORCHRUN_ARGS = ["--dataset", "digits", "--limit", "401", "--epochs", "3", "--batch-size", "16", "--method",
-                 "data-params", "--noise-rate", "0.4", "--quiet"]  # 401 % 16 = 1: rank 1's last slice is empty
+TORCHRUN_ARGS = ["--dataset", "digits", "--limit", "801", "--epochs", "3", "--batch-size", "8", "--method",
+                 "data-params", "--noise-rate", "0.4", "--quiet"]  # 801 % 8 = 1: rank 1's last slice is empty
 
 
 def _torchrun(*argv: str, **kwargs) -> subprocess.Popen:
@@ -338,10 +338,11 @@ def test_torchrun_train_matches_one_process(torchrun_run, tmp_path):
 def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     reference, _ = torchrun_run
     killed = tmp_path / "killed"
-    proc = _torchrun(*TORCHRUN_ARGS, "--epochs", "3", "--out", str(killed))
+    proc = _torchrun(*TORCHRUN_ARGS, "--out", str(killed))
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
+    time.sleep(0.05)  # into the second epoch
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
     proc.communicate()
     assert (killed / "checkpoint.pt").exists()
