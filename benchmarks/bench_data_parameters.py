@@ -16,28 +16,15 @@ is printed at N = 2.4M when ``--dense`` is given.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from _timing import interleaved
+
 from curriculoss import DataParameters
 from curriculoss.models import LeNet5
-
-
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 10) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:

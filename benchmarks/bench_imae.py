@@ -12,29 +12,16 @@ focal loss over 200,000 anchors x 80 classes against F.cross_entropy on the same
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from _timing import interleaved
+
 from curriculoss.focal import focal_loss
 from curriculoss.imae import imae
 from curriculoss.models import LeNet5
-
-
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
