@@ -71,7 +71,7 @@ def cleanlab_cv(cfg: TrainConfig, folds: int = 5) -> dict:
         sample_epochs += len(tr) * cfg.epochs
     seconds = time.perf_counter() - t0
     scores = get_label_quality_scores(labels, probs)
-    issues = find_label_issues(labels, probs, return_indices_ranked_by_score=True)
+    issues = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
     figures = flag.evaluate(scores, np.asarray(noisy.mask))
     k_true = int(np.asarray(noisy.mask).sum())
     # cleanlab's own count of issues, scored against the truth
