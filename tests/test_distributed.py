@@ -32,6 +32,7 @@ from curriculoss.superloss import SuperLoss
 from curriculoss.train import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers through /proc")
 
 WORLD = 2
 N_SAMPLES = 24  # dataset size of the scenarios
@@ -153,6 +154,10 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     try:
         distributed.stats.reset()
         results = _all_scenarios(rank, world)
+        sizes = [3, 0][rank]  # unequal and empty local sizes, several dtypes, extra dimensions
+        results["gather"] = distributed.all_gather_cat(
+            torch.arange(sizes) + 10 * rank, torch.ones(sizes, 2, dtype=torch.bool), torch.full((sizes,), rank + 0.5))
+        results["reduce"] = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 2.0]))
         results["comm"] = (distributed.stats.bytes_sent, distributed.stats.calls)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -216,6 +221,29 @@ def test_ranks_communicated(runs):
     assert all(r["comm"][1] > 0 and r["comm"][0] > 0 for r in ranks)
 
 
+def test_collective_helpers(runs):
+    _, ranks = runs
+    for r in ranks:
+        idx, flags, vals = r["gather"]
+        assert idx.tolist() == [0, 1, 2] and flags.dtype == torch.bool and flags.shape == (3, 2) and flags.all()
+        assert vals.tolist() == [0.5] * 3
+        assert r["reduce"].tolist() == [3.0, 4.0]
+
+
+def test_global_batch_sampler_gives_the_single_process_batches():
+    one = list(distributed.GlobalBatchSampler(23, 5, seed=3, rank=0, world_size=1))
+    two = [list(distributed.GlobalBatchSampler(23, 5, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(one) == len(two[0]) == len(two[1]) == 5
+    for batch, a, b in zip(one, *two):
+        assert a + b == batch and abs(len(a) - len(b)) <= 1
+    # the order of curriculoss.train: randperm seeded with seed * 100_003 + epoch
+    order = torch.randperm(23, generator=torch.Generator().manual_seed(3 * 100_003)).tolist()
+    assert sum(one, []) == order
+    sampler = distributed.GlobalBatchSampler(23, 5, seed=3, rank=0, world_size=1)
+    sampler.set_epoch(1)
+    assert list(sampler) != one
+
+
 def test_without_sync_the_ranks_differ(runs):
     """Negative control: the equality above is the synchronisation's doing."""
     reference, ranks = runs
@@ -273,8 +301,10 @@ def test_sync_false_keeps_per_process_state():
 
 
 # ----------------------------------------------------------------------------------------- torchrun end to end
-TORCHRUN_ARGS = ["--dataset", "digits", "--limit", "801", "--epochs", "3", "--batch-size", "8", "--method",
-                 "data-params", "--noise-rate", "0.4", "--quiet"]  # 801 % 8 = 1: rank 1's last slice is empty
+# 801 % 8 = 1: rank 1's last slice is empty. A small learning rate keeps training out of the chaotic regime in
+# which float32 rounding differences (a sum over two halves instead of one batch) grow exponentially.
+TORCHRUN_ARGS = ["--dataset", "digits", "--limit", "801", "--epochs", "3", "--batch-size", "8", "--lr", "0.02",
+                 "--method", "data-params", "--noise-rate", "0.4", "--quiet"]
 
 
 def _torchrun(*argv: str, **kwargs) -> subprocess.Popen:
@@ -289,6 +319,37 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is dead
+                        break
+            except OSError:
+                break
+            time.sleep(0.01)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
@@ -320,8 +381,8 @@ def test_torchrun_train_matches_one_process(torchrun_run, tmp_path):
     m1, m2 = _metrics(one), _metrics(two)
     assert len(m1) == len(m2) == 3
     for r1, r2 in zip(m1, m2):
-        for key in r1:
-            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), key
+        for key in r1:  # float32 rounding may move a borderline prediction: accuracies to 2 samples
+            assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=0.005 if "acc" in key or "test" in key else 1e-6), key
     a, b = np.load(one / "signals.npz"), np.load(two / "signals.npz")
     for key in a.files:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
@@ -335,6 +396,7 @@ def test_torchrun_train_matches_one_process(torchrun_run, tmp_path):
     assert s2["config"] == s1["config"] and s2["epoch"] == 3
 
 
+@needs_proc
 def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     reference, _ = torchrun_run
     killed = tmp_path / "killed"
@@ -343,8 +405,15 @@ def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(0.05)  # into the second epoch
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+    victims = [proc.pid, *_descendants(proc.pid)]  # torchrun starts its workers in their own sessions
+    assert len(victims) >= 1 + WORLD
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.communicate()
+    _wait_gone(victims)
     assert (killed / "checkpoint.pt").exists()
     assert len(_metrics(killed)) < 3, "the run finished before it was killed: the test proves nothing"
     _finish(_torchrun("--resume", str(killed), "--quiet"))

@@ -92,6 +92,18 @@ comparison, no device synchronisation), and skipped on meta tensors, under ``tor
 accelerators (where it would synchronise; set ``check_values=True`` to force it). Under
 ``torch.compile`` the gather uses a dense gradient (AOTAutograd cannot trace sparse tensors); the
 optimizer then treats rows with a non-zero gradient as present (the reference's rule, O(N)).
+
+Distributed training
+--------------------
+Do not wrap :class:`DataParameters` in ``DistributedDataParallel`` (its gradients are sparse; wrap
+the model only): :class:`SparseSGD` synchronises it. When a process group with more than one process
+is initialised, each ``step`` gathers every rank's sparse gradient entries (row, value), O(global
+batch) communication, and applies the combined update on every rank, so parameters and momentum
+buffers stay identical on every rank and equal to one process fed the global batch (class-parameter
+gradients are thereby reduced across ranks, and ``class_grad='class_mean'`` counts the class's samples
+over the global batch). The rule for the loss is DDP's: each rank backpropagates the mean loss of
+its own samples (scaled by ``world_size * n_local / n_global`` when the local batches differ in size),
+and the gradients are *averaged* over the ranks. ``forward`` itself never communicates.
 """
 from __future__ import annotations
 
@@ -182,6 +194,8 @@ class DataParameters(nn.Module):
         clamp: ``(min, max)`` range of ``sigma`` that :class:`SparseSGD` projects the parameters onto
             after every step (default ``(1/20, 20)``, the reference implementation's); ``None`` to
             disable. See the module docstring for the exact semantics.
+            Under ``torch.distributed`` the optimizer keeps every rank's parameters identical (see
+            :class:`SparseSGD`); ``forward`` makes no collective call.
         check_values: range-check ``target``/``index`` values in ``forward``: ``None`` (default) on CPU
             tensors only (no device sync), ``True`` everywhere (syncs on accelerators), ``False`` never.
 
@@ -408,6 +422,22 @@ class SparseSGD(torch.optim.Optimizer):
 
     State (``state_dict``): per parameter ``momentum_buffer`` (dense, allocated at the first step) and
     ``step`` (int).
+
+    Distributed (``sync=True``, default, and a ``torch.distributed`` process group with more than one
+    process initialised when ``step`` runs): every rank must call ``step``, which makes one
+    ``all_reduce`` of a (parameters x 2) int64 table saying which kind of gradient the ranks hold, then
+    for each parameter with a sparse gradient on some rank one ``all_gather`` of the (row, value) entries
+    of every rank (16 bytes per entry after a one-int64 size exchange: O(global batch), never
+    O(``num_rows``)). The entries are concatenated in rank order, the values divided by the world size
+    (the average over ranks, as ``DistributedDataParallel`` does for dense gradients), and the update
+    above is applied with them on every rank: parameters, momentum buffers and step counts stay
+    identical across ranks and equal the single-process result on the global batch when each rank's
+    loss is its local mean (times ``world_size * n_local / n_global`` if local batch sizes differ).
+    ``class_grad='class_mean'`` then uses the global ``nnz`` and per-row counts. A rank without a
+    gradient contributes no entry; a parameter no rank has a gradient for is skipped, as in one
+    process. Dense gradients (``torch.compile``) are averaged with an ``all_reduce`` instead, which is
+    O(``num_rows``). Outside a process group, with world size 1 or with ``sync=False``, no collective
+    call is made.
     """
 
     def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
@@ -427,6 +457,7 @@ class SparseSGD(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, log_clamp=log_clamp,
                         class_grad=class_grad)
         super().__init__(params, defaults)
+        #: synchronise across the ranks of an initialised process group (see the class docstring)
         self.sync = bool(sync)
         for group in self.param_groups:
             if group["class_grad"] not in CLASS_GRAD_MODES:

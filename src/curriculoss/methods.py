@@ -38,14 +38,19 @@ def _regression_output(output: Tensor) -> Tensor:
     return output.squeeze(-1) if output.dim() > 1 and output.shape[-1] == 1 else output
 
 
+def _per_sample_sum(loss: Tensor) -> Tensor:
+    """Sum over the outputs of each sample (multi-output regression); an empty batch stays empty."""
+    return loss.flatten(1).sum(1) if loss.dim() > 1 else loss
+
+
 def _l2(output: Tensor, target: Tensor) -> Tensor:
     out = _regression_output(output)
-    return F.mse_loss(out, target.to(out.dtype), reduction="none").reshape(out.shape[0], -1).sum(1)
+    return _per_sample_sum(F.mse_loss(out, target.to(out.dtype), reduction="none"))
 
 
 def _smooth_l1(output: Tensor, target: Tensor) -> Tensor:
     out = _regression_output(output)
-    return F.smooth_l1_loss(out, target.to(out.dtype), reduction="none").reshape(out.shape[0], -1).sum(1)
+    return _per_sample_sum(F.smooth_l1_loss(out, target.to(out.dtype), reduction="none"))
 
 
 #: Per-sample task losses ``(output, target) -> (N,)``: the plain methods and SuperLoss's inputs.
