@@ -28,6 +28,15 @@ with :math:`p \sim U[0, 1]` their variances (Eqs. 23-24) are the paper's 0.0889 
 T = 16, 8, 4, 2, 1, 0.5, 0, the 354.113, 4.546, 0.299, 0.040, 0.007, 0.002, 0 of its Table 4.
 
 Defaults: ``T = 8`` on noisy training data, ``T = 0.5`` on clean data (Sec. 5).
+
+Caveat, measured: since :math:`w_\mathrm{IMAE} \ge 1`, every sample keeps a gradient of L1 norm at
+least 1 however well it is fit (CCE's and MAE's vanish as :math:`p_y \to 1`), so nothing stops the
+logits from growing. The paper trains ResNets with batch normalisation; on a plain MLP or LeNet-5
+with SGD (lr 0.1 or 0.01, momentum 0.9, weight decay 5e-4) the logits of our runs grew past 1e3
+within a few epochs and training collapsed to chance accuracy, with T = 8 and with T = 0.5
+(scikit-learn digits; see the project README). In the paper's Caffe implementation the ratio
+:math:`w_\mathrm{IMAE}/w_\mathrm{MAE}` probably vanished once :math:`p_y` rounded to 1 in float32;
+here the direction is exact, as the equations ask, so the push never stops.
 """
 from __future__ import annotations
 
