@@ -89,7 +89,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--lam", type=float, default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
     m.add_argument("--no-smoothing", action="store_true", help="turn off SuperLoss's per-sample loss smoothing")
     m.add_argument("--imae-T", type=float, default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
-    m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="joint")
+    m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
+                   help="data-parameter curriculum (default instance: the paper's choice under label noise)")
     m.add_argument("--dp-class-lr", type=float, default=0.1)
     m.add_argument("--dp-instance-lr", type=float, default=0.1)
 

@@ -65,9 +65,12 @@ def _lambertw_forward(x: Tensor, iterations: int) -> Tensor:
     delta = (x + hi).add_(lo)
     p = torch.clamp(delta, min=0.0).mul_(2.0 * math.e).sqrt_()
 
-    branch = torch.full_like(p, _BRANCH_SERIES[-1])
-    for c in reversed(_BRANCH_SERIES[:-1]):
-        branch.mul_(p).add_(c)
+    # float32 needs 10 terms where the series is used (p < 0.3: the next term is below 3e-8).
+    series = _BRANCH_SERIES if x.dtype == torch.float64 else _BRANCH_SERIES[:10]
+    branch = p * series[-1]
+    for c in reversed(series[1:-1]):
+        branch.add_(c).mul_(p)
+    branch.add_(series[0])
 
     # Winitzki's approximation for x >= -0.25, the branch series below.
     L = torch.log1p(torch.clamp(x, min=-0.25))
