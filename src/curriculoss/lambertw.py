@@ -86,11 +86,17 @@ def _lambertw_forward(x: Tensor, iterations: int) -> Tensor:
     # Past p ~ 0.1 the series' truncation error grows (2.7e-11 at 0.3): enough for float32, whose
     # iteration loses ~ulp/p to the flatness of w exp(w) near the branch point.
     out = torch.where(p < (0.1 if x.dtype == torch.float64 else 0.3), branch, w)
-    tiny = (x * (125.0 / 24.0)).add_(-8.0 / 3.0).mul_(x).add_(1.5).mul_(x).add_(-1.0).mul_(x).add_(1.0).mul_(x)
+    # Below |x| = 1e-4 the Taylor series W = x - x^2 + 3/2 x^3 - 8/3 x^4 + 125/24 x^5: its first two
+    # terms are exact to 1.5e-8 relative (float32); float64 needs all five.
+    if x.dtype == torch.float64:
+        tiny = (x * (125.0 / 24.0)).add_(-8.0 / 3.0).mul_(x).add_(1.5).mul_(x).add_(-1.0).mul_(x).add_(1.0).mul_(x)
+    else:
+        tiny = x - x * x
     out = torch.where(x.abs() < 1e-4, tiny, out)
     out = torch.where(x == math.inf, x, out)
-    out = torch.where((delta < 0) & (delta >= -tol), -1.0, out)
-    return torch.where((delta < -tol) | torch.isnan(x), math.nan, out)
+    # Within tol below -1/e, p = 0 and the branch series already gives -1 exactly. Further below,
+    # and for NaN (all comparisons false), NaN.
+    return torch.where(delta >= -tol, out, math.nan)
 
 
 class _LambertW(torch.autograd.Function):
