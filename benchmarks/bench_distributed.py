@@ -114,8 +114,8 @@ def distributed_table(batch: int, steps: int) -> None:
         lib = max(r[kind][1] for r in ranks)
         print(f"| {label} | 1 | {t1 * 1e3:.2f} ms | 1.00 | 0 B | 0 B |")
         print(f"| {label} | 2 | {t2 * 1e3:.2f} ms | {t2 / t1:.2f} | {_fmt_bytes(lib)} | {_fmt_bytes(ranks[0][kind][2])} |")
-    print(f"\nLibrary bytes are O(global batch): SuperLoss gathers 32 B per sample, SparseSGD 16 B per "
-          f"gradient entry (one per sample and parameter tensor), plus the size exchanges; N does not enter.")
+    print("\nLibrary bytes are O(global batch): SuperLoss gathers 32 B per sample, SparseSGD 16 B per "
+          "gradient entry (one per sample and parameter tensor), plus the size exchanges; N does not enter.")
 
 
 def scale_table(repeats: int, batch: int) -> None:

@@ -59,6 +59,9 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1)
                          f"got {tuple(target.shape)}")
     if target.device != logits.device:
         raise ValueError(f"target must be on the device of logits ({logits.device}), got {target.device}")
+    # Values are checked only where that costs no device synchronisation: CPU tensors (a host read),
+    # in eager mode. On accelerators and the meta device the check is skipped, as in torch's own losses
+    # on CUDA, which report a bad target asynchronously.
     if target.device.type == "cpu" and target.numel() > 0 and not torch.compiler.is_compiling():
         lo, hi = (v.item() for v in torch.aminmax(target))
         if lo < 0 or hi >= logits.shape[1]:

@@ -56,23 +56,25 @@ def _verdict_better(baselines: list[str], ours: list[str], rates_from: float, ke
                     own_base: dict[str, str] | None = None):
     """Each variant of ``ours`` against the best of ``baselines`` (or against its own base loss,
     ``own_base[variant]``, when given) at every noise rate >= ``rates_from``."""
+    def reference(cells: dict, variant: str, rate: float) -> tuple[str, float]:
+        if own_base is not None:
+            return own_base[variant], _mean(cells, own_base[variant], rate, key)
+        base = [_mean(cells, b, rate, key) for b in baselines if (b, rate) in cells]
+        return "best baseline", min(base) if lower_is_better else max(base)
+
     def rule(cells: dict) -> tuple[str, str]:
         rates = sorted({r for (_, r) in cells if r >= rates_from})
         wins, total, lines = 0, 0, []
         for r in rates:
-            base = [_mean(cells, b, r, key) for b in baselines if (b, r) in cells]
-            best_base = min(base) if lower_is_better else max(base)
             for o in ours:
-                if own_base is not None:
-                    best_base = _mean(cells, own_base[o], r, key)
                 if (o, r) not in cells:
                     continue
+                against, ref = reference(cells, o, r)
                 v = _mean(cells, o, r, key)
-                ok = v < best_base if lower_is_better else v > best_base
+                ok = v < ref if lower_is_better else v > ref
                 wins += ok
                 total += 1
-                against = own_base[o] if own_base is not None else "best baseline"
-                lines.append(f"{o} at {r:.0%}: {v:.4f} vs {against} {best_base:.4f} ({'better' if ok else 'not better'})")
+                lines.append(f"{o} at {r:.0%}: {v:.4f} vs {against} {ref:.4f} ({'better' if ok else 'not better'})")
         verdict = "reproduced" if wins == total else "partly reproduced" if wins > 0 else "not reproduced"
         versus = "its own base loss" if own_base is not None else f"the best of {baselines}"
         rule_text = (f"rule: every variant in {ours} beats {versus} on mean {key} "
