@@ -266,17 +266,32 @@ def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from curriculoss.reproduce import PRESETS, assemble, run_preset
+    from curriculoss.reproduce import PRESETS, assemble, load_hparams, run_preset, save_hparams, tune_preset
 
     if args.data_dir and not Path(args.data_dir).exists():
         raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
     names = list(PRESETS) if args.name == "all" else [args.name]
-    reports = [run_preset(n, data_dir=args.data_dir, quick=args.quick, out=args.out, progress=not args.quiet)
-               for n in names]
+    if args.tune:
+        target = Path(args.hparams or Path(args.out) / "hparams.json")
+        dataset = "idx" if args.data_dir else "digits"
+        for n in names:
+            report, chosen = tune_preset(n, data_dir=args.data_dir, quick=args.quick, out=args.out,
+                                         progress=not args.quiet, seeds=tuple(args.tune_seeds))
+            if report is None:
+                print(f"{n}: nothing to select; it borrows {PRESETS[n].borrow}")
+                continue
+            save_hparams(target, dataset, n, chosen)
+            print(report.read_text())
+        print(f"written: {target}")
+        return 0
+    hparams = load_hparams(args.hparams)
+    reports = [run_preset(n, data_dir=args.data_dir, quick=args.quick, out=args.out, progress=not args.quiet,
+                          hparams=hparams) for n in names]
     for report in reports:
         print(report.read_text())
     if args.name == "all":
-        assemble(reports, Path(args.docs))
+        tuning = [Path(args.out) / "tune" / (n + ("-quick" if args.quick else "")) / "tuning.md" for n in names]
+        assemble(reports, Path(args.docs), [t for t in tuning if t.exists()])
         print(f"written: {args.docs}")
     return 0
 
@@ -318,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="MNIST as IDX files (LeNet-5, 10,000 training samples); default: digits (MLP)")
     p.add_argument("--out", default="runs/reproduce", help="where the presets' run folders go (default runs/reproduce)")
     p.add_argument("--docs", default="docs/reproduction.md", help="report written by NAME=all")
+    p.add_argument("--tune", action="store_true",
+                   help="select the preset's hyper-parameters on a validation split of the training set (never "
+                        "the test set) and write them to --hparams; trains nothing else")
+    p.add_argument("--tune-seeds", type=int, nargs="+", default=[100, 101],
+                   help="seeds of the selection runs, averaged (default 100 101; the reproduction uses 0 1 2)")
+    p.add_argument("--hparams", help="JSON of selected hyper-parameters: read by a run (default: the selections "
+                                     "shipped with curriculoss), written by --tune (default OUT/hparams.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
     return parser
