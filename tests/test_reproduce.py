@@ -155,6 +155,8 @@ def test_cli_tune_writes_the_file_a_run_reads(tmp_path, monkeypatch):
         run_preset("superloss-confidence", out=tmp_path / "bad",
                    hparams={"digits": {"superloss-classification": {"SL avg": {"lam": "1"}}}})
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        run_preset("data-params-noise", out=tmp_path, hparams={"digits": {"data-params-noise": [0.1]}})
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_hparams(tmp_path / "bad.json")

@@ -33,7 +33,7 @@ import numpy as np
 from curriculoss.methods import MethodOptions
 from curriculoss.train import TrainConfig, prepare_data, train
 
-__all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams"]
+__all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams"]
 
 SEEDS = (0, 1, 2)
 TUNE_SEEDS = (100, 101)  # disjoint from the reproduction's seeds
@@ -308,7 +308,13 @@ def load_hparams(path: str | Path | None = None) -> dict:
 def _chosen(hparams: dict, dataset: str, name: str, label: str) -> dict:
     """The selected values for one variant (a borrowed variant takes another preset's), or ``{}``."""
     source = PRESETS[name].borrow.get(label, (name, label))
-    return dict(hparams.get(dataset, {}).get(source[0], {}).get(source[1], {}))
+    entry = hparams
+    for key in (dataset, *source):
+        entry = entry.get(key, {}) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            raise ValueError(f"hparams: the entry {dataset}/{'/'.join(source)} must be a JSON object of "
+                             f"hyper-parameter values")
+    return dict(entry)
 
 
 def _variant_config(cfg: TrainConfig, change: dict, params: dict) -> TrainConfig:
