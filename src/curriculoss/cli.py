@@ -266,14 +266,15 @@ def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from curriculoss.reproduce import PRESETS, assemble, load_hparams, run_preset, save_hparams, tune_preset
+    from curriculoss.reproduce import (PRESETS, assemble, dataset_key, load_hparams, run_preset, save_hparams,
+                                       tune_folder, tune_preset)
 
     if args.data_dir and not Path(args.data_dir).exists():
         raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
     names = list(PRESETS) if args.name == "all" else [args.name]
     if args.tune:
         target = Path(args.hparams or Path(args.out) / "hparams.json")
-        dataset = "idx" if args.data_dir else "digits"
+        dataset = dataset_key(args.data_dir)
         for n in names:
             report, chosen = tune_preset(n, data_dir=args.data_dir, quick=args.quick, out=args.out,
                                          progress=not args.quiet, seeds=tuple(args.tune_seeds))
@@ -290,7 +291,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for report in reports:
         print(report.read_text())
     if args.name == "all":
-        tuning = [Path(args.out) / "tune" / (n + ("-quick" if args.quick else "")) / "tuning.md" for n in names]
+        tuning = [tune_folder(args.out, n, args.quick) / "tuning.md" for n in names]
         assemble(reports, Path(args.docs), [t for t in tuning if t.exists()])
         print(f"written: {args.docs}")
     return 0
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
     p.set_defaults(func=cmd_flag)
 
-    from curriculoss.reproduce import PRESETS
+    from curriculoss.reproduce import PRESETS, TUNE_SEEDS
 
     p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)")
     p.add_argument("name", choices=[*PRESETS, "all"], metavar="NAME", help=f"one of: {', '.join(PRESETS)}, all")
@@ -336,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="select the preset's hyper-parameters on a validation split of the training set (never "
                         "the test set) and write them to --hparams; trains nothing else")
-    p.add_argument("--tune-seeds", type=int, nargs="+", default=[100, 101],
+    p.add_argument("--tune-seeds", type=int, nargs="+", default=list(TUNE_SEEDS),
                    help="seeds of the selection runs, averaged (default 100 101; the reproduction uses 0 1 2)")
     p.add_argument("--hparams", help="JSON of selected hyper-parameters: read by a run (default: the selections "
                                      "shipped with curriculoss), written by --tune (default OUT/hparams.json)")

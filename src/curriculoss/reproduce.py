@@ -273,6 +273,16 @@ PRESETS: dict[str, Preset] = {
 
 # ------------------------------------------------------------------------------------------ running
 
+def tune_folder(out: str | Path | None, name: str, quick: bool) -> Path:
+    """Where ``--tune`` puts a preset's selection runs and its ``tuning.md``."""
+    return Path(out or "runs/reproduce") / "tune" / (name + ("-quick" if quick else ""))
+
+
+def dataset_key(data_dir: str | None) -> str:
+    """The data set a preset trains on, which keys its selections: MNIST's IDX files or digits."""
+    return "idx" if data_dir else "digits"
+
+
 def _base_config(data_dir: str | None, preset: Preset, quick: bool) -> TrainConfig:
     if data_dir:
         cfg = TrainConfig(dataset="idx", data_dir=data_dir, model="lenet", limit=10_000, epochs=15, batch_size=128)
@@ -374,7 +384,7 @@ def tune_preset(name: str, *, data_dir: str | None = None, quick: bool = False, 
         return None, {}
     base = replace(_base_config(data_dir, preset, quick), **(overrides or {}))
     regression = base.task == "regression"
-    folder = Path(out or "runs/reproduce") / "tune" / (name + ("-quick" if quick else ""))
+    folder = tune_folder(out, name, quick)
     splits = {seed: _validation_split(replace(base, noise_rate=preset.tune_rate, seed=seed), folder / f"split{seed}",
                                       fraction) for seed in seeds}
     chosen: dict[str, dict] = {}
