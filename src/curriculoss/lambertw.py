@@ -81,6 +81,11 @@ def _iterations(dtype: torch.dtype) -> int:
     return 2 if dtype == torch.float64 else 1
 
 
+def _precision(dtype: torch.dtype) -> torch.dtype:
+    """The accuracy contract a result in ``dtype`` needs: float64's, or float32's for every other dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _half_delta_bounds(dtype: torch.dtype) -> tuple[float, float]:
     """Clamp range of ``(x + 1/e) / 2``: a tiny floor keeps ``v > 0`` (Halley divides by ``v``; at
     ``v = tiny`` its step is 0, so the branch point gives ``W = -1`` exactly), and half the largest
@@ -102,9 +107,12 @@ def _halley(v: Tensor, half_delta: Tensor) -> Tensor:
     return torch.addcdiv(v, f, den, value=-1.0)
 
 
-def _w_plus_one(half_delta: Tensor, iterations: int) -> Tensor:
-    """``v = W(x) + 1`` from ``(x + 1/e) / 2``, already clamped to a positive finite range."""
-    c, a, k, b = _START[torch.float64 if half_delta.dtype == torch.float64 else torch.float32]
+def _w_plus_one(half_delta: Tensor, precision: torch.dtype) -> Tensor:
+    """``v = W(x) + 1`` from ``(x + 1/e) / 2``, already clamped to a positive finite range (see
+    :func:`_half_delta_bounds`), accurate to the contract of ``precision`` (float32 or float64; the
+    arithmetic is that of ``half_delta``, which may be more precise)."""
+    c, a, k, b = _START[precision]
+    iterations = _iterations(precision)
     q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
     v = torch.addcdiv(q * a, q * torch.log1p(q), q + b, value=-k)
     for _ in range(iterations):
@@ -116,7 +124,7 @@ def _lambertw_forward(x: Tensor) -> Tensor:
     hi, lo, tol = _split_inv_e(x.dtype)
     # (x + 1/e)/2, accurately: x/2 + hi/2 is exact near -1/e (Sterbenz), lo/2 restores the rest.
     half_delta = (x * 0.5).add_(0.5 * hi).add_(0.5 * lo)
-    v = _w_plus_one(half_delta.clamp(*_half_delta_bounds(x.dtype)), _iterations(x.dtype))
+    v = _w_plus_one(half_delta.clamp(*_half_delta_bounds(x.dtype)), x.dtype)
     # Below 2^-24 (float32) / 2^-53 (float64), W = x - x^2 rounds to x: return x itself (v - 1 would
     # keep only an absolute accuracy there); +inf was clamped to a finite value inside.
     tiny = 2.0 ** -53 if x.dtype == torch.float64 else 2.0 ** -24
