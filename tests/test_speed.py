@@ -21,6 +21,7 @@ from curriculoss import SuperLoss, lambertw, superloss
 BUDGET_SUPERLOSS_AVG_SMOOTHING = 51  # CE + SuperLoss(avg, N), forward + backward (113)
 BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau) (81)
 BUDGET_LAMBERTW_FLOAT32 = 28  # lambertw forward (61)
+BUDGET_DATA_PARAMETERS_INSTANCE = 43  # CE on DataParameters(level='instance') + SparseSGD.step (55)
 BUDGET_CE = 5  # CE alone, forward + backward: the reference
 
 
@@ -52,17 +53,30 @@ def test_operation_budgets():
     logits, y = _batch()
     index = torch.randint(0, 60_000, (128,))
     module = SuperLoss(tau="avg", num_samples=60_000)
+    from curriculoss import DataParameters
+
+    dp = DataParameters(10, 60_000, level="instance")
+    opt = dp.optimizer()
+
+    def dp_step():
+        logits.grad = None
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(dp(logits, y, index), y).backward()
+        opt.step()
+
     counts = {
         "ce": len(top_level_aten_ops(lambda: F.cross_entropy(logits, y).backward())),
         "sl": len(top_level_aten_ops(lambda: module(F.cross_entropy(logits, y, reduction="none"), index).backward())),
         "fixed": len(top_level_aten_ops(
             lambda: superloss(F.cross_entropy(logits, y, reduction="none"), math.log(10)).backward())),
         "lambertw": len(top_level_aten_ops(lambda: lambertw(torch.rand(128) * 10))) - 2,  # rand, mul
+        "dp": len(top_level_aten_ops(dp_step)),
     }
     assert counts["ce"] == BUDGET_CE, counts
     assert counts["sl"] <= BUDGET_SUPERLOSS_AVG_SMOOTHING, counts
     assert counts["fixed"] <= BUDGET_SUPERLOSS_FIXED, counts
     assert counts["lambertw"] <= BUDGET_LAMBERTW_FLOAT32, counts
+    assert counts["dp"] <= BUDGET_DATA_PARAMETERS_INSTANCE, counts
 
 
 def _compile_counters():
@@ -111,3 +125,29 @@ def test_fused_lambertw_matches_mpmath(dtype, rtol, atol):
     assert np.all(np.abs(ours - ref) <= atol + rtol * np.abs(ref))
     eager = lambertw(torch.tensor(xs, dtype=dtype)).double().numpy()
     assert np.all(np.abs(ours - eager) <= 2 * (atol + rtol * np.abs(ref)))
+
+
+@pytest.mark.parametrize("level", ["class", "instance", "joint"])
+def test_data_parameters_fused_forward_gradients_equal_plain_autograd(level):
+    """The one-node forward (sparse gradients) against autograd through the plain formula
+    ``logits / (exp(w_c)[y] + exp(w_i)[i])`` with dense gradients."""
+    from curriculoss import DataParameters
+
+    torch.manual_seed(0)
+    dp = DataParameters(5, 20, level=level, dtype=torch.float64)
+    with torch.no_grad():
+        for p in dp.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    z = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    y, i = torch.randint(0, 5, (9,)), torch.tensor([0, 3, 3, 7, 19, 0, 5, 5, 5])  # duplicates
+    F.cross_entropy(dp(z, y, i), y).backward()
+    ref = [None if p is None else p.detach().clone().requires_grad_() for p in (dp.log_class_sigma, dp.log_instance_sigma)]
+    z2 = z.detach().clone().requires_grad_()
+    s = sum(r.exp()[k] for r, k in zip(ref, (y, i)) if r is not None)
+    F.cross_entropy(z2 / s[:, None], y).backward()
+    torch.testing.assert_close(z.grad, z2.grad, rtol=1e-12, atol=1e-14)
+    for p, r in zip((dp.log_class_sigma, dp.log_instance_sigma), ref):
+        if p is not None:
+            assert p.grad.is_sparse
+            torch.testing.assert_close(p.grad.to_dense(), r.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dp.last_sigma, s.detach())
