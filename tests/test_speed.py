@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from curriculoss import SuperLoss, lambertw, superloss
+from curriculoss import SuperLoss, imae, lambertw, superloss
 
 # Measured on torch 2.13 (the issue's starting point in parentheses): budgets, not targets.
 BUDGET_SUPERLOSS_AVG_SMOOTHING = 51  # CE + SuperLoss(avg, N), forward + backward (113)
 BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau) (81)
 BUDGET_LAMBERTW_FLOAT32 = 28  # lambertw forward (61)
 BUDGET_DATA_PARAMETERS_INSTANCE = 43  # CE on DataParameters(level='instance') + SparseSGD.step (55)
+BUDGET_IMAE = 21  # imae (authors' variant) forward + backward on (128, 10) logits (26 after the coordinator's rewrite)
 BUDGET_CE = 5  # CE alone, forward + backward: the reference
 
 
@@ -71,12 +72,14 @@ def test_operation_budgets():
             lambda: superloss(F.cross_entropy(logits, y, reduction="none"), math.log(10)).backward())),
         "lambertw": len(top_level_aten_ops(lambda: lambertw(torch.rand(128) * 10))) - 2,  # rand, mul
         "dp": len(top_level_aten_ops(dp_step)),
+        "imae": len(top_level_aten_ops(lambda: imae(logits, y).backward())),
     }
     assert counts["ce"] == BUDGET_CE, counts
     assert counts["sl"] <= BUDGET_SUPERLOSS_AVG_SMOOTHING, counts
     assert counts["fixed"] <= BUDGET_SUPERLOSS_FIXED, counts
     assert counts["lambertw"] <= BUDGET_LAMBERTW_FLOAT32, counts
     assert counts["dp"] <= BUDGET_DATA_PARAMETERS_INSTANCE, counts
+    assert counts["imae"] <= BUDGET_IMAE, counts
 
 
 def _compile_counters():
