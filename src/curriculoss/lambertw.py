@@ -6,29 +6,29 @@ host would copy every batch's losses to the CPU and break ``torch.compile``. Thi
 with a short fixed sequence of element-wise tensor operations: no data-dependent control flow, no
 host-device synchronisation, any device (``meta`` included), any batch shape. At small batch sizes each
 operation costs a few microseconds whatever its arithmetic, so the method is chosen for its operation
-count (27 in float32, 35 in float64, against 60 before).
+count: 28 in float32 and 36 in float64 (60 for the series-and-iteration method it replaced).
 
-Method, per element. Everything is solved for ``v = W + 1 >= 0`` from ``delta = x + 1/e`` (formed as
-``(x + c_hi) + c_lo`` with ``c_hi + c_lo = 1/e`` split in the working precision, so the cancellation
-near ``-1/e`` costs nothing), because in ``v`` the equation ``(v - 1) e^v = e x`` is well conditioned
-right up to the branch point:
+Method, per element. Everything is solved for ``v = W + 1 >= 0`` from ``h = (x + 1/e) / 2`` (formed as
+``x/2 + c_hi/2 + c_lo/2`` with ``c_hi + c_lo = 1/e`` split in the working precision, so that the
+cancellation near ``-1/e`` costs nothing), because in ``v`` the equation ``(v - 1) e^v = e x`` stays
+well conditioned right up to the branch point:
 
-1. Start: with ``q = log1p(c sqrt(2 e delta))``,
-   ``v0 = a q - k q log1p(q) / (b + q)``. ``sqrt(2 e delta)`` is the variable of the branch-point
-   series (Corless et al. 1996, Eq. 4.22), in which ``v = p - p^2/3 + ...``; the form also follows
-   ``W ~ log x - log log x`` for large ``x``. The constants ``a, b, c, k`` are fitted (minimax over
-   the domain) so that a single step of 2. meets the float32 contract below.
-2. Halley's iteration on ``f(v) = (v - 1) e^v - e x``, computed as
-   ``f / e = v/e + (v e^{v} - e^v ... )`` through ``em = expm1(v)``:
-   ``f/e = v/e + (v/e) em - em/e - delta`` and ``f'/e = v/e + (v/e) em``, ``f''/f' = (v + 1)/v``.
-   Through ``expm1`` the rounding errors of ``f`` scale with ``v``, so the step is accurate to a few
-   units in the last place of ``v`` even next to the branch point (an iteration on ``w e^w - x``
-   loses ``ulp / sqrt(x + 1/e)`` there); dividing by ``e`` keeps ``f`` finite up to the largest
-   float. One step in float32, two in float64 (cubic convergence).
-3. ``W = x exp(1 - v)`` (since ``W = x e^{-W}``): exact at 0 and accurate to the relative precision
-   of ``v`` for large ``x``, where ``v - 1`` would lose nothing either; below ``|x| = 2^-24``
-   (float32) or ``2^-53`` (float64) the result is ``x`` itself (``W = x - x^2 + ...``), so
-   subnormals come back exactly.
+1. Start: ``q = log1p(c sqrt(2 e (x + 1/e)))`` and ``v0 = a q - k q log1p(q) / (b + q)``.
+   ``sqrt(2 (e x + 1))`` is the variable of the branch-point series (Corless et al. 1996, Eq. 4.22),
+   in which ``v = p - p^2/3 + ...``; the form also follows ``W + 1 ~ 2 log p - log log p`` for large
+   ``x``. The constants ``a, b, c, k`` are fitted per dtype (minimax of the error after step 2).
+2. Halley's iteration on ``f(v) = (v - 1) e^v - e x``, written with ``em = expm1(v)`` as
+   ``f = v + v em - em - 2 e h`` and ``f' = v (1 + em)``, ``f''/f' = (v + 1)/v``, every term divided
+   by ``2e`` so that nothing overflows below the largest float. Through ``expm1`` the rounding errors
+   of ``f`` scale with ``v``, so the step is accurate to a few units in the last place of ``v`` even
+   next to the branch point (an iteration on ``w e^w - x`` loses ``ulp / sqrt(x + 1/e)`` there). One
+   step in float32, two in float64 (cubic convergence).
+3. ``W = v - 1``. Where ``|x| < 2^-24`` (float32) or ``2^-53`` (float64), ``W = x - x^2`` rounds to
+   ``x``, which is returned, so subnormals come back exactly.
+
+Accuracy, measured against mpmath (50 digits) on the test grids and 700,000 random float32 values:
+at most 0.2 of the float32 contract (2e-6 relative + 1e-6 absolute) and 0.06 of the float64 one
+(1e-12 + 1e-12).
 
 Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` (an input that is
 ``-1/e`` rounded to the working precision, such as ``float32(-1/e)``, which lies just below it), which
