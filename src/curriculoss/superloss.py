@@ -88,12 +88,36 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     return torch.addcmul(diff * sigma, u, u, value=lam), sigma
 
 
+def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
+                       reduction: str, keep: Tensor | None, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_superloss_core` reduced: (output, sigma* in ``out_dtype``, the factor of the backward
+    ``grad -> factor * grad``: sigma*, zero where ignored, divided by the kept count for a masked mean)."""
+    sl, sigma = _superloss_core(loss, source, tau, lam, precision)
+    sigma = sigma if sigma.dtype == out_dtype else sigma.to(out_dtype)
+    grad_sigma = sigma
+    if keep is not None:
+        sl = torch.where(keep, sl, 0.0)
+        grad_sigma = torch.where(keep, sigma, 0.0)
+    if reduction == "none":
+        out = sl if sl.dtype == out_dtype else sl.to(out_dtype)
+    elif reduction == "sum":
+        out = sl.sum(dtype=out_dtype)
+    elif keep is None:
+        out = sl.mean(dtype=out_dtype)
+    else:
+        count = keep.sum().clamp_min(1)
+        out = (sl.sum() / count).to(out_dtype)
+        grad_sigma = grad_sigma / count
+    return out, sigma, grad_sigma
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_core():
-    """:func:`_superloss_core` as one fused kernel, compiled once per process with dynamic shapes (a new
-    batch size reuses it); ``None`` when ``torch.compile`` is unavailable."""
+def _compiled_forward():
+    """:func:`_superloss_forward` as one compiled graph (inductor fuses it into one or two kernels),
+    compiled once per process with dynamic shapes, so a new batch size reuses it; ``None`` when
+    ``torch.compile`` is unavailable."""
     try:
-        return torch.compile(_superloss_core, dynamic=True, fullgraph=True)
+        return torch.compile(_superloss_forward, dynamic=True, fullgraph=True)
     except Exception:  # pragma: no cover - no compiler on this platform
         return None
 
@@ -101,16 +125,16 @@ def _compiled_core():
 _FUSED_BROKEN: set[str] = set()
 
 
-def _core(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
-          fused: bool) -> tuple[Tensor, Tensor]:
+def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
+             reduction: str, keep: Tensor | None, out_dtype: torch.dtype, fused: bool) -> tuple[Tensor, Tensor, Tensor]:
     if fused and loss.device.type not in _FUSED_BROKEN and not torch.compiler.is_compiling():
-        fn = _compiled_core()
+        fn = _compiled_forward()
         if fn is not None:
             try:
-                return fn(loss, source, tau, lam, precision)
+                return fn(loss, source, tau, lam, precision, reduction, keep, out_dtype)
             except Exception:  # no working compiler at run time (e.g. no C++ toolchain): stay eager
                 _FUSED_BROKEN.add(loss.device.type)
-    return _superloss_core(loss, source, tau, lam, precision)
+    return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
 
 
 def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
@@ -145,24 +169,9 @@ class _SuperLossFunction(torch.autograd.Function):
     def forward(ctx, loss, source, tau, lam, reduction, keep, fused):  # type: ignore[override]
         compute = _compute_dtype(loss.dtype)
         x = loss if loss.dtype == compute else loss.to(compute)
-        sl, sigma = _core(x, source, tau, lam, _precision(loss.dtype), fused)
-        sigma = sigma if sigma.dtype == loss.dtype else sigma.to(loss.dtype)
-        grad_sigma = sigma
-        if keep is not None:
-            sl = torch.where(keep, sl, 0.0)
-            grad_sigma = torch.where(keep, sigma, 0.0)
-        ctx.reduction = reduction
-        if reduction == "none":
-            out = sl.to(loss.dtype)
-        elif reduction == "sum":
-            out = sl.sum(dtype=loss.dtype)
-        elif keep is None:
-            out = sl.mean(dtype=loss.dtype)
-            ctx.count = sl.numel()
-        else:
-            count = keep.sum().clamp_min_(1)
-            out = (sl.sum() / count).to(loss.dtype)
-            grad_sigma = grad_sigma / count
+        out, sigma, grad_sigma = _forward(x, source, tau, lam, _precision(loss.dtype), reduction, keep, loss.dtype,
+                                          fused)
+        ctx.count = loss.numel() if reduction == "mean" and keep is None else 0
         ctx.save_for_backward(grad_sigma)
         ctx.mark_non_differentiable(sigma)
         ctx.set_materialize_grads(False)  # sigma's (absent) gradient: no zeros to allocate
