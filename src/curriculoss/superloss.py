@@ -91,7 +91,7 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
 def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
                        reduction: str, keep: Tensor | None, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_superloss_core` reduced: (output, sigma* in ``out_dtype``, the factor of the backward
-    ``grad -> factor * grad``: sigma*, zero where ignored, divided by the kept count for a masked mean)."""
+    ``grad -> factor * grad``: sigma*, zero where ignored, divided by the count for 'mean')."""
     sl, sigma = _superloss_core(loss, source, tau, lam, precision)
     sigma = sigma if sigma.dtype == out_dtype else sigma.to(out_dtype)
     grad_sigma = sigma
@@ -104,6 +104,7 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
         out = sl.sum(dtype=out_dtype)
     elif keep is None:
         out = sl.mean(dtype=out_dtype)
+        grad_sigma = sigma / max(sl.numel(), 1)  # in the fused kernel, this costs the backward nothing
     else:
         count = keep.sum().clamp_min(1)
         out = (sl.sum() / count).to(out_dtype)
@@ -171,7 +172,6 @@ class _SuperLossFunction(torch.autograd.Function):
         x = loss if loss.dtype == compute else loss.to(compute)
         out, sigma, grad_sigma = _forward(x, source, tau, lam, _precision(loss.dtype), reduction, keep, loss.dtype,
                                           fused)
-        ctx.count = loss.numel() if reduction == "mean" and keep is None else 0
         ctx.save_for_backward(grad_sigma)
         ctx.mark_non_differentiable(sigma)
         ctx.set_materialize_grads(False)  # sigma's (absent) gradient: no zeros to allocate
@@ -183,8 +183,6 @@ class _SuperLossFunction(torch.autograd.Function):
         (sigma,) = ctx.saved_tensors
         if grad is None:
             return (None,) * 7
-        if getattr(ctx, "count", 0):  # 'mean' without a mask; with one, sigma was divided in forward
-            grad = grad / ctx.count
         return sigma * grad, None, None, None, None, None, None
 
 
