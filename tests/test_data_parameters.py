@@ -477,3 +477,27 @@ def test_sparse_sgd_validation():
         SparseSGD([torch.nn.Parameter(torch.zeros(3))], momentum=1.5)
     with pytest.raises(ValueError, match="1-D"):
         SparseSGD([torch.nn.Parameter(torch.zeros(3, 2))])
+
+
+@pytest.mark.parametrize("name,value", [
+    ("instance_lr", -1.0), ("instance_lr", float("nan")), ("class_lr", float("inf")), ("class_lr", -0.1),
+    ("instance_weight_decay", -1.0), ("class_weight_decay", float("nan")), ("momentum", -0.1),
+    ("momentum", 1.0), ("momentum", float("nan")),
+])
+def test_optimizer_refuses_bad_rates_momentum_and_weight_decay(name, value):
+    # The reproduction: instance_lr=-1 and instance_weight_decay=-1 were accepted and stepped the wrong way.
+    dp = DataParameters(3, 6, level="joint")
+    with pytest.raises(ValueError, match=name):
+        dp.optimizer(**{name: value})
+
+
+def test_sparse_sgd_checks_every_param_group():
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    for key, value in (("lr", -1.0), ("lr", float("nan")), ("weight_decay", -1e-4), ("weight_decay", float("inf")),
+                       ("momentum", 1.5), ("momentum", -0.5)):
+        with pytest.raises(ValueError, match=rf"param_groups\[1\]\['{key}'\]"):
+            SparseSGD([{"params": [p]}, {"params": [q], key: value}])
+        with pytest.raises(ValueError, match=key):
+            SparseSGD([p], **{key: value})
+    # the accepted edges
+    SparseSGD([{"params": [p], "lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}])
