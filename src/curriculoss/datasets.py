@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import io
 import math
 import os
 import pickle
@@ -575,27 +576,35 @@ def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, xname: str, yname: str) 
         raise ValueError(f"{path}: {xname} contains NaN or infinite values")
 
 
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8 (a byte-order mark is skipped); other encodings are an error naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         f"save the CSV as UTF-8") from None
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rows: list[list[float]] = []
     width = None
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
+    for lineno, line in enumerate(io.StringIO(_read_text(path)), 1):
+        text = line.strip()
+        if not text:
+            continue
+        cells = [c.strip() for c in text.split(",")]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if not rows and width is None:  # a header line
+                width = len(cells)
                 continue
-            cells = [c.strip() for c in text.split(",")]
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                if not rows and width is None:  # a header line
-                    width = len(cells)
-                    continue
-                raise ValueError(f"{path}: line {lineno}: non-numeric value in {text!r}") from None
-            if width is None:
-                width = len(values)
-            if len(values) != width:
-                raise ValueError(f"{path}: line {lineno}: {len(values)} columns, expected {width}")
-            rows.append(values)
+            raise ValueError(f"{path}: line {lineno}: non-numeric value in {text!r}") from None
+        if width is None:
+            width = len(values)
+        if len(values) != width:
+            raise ValueError(f"{path}: line {lineno}: {len(values)} columns, expected {width}")
+        rows.append(values)
     if not rows:
         raise ValueError(f"{path}: no data rows")
     if width < 2:
