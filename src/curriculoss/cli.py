@@ -206,7 +206,7 @@ def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
         saved = _read_json(spec, "grid specification")
         base = _read_config(spec)
         try:
-            methods, rates, seeds = saved["methods"], saved["noise_rates"], saved["seeds"]
+            methods, rates, seeds = (_unique(f"{spec} {key}", saved[key]) for key in ("methods", "noise_rates", "seeds"))
         except (KeyError, TypeError) as exc:
             raise SystemExit(f"curriculoss: error: {spec}: not a curriculoss grid specification (no {exc})") from None
     else:
