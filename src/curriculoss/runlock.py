@@ -17,6 +17,7 @@ Where ``fcntl`` does not exist (Windows) no lock is taken. Under ``torchrun`` on
 """
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,7 +46,11 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         OSError: ``run_dir`` cannot be created or written (a file of that name, a read-only parent, ...).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file of that name: say so, rather than "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory (a run folder must be one)",
+                                 str(run_dir)) from None
     if fcntl is None:
         yield
         return
