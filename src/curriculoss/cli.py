@@ -113,6 +113,9 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
     m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1)
     m.add_argument("--dp-instance-lr", type=_number(0.0), default=0.1)
+    m.add_argument("--dp-weight-decay-mode", choices=("per_sample", "per_row"), default="per_sample",
+                   help="data-parameter weight decay counted per occurrence in the batch (default, the reference "
+                        "implementation's) or once per present row (plain L2)")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", help="run folder (train) or grid folder (bench)")
@@ -127,6 +130,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
         imae_T=args.imae_T, dp_level=args.dp_level, dp_class_lr=args.dp_class_lr, dp_instance_lr=args.dp_instance_lr,
+        dp_weight_decay_mode=args.dp_weight_decay_mode,
     )
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,

@@ -80,6 +80,7 @@ class MethodOptions:
     dp_instance_lr: float = 0.1
     dp_class_weight_decay: float = 5e-4
     dp_instance_weight_decay: float = 0.0
+    dp_weight_decay_mode: str = "per_sample"  # the reference's: counted once per occurrence in the batch
 
 
 class Method(nn.Module):
@@ -154,6 +155,7 @@ class DataParametersMethod(Method):
         return self.dp.optimizer(
             class_lr=o.dp_class_lr, instance_lr=o.dp_instance_lr,
             class_weight_decay=o.dp_class_weight_decay, instance_weight_decay=o.dp_instance_weight_decay,
+            weight_decay_mode=o.dp_weight_decay_mode,
         )
 
     def summary(self) -> float | None:
