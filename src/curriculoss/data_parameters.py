@@ -120,6 +120,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from curriculoss._checks import check_number
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed, world_size
 
 __all__ = ["DataParameters", "SparseSGD", "WEIGHT_DECAY_MODES"]
@@ -212,6 +213,14 @@ def _gather(weight: Tensor, index: Tensor) -> Tensor:
 def _on(index: Tensor, weight: Tensor) -> Tensor:
     """``index`` on ``weight``'s device (no operation when it is there already)."""
     return index if index.device == weight.device else index.to(weight.device)
+
+
+def _check_hparam(name: str, value: object, *, momentum: bool = False) -> float:
+    """A learning rate or weight decay (finite, >= 0) or a momentum (in [0, 1)), by name: a NaN or
+    negative rate would step the parameters the wrong way (or to NaN) without any error."""
+    if momentum:
+        return check_number(name, value, low=0.0, high=1.0, high_open=True)
+    return check_number(name, value, low=0.0)
 
 
 def _check_index(name: str, x: Tensor | None, size: int, *, required: bool = True) -> None:
@@ -462,7 +471,14 @@ class DataParameters(nn.Module):
         scale ``class_lr`` down about C times); see the module docstring. ``weight_decay_mode``:
         ``'per_sample'`` (default, the reference implementation's: the L2 penalty counted once per
         occurrence of a class or instance in the mini-batch) or ``'per_row'`` (once per present row).
+
+        Rates and weight decays must be finite and >= 0, ``momentum`` in [0, 1).
         """
+        for name, value in (("class_lr", class_lr), ("instance_lr", instance_lr),
+                            ("class_weight_decay", class_weight_decay),
+                            ("instance_weight_decay", instance_weight_decay)):
+            _check_hparam(name, value)
+        _check_hparam("momentum", momentum, momentum=True)
         log_clamp = None if self.clamp is None else (math.log(self.clamp[0]), math.log(self.clamp[1]))
         groups = []
         if self.log_class_sigma is not None:
@@ -521,12 +537,9 @@ class SparseSGD(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
                  log_clamp: tuple[float, float] | None = None, class_grad: str = "batch_mean", *, sync: bool = True,
                  weight_decay_mode: str = "per_row"):
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        _check_hparam("lr", lr)
+        _check_hparam("momentum", momentum, momentum=True)
+        _check_hparam("weight_decay", weight_decay)
         if class_grad not in CLASS_GRAD_MODES:
             raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {class_grad!r}")
         if log_clamp is not None:
@@ -540,7 +553,9 @@ class SparseSGD(torch.optim.Optimizer):
         super().__init__(params, defaults)
         #: synchronise across the ranks of an initialised process group (see the class docstring)
         self.sync = bool(sync)
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
+            for key in ("lr", "momentum", "weight_decay"):
+                _check_hparam(f"param_groups[{i}]['{key}']", group[key], momentum=key == "momentum")
             if group["class_grad"] not in CLASS_GRAD_MODES:
                 raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {group['class_grad']!r}")
             if group["weight_decay_mode"] not in WEIGHT_DECAY_MODES:

@@ -77,8 +77,15 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _LOG2 = math.log(2.0)
 
 
+# The largest weight is exp(T / 4) (p_y (1 - p_y) <= 1/4), computed in float32 for float32 and half
+# logits: past T = 4 log(3.4e38) = 355 it is inf and the gradients inf/NaN. T <= 300 keeps it below
+# exp(75) = 3.7e32, with room for an upstream gradient scale (e.g. AMP's loss scaling) of 1e6. The
+# paper's T are at most 16. (float16 gradients overflow at exp(T/4) > 65504, T > 44, times upstream.)
+_T_MAX = 300.0
+
+
 def _check_T(T: float) -> float:
-    return check_number("T", T, low=0.0)
+    return check_number("T", T, low=0.0, high=_T_MAX)
 
 
 VARIANTS = ("authors", "paper")

@@ -30,9 +30,9 @@ Accuracy, measured against mpmath (50 digits) on the test grids and 700,000 rand
 at most 0.2 of the float32 contract (2e-6 relative + 1e-6 absolute) and 0.06 of the float64 one
 (1e-12 + 1e-12).
 
-Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` (an input that is
-``-1/e`` rounded to the working precision, such as ``float32(-1/e)``, which lies just below it), which
-gives ``-1``. ``W(+inf) = +inf``; NaN propagates.
+Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` in the input's
+dtype (an input that is ``-1/e`` rounded to that dtype, such as ``float32(-1/e)`` or ``float16(-1/e)``,
+which lie just below it), which gives ``-1``. ``W(+inf) = +inf``; NaN propagates.
 
 Float32 and float64 are computed in their own precision; float16 and bfloat16 are computed in
 float32 and rounded back. The derivative is ``dW/dx = W / (x (1 + W)) = exp(-W) / (1 + W)`` (1 at
@@ -67,6 +67,11 @@ _START = {
     torch.float32: (0.5092515604880126 * math.sqrt(2 * math.e), 2.0150119119640295, 1.2136459813825438, 2.5446849639274207),
     torch.float64: (0.4877791654276562 * math.sqrt(2 * math.e), 2.000305097791988, 1.0098679530408523, 2.1500824916922987),
 }
+
+
+# Unit in the last place of 1/e in float16 (2^-12) and bfloat16 (2^-9): their inputs within two of
+# them below -1/e are -1/e rounded to that dtype.
+_HALF_ULP_INV_E = {torch.float16: 2.0 ** -12, torch.bfloat16: 2.0 ** -9}
 
 
 def _split_inv_e(dtype: torch.dtype) -> tuple[float, float, float]:
@@ -201,6 +206,11 @@ def lambertw(x: Tensor, *, fused: bool = False) -> Tensor:
         raise TypeError(f"lambertw: x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"lambertw: x must be a floating-point tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}")
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return _LambertW.apply(x.float(), fused).to(x.dtype)
+    if x.dtype in _HALF_ULP_INV_E:
+        # Computed in float32, but the domain's edge is the input dtype's: float16(-1/e) lies 4e-5
+        # below -1/e, outside float32's tolerance, and is still "-1/e rounded", so it gives -1.
+        xf = x.float()
+        edge = -_INV_E - 2 * _HALF_ULP_INV_E[x.dtype]
+        xf = torch.where(xf >= edge, torch.clamp(xf, min=-_INV_E_F32), xf)
+        return _LambertW.apply(xf, fused).to(x.dtype)
     return _LambertW.apply(x, fused)

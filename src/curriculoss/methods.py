@@ -166,6 +166,10 @@ def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> M
     base = o.base_loss or ("ce" if num_classes else "l2")
     if base not in BASE_LOSSES:
         raise ValueError(f"base loss must be one of {', '.join(BASE_LOSSES)}; got {base!r}")
+    if bool(num_classes) == (base in REGRESSION_LOSSES):  # l2 on class indices: a shape error deep in training
+        task, fits = (("classification", [b for b in BASE_LOSSES if b not in REGRESSION_LOSSES]) if num_classes
+                      else ("regression", list(REGRESSION_LOSSES)))
+        raise ValueError(f"--base-loss {base} does not fit a {task} task; use one of {', '.join(fits)}")
     tau: str | float = o.tau
     if tau == "logC":
         if not num_classes:

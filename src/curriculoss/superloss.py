@@ -45,11 +45,29 @@ from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
+# Computed in float32 and returned in their own dtype: in float16/bfloat16 the cap -2/e / 2 rounds to
+# a value off -1/e by more than lambertw's float32 tolerance (NaN in float16, sigma* = 2.56 in bfloat16).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# float64 losses larger than this in magnitude are treated like infinite ones by the module's state: the
+# running sums (float64) would overflow to inf after a few of them (the largest float64 is 1.8e308), and
+# the threshold then turns inf and NaN for good. 1e290 leaves room for 1e18 such losses in a sum;
+# float32 losses (< 3.4e38) cannot come near it.
+_MAX_LOSS = 1e290
 
 
 def _check_lam(lam: float) -> None:
     if isinstance(lam, bool) or not isinstance(lam, Real) or not (math.isfinite(lam) and lam > 0):
         raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+
+
+def _check_tau(tau: Tensor | float) -> None:
+    """The functional forms' threshold: a finite number or a floating tensor (values not read: no sync)."""
+    if isinstance(tau, Tensor):
+        if not tau.is_floating_point():
+            raise TypeError(f"tau must be a finite number or a floating-point tensor, got dtype {tau.dtype}")
+    elif isinstance(tau, bool) or not isinstance(tau, Real) or not math.isfinite(tau):
+        hint = " (running thresholds belong to the SuperLoss module)" if isinstance(tau, str) else ""
+        raise ValueError(f"tau must be a finite number or a floating-point tensor, got {tau!r}{hint}")
 
 
 def _check_reduction(reduction: str) -> None:
@@ -138,6 +156,19 @@ def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: floa
     return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
 
 
+def _check_index_values(index: Tensor, num_samples: int) -> None:
+    """Indices in [0, num_samples), checked on CPU in eager mode only: a negative index would otherwise
+    wrap around silently (-1 is sample N-1). Elsewhere the check would synchronise with the device (or
+    cannot run, under torch.compile and on meta), so it is skipped there and too large indices are left
+    to the indexing kernel, as in torch's own indexing; negative ones are then not detected."""
+    if index.device.type != "cpu" or index.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = (int(v) for v in torch.aminmax(index))
+    if lo < 0 or hi >= num_samples:
+        raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
+                         f"got values in [{lo}, {hi}]")
+
+
 def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
     r"""Optimal confidence :math:`\sigma^*_\lambda(\ell)` of Eq. 4, elementwise, detached.
 
@@ -152,6 +183,9 @@ def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) ->
     """
     _check_loss(loss)
     _check_lam(lam)
+    _check_tau(tau)
+    if loss.dtype in _LOW_PRECISION:
+        return superloss_confidence(loss.float(), tau, lam).to(loss.dtype)
     with torch.no_grad():
         x = loss.to(_compute_dtype(loss.dtype))
         _, sigma = _superloss_core(x, None, tau, lam, _precision(loss.dtype))
@@ -215,7 +249,10 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
     """
     _check_loss(loss)
     _check_lam(lam)
+    _check_tau(tau)
     _check_reduction(reduction)
+    if loss.dtype in _LOW_PRECISION:
+        return superloss(loss.float(), tau, lam, reduction, fused=fused).to(loss.dtype)
     if isinstance(tau, Tensor):
         tau = tau.detach().to(_compute_dtype(loss.dtype))
     out, _ = _SuperLossFunction.apply(loss, None, tau, float(lam), reduction, None, bool(fused))
@@ -243,8 +280,10 @@ class SuperLoss(nn.Module):
     Smoothing (when ``num_samples`` is given): each sample's loss is smoothed over the epochs by an
     exponential average with :math:`\alpha' =` ``smoothing`` (0.9 in the paper, after SELF),
     :math:`\tilde\ell_i \leftarrow \alpha'\tilde\ell_i + (1-\alpha')\ell_i`, initialised with the first
-    loss seen; ``forward`` must then get each sample's dataset ``index``. The confidence comes from
-    :math:`\tilde\ell_i`; the gradient still flows through the raw loss
+    loss seen; ``forward`` must then get each sample's dataset ``index``, in ``[0, num_samples)``
+    (checked on CPU tensors in eager mode; on accelerators the check would synchronise with the host,
+    so it is skipped and, as in tensor indexing, a negative index there counts from the end). The
+    confidence comes from :math:`\tilde\ell_i`; the gradient still flows through the raw loss
     (:math:`\partial SL/\partial\ell_i = \sigma^*(\tilde\ell_i)`). Leave ``num_samples=None`` for
     unbounded sample sets (detection anchors, metric-learning pairs), as the paper does. When an index
     appears twice in one batch, both entries read the previous smoothed value and one of them is stored.
@@ -252,8 +291,12 @@ class SuperLoss(nn.Module):
     ``mask``: a boolean tensor shaped like ``loss`` where ``True`` marks entries to **ignore** (e.g.
     anchors assigned to neither foreground nor background). Ignored entries return 0, are left out of
     the mean and update no state. Entries whose loss is NaN or infinite never change the threshold,
-    the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses; with
-    smoothing, their ``confidence`` is that of the sample's stored smoothed loss).
+    the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses); nor do
+    float64 losses beyond ``1e290`` in magnitude, which would overflow the float64 running sums.
+
+    dtypes: float16 and bfloat16 losses are computed in float32 and the output and ``.confidence``
+    returned in the loss's dtype (in half precision the cap of Eq. 4 does not land on ``-1/e``); the
+    state stays float64.
 
     State: the threshold, the running sums and counts (float64) and the smoothing buffers are
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
@@ -368,6 +411,7 @@ class SuperLoss(nn.Module):
                 raise ValueError(f"index must have the shape of loss {tuple(loss.shape)}, got {tuple(index.shape)}")
             if self.num_samples is None:
                 raise ValueError("index was given but smoothing is off: pass num_samples=N to the constructor to smooth per sample")
+            _check_index_values(index, self.num_samples)
         elif self.num_samples is not None:
             raise ValueError(f"index is required: smoothing is on (num_samples={self.num_samples}), so forward needs each sample's dataset index")
         if mask is not None:
@@ -378,27 +422,36 @@ class SuperLoss(nn.Module):
 
     def forward(self, loss: Tensor, index: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         self._check_inputs(loss, index, mask)
+        if loss.dtype in _LOW_PRECISION:
+            out = self.forward(loss.float(), index, mask)
+            self.confidence = self.confidence.to(loss.dtype)
+            return out.to(loss.dtype)
         keep = None if mask is None else ~mask
         # The state is updated without autograd (no detach needed); every step below is one tensor
         # operation, because at small batch sizes their count, not their arithmetic, is the cost.
         with torch.no_grad():
             valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
+            if loss.dtype == torch.float64:  # see _MAX_LOSS: the float64 running sums must not overflow
+                valid = valid & (loss.abs() <= _MAX_LOSS)
             # source: the losses sigma* and tau are computed from (None: the loss itself).
             source = None
             if index is not None:
                 # Gather before any write, so an out-of-range index fails with the state untouched.
                 previous = self.smoothed_loss[index]
                 seen = self.seen[index]
-                raw = torch.where(valid, loss.to(torch.float64), previous)  # invalid: keep the old value
-                smoothed = torch.lerp(raw, previous, self.smoothing)  # a' previous + (1 - a') loss
-                source = torch.where(seen, smoothed, raw)  # the first value seen initialises
+                raw = loss.to(torch.float64)
+                # a' previous + (1 - a') loss; the first value seen initialises. Invalid entries keep their
+                # stored value, but their confidence comes from their own loss (a huge float64 loss
+                # weighed by its tiny sigma* keeps the output finite).
+                source = torch.where(seen, torch.lerp(raw, previous, self.smoothing), raw)
+                stored = torch.where(valid, source, previous)
 
             # Python-level check of the process group: the single-process path has no collective, no sync.
             sync = self.sync and is_distributed()
             if sync and index is not None:
                 # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
                 entering = torch.where(valid, source, math.nan)
-                packed = torch.stack([index.reshape(-1).to(torch.float64), source.reshape(-1),
+                packed = torch.stack([index.reshape(-1).to(torch.float64), stored.reshape(-1),
                                       (seen | valid).reshape(-1).to(torch.float64), entering.reshape(-1)], 1)
                 packed = all_gather_cat(packed)
                 g_index = packed[:, 0].to(torch.int64)
@@ -409,7 +462,7 @@ class SuperLoss(nn.Module):
             else:
                 tau = self._update_tau(loss if source is None else source, valid, reduce=sync)
                 if index is not None:
-                    self.smoothed_loss.index_put_((index,), source)
+                    self.smoothed_loss.index_put_((index,), stored)
                     self.seen.index_put_((index,), seen | valid)
             if loss.dim() == 0:
                 tau = tau.reshape(())
