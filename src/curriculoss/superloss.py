@@ -19,9 +19,9 @@ regulariser is :math:`\lambda W^2`.
 
 Cost: at the batch sizes of a training step, the number of tensor operations is the cost, so the
 module folds its work into few of them (one autograd node whose backward is ``grad * sigma*``, Lambert W
-solved in place, the state updated with single operations): 51 top-level operations for
+solved in place, the state updated with single operations): 54 top-level operations for
 ``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
-included (``tests/test_speed.py`` keeps that budget). ``fused=True`` runs the element-wise part as one
+and the index check's 3 included (``tests/test_speed.py`` keeps that budget). ``fused=True`` runs the element-wise part as one
 ``torch.compile``'d kernel.
 
 Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
