@@ -62,10 +62,14 @@ def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool =
 def _model(text: str) -> str:
     from curriculoss.models import check_model_name
 
+    from curriculoss.models import MODELS
+
     try:
         return check_model_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        # argparse's own wording for a bad choice, with the forms a name may also take
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(MODELS)}, "
+                                         f"wrnDEPTH-WIDTH, or package.module:factory)") from None
 
 
 def _milestones(text: str) -> list[int]:
