@@ -177,6 +177,12 @@ def test_imagefolder_bad_images(tmp_path, capsys):
     d = datasets.load("imagefolder", data_dir=tmp_path, skip_bad_images=True)
     assert len(d.y_train) + len(d.y_test) == 8
     assert "skipped 2 unreadable image(s)" in capsys.readouterr().err
+    # Decoded by DataLoader workers: the same images, the same error naming the file.
+    with pytest.raises(ValueError, match="truncated.png"):
+        datasets.load("imagefolder", data_dir=tmp_path, workers=2)
+    d2 = datasets.load("imagefolder", data_dir=tmp_path, skip_bad_images=True, workers=2)
+    np.testing.assert_array_equal(d.x_train, d2.x_train)
+    np.testing.assert_array_equal(d.y_test, d2.y_test)
     with pytest.raises(FileNotFoundError, match="no class sub-folders"):
         datasets.load("imagefolder", data_dir=tmp_path / "cat")
 

@@ -116,6 +116,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     data.add_argument("--image-size", type=_positive_int, default=32, help="imagefolder: resize images to this side (default 32)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="imagefolder: skip unreadable images (counted) instead of stopping at the first")
+    data.add_argument("--workers", type=_nonnegative_int, default=0,
+                      help="imagefolder: DataLoader worker processes decoding the images (default 0: in this process)")
     data.add_argument("--task", choices=("classification", "regression"), default="classification")
     data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
     data.add_argument("--noise", choices=NOISES, default="symmetric",
@@ -190,7 +192,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
         lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
         augment=args.augment, schedule=args.schedule, milestones=list(args.milestones), gamma=args.gamma,
         warmup=args.warmup, image_size=args.image_size, skip_bad_images=args.skip_bad_images,
-        device=args.device or "auto", amp=args.amp, compile=args.compile,
+        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers,
     )
 
 

@@ -110,7 +110,8 @@ class Dataset:
 
 @np.errstate(over="ignore")  # values beyond float32's range are reported as non-finite, once, by name
 def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "classification",
-         limit: int | None = None, image_size: int = 32, skip_bad_images: bool = False) -> Dataset:
+         limit: int | None = None, image_size: int = 32, skip_bad_images: bool = False,
+         workers: int = 0) -> Dataset:
     """Load the data set ``name`` (one of :data:`DATASETS`) for ``task`` (one of :data:`TASKS`).
 
     Args:
@@ -122,6 +123,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         image_size: ``imagefolder`` only: the side every image is resized to.
         skip_bad_images: ``imagefolder`` only: skip unreadable images (with a count on stderr)
             instead of raising an error naming the file.
+        workers: ``imagefolder`` only: decode with this many ``DataLoader`` worker processes.
 
     Raises:
         ValueError: an unknown name or task, a bad ``limit``, malformed files (the message names the file).
@@ -154,7 +156,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         from curriculoss.imagefolder import read_image_folder
 
         x_tr, y_tr, x_te, y_te = read_image_folder(Path(data_dir), image_size=image_size,
-                                                   skip_bad_images=skip_bad_images)
+                                                   skip_bad_images=skip_bad_images, workers=workers)
     elif name == "npz":
         x_tr, y_tr, x_te, y_te = _npz(Path(data_dir), task)
     else:

@@ -102,6 +102,7 @@ class TrainConfig:
     device: str = "auto"  # runtime: not compared with a checkpoint's configuration
     amp: str | None = None  # None, 'bf16' or 'fp16'
     compile: bool = False  # runtime
+    workers: int = 0  # runtime: imagefolder decoding processes
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,7 +117,7 @@ class TrainConfig:
 
 #: Configuration fields that say *where* a run trains, not *what* it trains: a checkpoint resumes
 #: whatever their values.
-RUNTIME_FIELDS = ("device", "compile")
+RUNTIME_FIELDS = ("device", "compile", "workers")
 
 SCHEDULES = ("cosine", "step")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -209,7 +210,8 @@ def _atomic_write(path: Path, write) -> None:
 
 def prepare_data(cfg: TrainConfig):
     """The data set of a configuration and its noisy training labels."""
-    extra = {"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images} if cfg.dataset == "imagefolder" else {}
+    extra = ({"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "workers": cfg.workers}
+             if cfg.dataset == "imagefolder" else {})
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit, **extra)
     if len(data.y_train) == 0:
         raise ValueError(f"{cfg.data_dir or cfg.dataset}: the training set is empty; nothing to train on")
@@ -273,6 +275,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {cfg.amp!r}")
     if isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int) or cfg.image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {cfg.image_size!r}")
+    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
+        raise ValueError(f"workers must be an int >= 0, got {cfg.workers!r}")
     if not isinstance(cfg.device, str):
         raise ValueError(f"device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg.device!r}")
 
