@@ -6,8 +6,8 @@ same data tensors, the same LeNet-5 initial weights, SGD, sample order and batch
 test-set accuracy; nothing else. The ratio of mean epoch times is printed (goal <= 1.05x).
 
 imagefolder: PNG files written to a temporary folder (random 32x32 RGB images, 10 classes), then read
-by ``datasets.load('imagefolder')``: images per second of decoding, in one process (the reader holds
-the set in memory; there is no DataLoader with workers to compare).
+by ``datasets.load('imagefolder', workers=W)`` for W = 0, 1, 2 DataLoader worker processes: images per
+second into memory (the reader holds the set in memory; it does not stream during training).
 
     python benchmarks/bench_harness.py --data-dir ../shared/datasets/mnist --limit 10000 --epochs 3 --repeats 3
     python benchmarks/bench_harness.py --device cuda          # on a GPU
@@ -59,19 +59,22 @@ def plain_loop(cfg: TrainConfig, data: datasets.Dataset, dev: torch.device) -> l
     return times
 
 
-def imagefolder_throughput(n: int) -> float:
+def imagefolder_throughput(n: int, workers: tuple[int, ...]) -> dict[int, float]:
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             folder = Path(tmp) / f"class{i % 10}"
             folder.mkdir(exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        t0 = time.perf_counter()
-        d = datasets.load("imagefolder", data_dir=tmp)
-        seconds = time.perf_counter() - t0
-    return (len(d.y_train) + len(d.y_test)) / seconds
+        datasets.load("imagefolder", data_dir=tmp)  # warm: imports (scikit-learn's split) and the file cache
+        for w in workers:
+            t0 = time.perf_counter()
+            d = datasets.load("imagefolder", data_dir=tmp, workers=w)
+            rates[w] = (len(d.y_train) + len(d.y_test)) / (time.perf_counter() - t0)
+    return rates
 
 
 def main() -> None:
@@ -105,8 +108,9 @@ def main() -> None:
           f"ratio {harness_mean / plain_mean:.3f}x (goal <= 1.05x)")
     print(f"harness train() call including data loading and noise: {total:.2f} s")
     try:
-        rate = imagefolder_throughput(args.images)
-        print(f"imagefolder: {rate:,.0f} images/s decoded (PNG 32x32, {args.images} files, one process)")
+        rates = imagefolder_throughput(args.images, (0, 1, 2))
+        print(f"imagefolder load (PNG 32x32, {args.images} files, decode + resize + standardise), images/s: "
+              + ", ".join(f"{w} workers {r:,.0f}" for w, r in rates.items()))
     except ImportError:
         print("imagefolder: Pillow not installed")
 
