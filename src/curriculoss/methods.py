@@ -6,7 +6,10 @@ to minimise, and exposes per-sample signals of the last batch:
 - ``per_sample_loss``: the task loss of each sample (before any weighting), detached;
 - ``confidence``: the method's per-sample confidence (SuperLoss sigma*, instance data parameter,
   IMAE weight), or ``None``;
-- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``.
+- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``;
+- ``epoch_sums()`` / ``epoch_columns(sums)``: running per-epoch sums, kept as tensors (no host
+  synchronisation per step), turned into the extra ``metrics.csv`` columns of :data:`EPOCH_COLUMNS`
+  at the end of the epoch (NaN where a column does not apply to the method).
 
 Methods are ``nn.Module``s, so their evolving state (thresholds, smoothing buffers, data parameters)
 is in their ``state_dict``. A method needing its own optimizer returns it from ``make_optimizer``.
@@ -31,7 +34,11 @@ from curriculoss.mae import mae_loss
 from curriculoss.sce import sce_loss
 from curriculoss.superloss import SuperLoss
 
-__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "build_method"]
+__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "EPOCH_COLUMNS", "build_method"]
+
+#: Extra per-epoch metrics: SuperLoss's share of samples at the cap (beta <= -2/e, sigma* = e, the
+#: largest confidence: the whole step is then e times the base loss's) and its mean sigma*.
+EPOCH_COLUMNS = ("sl_cap_share", "sl_mean_sigma")
 
 
 def _regression_output(output: Tensor) -> Tensor:
@@ -90,6 +97,7 @@ class Method(nn.Module):
         self.base = base
         self.per_sample_loss: Tensor | None = None
         self.confidence: Tensor | None = None
+        self._epoch_sums: Tensor | None = None
 
     def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
         loss = self.base(output, target)
@@ -101,6 +109,19 @@ class Method(nn.Module):
 
     def summary(self) -> float | None:
         return None
+
+    def start_epoch(self) -> None:
+        self._epoch_sums = None
+
+    def _accumulate(self, sums: Tensor) -> None:
+        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+
+    def epoch_sums(self) -> Tensor | None:
+        """This epoch's running sums (a float64 tensor, summable over ranks), or ``None``."""
+        return self._epoch_sums
+
+    def epoch_columns(self, sums: Tensor | None) -> dict[str, float]:
+        return {name: float("nan") for name in EPOCH_COLUMNS}
 
 
 class IMAEMethod(Method):
@@ -125,10 +146,20 @@ class SuperLossMethod(Method):
         self.per_sample_loss = loss.detach()
         out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
         self.confidence = self.criterion.confidence
+        with torch.no_grad():
+            sigma = self.confidence.to(torch.float64)
+            self._accumulate(torch.stack([self.criterion.at_cap.sum().to(torch.float64), sigma.sum(),
+                                          torch.tensor(float(sigma.numel()), dtype=torch.float64)]))
         return out
 
     def summary(self) -> float | None:
         return float(self.criterion.tau)
+
+    def epoch_columns(self, sums: Tensor | None) -> dict[str, float]:
+        if sums is None or float(sums[2]) == 0:
+            return super().epoch_columns(sums)
+        cap, sigma, count = (float(v) for v in sums)
+        return {"sl_cap_share": cap / count, "sl_mean_sigma": sigma / count}
 
 
 class DataParametersMethod(Method):

@@ -166,7 +166,9 @@ class SuperLoss(nn.Module):
     State: the threshold, the running sums and counts (float64) and the smoothing buffers are
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
     After each forward, ``.confidence`` holds the batch's :math:`\sigma^*` (detached, shaped like
-    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``).
+    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``), and
+    ``.at_cap`` marks (bool, shaped like ``loss``) the entries whose :math:`\beta` is at or below the
+    cap :math:`-2/e`, i.e. :math:`\sigma^* = e`, the largest confidence (``False`` for ignored entries).
 
     Distributed training (``torch.distributed``, any backend): when ``sync=True`` (default) and a
     process group with more than one process is initialised at the time of ``forward``, the state is
@@ -209,6 +211,7 @@ class SuperLoss(nn.Module):
     """
 
     confidence: Tensor | None
+    at_cap: Tensor | None
 
     def __init__(
         self,
@@ -253,6 +256,7 @@ class SuperLoss(nn.Module):
             self.register_buffer("smoothed_loss", torch.zeros(num_samples, dtype=torch.float64))
             self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         self.confidence = None
+        self.at_cap = None
 
     def extra_repr(self) -> str:
         tau = self.tau_mode if self.tau_mode != "fixed" else f"{float(self.tau):g}"
@@ -315,6 +319,9 @@ class SuperLoss(nn.Module):
                 self.seen.index_put_((index,), seen | valid)
         sl, sigma = _superloss_terms(loss, source, tau[0].to(loss.dtype), self.lam)
         self.confidence = sigma.detach()
+        # beta <= -2/e exactly where the clamp in Eq. 4 bites (sigma* = e); NaN losses compare False.
+        capped = (source.detach() - tau[0].to(loss.dtype)) / self.lam <= -2.0 / math.e
+        self.at_cap = capped if keep is None else capped & keep
         return _reduce(sl, self.reduction, keep)
 
     def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:

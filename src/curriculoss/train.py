@@ -44,7 +44,7 @@ import torch
 
 from curriculoss import datasets, noise
 from curriculoss import distributed as dist_utils
-from curriculoss.methods import MethodOptions, build_method
+from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
 from curriculoss.models import build_model
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError"]
@@ -84,7 +84,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (corrupt, truncated or from another configuration)."""
 
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds")
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
+                  *EPOCH_COLUMNS)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -218,6 +219,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         sum_loss, correct_noisy, correct_true = torch.zeros(()), torch.zeros(()), torch.zeros(())
         lr = optimizer.param_groups[0]["lr"]
         local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
+        method.start_epoch()
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if distributed:
@@ -264,6 +266,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             "epoch": epoch + 1, "lr": lr, "train_loss": float(sum_loss) / n, "train_acc_noisy": float(correct_noisy) / n,
             "train_acc_true": float(correct_true) / n, "test_metric": _evaluate(model, x_test, y_test, regression),
             "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
+            **_epoch_columns(method, distributed),
         }
         history.append(row)
         bar.set_postfix(test=f"{row['test_metric']:.4f}")
@@ -292,6 +295,14 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def _epoch_columns(method, distributed: bool) -> dict[str, float]:
+    """The method's extra metrics of the epoch (e.g. SuperLoss's share at the cap), over every rank."""
+    sums = method.epoch_sums()
+    if distributed and sums is not None:
+        sums = dist_utils.all_reduce_sum(sums)
+    return method.epoch_columns(sums)
 
 
 def _gather_epoch(epoch: int, idx: list, loss: list, conf: list, loss_signal: torch.Tensor,
