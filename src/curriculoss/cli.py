@@ -138,15 +138,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet,
+                    stop_on_divergence=args.stop_on_divergence)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports (and writes the run folder)
         print(json.dumps(results, indent=2))
         print(f"run folder: {run_dir}")
+        return _report_divergence(results)
+    return 0
+
+
+def _report_divergence(results: dict) -> int:
+    """Say loudly that a run collapsed (exit status 3 when --stop-on-divergence stopped it)."""
+    if not results.get("diverged"):
+        return 0
+    print(f"\nDIVERGED in epoch {results['diverged_epoch']}: {results['divergence']}", file=sys.stderr)
+    if results.get("stopped_early"):
+        print(f"stopped after epoch {results['epochs_trained']} of {results['epochs']} (--stop-on-divergence)",
+              file=sys.stderr)
+        return 3
     return 0
 
 
 def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
-    from curriculoss.bench import format_table, run_grid, summarise, write_summary
+    from curriculoss.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
     from curriculoss.train import TrainConfig, prepare_data
 
     if args.resume:
@@ -171,6 +185,13 @@ def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
     write_summary(summary, out)
     print(f"\n{base.dataset}, {base.model}, {base.epochs} epochs, {base.noise} noise, seeds {seeds}:\n")
     print(format_table(summary))
+    gaps = memorisation_gaps(summary)
+    if gaps:
+        print(f"\n{gaps}")
+    diverged = sum(s["diverged"] for s in summary)
+    if diverged:
+        print(f"\n{diverged} of {len(rows)} runs DIVERGED (collapsed; counted in the means): see the 'diverged' "
+              "column and each run's results.json")
     print(f"\nsummary: {out / 'summary.md'}, {out / 'summary.csv'}")
     return 0
 
@@ -314,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run, noise_rate=0.4)
     p = sub.add_parser("train", help="one training run into a run folder")
     _add_common(p, grid=False)
+    p.add_argument("--stop-on-divergence", action="store_true",
+                   help="stop the run at the first epoch where it has collapsed (training loss not finite, or "
+                        "training accuracy back at chance after being clearly above it), with exit status 3")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("bench", help="a grid of methods x noise rates x seeds, with a summary table and plot")
     _add_common(p, grid=True)

@@ -44,6 +44,7 @@ import torch
 
 from curriculoss import datasets, noise
 from curriculoss import distributed as dist_utils
+from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
 from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
 from curriculoss.models import build_model
 
@@ -85,7 +86,7 @@ class CheckpointError(RuntimeError):
 
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
-                  *EPOCH_COLUMNS)
+                  "train_acc_peak", "train_acc_last", *EPOCH_COLUMNS)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -137,16 +138,22 @@ def _init_distributed_from_env() -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-          position: int = 0) -> dict[str, Any]:
+          position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
     """Train one model; returns ``{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}``.
 
     With ``run_dir`` the run folder is written; with ``resume=True`` the run continues from its
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
+
+    A run that collapses (:mod:`curriculoss.divergence`: non-finite training loss, or training accuracy
+    back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
+    ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
+    (``stopped_early: True``, the epochs trained in ``epochs_trained``).
     """
     started = _init_distributed_from_env()
     try:
-        return _train(cfg, run_dir, resume=resume, progress=progress, position=position)
+        return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
+                      stop_on_divergence=stop_on_divergence)
     finally:
         if started:
             import torch.distributed as dist
@@ -155,7 +162,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
 
 def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-           position: int = 0) -> dict[str, Any]:
+           position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     world, rank = dist_utils.world_size(), dist_utils.rank()
@@ -165,6 +172,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     regression = cfg.task == "regression"
     data, noisy = prepare_data(cfg)
     n = len(data.y_train)
+    chance = None if regression else chance_accuracy(noisy.labels, data.num_classes)
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -220,6 +228,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         lr = optimizer.param_groups[0]["lr"]
         local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
         method.start_epoch()
+        window_correct, window_sizes = [], []  # per batch, for the divergence check's quarter-epoch accuracy
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if distributed:
@@ -249,7 +258,10 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                         conf_signal[epoch, idx] = method.confidence.float()
                 sum_loss += method.per_sample_loss.sum()
                 pred = out.squeeze(-1).round() if regression else out.argmax(1)
-                correct_noisy += (pred == yb).sum()
+                batch_correct = (pred == yb).sum()
+                correct_noisy += batch_correct
+                window_correct.append(batch_correct)
+                window_sizes.append(len(global_idx) if distributed else len(idx))
                 correct_true += (pred == y_clean[idx]).sum()
             bar.update(1)
         scheduler.step()
@@ -266,6 +278,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             "epoch": epoch + 1, "lr": lr, "train_loss": float(sum_loss) / n, "train_acc_noisy": float(correct_noisy) / n,
             "train_acc_true": float(correct_true) / n, "test_metric": _evaluate(model, x_test, y_test, regression),
             "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
+            **_window_columns(window_correct, window_sizes, distributed),
             **_epoch_columns(method, distributed),
         }
         history.append(row)
@@ -281,13 +294,16 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             }
             _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
             _write_metrics(run_dir, history)
+        if stop_on_divergence and find_divergence(history, chance)[0] is not None:
+            break
     bar.close()
 
     metric = "mae" if regression else "accuracy"
     tests = [r["test_metric"] for r in history]
     best = min(tests) if regression else max(tests)
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
-               "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history)}
+               "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
+               **_divergence_results(history, chance, cfg.epochs)}
     if run_dir is not None and writer:
         _atomic_write(run_dir / "signals.npz", lambda fh: np.savez(
             fh, loss=loss_signal.numpy(), confidence=conf_signal.numpy(), labels=np.asarray(noisy.labels),
@@ -295,6 +311,25 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[str, float]:
+    """Best and last quarter-epoch training accuracy (noisy labels), for the divergence check."""
+    if correct:  # one host transfer per epoch
+        stacked = torch.stack(correct).double()
+        correct = (dist_utils.all_reduce_sum(stacked) if distributed else stacked).tolist()
+    peak, last = window_accuracies(correct, sizes)
+    return {"train_acc_peak": peak, "train_acc_last": last}
+
+
+def _divergence_results(history: list[dict[str, float]], chance: float | None, epochs: int) -> dict[str, Any]:
+    epoch, reason = find_divergence(history, chance)
+    out: dict[str, Any] = {"diverged": epoch is not None, "diverged_epoch": epoch}
+    if epoch is not None:
+        out["divergence"] = f"{reason}; {ADVICE}"
+    if len(history) < epochs:
+        out.update(stopped_early=True, epochs_trained=len(history))
+    return out
 
 
 def _epoch_columns(method, distributed: bool) -> dict[str, float]:

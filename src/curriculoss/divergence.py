@@ -1,0 +1,99 @@
+"""Telling a collapsed training run from a finished one.
+
+A run has *diverged* at the first epoch where
+
+- its mean training loss is not finite (NaN or infinite), or
+- (classification) its training accuracy on the labels it is trained on (the noisy ones) is back at
+  chance after having been clearly above chance earlier.
+
+Accuracy is read per quarter of an epoch (:func:`window_accuracies`): a run that learns for half an
+epoch and then collapses (SuperLoss at lr 0.1 on LeNet-5 did, in its first epoch) has an epoch mean
+above chance, but its best quarter is clearly above chance and its last quarter at chance. "Now" is the
+lower of the epoch's mean and its last quarter; "earlier" is the best quarter so far, this epoch's
+included.
+
+Chance is the accuracy of always predicting the most frequent training label, ``c`` (1/C for balanced
+labels). "At chance" means within 5 % of the remaining range above it, ``acc <= c + 0.05 (1 - c)``
+(0.145 for 10 balanced classes); "clearly above" means ``acc >= c + 0.15 (1 - c)`` (0.235), which a
+network that learns anything reaches even at 80 % symmetric noise on 10 classes (about 0.28 on the
+noisy labels when it predicts the true class). A network that has collapsed to one class, or whose
+weights overflowed, sits at ``c`` exactly; a network still learning never drops back to it.
+
+Only per-epoch figures are read, so the check costs nothing during training.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import numpy as np
+
+__all__ = ["chance_accuracy", "window_accuracies", "find_divergence", "AT_CHANCE", "CLEARLY_ABOVE", "ADVICE"]
+
+#: "at chance": within this share of the range (chance, 1] above chance
+AT_CHANCE = 0.05
+#: "clearly above chance": at least this share of the range above chance
+CLEARLY_ABOVE = 0.15
+
+ADVICE = ("try a lower learning rate (--lr, e.g. a third of it), a smaller batch-size-to-lr ratio, or the "
+          "method's own safeguards (SuperLoss: the default normalised step; IMAE: the authors' layer); "
+          "`curriculoss train --help` lists them")
+
+
+def chance_accuracy(labels: Iterable[int], num_classes: int) -> float:
+    """Accuracy of always predicting the most frequent of ``labels`` (at least ``1 / num_classes``)."""
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size == 0:
+        return 1.0 / num_classes
+    counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
+    return max(float(counts.max()) / labels.size, 1.0 / num_classes)
+
+
+def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tuple[float, float]:
+    """Best and last accuracy over ``windows`` consecutive runs of batches of an epoch.
+
+    ``correct``: the number of correct predictions of each batch (numbers or 0-d tensors, read once here);
+    ``sizes``: the batches' sizes. Returns ``(nan, nan)`` for an empty epoch.
+    """
+    if not sizes:
+        return math.nan, math.nan
+    values = np.array([float(c) for c in correct], dtype=np.float64)
+    sizes_ = np.asarray(sizes, dtype=np.float64)
+    parts = [p for p in np.array_split(np.arange(len(sizes_)), min(windows, len(sizes_))) if len(p)]
+    accs = [values[p].sum() / max(sizes_[p].sum(), 1.0) for p in parts]
+    return float(max(accs)), float(accs[-1])
+
+
+def find_divergence(history: list[Mapping[str, float]], chance: float | None) -> tuple[int | None, str]:
+    """The first epoch (1-based, as in ``metrics.csv``) at which the run diverged, and why; ``(None, '')``.
+
+    Args:
+        history: one mapping per epoch with ``epoch``, ``train_loss`` and ``train_acc_noisy``, and
+            optionally ``train_acc_peak`` / ``train_acc_last`` (best and last quarter of the epoch).
+        chance: chance accuracy of the training labels (:func:`chance_accuracy`); ``None`` for
+            regression, where only a non-finite loss counts.
+    """
+    best = -math.inf
+    for row in history:
+        loss, mean = float(row["train_loss"]), float(row["train_acc_noisy"])
+        epoch = int(row["epoch"])
+        if not math.isfinite(loss):
+            return epoch, f"the training loss became {loss} in epoch {epoch}"
+        if chance is None:
+            continue
+        peak, last = _get(row, "train_acc_peak", mean), _get(row, "train_acc_last", mean)
+        best = max(best, peak, mean)
+        now = min(mean, last)
+        if best >= chance + CLEARLY_ABOVE * (1.0 - chance) and now <= chance + AT_CHANCE * (1.0 - chance):
+            return epoch, (f"training accuracy (on the training labels) fell to chance in epoch {epoch} "
+                           f"({now:.3f}; chance {chance:.3f}) after reaching {best:.3f}")
+    return None, ""
+
+
+def _get(row: Mapping[str, float], key: str, default: float) -> float:
+    value = row.get(key)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
