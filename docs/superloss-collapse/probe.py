@@ -34,6 +34,7 @@ parser.add_argument("data_dir", nargs="?")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
 parser.add_argument("--epochs", type=int, default=2)
 parser.add_argument("--out", default=str(Path(__file__).parent))
+parser.add_argument("--plot-only", action="store_true", help="redraw the figure from OUT/probe.csv")
 args = parser.parse_args()
 torch.set_num_threads(1)
 
@@ -70,8 +71,8 @@ def run(variant: str, seed: int) -> tuple[list[dict], float]:
             loss.backward()
             grad = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
             opt.step()
-            row = {"variant": variant, "seed": seed, "step": step, "epoch": epoch + step * 0,
-                   "batch_loss": float(ce.mean()), "grad_norm": float(grad)}
+            row = {"variant": variant, "seed": seed, "step": step, "epoch": epoch,
+                   "batch_loss": float(ce.detach().mean()), "grad_norm": float(grad)}
             if variant != "ce":
                 source = torch.where(sl.seen[idx], sl.smoothed_loss[idx], ce.detach().double())
                 row.update(tau=float(sl.tau), source_mean=float(source.mean()),
@@ -85,16 +86,23 @@ def run(variant: str, seed: int) -> tuple[list[dict], float]:
 
 
 rows, finals = [], {}
-for seed in args.seeds:
+out = Path(args.out)
+if args.plot_only:
+    with open(out / "probe.csv") as fh:
+        rows = [{k: (v if k == "variant" else float(v) if v else math.nan) for k, v in r.items()} for r in csv.DictReader(fh)]
+    finals = {(r["variant"], int(r["seed"])): float(r["test_acc"]) for r in rows if r["test_acc"] == r["test_acc"]}
+    args.seeds = sorted({int(r["seed"]) for r in rows})
+for seed in ([] if args.plot_only else args.seeds):
     for variant in ("ce", "paper", "normalised"):
         log, acc = run(variant, seed)
+        log[-1]["test_acc"] = acc
         rows += log
         finals[variant, seed] = acc
         print(f"seed {seed} {variant:10s} test accuracy after {args.epochs} epochs: {acc:.4f}", flush=True)
 
-out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-keys = ["variant", "seed", "step", "epoch", "batch_loss", "grad_norm", "tau", "source_mean", "cap_share", "mean_sigma"]
+keys = ["variant", "seed", "step", "epoch", "batch_loss", "grad_norm", "tau", "source_mean", "cap_share", "mean_sigma",
+        "test_acc"]
 with open(out / "probe.csv", "w", newline="") as fh:
     w = csv.DictWriter(fh, fieldnames=keys, restval="")
     w.writeheader()
@@ -106,14 +114,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 seed = args.seeds[0]
-pick = lambda v: [r for r in rows if r["variant"] == v and r["seed"] == seed]  # noqa: E731
+pick = lambda v: [r for r in rows if r["variant"] == v and int(r["seed"]) == seed]  # noqa: E731
 fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
 paper = pick("paper")
 steps = [r["step"] for r in paper]
 ax[0].plot(steps, [r["tau"] for r in paper], label="tau ('avg')")
 ax[0].plot(steps, [r["source_mean"] for r in paper], label="batch mean of the smoothed loss", lw=0.7)
 ax[0].plot(steps, [r["tau"] - 2 / math.e for r in paper], "k:", lw=0.8, label="tau - 2/e (the cap, lam 1)")
-ax[0].set(xlabel="step", ylabel="loss", title=f"paper SuperLoss, seed {seed}: threshold vs losses")
+peak = max(paper, key=lambda r: r["source_mean"])
+ax[0].annotate(f"batch mean {peak['source_mean']:.0f} at step {peak['step']:.0f}", (peak["step"], 7.5), fontsize=7)
+ax[0].set(xlabel="step", ylabel="loss", ylim=(0, 8), title=f"paper SuperLoss, seed {seed}: threshold vs losses")
 ax[0].legend(fontsize=7)
 ax[1].plot(steps, [r["cap_share"] for r in paper], label="share of the batch at sigma* = e")
 ax[1].plot(steps, [r["mean_sigma"] / math.e for r in paper], label="mean sigma* / e", lw=0.7)
@@ -121,7 +131,7 @@ ax[1].set(xlabel="step", ylim=(0, 1.05), title="confidence")
 ax[1].legend(fontsize=7)
 for v in ("ce", "paper", "normalised"):
     r = pick(v)
-    ax[2].semilogy([q["step"] for q in r], [q["grad_norm"] * (1 if v == "ce" else 1) for q in r], lw=0.6,
+    ax[2].semilogy([q["step"] for q in r], [q["grad_norm"] for q in r], lw=0.6,
                    label=f"{v} (test acc {finals[v, seed]:.2f})")
 ax[2].set(xlabel="step", ylabel="gradient L2 norm", title="the step")
 ax[2].legend(fontsize=7)

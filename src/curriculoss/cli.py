@@ -88,6 +88,10 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--tau", type=_tau, default="avg", help="SuperLoss threshold: avg, ema, logC or a number (default avg)")
     m.add_argument("--lam", type=float, default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
     m.add_argument("--no-smoothing", action="store_true", help="turn off SuperLoss's per-sample loss smoothing")
+    m.add_argument("--sl-step", choices=("normalised", "paper"), default="normalised",
+                   help="SuperLoss's batch objective: 'normalised' (default) divides it by the batch's mean sigma* "
+                        "(same per-sample weights, a step never larger than the base loss's); 'paper' is the plain "
+                        "mean, whose step reaches e times the base loss's (see docs/superloss-collapse)")
     m.add_argument("--imae-T", type=float, default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
     m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
@@ -106,6 +110,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
 
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
+        sl_normalise=args.sl_step == "normalised",
         imae_T=args.imae_T, dp_level=args.dp_level, dp_class_lr=args.dp_class_lr, dp_instance_lr=args.dp_instance_lr,
     )
     return TrainConfig(

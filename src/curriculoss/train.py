@@ -76,9 +76,16 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
-        data["options"] = MethodOptions(**data.get("options", {}))
+        data["options"] = MethodOptions(**_options_before_defaults_changed(data.get("options", {})))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _options_before_defaults_changed(options: dict[str, Any]) -> dict[str, Any]:
+    """A configuration written before an option existed keeps the behaviour it was trained with."""
+    options = dict(options)
+    options.setdefault("sl_normalise", False)  # SuperLoss's normalised step became the default later
+    return {k: v for k, v in options.items() if k in {f.name for f in fields(MethodOptions)}}
 
 
 class CheckpointError(RuntimeError):
@@ -201,7 +208,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             run_dir.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
-            if state["config"] != cfg.to_json():
+            if TrainConfig.from_json(state["config"]).to_json() != cfg.to_json():
                 raise CheckpointError(f"{ckpt_path} was written by another configuration; start a new run folder")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
