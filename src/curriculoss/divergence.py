@@ -35,9 +35,9 @@ AT_CHANCE = 0.05
 #: "clearly above chance": at least this share of the range above chance
 CLEARLY_ABOVE = 0.15
 
-ADVICE = ("try a lower learning rate (--lr, e.g. a third of it), a smaller batch-size-to-lr ratio, or the "
-          "method's own safeguards (SuperLoss: the default normalised step; IMAE: the authors' layer); "
-          "`curriculoss train --help` lists them")
+ADVICE = ("what to try: a lower learning rate (--lr, 3 to 10 times lower: a method that weighs samples up "
+          "can take a larger step than plain CE at the same rate), or, for SuperLoss, the normalised step "
+          "(--sl-step normalised, the default); rerun with --stop-on-divergence to stop such a run early")
 
 
 def chance_accuracy(labels: Iterable[int], num_classes: int) -> float:
@@ -49,8 +49,16 @@ def chance_accuracy(labels: Iterable[int], num_classes: int) -> float:
     return max(float(counts.max()) / labels.size, 1.0 / num_classes)
 
 
+#: fewest samples in a window of :func:`window_accuracies` (the chance accuracy of 10 classes then
+#: fluctuates by about 0.02, well inside the gap between "at chance" and "clearly above")
+MIN_WINDOW = 256
+
+
 def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tuple[float, float]:
-    """Best and last accuracy over ``windows`` consecutive runs of batches of an epoch.
+    """Best and last accuracy over up to ``windows`` consecutive runs of batches of an epoch.
+
+    Fewer windows when the epoch is small, so that each holds at least :data:`MIN_WINDOW` samples
+    (one window, the whole epoch, below ``2 * MIN_WINDOW``).
 
     ``correct``: the number of correct predictions of each batch (numbers or 0-d tensors, read once here);
     ``sizes``: the batches' sizes. Returns ``(nan, nan)`` for an empty epoch.
@@ -59,7 +67,8 @@ def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tupl
         return math.nan, math.nan
     values = np.array([float(c) for c in correct], dtype=np.float64)
     sizes_ = np.asarray(sizes, dtype=np.float64)
-    parts = [p for p in np.array_split(np.arange(len(sizes_)), min(windows, len(sizes_))) if len(p)]
+    count = max(1, min(windows, len(sizes_), int(sizes_.sum() // MIN_WINDOW)))
+    parts = [p for p in np.array_split(np.arange(len(sizes_)), count) if len(p)]
     accs = [values[p].sum() / max(sizes_[p].sum(), 1.0) for p in parts]
     return float(max(accs)), float(accs[-1])
 
