@@ -60,6 +60,9 @@ def test_collapse_inside_an_epoch_is_seen_by_its_quarters():
     rows[0].update(train_acc_peak=0.45, train_acc_last=0.1)  # ... its quarters do not
     assert divergence.find_divergence(rows, 0.1)[0] == 1
     assert divergence.find_divergence(_rows([0.2]), 0.1)[0] is None
+    rows = _rows([0.13])  # took off late in its first epoch: the mean is low, the last quarter is not
+    rows[0].update(train_acc_peak=0.32, train_acc_last=0.32)
+    assert divergence.find_divergence(rows, 0.1)[0] is None
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])

@@ -53,7 +53,7 @@ def _tau(text: str) -> str:
 
 def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     from curriculoss.methods import METHODS
-    from curriculoss.models import MODELS
+    from curriculoss.models import DEFAULT_LR, MODELS
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
@@ -80,7 +80,9 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
         run.add_argument("--seed", type=int, default=0)
     run.add_argument("--epochs", type=_positive_int, default=30)
     run.add_argument("--batch-size", type=_positive_int, default=64)
-    run.add_argument("--lr", type=float, default=0.1)
+    run.add_argument("--lr", type=float, default=None,
+                     help="SGD learning rate (default: per model, " +
+                          ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "; see the README's Defaults)")
     run.add_argument("--weight-decay", type=float, default=5e-4)
 
     m = p.add_argument_group("method options")
@@ -116,8 +118,14 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
         method=method, noise=args.noise, noise_rate=rate, noise_file=args.noise_file, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
+        lr=_default_lr(args), weight_decay=args.weight_decay, seed=seed, options=options,
     )
+
+
+def _default_lr(args: argparse.Namespace) -> float:
+    from curriculoss.models import DEFAULT_LR
+
+    return args.lr if args.lr is not None else DEFAULT_LR[args.model]
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:

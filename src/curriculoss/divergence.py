@@ -9,8 +9,8 @@ A run has *diverged* at the first epoch where
 Accuracy is read per quarter of an epoch (:func:`window_accuracies`): a run that learns for half an
 epoch and then collapses (SuperLoss at lr 0.1 on LeNet-5 did, in its first epoch) has an epoch mean
 above chance, but its best quarter is clearly above chance and its last quarter at chance. "Now" is the
-lower of the epoch's mean and its last quarter; "earlier" is the best quarter so far, this epoch's
-included.
+epoch's last quarter (its mean when the quarters are not recorded); "earlier" is the best quarter so
+far, this epoch's included.
 
 Chance is the accuracy of always predicting the most frequent training label, ``c`` (1/C for balanced
 labels). "At chance" means within 5 % of the remaining range above it, ``acc <= c + 0.05 (1 - c)``
@@ -92,7 +92,7 @@ def find_divergence(history: list[Mapping[str, float]], chance: float | None) ->
             continue
         peak, last = _get(row, "train_acc_peak", mean), _get(row, "train_acc_last", mean)
         best = max(best, peak, mean)
-        now = min(mean, last)
+        now = last  # not the epoch's mean: it includes the batches before the network took off
         if best >= chance + CLEARLY_ABOVE * (1.0 - chance) and now <= chance + AT_CHANCE * (1.0 - chance):
             return epoch, (f"training accuracy (on the training labels) fell to chance in epoch {epoch} "
                            f"({now:.3f}; chance {chance:.3f}) after reaching {best:.3f}")

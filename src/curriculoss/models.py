@@ -16,7 +16,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "build_model", "MODELS"]
+__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "build_model", "MODELS", "DEFAULT_LR"]
+
+#: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
+#: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
+DEFAULT_LR = {"mlp": 0.1, "lenet": 0.1, "resnet20": 0.1, "resnet32": 0.1}
 
 
 class MLP(nn.Module):
