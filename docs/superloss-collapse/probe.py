@@ -103,10 +103,11 @@ for seed in ([] if args.plot_only else args.seeds):
 out.mkdir(parents=True, exist_ok=True)
 keys = ["variant", "seed", "step", "epoch", "batch_loss", "grad_norm", "tau", "source_mean", "cap_share", "mean_sigma",
         "test_acc"]
-with open(out / "probe.csv", "w", newline="") as fh:
-    w = csv.DictWriter(fh, fieldnames=keys, restval="")
-    w.writeheader()
-    w.writerows(rows)
+if not args.plot_only:
+    with open(out / "probe.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, restval="")
+        w.writeheader()
+        w.writerows(rows)
 
 import matplotlib
 

@@ -74,7 +74,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     if grid:
         run.add_argument("--methods", nargs="+", choices=list(METHODS), default=["ce", "superloss", "data-params", "imae"], metavar="METHOD",
                          help=f"choices: {', '.join(METHODS)}")
-        run.add_argument("--seeds", type=int, nargs="+", default=[0])
+        run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                         help="default 0 1 2: mean ± std over 3 seeds")
     else:
         run.add_argument("--method", choices=list(METHODS), default="ce", metavar="METHOD", help=f"choices: {', '.join(METHODS)}")
         run.add_argument("--seed", type=int, default=0)
