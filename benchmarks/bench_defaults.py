@@ -112,8 +112,21 @@ def run_one(job: tuple) -> dict:
     cfg, folder = job
     done = Path(folder) / "results.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return _recheck(json.loads(done.read_text()), Path(folder))
     return train(cfg, folder, resume=True, progress=False)
+
+
+def _recheck(results: dict, folder: Path) -> dict:
+    """A finished run read back: its divergence re-judged by the current rule (metrics.csv, labels)."""
+    import csv
+
+    from curriculoss.divergence import chance_accuracy, find_divergence
+
+    with open(folder / "metrics.csv") as fh:
+        history = list(csv.DictReader(fh))
+    labels = np.load(folder / "signals.npz")["labels"]
+    epoch, _ = find_divergence(history, chance_accuracy(labels, int(labels.max()) + 1))
+    return {**results, "diverged": epoch is not None, "diverged_epoch": epoch}
 
 
 def run_all(jobs: list[tuple], n_jobs: int) -> list[dict]:

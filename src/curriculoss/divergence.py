@@ -6,18 +6,19 @@ A run has *diverged* at the first epoch where
 - (classification) its training accuracy on the labels it is trained on (the noisy ones) is back at
   chance after having been clearly above chance earlier.
 
-Accuracy is read per quarter of an epoch (:func:`window_accuracies`): a run that learns for half an
-epoch and then collapses (SuperLoss at lr 0.1 on LeNet-5 did, in its first epoch) has an epoch mean
-above chance, but its best quarter is clearly above chance and its last quarter at chance. "Now" is the
-epoch's last quarter (its mean when the quarters are not recorded); "earlier" is the best quarter so
-far, this epoch's included.
+"Earlier" reads the best quarter of each earlier epoch (:func:`window_accuracies`, the
+``train_acc_peak`` column): a run that learns for half an epoch and then collapses (SuperLoss at lr 0.1
+on LeNet-5 did, in its first epoch) has a first-epoch mean below "clearly above", but its best quarter
+is not; it is then caught at the next epoch, whose mean is at chance. A quarter is never compared with
+a quarter of the same epoch: early in training the first quarters are at chance and the last are not.
 
 Chance is the accuracy of always predicting the most frequent training label, ``c`` (1/C for balanced
-labels). "At chance" means within 5 % of the remaining range above it, ``acc <= c + 0.05 (1 - c)``
-(0.145 for 10 balanced classes); "clearly above" means ``acc >= c + 0.15 (1 - c)`` (0.235), which a
-network that learns anything reaches even at 80 % symmetric noise on 10 classes (about 0.28 on the
-noisy labels when it predicts the true class). A network that has collapsed to one class, or whose
-weights overflowed, sits at ``c`` exactly; a network still learning never drops back to it.
+labels). "At chance" means the epoch's mean accuracy is within 2 % of the remaining range above it,
+``acc <= c + 0.02 (1 - c)`` (0.118 for 10 balanced classes): a network that collapsed to one class, or
+whose weights overflowed, scores at most ``c``; one that still learns, even slowly and at 40 % noise,
+stays above (measured: slow MAE and IMAE runs at 40 % noise dip to 0.16 and recover). "Clearly above"
+means ``acc >= c + 0.15 (1 - c)`` (0.235) in an earlier epoch, which a network that learns reaches even
+at 80 % symmetric noise on 10 classes (about 0.28 on the noisy labels when it predicts the true class).
 
 Only per-epoch figures are read, so the check costs nothing during training.
 """
@@ -31,7 +32,7 @@ import numpy as np
 __all__ = ["chance_accuracy", "window_accuracies", "find_divergence", "AT_CHANCE", "CLEARLY_ABOVE", "ADVICE"]
 
 #: "at chance": within this share of the range (chance, 1] above chance
-AT_CHANCE = 0.05
+AT_CHANCE = 0.02
 #: "clearly above chance": at least this share of the range above chance
 CLEARLY_ABOVE = 0.15
 
@@ -78,7 +79,7 @@ def find_divergence(history: list[Mapping[str, float]], chance: float | None) ->
 
     Args:
         history: one mapping per epoch with ``epoch``, ``train_loss`` and ``train_acc_noisy``, and
-            optionally ``train_acc_peak`` / ``train_acc_last`` (best and last quarter of the epoch).
+            optionally ``train_acc_peak`` (the best quarter of the epoch).
         chance: chance accuracy of the training labels (:func:`chance_accuracy`); ``None`` for
             regression, where only a non-finite loss counts.
     """
@@ -90,12 +91,10 @@ def find_divergence(history: list[Mapping[str, float]], chance: float | None) ->
             return epoch, f"the training loss became {loss} in epoch {epoch}"
         if chance is None:
             continue
-        peak, last = _get(row, "train_acc_peak", mean), _get(row, "train_acc_last", mean)
-        best = max(best, peak, mean)
-        now = last  # not the epoch's mean: it includes the batches before the network took off
-        if best >= chance + CLEARLY_ABOVE * (1.0 - chance) and now <= chance + AT_CHANCE * (1.0 - chance):
+        if best >= chance + CLEARLY_ABOVE * (1.0 - chance) and mean <= chance + AT_CHANCE * (1.0 - chance):
             return epoch, (f"training accuracy (on the training labels) fell to chance in epoch {epoch} "
-                           f"({now:.3f}; chance {chance:.3f}) after reaching {best:.3f}")
+                           f"({mean:.3f}; chance {chance:.3f}) after reaching {best:.3f}")
+        best = max(best, _get(row, "train_acc_peak", mean), mean)
     return None, ""
 
 

@@ -93,7 +93,7 @@ class CheckpointError(RuntimeError):
 
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
-                  "train_acc_peak", "train_acc_last", *EPOCH_COLUMNS)
+                  "train_acc_peak", *EPOCH_COLUMNS)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -321,12 +321,11 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
 
 
 def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[str, float]:
-    """Best and last quarter-epoch training accuracy (noisy labels), for the divergence check."""
+    """Best quarter-epoch training accuracy (noisy labels), for the divergence check."""
     if correct:  # one host transfer per epoch
         stacked = torch.stack(correct).double()
         correct = (dist_utils.all_reduce_sum(stacked) if distributed else stacked).tolist()
-    peak, last = window_accuracies(correct, sizes)
-    return {"train_acc_peak": peak, "train_acc_last": last}
+    return {"train_acc_peak": window_accuracies(correct, sizes)[0]}
 
 
 def _divergence_results(history: list[dict[str, float]], chance: float | None, epochs: int) -> dict[str, Any]:
