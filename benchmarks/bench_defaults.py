@@ -22,8 +22,9 @@ cell that collapsed (``diverged`` in its results, or final accuracy at chance) i
 ``--select`` is how the defaults were chosen, never on a test set: each candidate trains on 80 % of the
 training set and is scored on the other 20 % with labels carrying the same 40 % noise (as ``curriculoss
 reproduce --tune`` does), seed 100; per model, the learning rate with the best mean final validation
-accuracy over every data set and method wins among the candidates where no run collapsed; then the
-data parameters' instance learning rate, at that learning rate. Results in ``OUT/selection.md``.
+accuracy over every data set and method wins among the candidates with the fewest collapsed runs
+(diverged, or final accuracy at chance); then the data parameters' instance learning rate, at that
+learning rate, by the same rule. Results in ``OUT/selection.md``.
 """
 from __future__ import annotations
 
@@ -177,8 +178,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
             finals = [v["final"] for v in cells.values()]
             worst = min(cells, key=lambda k: cells[k]["final"])
             scores[lr] = (float(np.mean(finals)), sum(collapsed(v) for v in cells.values()), worst, cells[worst]["final"])
-        ok = [lr for lr in LR_CANDIDATES if scores[lr][1] == 0] or LR_CANDIDATES
-        chosen_lr[model] = max(ok, key=lambda lr: scores[lr][0])
+        chosen_lr[model] = min(LR_CANDIDATES, key=lambda lr: (scores[lr][1], -scores[lr][0]))
         for lr in LR_CANDIDATES:
             mean, bad, worst, wv = scores[lr]
             lines.append(f"| {model} | {lr:g} | {100 * mean:.2f} | {worst[3]} on {worst[0]}: {100 * wv:.1f} | {bad} | "
@@ -191,8 +191,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
     for v in DP_INSTANCE_LR_CANDIDATES:
         cells = [r for k, r in dp_runs.items() if k[2] == f"dpi{v:g}"]
         scores[v] = (float(np.mean([c["final"] for c in cells])), sum(collapsed(c) for c in cells))
-    ok = [v for v in DP_INSTANCE_LR_CANDIDATES if scores[v][1] == 0] or DP_INSTANCE_LR_CANDIDATES
-    best = max(ok, key=lambda v: scores[v][0])
+    best = min(DP_INSTANCE_LR_CANDIDATES, key=lambda v: (scores[v][1], -scores[v][0]))
     for v in DP_INSTANCE_LR_CANDIDATES:
         lines.append(f"| {v:g} | {100 * scores[v][0]:.2f} | {scores[v][1]} | {'**yes**' if v == best else ''} |")
     lines += ["", f"Chosen: lr {chosen_lr}, data-parameter instance lr {best:g} "
