@@ -160,7 +160,8 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
                     for method in methods:
                         cfg = cli_config("npz", splits[name], model, method, rate, seed,
                                          [*extra_per_model.get(model, []), *extra, *epochs_flag])
-                        folder = out / "select" / name / model / label / method
+                        lr = "".join(extra_per_model.get(model, [])[1:])
+                        folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
                         jobs.append((cfg, str(folder)))
                         keys.append((name, model, label, method))
         return dict(zip(keys, run_all(jobs, n_jobs)))
