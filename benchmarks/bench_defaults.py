@@ -126,7 +126,7 @@ def _recheck(results: dict, folder: Path) -> dict:
     with open(folder / "metrics.csv") as fh:
         history = list(csv.DictReader(fh))
     labels = np.load(folder / "signals.npz")["labels"]
-    epoch, _ = find_divergence(history, chance_accuracy(labels, int(labels.max()) + 1))
+    epoch, _ = find_divergence(history, chance_accuracy(labels, int(labels.max()) + 1), complete=True)
     return {**results, "diverged": epoch is not None, "diverged_epoch": epoch}
 
 
@@ -142,7 +142,7 @@ def collapsed(results: dict) -> bool:
     return bool(results.get("diverged")) or not math.isfinite(results["final"]) or results["final"] <= 0.12
 
 
-def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
+def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
     from curriculoss.reproduce import _validation_split
 
     seed, rate = 100, 0.4
@@ -152,16 +152,21 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
         base = cli_config(dataset, data_dir, models[0], "ce", rate, seed, epochs_flag)
         splits[name] = str(_validation_split(base, out / "select" / name, 0.2))
 
-    def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]]):
+    def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]], rate: float = rate,
+             only: set[str] | None = None):
         jobs, keys = [], []
         for name, (_, _, models) in data.items():
             for model in models:
+                if only is not None and model not in only:
+                    continue
                 for label, extra in variants:
                     for method in methods:
                         cfg = cli_config("npz", splits[name], model, method, rate, seed,
                                          [*extra_per_model.get(model, []), *extra, *epochs_flag])
                         lr = "".join(extra_per_model.get(model, [])[1:])
                         folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
+                        if rate != 0.4:
+                            folder = out / "select" / f"rate{rate:g}" / name / model / label / method
                         jobs.append((cfg, str(folder)))
                         keys.append((name, model, label, method))
         return dict(zip(keys, run_all(jobs, n_jobs)))
@@ -169,6 +174,22 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str]) -> None:
     t0 = time.perf_counter()
     models = sorted({m for _, _, ms in data.values() for m in ms})
     lr_runs = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
+    # 0 % noise as well, for the models and candidates given (a rate fine at 40 % can kill a run at 0 %)
+    for model, lrs in zero_noise.items():
+        clean = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
+        lines += [f"{model} at 0 % noise (validation labels clean):", ""]
+        for lr in lrs:
+            cells = {k: v for k, v in clean.items() if k[2] == f"lr{lr:g}"}
+            bad = [f"{k[3]} on {k[0]}" for k, v in cells.items() if collapsed(v)]
+            lines.append(f"- lr {lr:g}: mean final val. acc {100 * np.mean([v['final'] for v in cells.values()]):.2f} %, "
+                         f"collapsed: {', '.join(bad) or 'none'}")
+            for k, v in cells.items():  # counted with the 40 % runs below
+                lr_runs[(k[0], k[1], k[2], k[3] + "@0")] = v
+        lines.append("")
+        for lr in LR_CANDIDATES:  # candidates not run at 0 % are out
+            if lr not in lrs:
+                for k in [k for k in lr_runs if k[1] == model and k[2] == f"lr{lr:g}"]:
+                    lr_runs[k] = {**lr_runs[k], "final": -1.0}
     chosen_lr = {}
     lines += ["## Learning rate per model (every method, every data set)", "",
               "| model | lr | mean final val. acc (%) | worst cell | collapsed runs | chosen |", "|---|---|---|---|---|---|"]
@@ -249,6 +270,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
     parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
     parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
+    parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03"], metavar="MODEL:LR,LR",
+                        help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
@@ -257,7 +280,8 @@ def main() -> None:
         data = {k: v for k, v in data.items() if k in args.only}
     epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
     if args.select:
-        select(data, out, args.jobs, epochs_flag)
+        zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
+        select(data, out, args.jobs, epochs_flag, zero)
     else:
         defaults_grid(data, out, args.jobs, args.seeds, epochs_flag)
 

@@ -47,20 +47,22 @@ def test_window_accuracies_match_hand_computed_quarters():
     ([0.1, 0.11, 0.1, 0.1], None),            # never above chance: not learning, but no collapse
     ([0.22, 0.26, 0.28, 0.27], None),         # 80 % symmetric noise: low but above chance
     ([0.5, 0.8, 0.11, 0.11], 3),              # collapsed in epoch 3
-    ([0.5, 0.8, 0.13, 0.11], 4),              # 0.13 is not yet at chance
-    ([0.3, 0.1], 2),
+    ([0.5, 0.8, 0.13, 0.11, 0.1], 4),         # 0.13 is not yet at chance
+    ([0.3, 0.1], 2),                          # the run's last epoch counts alone
+    ([0.3, 0.24, 0.11, 0.4, 0.6], None),      # one epoch at chance, then learning again: a dip
 ])
 def test_collapse_to_chance(accs, expected):
-    epoch, why = divergence.find_divergence(_rows(accs), 0.1)
+    epoch, why = divergence.find_divergence(_rows(accs), 0.1, complete=True)
     assert epoch == expected
     assert (why != "") == (expected is not None)
 
 
 def test_collapse_inside_an_epoch_is_seen_by_its_quarters_at_the_next_epoch():
-    rows = _rows([0.2, 0.11])  # the first epoch's mean hides the take-off ...
+    rows = _rows([0.2, 0.11, 0.1])  # the first epoch's mean hides the take-off ...
     assert divergence.find_divergence(rows, 0.1)[0] is None
     rows[0]["train_acc_peak"] = 0.45  # ... its best quarter does not
     assert divergence.find_divergence(rows, 0.1)[0] == 2
+    assert divergence.find_divergence(rows[:2], 0.1)[0] is None  # mid-run: one epoch at chance is not enough yet
     # a first epoch that took off late (low mean, high last quarter) is not a collapse
     assert divergence.find_divergence([{**_rows([0.13])[0], "train_acc_peak": 0.32}], 0.1)[0] is None
 
@@ -68,7 +70,10 @@ def test_collapse_inside_an_epoch_is_seen_by_its_quarters_at_the_next_epoch():
 def test_slow_learning_at_noise_is_not_a_collapse():
     # measured (digits moved, MLP, IMAE, lr 0.01, 40 % noise): it dips and recovers; chance 0.119
     accs = [0.101, 0.129, 0.202, 0.232, 0.229, 0.229, 0.186, 0.160, 0.178, 0.263, 0.266]
-    assert divergence.find_divergence(_rows(accs), 0.119)[0] is None
+    assert divergence.find_divergence(_rows(accs), 0.119, complete=True)[0] is None
+    # measured (digits moved, MLP, MAE, lr 0.03, 0 % noise): one epoch at chance in epoch 4, then 65 %
+    accs = [0.141, 0.238, 0.157, 0.112, 0.330, 0.388, 0.431, 0.535, 0.578]
+    assert divergence.find_divergence(_rows(accs), 0.1, complete=True)[0] is None
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])

@@ -74,26 +74,42 @@ def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tupl
     return float(max(accs)), float(accs[-1])
 
 
-def find_divergence(history: list[Mapping[str, float]], chance: float | None) -> tuple[int | None, str]:
+def find_divergence(history: list[Mapping[str, float]], chance: float | None,
+                    complete: bool = False) -> tuple[int | None, str]:
     """The first epoch (1-based, as in ``metrics.csv``) at which the run diverged, and why; ``(None, '')``.
+
+    A fall to chance counts when it lasts two consecutive epochs (the epoch returned is the first), or
+    when it is the run's last epoch and ``complete`` is true: a slow learner at 40 % noise can dip to
+    chance for one epoch and recover (measured: MAE on rotated digits, epoch 4 of 30), a collapsed
+    network does not.
 
     Args:
         history: one mapping per epoch with ``epoch``, ``train_loss`` and ``train_acc_noisy``, and
             optionally ``train_acc_peak`` (the best quarter of the epoch).
         chance: chance accuracy of the training labels (:func:`chance_accuracy`); ``None`` for
             regression, where only a non-finite loss counts.
+        complete: ``history`` is the whole run (its last epoch needs no successor to count).
     """
     best = -math.inf
-    for row in history:
+    streak: tuple[int, str] | None = None  # first epoch at chance, and why
+    for i, row in enumerate(history):
         loss, mean = float(row["train_loss"]), float(row["train_acc_noisy"])
         epoch = int(row["epoch"])
         if not math.isfinite(loss):
             return epoch, f"the training loss became {loss} in epoch {epoch}"
         if chance is None:
             continue
-        if best >= chance + CLEARLY_ABOVE * (1.0 - chance) and mean <= chance + AT_CHANCE * (1.0 - chance):
-            return epoch, (f"training accuracy (on the training labels) fell to chance in epoch {epoch} "
-                           f"({mean:.3f}; chance {chance:.3f}) after reaching {best:.3f}")
+        if streak is None and best >= chance + CLEARLY_ABOVE * (1.0 - chance) \
+                and mean <= chance + AT_CHANCE * (1.0 - chance):
+            streak = epoch, (f"training accuracy (on the training labels) fell to chance in epoch {epoch} "
+                             f"({mean:.3f}; chance {chance:.3f}) after reaching {best:.3f}")
+            if complete and i == len(history) - 1:
+                return streak
+            continue
+        if streak is not None:
+            if mean <= chance + AT_CHANCE * (1.0 - chance):
+                return streak[0], streak[1] + f", and stayed there in epoch {epoch}"
+            streak = None
         best = max(best, _get(row, "train_acc_peak", mean), mean)
     return None, ""
 

@@ -329,7 +329,7 @@ def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[
 
 
 def _divergence_results(history: list[dict[str, float]], chance: float | None, epochs: int) -> dict[str, Any]:
-    epoch, reason = find_divergence(history, chance)
+    epoch, reason = find_divergence(history, chance, complete=len(history) == epochs)
     out: dict[str, Any] = {"diverged": epoch is not None, "diverged_epoch": epoch}
     if epoch is not None:
         out["divergence"] = f"{reason}; {ADVICE}"
