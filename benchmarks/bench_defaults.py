@@ -177,7 +177,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     # 0 % noise as well, for the models and candidates given (a rate fine at 40 % can kill a run at 0 %)
     for model, lrs in zero_noise.items():
         clean = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
-        lines += [f"{model} at 0 % noise (validation labels clean):", ""]
+        lines += [f"{model} at 0 % noise (the validation labels keep their 40 % noise):", ""]
         for lr in lrs:
             cells = {k: v for k, v in clean.items() if k[2] == f"lr{lr:g}"}
             bad = [f"{k[3]} on {k[0]}" for k, v in cells.items() if collapsed(v)]
