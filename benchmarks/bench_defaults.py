@@ -203,6 +203,9 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
         chosen_lr[model] = min(LR_CANDIDATES, key=lambda lr: (scores[lr][1], -scores[lr][0]))
         for lr in LR_CANDIDATES:
             mean, bad, worst, wv = scores[lr]
+            if model in zero_noise and lr not in zero_noise[model]:
+                lines.append(f"| {model} | {lr:g} | not run at 0 % noise: out | | | |")
+                continue
             lines.append(f"| {model} | {lr:g} | {100 * mean:.2f} | {worst[3]} on {worst[0]}: {100 * wv:.1f} | {bad} | "
                          f"{'**yes**' if lr == chosen_lr[model] else ''} |")
     per_model = {m: ["--lr", str(chosen_lr[m])] for m in models}

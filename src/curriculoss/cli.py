@@ -99,8 +99,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
     m.add_argument("--dp-class-lr", type=float, default=0.1)
-    m.add_argument("--dp-instance-lr", type=float, default=1.0,
-                   help="instance-level data-parameter learning rate (default 1.0, selected on validation splits)")
+    m.add_argument("--dp-instance-lr", type=float, default=10.0,
+                   help="instance-level data-parameter learning rate (default 10, selected on validation splits)")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", help="run folder (train) or grid folder (bench)")
