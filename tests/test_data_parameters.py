@@ -60,6 +60,42 @@ def test_eqs_3_4_5_against_autograd(level):
         torch.testing.assert_close(_dense(dp.log_instance_sigma.grad), exp, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("level", ["class", "instance", "joint"])
+def test_every_logit_dtype_against_eqs_3_4_5(level, dtype):
+    # The parameters stay float32 (a model in half precision keeps its data parameters in float32);
+    # the logits come back in their own dtype, the gradients reach the float32 parameters.
+    dp = DataParameters(K, N, level=level)
+    with torch.no_grad():
+        for p in dp.parameters():
+            p.copy_(torch.empty_like(p).uniform_(-0.7, 0.7))
+    B = 12
+    z = (3 * torch.randn(B, K, dtype=torch.float64)).to(dtype).requires_grad_()
+    y = torch.randint(K, (B,))
+    idx = torch.randperm(N)[:B]
+    out = dp(z, y, idx)
+    assert out.dtype == dtype
+    s = dp.sigma(y, idx).detach().double()
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out.double(), z.detach().double() / s.to(dtype).double()[:, None], rtol=eps, atol=0.0)
+    # the loss in float32 (float64 for float64 logits), as under autocast
+    F.cross_entropy(out.to(torch.promote_types(dtype, torch.float32)), y, reduction="sum").backward()
+    assert z.grad.dtype == dtype
+    assert all(p.grad.dtype == torch.float32 for p in dp.parameters())
+    dL_ds, p = _eq4_5(z.detach().double(), y, s)
+    tol = dict(rtol=16 * eps, atol=16 * eps)
+    torch.testing.assert_close(z.grad.double(), (p - F.one_hot(y, K)) / s[:, None], **tol)
+    eps = max(eps, torch.finfo(torch.float32).eps)  # the parameters' gradients are float32
+    tol = dict(rtol=16 * eps, atol=16 * eps)
+    if level in ("class", "joint"):
+        exp = torch.zeros(K, dtype=torch.float64).index_add_(0, y, dp.class_sigma[y].detach().double() * dL_ds)
+        torch.testing.assert_close(_dense(dp.log_class_sigma.grad).double(), exp, **tol)
+    if level in ("instance", "joint"):
+        exp = torch.zeros(N, dtype=torch.float64)
+        exp[idx] = dp.instance_sigma[idx].detach().double() * dL_ds
+        torch.testing.assert_close(_dense(dp.log_instance_sigma.grad).double(), exp, **tol)
+
+
 def test_gradcheck_forward():
     dp = _dp("joint")
     y = torch.tensor([0, 2, 2, 4])
@@ -447,6 +483,30 @@ def test_sparse_sgd_validation():
         SparseSGD([torch.nn.Parameter(torch.zeros(3))], momentum=1.5)
     with pytest.raises(ValueError, match="1-D"):
         SparseSGD([torch.nn.Parameter(torch.zeros(3, 2))])
+
+
+@pytest.mark.parametrize("name,value", [
+    ("instance_lr", -1.0), ("instance_lr", float("nan")), ("class_lr", float("inf")), ("class_lr", -0.1),
+    ("instance_weight_decay", -1.0), ("class_weight_decay", float("nan")), ("momentum", -0.1),
+    ("momentum", 1.0), ("momentum", float("nan")),
+])
+def test_optimizer_refuses_bad_rates_momentum_and_weight_decay(name, value):
+    # The reproduction: instance_lr=-1 and instance_weight_decay=-1 were accepted and stepped the wrong way.
+    dp = DataParameters(3, 6, level="joint")
+    with pytest.raises(ValueError, match=name):
+        dp.optimizer(**{name: value})
+
+
+def test_sparse_sgd_checks_every_param_group():
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    for key, value in (("lr", -1.0), ("lr", float("nan")), ("weight_decay", -1e-4), ("weight_decay", float("inf")),
+                       ("momentum", 1.5), ("momentum", -0.5)):
+        with pytest.raises(ValueError, match=rf"param_groups\[1\]\['{key}'\]"):
+            SparseSGD([{"params": [p]}, {"params": [q], key: value}])
+        with pytest.raises(ValueError, match=key):
+            SparseSGD([p], **{key: value})
+    # the accepted edges
+    SparseSGD([{"params": [p], "lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -117,7 +117,10 @@ def test_forward_is_mae_value(reduction):
     np.testing.assert_allclose(IMAE(T=0.5, reduction=reduction)(z, y).numpy(), ref, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_forward_extreme_logits(dtype):
     z, y = extreme_cases(dtype)
     loss_ref, _, _ = mp_reference(z.double().numpy(), y.numpy(), 8.0)
@@ -156,7 +159,7 @@ def test_gradient_random_logits(T, dtype):
 
 
 @pytest.mark.parametrize("T", TS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_gradient_extreme_logits(T, dtype):
     z, y = extreme_cases(dtype)
     _, w_ref, g_ref = mp_reference(z.double().numpy(), y.numpy(), T)
@@ -486,6 +489,15 @@ def test_low_precision_inputs(dtype, reduction):
     torch.testing.assert_close(z.grad, zr.grad.to(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_largest_T_keeps_gradients_finite(dtype):
+    # p_y = 1/2 exactly (two tied winners) gives the largest weight, exp(T/4)
+    z = torch.tensor([[1e4, 1e4, -1e4, 0.0]], dtype=dtype)
+    _, g = imae_grad(z, torch.tensor([0]), 300.0)
+    assert torch.isfinite(g).all()
+    assert g.abs().sum().item() == pytest.approx(math.exp(75.0), rel=1e-5)
+
+
 def test_meta_device_forward():
     z = torch.empty(5, 7, device="meta")
     y = torch.empty(5, dtype=torch.long, device="meta")
@@ -564,6 +576,12 @@ def test_errors_name_the_argument():
             sample_weight(torch.tensor([0.5]), "imae", T=bad)
     with pytest.raises(TypeError, match="T"):
         imae(z, y, T="8")
+    # T = 360: the weight exp(T/4) = exp(90) overflows float32 and the gradient was inf
+    for bad in (360.0, 1e6):
+        with pytest.raises(ValueError, match=r"T must be a finite number in \[0.0, 300.0\]"):
+            imae(z, y, T=bad)
+        with pytest.raises(ValueError, match="T"):
+            IMAE(T=bad)
     with pytest.raises(ValueError, match="reduction"):
         imae(z, y, reduction="avg")
     with pytest.raises(ValueError, match="reduction"):

@@ -77,13 +77,25 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _LOG2 = math.log(2.0)
 
 
+# The largest weight is exp(T / 4) (p_y (1 - p_y) <= 1/4), computed in float32 for float32 and half
+# logits: past T = 4 log(3.4e38) = 355 it is inf and the gradients inf/NaN. T <= 300 keeps it below
+# exp(75) = 3.7e32, with room for an upstream gradient scale (e.g. AMP's loss scaling) of 1e6. The
+# paper's T are at most 16. (float16 gradients overflow at exp(T/4) > 65504, T > 44, times upstream.)
+_T_MAX = 300.0
+
+
 def _check_T(T: float) -> float:
-    return check_number("T", T, low=0.0)
+    return check_number("T", T, low=0.0, high=_T_MAX)
 
 
 VARIANTS = ("authors", "paper")
 NORMALIZATIONS = ("weights", "batch")
 _WEIGHT_SUM_EPS = 1e-8  # the authors' layer: S = 1e-8 + sum of the weights
+
+
+def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` in ``dtype``, without an operation when it is already."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class _IMAEFunction(torch.autograd.Function):
@@ -108,18 +120,20 @@ class _IMAEFunction(torch.autograd.Function):
                                                                              device=x.device)]))
         ctx.save_for_backward(x, target, py_minus_1, *(() if totals is None else (totals,)))
         ctx.T, ctx.reduction, ctx.input_dtype, ctx.eps, ctx.normalize = T, reduction, logits.dtype, eps, normalize
-        loss = py_minus_1.squeeze(1)
         if reduction == "mean":
-            loss = loss.mean()
+            loss = py_minus_1.mean()
         elif reduction == "sum":
-            loss = loss.sum()
-        return loss.mul(-2.0).to(logits.dtype)
+            loss = py_minus_1.sum()
+        else:
+            loss = py_minus_1.squeeze(1)
+        loss = loss.mul(-2.0)
+        return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
         x, t, em, *totals = ctx.saved_tensors  # em = p_y - 1
-        g = grad_loss.to(x.dtype)
+        g = grad_loss if grad_loss.dtype == x.dtype else grad_loss.to(x.dtype)
         B = x.shape[0]
         # log w = T p_y (1 - p_y) = -T (em + em^2)
         log_w = torch.addcmul(em, em, em).mul_(-ctx.T)
@@ -146,11 +160,11 @@ class _IMAEFunction(torch.autograd.Function):
             # finite even when p_y == 1 in floating point; the target's slot (excluded with the lowest
             # float) is -1/2.
             q = torch.softmax(x.scatter(1, t, torch.finfo(x.dtype).min), dim=1).scatter_(1, t, -1.0)
-            return q.mul_(factor.mul_(0.5)).to(ctx.input_dtype), None, None, None, None, None, None
+            return _as(q.mul_(factor.mul_(0.5)), ctx.input_dtype), None, None, None, None, None, None
         # The authors' direction (p - e_y) / (2 (1 - p_y) + eps), with p_y - 1 taken from expm1 (no
         # cancellation) and p_j from the softmax (accurate even where it is tiny).
         q = torch.softmax(x, dim=1).scatter_(1, t, em)
-        return q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))).to(ctx.input_dtype), None, None, None, None, None, None
+        return _as(q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))), ctx.input_dtype), None, None, None, None, None, None
 
 
 def _resolve_variant(variant: str, eps: float | None, normalize: str | None) -> tuple[float, str]:

@@ -12,6 +12,7 @@ Run folder::
     signals.npz    loss and confidence (epochs x N), labels, true_labels, noise_mask
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
+    .lock          held by the run writing the folder (a second run is refused; see curriculoss.runlock)
     curves.png     learning curves (with matplotlib installed)
 
 Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
@@ -35,6 +36,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,12 +45,14 @@ import numpy as np
 import torch
 
 from curriculoss import datasets, noise
+from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
 from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
 from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
 from curriculoss.models import build_model
+from curriculoss.runlock import run_folder_lock
 
-__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError"]
+__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config"]
 
 
 @dataclass
@@ -108,6 +112,8 @@ def _atomic_write(path: Path, write) -> None:
 def prepare_data(cfg: TrainConfig):
     """The data set of a configuration and its noisy training labels."""
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit)
+    if len(data.y_train) == 0:
+        raise ValueError(f"{cfg.data_dir or cfg.dataset}: the training set is empty; nothing to train on")
     y_true = data.y_train
     if cfg.task == "regression":
         noisy = noise.regression(y_true, cfg.noise_rate, low=float(y_true.min()), high=float(y_true.max()), seed=cfg.seed) \
@@ -134,6 +140,22 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_s
     return total / max(len(x), 1)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The optimisation settings of a configuration, before anything is loaded: a NaN, negative or
+    overflowing rate would train silently on garbage (``lr=nan`` ran to the end with accuracy 0.1) or
+    fail deep in the optimizer (``lr=1e300`` does not fit the float32 parameters)."""
+    check_number("lr", cfg.lr, low=0.0, high=_FLOAT32_MAX, low_open=True)
+    check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
+    check_number("weight_decay", cfg.weight_decay, low=0.0, high=_FLOAT32_MAX)
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def _init_distributed_from_env() -> bool:
     """Under torchrun (``WORLD_SIZE`` > 1) start the default process group; True if this call started it."""
     import torch.distributed as dist
@@ -157,10 +179,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
     (``stopped_early: True``, the epochs trained in ``epochs_trained``).
     """
+    check_config(cfg)
     started = _init_distributed_from_env()
     try:
-        return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
-                      stop_on_divergence=stop_on_divergence)
+        # One run per folder (curriculoss.runlock); only the writing rank holds it.
+        with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
+            return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
+                          stop_on_divergence=stop_on_divergence)
     finally:
         if started:
             import torch.distributed as dist
