@@ -3,7 +3,9 @@
 Each cell is a run folder ``OUT/<method>/rate<r>/seed<s>``; a cell with ``results.json`` is finished and
 never recomputed, an interrupted one resumes from its checkpoint. The summary (mean +- std over seeds of
 the best and final test metric per method and rate) is written as ``summary.md`` and ``summary.csv``,
-and ``summary.png`` plots the final test metric against the noise rate per method.
+and ``summary.png`` plots the final test metric against the noise rate per method. A cell whose run
+collapsed (``diverged`` in its results, see :mod:`curriculoss.divergence`) stays in the means and is
+counted in the table's ``diverged`` column; a single seed prints no standard deviation.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from curriculoss.train import TrainConfig, train
 
-__all__ = ["run_grid", "summarise", "format_table"]
+__all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps"]
 
 
 def cell_dir(out: Path, method: str, rate: float, seed: int) -> Path:
@@ -63,6 +65,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             "method": method, "noise_rate": rate, "seeds": len(group), "metric": group[0]["metric"],
             "best_mean": best.mean(), "best_std": best.std(), "final_mean": final.mean(), "final_std": final.std(),
             "seconds": float(np.mean([g.get("seconds", np.nan) for g in group])),
+            "diverged": int(sum(bool(g.get("diverged", False)) for g in group)),
         })
     return summary
 
@@ -71,18 +74,41 @@ def format_table(summary: list[dict]) -> str:
     """Markdown table: one row per method and noise rate."""
     scale = 100.0 if summary and summary[0]["metric"] == "accuracy" else 1.0
     unit = "test accuracy (%)" if scale == 100.0 else "test MAE"
-    lines = [f"| method | noise | best {unit} | final {unit} | seeds | s/run |", "|---|---|---|---|---|---|"]
+    lines = [f"| method | noise | best {unit} | final {unit} | seeds | diverged | s/run |",
+             "|---|---|---|---|---|---|---|"]
     for s in summary:
+        diverged = s.get("diverged", 0)
+        flag = f"**{diverged}/{s['seeds']}**" if diverged else f"0/{s['seeds']}"
         lines.append(
-            f"| {s['method']} | {s['noise_rate']:.0%} | {scale * s['best_mean']:.2f} ± {scale * s['best_std']:.2f} "
-            f"| {scale * s['final_mean']:.2f} ± {scale * s['final_std']:.2f} | {s['seeds']} | {s['seconds']:.1f} |"
+            f"| {s['method']} | {s['noise_rate']:.0%} | {_pm(s, 'best', scale)} | {_pm(s, 'final', scale)} "
+            f"| {s['seeds']} | {flag} | {s['seconds']:.1f} |"
         )
     return "\n".join(lines)
 
 
+def _pm(s: dict, key: str, scale: float) -> str:
+    """``mean ± std`` over seeds; one seed has no spread to show, so only its value is printed."""
+    if s["seeds"] < 2:
+        return f"{scale * s[key + '_mean']:.2f} (1 seed)"
+    return f"{scale * s[key + '_mean']:.2f} ± {scale * s[key + '_std']:.2f}"
+
+
+def memorisation_gaps(summary: list[dict], method: str = "ce") -> str:
+    """One line per noise rate: ``method``'s best-minus-final test figure (how much it memorised the noise)."""
+    cells = sorted((s for s in summary if s["method"] == method), key=lambda s: s["noise_rate"])
+    if not cells:
+        return ""
+    scale = 100.0 if cells[0]["metric"] == "accuracy" else 1.0
+    sign = 1.0 if cells[0]["metric"] == "accuracy" else -1.0  # MAE: lower is better
+    parts = [f"{c['noise_rate']:.0%} noise {sign * scale * (c['best_mean'] - c['final_mean']):+.2f}" for c in cells]
+    unit = "points" if scale == 100.0 else "MAE"
+    return f"{method} best minus final ({unit}, mean over seeds; memorisation of the noisy labels): " + ", ".join(parts)
+
+
 def write_summary(summary: list[dict], out: str | Path) -> None:
     out = Path(out)
-    (out / "summary.md").write_text(format_table(summary) + "\n")
+    gaps = memorisation_gaps(summary)
+    (out / "summary.md").write_text(format_table(summary) + "\n" + (f"\n{gaps}\n" if gaps else ""))
     with open(out / "summary.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
         writer.writeheader()

@@ -106,7 +106,7 @@ def _tau(text: str) -> str:
 
 def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     from curriculoss.methods import METHODS
-    from curriculoss.models import MODELS
+    from curriculoss.models import DEFAULT_LR, MODELS
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
@@ -136,13 +136,16 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     if grid:
         run.add_argument("--methods", nargs="+", choices=list(METHODS), default=["ce", "superloss", "data-params", "imae"], metavar="METHOD",
                          help=f"choices: {', '.join(METHODS)}")
-        run.add_argument("--seeds", type=int, nargs="+", default=[0])
+        run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                         help="default 0 1 2: mean ± std over 3 seeds")
     else:
         run.add_argument("--method", choices=list(METHODS), default="ce", metavar="METHOD", help=f"choices: {', '.join(METHODS)}")
         run.add_argument("--seed", type=int, default=0)
     run.add_argument("--epochs", type=_positive_int, default=30)
     run.add_argument("--batch-size", type=_positive_int, default=64)
-    run.add_argument("--lr", type=_number(0.0, low_open=True), default=0.1)
+    run.add_argument("--lr", type=_number(0.0, low_open=True), default=None,
+                     help="SGD learning rate (default: per model, " +
+                          ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ", others 0.1; see the README's Defaults)")
     run.add_argument("--weight-decay", type=_number(0.0), default=5e-4)
     run.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
                      help="learning-rate schedule per epoch (default cosine annealing to 0)")
@@ -162,11 +165,16 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--tau", type=_tau, default="avg", help="SuperLoss threshold: avg, ema, logC or a number (default avg)")
     m.add_argument("--lam", type=_number(0.0, low_open=True), default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
     m.add_argument("--no-smoothing", action="store_true", help="turn off SuperLoss's per-sample loss smoothing")
+    m.add_argument("--sl-step", choices=("normalised", "paper"), default="normalised",
+                   help="SuperLoss's batch objective: 'normalised' (default) divides it by the batch's mean sigma* "
+                        "(same per-sample weights, a step never larger than the base loss's); 'paper' is the plain "
+                        "mean, whose step reaches e times the base loss's (see docs/superloss-collapse)")
     m.add_argument("--imae-T", type=_number(0.0, 300.0), default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
     m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
     m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1)
-    m.add_argument("--dp-instance-lr", type=_number(0.0), default=0.1)
+    m.add_argument("--dp-instance-lr", type=_number(0.0), default=10.0,
+                   help="instance-level data-parameter learning rate (default 10, selected on validation splits)")
     m.add_argument("--dp-weight-decay-mode", choices=("per_sample", "per_row"), default="per_sample",
                    help="data-parameter weight decay counted per occurrence in the batch (default, the reference "
                         "implementation's) or once per present row (plain L2)")
@@ -183,17 +191,24 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
 
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
+        sl_normalise=args.sl_step == "normalised",
         imae_T=args.imae_T, dp_level=args.dp_level, dp_class_lr=args.dp_class_lr, dp_instance_lr=args.dp_instance_lr,
         dp_weight_decay_mode=args.dp_weight_decay_mode,
     )
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
         method=method, noise=args.noise, noise_rate=rate, noise_file=args.noise_file, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
+        lr=_default_lr(args), weight_decay=args.weight_decay, seed=seed, options=options,
         augment=args.augment, schedule=args.schedule, milestones=list(args.milestones), gamma=args.gamma,
         warmup=args.warmup, image_size=args.image_size, skip_bad_images=args.skip_bad_images,
         device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers,
     )
+
+
+def _default_lr(args: argparse.Namespace) -> float:
+    from curriculoss.models import default_lr
+
+    return args.lr if args.lr is not None else default_lr(args.model)
 
 
 def _read_json(path: Path, what: str):
@@ -252,15 +267,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
-    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet,
+                    stop_on_divergence=args.stop_on_divergence)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports (and writes the run folder)
         print(json.dumps(results, indent=2))
         print(f"run folder: {run_dir}")
+        return _report_divergence(results)
+    return 0
+
+
+def _report_divergence(results: dict) -> int:
+    """Say loudly that a run collapsed (exit status 3 when --stop-on-divergence stopped it)."""
+    if not results.get("diverged"):
+        return 0
+    print(f"\nDIVERGED in epoch {results['diverged_epoch']}: {results['divergence']}", file=sys.stderr)
+    if results.get("stopped_early"):
+        print(f"stopped after epoch {results['epochs_trained']} of {results['epochs']} (--stop-on-divergence)",
+              file=sys.stderr)
+        return 3
     return 0
 
 
 def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
-    from curriculoss.bench import format_table, run_grid, summarise, write_summary
+    from curriculoss.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
     from curriculoss.train import prepare_data
 
     if args.resume:
@@ -290,6 +319,13 @@ def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
     write_summary(summary, out)
     print(f"\n{base.dataset}, {base.model}, {base.epochs} epochs, {base.noise} noise, seeds {seeds}:\n")
     print(format_table(summary))
+    gaps = memorisation_gaps(summary)
+    if gaps:
+        print(f"\n{gaps}")
+    diverged = sum(s["diverged"] for s in summary)
+    if diverged:
+        print(f"\n{diverged} of {len(rows)} runs DIVERGED (collapsed; counted in the means): see the 'diverged' "
+              "column and each run's results.json")
     print(f"\nsummary: {out / 'summary.md'}, {out / 'summary.csv'}")
     return 0
 
@@ -440,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run, noise_rate=0.4)
     p = sub.add_parser("train", help="one training run into a run folder")
     _add_common(p, grid=False)
+    p.add_argument("--stop-on-divergence", action="store_true",
+                   help="stop the run at the first epoch where it has collapsed (training loss not finite, or "
+                        "training accuracy back at chance after being clearly above it), with exit status 3")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("bench", help="a grid of methods x noise rates x seeds, with a summary table and plot")
     _add_common(p, grid=True)

@@ -6,7 +6,10 @@ to minimise, and exposes per-sample signals of the last batch:
 - ``per_sample_loss``: the task loss of each sample (before any weighting), detached;
 - ``confidence``: the method's per-sample confidence (SuperLoss sigma*, instance data parameter,
   IMAE weight), or ``None``;
-- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``.
+- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``;
+- ``epoch_sums()`` / ``epoch_columns(sums)``: running per-epoch sums, kept as tensors (no host
+  synchronisation per step), turned into the extra ``metrics.csv`` columns of :data:`EPOCH_COLUMNS`
+  at the end of the epoch (NaN where a column does not apply to the method).
 
 Methods are ``nn.Module``s, so their evolving state (thresholds, smoothing buffers, data parameters)
 is in their ``state_dict``. A method needing its own optimizer returns it from ``make_optimizer``.
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curriculoss.data_parameters import DataParameters
+from curriculoss.distributed import all_reduce_sum, is_distributed
 from curriculoss.focal import focal_loss
 from curriculoss.gce import gce_loss
 from curriculoss.imae import imae
@@ -31,7 +35,11 @@ from curriculoss.mae import mae_loss
 from curriculoss.sce import sce_loss
 from curriculoss.superloss import SuperLoss
 
-__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "build_method"]
+__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "EPOCH_COLUMNS", "build_method"]
+
+#: Extra per-epoch metrics: SuperLoss's share of samples at the cap (beta <= -2/e, sigma* = e, the
+#: largest confidence: the whole step is then e times the base loss's) and its mean sigma*.
+EPOCH_COLUMNS = ("sl_cap_share", "sl_mean_sigma")
 
 
 def _regression_output(output: Tensor) -> Tensor:
@@ -74,10 +82,13 @@ class MethodOptions:
     tau: str = "avg"  # 'avg', 'ema', a number, or 'logC'
     lam: float = 1.0
     smoothing: float | None = 0.9  # None: no per-sample smoothing
+    # SuperLoss's batch objective divided by the batch's mean sigma* (a detached constant): the same
+    # per-sample weights (Eq. 4), a step never larger than the base loss's (see SuperLossMethod)
+    sl_normalise: bool = True
     imae_T: float = 8.0
     dp_level: str = "instance"  # the paper's choice under label noise (Sec. 3.4)
     dp_class_lr: float = 0.1
-    dp_instance_lr: float = 0.1
+    dp_instance_lr: float = 10.0  # selected on validation splits (README, "Defaults"; was 0.1)
     dp_class_weight_decay: float = 5e-4
     dp_instance_weight_decay: float = 0.0
     dp_weight_decay_mode: str = "per_sample"  # the reference's: counted once per occurrence in the batch
@@ -91,6 +102,7 @@ class Method(nn.Module):
         self.base = base
         self.per_sample_loss: Tensor | None = None
         self.confidence: Tensor | None = None
+        self._epoch_sums: Tensor | None = None
 
     def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
         loss = self.base(output, target)
@@ -102,6 +114,19 @@ class Method(nn.Module):
 
     def summary(self) -> float | None:
         return None
+
+    def start_epoch(self) -> None:
+        self._epoch_sums = None
+
+    def _accumulate(self, sums: Tensor) -> None:
+        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+
+    def epoch_sums(self) -> Tensor | None:
+        """This epoch's running sums (a float64 tensor, summable over ranks), or ``None``."""
+        return self._epoch_sums
+
+    def epoch_columns(self, sums: Tensor | None) -> dict[str, float]:
+        return {name: float("nan") for name in EPOCH_COLUMNS}
 
 
 class IMAEMethod(Method):
@@ -117,19 +142,51 @@ class IMAEMethod(Method):
 
 
 class SuperLossMethod(Method):
-    def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss):
+    r"""SuperLoss (Eqs. 1-4) on a per-sample base loss, with the step normalised by default.
+
+    The gradient of the paper's batch mean of :math:`SL` w.r.t. sample i's loss is
+    :math:`\sigma^*_i / B`, with :math:`\sigma^*_i \in (0, e]`: when most of a batch is easy
+    (:math:`\beta_i \le -2/e`, as happens when the running threshold 'avg' trails the falling losses
+    early in training) the step is up to e times the base loss's at the same learning rate, and a rate
+    the base loss tolerates can diverge (``docs/superloss-collapse``). With ``normalise=True`` the
+    batch's :math:`SL` is divided by its mean :math:`\sigma^*` (detached, like :math:`\sigma^*`
+    itself), so the model's gradient is :math:`\sum_i w_i \nabla\ell_i` with
+    :math:`w_i = \sigma^*_i / \sum_j \sigma^*_j`: the same relative weights, the step of a weighted
+    mean of the base loss's per-sample gradients, never larger in scale than the base loss's. The
+    paper's protocol trains SuperLoss with the baseline's hyper-parameters; the normalised step makes
+    that learning rate mean the same thing. Under ``torch.distributed`` the mean is over the global batch.
+    ``normalise=False`` is the paper's batch mean of :math:`SL`.
+    """
+
+    def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss, normalise: bool = True):
         super().__init__(base)
         self.criterion = criterion
+        self.normalise = normalise
 
     def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
         loss = self.base(output, target)
         self.per_sample_loss = loss.detach()
         out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
         self.confidence = self.criterion.confidence
+        with torch.no_grad():
+            sigma = self.confidence.to(torch.float64)
+            batch = torch.stack([sigma.sum(), torch.tensor(float(sigma.numel()), dtype=torch.float64,
+                                                           device=sigma.device)])
+            self._accumulate(torch.cat([self.criterion.at_cap.sum().to(torch.float64).reshape(1), batch]))
+        if self.normalise:
+            if is_distributed():  # the global batch's mean sigma*, as one process would see it
+                batch = all_reduce_sum(batch)
+            out = out / (batch[0] / batch[1].clamp_min(1.0)).to(out.dtype)
         return out
 
     def summary(self) -> float | None:
         return float(self.criterion.tau)
+
+    def epoch_columns(self, sums: Tensor | None) -> dict[str, float]:
+        if sums is None or float(sums[2]) == 0:
+            return super().epoch_columns(sums)
+        cap, sigma, count = (float(v) for v in sums)
+        return {"sl_cap_share": cap / count, "sl_mean_sigma": sigma / count}
 
 
 class DataParametersMethod(Method):
@@ -182,7 +239,7 @@ def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> M
         tau=tau, lam=o.lam, num_samples=num_samples if smoothing is not None else None,
         smoothing=smoothing if smoothing is not None else 0.9,
     )
-    return SuperLossMethod(BASE_LOSSES[base], criterion)
+    return SuperLossMethod(BASE_LOSSES[base], criterion, normalise=o.sl_normalise)
 
 
 def _data_params(o: MethodOptions, num_classes: int | None, num_samples: int) -> Method:

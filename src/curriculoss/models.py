@@ -24,7 +24,17 @@ from torch import nn
 import torch.nn.functional as F
 
 __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS",
-           "check_model_name"]
+           "check_model_name", "DEFAULT_LR", "default_lr"]
+
+#: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
+#: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
+DEFAULT_LR = {"mlp": 0.03, "lenet": 0.03, "resnet20": 0.1, "resnet32": 0.1}
+
+
+def default_lr(name: str) -> float:
+    """The default learning rate of model ``name``: :data:`DEFAULT_LR`, else 0.1 (the papers' rate for
+    the WideResNets on CIFAR, and a user's own ``package.module:factory``)."""
+    return DEFAULT_LR.get(name, 0.1)
 
 
 class MLP(nn.Module):

@@ -542,11 +542,22 @@ def _fmt(values: list[float], scale: float) -> str:
     return f"{a.mean():.2f} ± {a.std():.2f}"
 
 
+def _ce_gaps(cells: dict, scale: float, regression: bool) -> str:
+    """CE's best-minus-final test figure per noise rate: how much plain CE memorised the noisy labels."""
+    label = next((lab for lab, _ in cells if lab.split()[0] in ("ce", "l2")), None)
+    if label is None:
+        return ""
+    sign = -1.0 if regression else 1.0
+    parts = [f"{rate:.0%} {sign * scale * (np.mean([r['best'] for r in runs]) - np.mean([r['final'] for r in runs])):+.2f}"
+             for (lab, rate), runs in cells.items() if lab == label]
+    return f"{label} best minus final (mean over seeds; memorisation of the noisy labels): " + ", ".join(parts)
+
+
 def _report(name, preset, base, rates, seeds, cells, out: Path, quick, data_dir, wall, params) -> Path:
     regression = base.task == "regression"
     scale, unit = (1.0, "test MAE") if regression else (100.0, "test accuracy (%)")
-    head = f"| variant | noise | best {unit} | final {unit} |"
-    sep = "|---|---|---|---|"
+    head = f"| variant | noise | best {unit} | final {unit} | diverged |"
+    sep = "|---|---|---|---|---|"
     extra_cols = []
     if not regression:
         extra_cols = ["train acc, noisy labels (%)", "train acc, true labels (%)"]
@@ -558,6 +569,8 @@ def _report(name, preset, base, rates, seeds, cells, out: Path, quick, data_dir,
     lines = [head, sep]
     for (label, rate), runs in cells.items():
         row = f"| {label} | {rate:.0%} | {_fmt([r['best'] for r in runs], scale)} | {_fmt([r['final'] for r in runs], scale)} |"
+        diverged = sum(bool(r.get("diverged", False)) for r in runs)  # collapsed runs stay in the means, counted
+        row += f" **{diverged}/{len(runs)}** |" if diverged else f" 0/{len(runs)} |"
         if not regression:
             row += f" {_fmt([r['train_acc_noisy'] for r in runs], 100)} | {_fmt([r['train_acc_true'] for r in runs], 100)} |"
         if name == "data-params-noise":
@@ -568,6 +581,9 @@ def _report(name, preset, base, rates, seeds, cells, out: Path, quick, data_dir,
         for label in preset.variants:
             curve = np.mean([r["train_acc_curve"] for r in cells[(label, 1.0)]], axis=0)
             lines.append(f"- {label}: " + ", ".join(f"{100 * v:.1f}" for v in curve))
+    gaps = _ce_gaps(cells, scale, regression)
+    if gaps:
+        lines += ["", gaps]
     verdict, rule = preset.verdict(cells) if preset.verdict else ("not judged", "")
     train_s = sum(c.get("seconds", 0.0) for runs in cells.values() for c in runs)
     n_runs = sum(len(runs) for runs in cells.values())

@@ -301,7 +301,9 @@ class SuperLoss(nn.Module):
     State: the threshold, the running sums and counts (float64) and the smoothing buffers are
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
     After each forward, ``.confidence`` holds the batch's :math:`\sigma^*` (detached, shaped like
-    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``).
+    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``), and
+    ``.at_cap`` marks (bool, shaped like ``loss``) the entries whose :math:`\beta` is at or below the
+    cap :math:`-2/e`, i.e. :math:`\sigma^* = e`, the largest confidence (``False`` for ignored entries).
 
     Distributed training (``torch.distributed``, any backend): when ``sync=True`` (default) and a
     process group with more than one process is initialised at the time of ``forward``, the state is
@@ -394,6 +396,7 @@ class SuperLoss(nn.Module):
             self.register_buffer("smoothed_loss", torch.zeros(num_samples, dtype=torch.float64))
             self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         self.confidence = None
+        self._cap_inputs = None
 
     def extra_repr(self) -> str:
         tau = self.tau_mode if self.tau_mode != "fixed" else f"{float(self.tau):g}"
@@ -470,7 +473,18 @@ class SuperLoss(nn.Module):
                 tau = tau.to(_compute_dtype(loss.dtype))  # compute in the loss's precision
         out, sigma = _SuperLossFunction.apply(loss, source, tau, self.lam, self.reduction, keep, self.fused)
         self.confidence = sigma
+        # kept for .at_cap, computed only when asked (no operation added to the step)
+        self._cap_inputs = (loss.detach() if source is None else source, tau, keep)
         return out
+
+    @property
+    def at_cap(self) -> Tensor | None:
+        """Where the last batch's beta was at or below the cap -2/e (sigma* = e); bool, shaped like the loss."""
+        if self._cap_inputs is None:
+            return None
+        source, tau, keep = self._cap_inputs
+        capped = (source - tau.to(source.dtype)) / self.lam <= -2.0 / math.e  # NaN compares False
+        return capped if keep is None else capped & keep
 
     def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:
         if self.tau_mode == "fixed":

@@ -66,7 +66,8 @@ from curriculoss import datasets, noise
 from curriculoss.augment import AUGMENTS, augment as augment_batch
 from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
-from curriculoss.methods import MethodOptions, build_method
+from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
+from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
 from curriculoss.models import build_model, check_model_name
 from curriculoss.runlock import run_folder_lock
 
@@ -110,7 +111,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
-        data["options"] = MethodOptions(**data.get("options", {}))
+        data["options"] = MethodOptions(**_options_before_defaults_changed(data.get("options", {})))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -192,11 +193,19 @@ def _default_augment(cfg: "TrainConfig") -> str:
     return "crop-flip" if cfg.dataset in ("cifar10", "cifar100") else "none"
 
 
+def _options_before_defaults_changed(options: dict[str, Any]) -> dict[str, Any]:
+    """A configuration written before an option existed keeps the behaviour it was trained with."""
+    options = dict(options)
+    options.setdefault("sl_normalise", False)  # SuperLoss's normalised step became the default later
+    return {k: v for k, v in options.items() if k in {f.name for f in fields(MethodOptions)}}
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (corrupt, truncated or from another configuration)."""
 
 
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds")
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
+                  "train_acc_peak", *EPOCH_COLUMNS)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -297,19 +306,25 @@ def _init_distributed_from_env(device: torch.device) -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-          position: int = 0) -> dict[str, Any]:
+          position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
     """Train one model; returns ``{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}``.
 
     With ``run_dir`` the run folder is written; with ``resume=True`` the run continues from its
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
+
+    A run that collapses (:mod:`curriculoss.divergence`: non-finite training loss, or training accuracy
+    back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
+    ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
+    (``stopped_early: True``, the epochs trained in ``epochs_trained``).
     """
     check_config(cfg)
     started = _init_distributed_from_env(resolve_device(cfg.device))
     try:
         # One run per folder (curriculoss.runlock); only the writing rank holds it.
         with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
-            return _train(cfg, run_dir, resume=resume, progress=progress, position=position)
+            return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
+                          stop_on_divergence=stop_on_divergence)
     finally:
         if started:
             import torch.distributed as dist
@@ -318,7 +333,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
 
 def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-           position: int = 0) -> dict[str, Any]:
+           position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     world, rank = dist_utils.world_size(), dist_utils.rank()
@@ -328,6 +343,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     regression = cfg.task == "regression"
     data, noisy = prepare_data(cfg)
     n = len(data.y_train)
+    chance = None if regression else chance_accuracy(noisy.labels, data.num_classes)
 
     dev = resolve_device(cfg.device)
     aug = _default_augment(cfg)
@@ -370,7 +386,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             run_dir.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
-            if not _same_run(state["config"], cfg.to_json()):
+            if not _same_run(TrainConfig.from_json(state["config"]).to_json(), cfg.to_json()):
                 raise CheckpointError(f"{ckpt_path} was written by another configuration; start a new run folder")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -403,6 +419,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         sum_loss, correct_noisy, correct_true = (torch.zeros((), device=dev) for _ in range(3))
         lr = optimizer.param_groups[0]["lr"]
         local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
+        method.start_epoch()
+        window_correct, window_sizes = [], []  # per batch, for the divergence check's quarter-epoch accuracy
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if distributed:
@@ -445,7 +463,10 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                         conf_signal[epoch, idx] = method.confidence.float()
                 sum_loss += method.per_sample_loss.sum()
                 pred = out.squeeze(-1).round() if regression else out.argmax(1)
-                correct_noisy += (pred == yb).sum()
+                batch_correct = (pred == yb).sum()
+                correct_noisy += batch_correct
+                window_correct.append(batch_correct)
+                window_sizes.append(len(global_idx) if distributed else len(idx))
                 correct_true += (pred == y_clean[idx]).sum()
             bar.update(1)
         scheduler.step()
@@ -465,6 +486,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             "epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / n, "train_acc_noisy": sums[1] / n,
             "train_acc_true": sums[2] / n, "test_metric": sums[3] / max(len(x_test), 1),
             "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
+            **_window_columns(window_correct, window_sizes, distributed),
+            **_epoch_columns(method, distributed),
         }
         history.append(row)
         bar.set_postfix(test=f"{row['test_metric']:.4f}")
@@ -483,13 +506,16 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             state = _to_cpu(state)
             _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
             _write_metrics(run_dir, history)
+        if stop_on_divergence and find_divergence(history, chance)[0] is not None:
+            break
     bar.close()
 
     metric = "mae" if regression else "accuracy"
     tests = [r["test_metric"] for r in history]
     best = min(tests) if regression else max(tests)
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
-               "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history)}
+               "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
+               **_divergence_results(history, chance, cfg.epochs)}
     if run_dir is not None and writer:
         _atomic_write(run_dir / "signals.npz", lambda fh: np.savez(
             fh, loss=loss_signal.cpu().numpy(), confidence=conf_signal.cpu().numpy(), labels=np.asarray(noisy.labels),
@@ -497,6 +523,32 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[str, float]:
+    """Best quarter-epoch training accuracy (noisy labels), for the divergence check."""
+    if correct:  # one host transfer per epoch
+        stacked = torch.stack(correct).double()
+        correct = (dist_utils.all_reduce_sum(stacked) if distributed else stacked).tolist()
+    return {"train_acc_peak": window_accuracies(correct, sizes)[0]}
+
+
+def _divergence_results(history: list[dict[str, float]], chance: float | None, epochs: int) -> dict[str, Any]:
+    epoch, reason = find_divergence(history, chance, complete=len(history) == epochs)
+    out: dict[str, Any] = {"diverged": epoch is not None, "diverged_epoch": epoch}
+    if epoch is not None:
+        out["divergence"] = f"{reason}; {ADVICE}"
+    if len(history) < epochs:
+        out.update(stopped_early=True, epochs_trained=len(history))
+    return out
+
+
+def _epoch_columns(method, distributed: bool) -> dict[str, float]:
+    """The method's extra metrics of the epoch (e.g. SuperLoss's share at the cap), over every rank."""
+    sums = method.epoch_sums()
+    if distributed and sums is not None:
+        sums = dist_utils.all_reduce_sum(sums)
+    return method.epoch_columns(sums)
 
 
 def _gather_epoch(epoch: int, idx: list, loss: list, conf: list, loss_signal: torch.Tensor,

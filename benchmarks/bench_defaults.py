@@ -1,0 +1,293 @@
+"""The defaults grid: does every method train, with the command line's defaults, on every data set?
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py [--mnist DIR] [--out runs/bench_defaults] [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py --select [...]   # how the defaults were chosen
+
+Every cell is one ``curriculoss train`` run configured exactly as the command line configures it when
+given only ``--dataset/--data-dir/--model/--method/--noise-rate/--seed`` (the script asks the CLI's own
+parser for the configuration), so the grid measures the defaults a user gets. Data sets:
+
+- ``digits``: scikit-learn's 8x8 digits (built in), MLP and LeNet-5;
+- ``digits-moved``: the same digits rotated by up to +-20 degrees and shifted by up to one pixel
+  (generated, an npz), MLP and LeNet-5;
+- ``tabular``: 3,000 samples of 20 features in 10 classes from ``sklearn.datasets.make_classification``
+  (generated, a csv), MLP;
+- with ``--mnist DIR``: ``mnist-3k`` (the first 3,000 MNIST training images, 2,000 test images, an
+  npz), LeNet-5, and ``mnist-14px`` (the same images average-pooled to 14x14), MLP.
+
+Noise 0 % and 40 % symmetric; methods ce, mae, gce, sce, focal, imae, superloss, data-params. The table
+(``OUT/defaults.md``) gives the final test accuracy per cell, CE's best-minus-final gap, and marks a
+cell that collapsed (``diverged`` in its results, or final accuracy at chance) in bold.
+
+``--select`` is how the defaults were chosen, never on a test set: each candidate trains on 80 % of the
+training set and is scored on the other 20 % with labels carrying the same 40 % noise (as ``curriculoss
+reproduce --tune`` does), seed 100; per model, the learning rate with the best mean final validation
+accuracy over every data set and method wins among the candidates with the fewest collapsed runs
+(diverged, or final accuracy at chance); then the data parameters' instance learning rate, at that
+learning rate, by the same rule. Results in ``OUT/selection.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
+RATES = [0.0, 0.4]
+LR_CANDIDATES = [0.1, 0.03, 0.01]
+DP_INSTANCE_LR_CANDIDATES = [0.1, 1.0, 10.0]
+
+
+def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[str]]]:
+    """name -> (--dataset, --data-dir, models); generated files are written once under ``root``."""
+    from curriculoss import datasets
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = {"digits": ("digits", "", ["mlp", "lenet"])}
+
+    moved = root / "digits-moved.npz"
+    if not moved.exists():
+        from scipy import ndimage
+
+        d = datasets.load("digits")
+        rng = np.random.default_rng(0)
+
+        def move(x):
+            res = np.empty_like(x)
+            for i, img in enumerate(x[:, 0]):
+                img = ndimage.rotate(img, rng.uniform(-20, 20), reshape=False, order=1, mode="nearest")
+                res[i, 0] = ndimage.shift(img, rng.integers(-1, 2, size=2), order=0, mode="nearest")
+            return res
+
+        np.savez(moved, x=move(d.x_train), y=d.y_train, x_test=move(d.x_test), y_test=d.y_test)
+    out["digits-moved"] = ("npz", str(moved), ["mlp", "lenet"])
+
+    tab = root / "tabular"
+    if not (tab / "train.csv").exists():
+        from sklearn.datasets import make_classification
+
+        x, y = make_classification(n_samples=4000, n_features=20, n_informative=12, n_redundant=4, n_classes=10,
+                                   n_clusters_per_class=1, class_sep=1.5, random_state=0)
+        tab.mkdir(parents=True, exist_ok=True)
+        for name, part in (("train", slice(0, 3000)), ("test", slice(3000, None))):
+            np.savetxt(tab / f"{name}.csv", np.column_stack([x[part], y[part]]), delimiter=",", fmt="%.6g",
+                       header=",".join([f"f{i}" for i in range(20)] + ["label"]), comments="")
+    out["tabular"] = ("csv", str(tab), ["mlp"])
+
+    if mnist:
+        full, small = root / "mnist-3k.npz", root / "mnist-14px.npz"
+        if not small.exists():
+            d = datasets.load("idx", data_dir=mnist, limit=3000)
+            np.savez(full, x=d.x_train, y=d.y_train, x_test=d.x_test[:2000], y_test=d.y_test[:2000])
+            pool = lambda x: x.reshape(len(x), 1, 14, 2, 14, 2).mean(axis=(3, 5))  # noqa: E731
+            np.savez(small, x=pool(d.x_train), y=d.y_train, x_test=pool(d.x_test[:2000]), y_test=d.y_test[:2000])
+        out["mnist-3k"] = ("npz", str(full), ["lenet"])
+        out["mnist-14px"] = ("npz", str(small), ["mlp"])
+    return out
+
+
+def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
+    """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
+    from curriculoss.cli import _config, build_parser
+
+    argv = ["train", "--dataset", dataset, "--model", model, "--method", method, "--noise-rate", str(rate),
+            "--seed", str(seed), *(["--data-dir", data_dir] if data_dir else []), *extra]
+    args = build_parser().parse_args(argv)
+    return _config(args, method, rate, seed)
+
+
+def run_one(job: tuple) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from curriculoss.train import train
+
+    cfg, folder = job
+    done = Path(folder) / "results.json"
+    if done.exists():
+        return _recheck(json.loads(done.read_text()), Path(folder))
+    return train(cfg, folder, resume=True, progress=False)
+
+
+def _recheck(results: dict, folder: Path) -> dict:
+    """A finished run read back: its divergence re-judged by the current rule (metrics.csv, labels)."""
+    import csv
+
+    from curriculoss.divergence import chance_accuracy, find_divergence
+
+    with open(folder / "metrics.csv") as fh:
+        history = list(csv.DictReader(fh))
+    labels = np.load(folder / "signals.npz")["labels"]
+    epoch, _ = find_divergence(history, chance_accuracy(labels, int(labels.max()) + 1), complete=True)
+    return {**results, "diverged": epoch is not None, "diverged_epoch": epoch}
+
+
+def run_all(jobs: list[tuple], n_jobs: int) -> list[dict]:
+    if n_jobs <= 1:
+        return [run_one(j) for j in jobs]
+    with ProcessPoolExecutor(n_jobs) as pool:
+        return list(pool.map(run_one, jobs))
+
+
+def collapsed(results: dict) -> bool:
+    """A diverged run, or one whose final accuracy is within 2 points of 10-class chance."""
+    return bool(results.get("diverged")) or not math.isfinite(results["final"]) or results["final"] <= 0.12
+
+
+def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
+    from curriculoss.reproduce import _validation_split
+
+    seed, rate = 100, 0.4
+    lines = ["# Selection of the defaults (validation split, 40 % noise, seed 100)", ""]
+    splits = {}
+    for name, (dataset, data_dir, models) in data.items():
+        base = cli_config(dataset, data_dir, models[0], "ce", rate, seed, epochs_flag)
+        splits[name] = str(_validation_split(base, out / "select" / name, 0.2))
+
+    def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]], rate: float = rate,
+             only: set[str] | None = None):
+        jobs, keys = [], []
+        for name, (_, _, models) in data.items():
+            for model in models:
+                if only is not None and model not in only:
+                    continue
+                for label, extra in variants:
+                    for method in methods:
+                        cfg = cli_config("npz", splits[name], model, method, rate, seed,
+                                         [*extra_per_model.get(model, []), *extra, *epochs_flag])
+                        lr = "".join(extra_per_model.get(model, [])[1:])
+                        folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
+                        if rate != 0.4:
+                            folder = out / "select" / f"rate{rate:g}" / name / model / label / method
+                        jobs.append((cfg, str(folder)))
+                        keys.append((name, model, label, method))
+        return dict(zip(keys, run_all(jobs, n_jobs)))
+
+    t0 = time.perf_counter()
+    models = sorted({m for _, _, ms in data.values() for m in ms})
+    lr_runs = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
+    # 0 % noise as well, for the models and candidates given (a rate fine at 40 % can kill a run at 0 %)
+    for model, lrs in zero_noise.items():
+        clean = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
+        lines += [f"{model} at 0 % noise (the validation labels keep their 40 % noise):", ""]
+        for lr in lrs:
+            cells = {k: v for k, v in clean.items() if k[2] == f"lr{lr:g}"}
+            bad = [f"{k[3]} on {k[0]}" for k, v in cells.items() if collapsed(v)]
+            lines.append(f"- lr {lr:g}: mean final val. acc {100 * np.mean([v['final'] for v in cells.values()]):.2f} %, "
+                         f"collapsed: {', '.join(bad) or 'none'}")
+            for k, v in cells.items():  # counted with the 40 % runs below
+                lr_runs[(k[0], k[1], k[2], k[3] + "@0")] = v
+        lines.append("")
+        for lr in LR_CANDIDATES:  # candidates not run at 0 % are out
+            if lr not in lrs:
+                for k in [k for k in lr_runs if k[1] == model and k[2] == f"lr{lr:g}"]:
+                    lr_runs[k] = {**lr_runs[k], "final": -1.0}
+    chosen_lr = {}
+    lines += ["## Learning rate per model (every method, every data set)", "",
+              "| model | lr | mean final val. acc (%) | worst cell | collapsed runs | chosen |", "|---|---|---|---|---|---|"]
+    for model in models:
+        scores = {}
+        for lr in LR_CANDIDATES:
+            cells = {k: v for k, v in lr_runs.items() if k[1] == model and k[2] == f"lr{lr:g}"}
+            finals = [v["final"] for v in cells.values()]
+            worst = min(cells, key=lambda k: cells[k]["final"])
+            scores[lr] = (float(np.mean(finals)), sum(collapsed(v) for v in cells.values()), worst, cells[worst]["final"])
+        chosen_lr[model] = min(LR_CANDIDATES, key=lambda lr: (scores[lr][1], -scores[lr][0]))
+        for lr in LR_CANDIDATES:
+            mean, bad, worst, wv = scores[lr]
+            if model in zero_noise and lr not in zero_noise[model]:
+                lines.append(f"| {model} | {lr:g} | not run at 0 % noise: out | | | |")
+                continue
+            lines.append(f"| {model} | {lr:g} | {100 * mean:.2f} | {worst[3]} on {worst[0]}: {100 * wv:.1f} | {bad} | "
+                         f"{'**yes**' if lr == chosen_lr[model] else ''} |")
+    per_model = {m: ["--lr", str(chosen_lr[m])] for m in models}
+    dp_runs = grid(per_model, ["data-params"], [(f"dpi{v:g}", ["--dp-instance-lr", str(v)]) for v in DP_INSTANCE_LR_CANDIDATES])
+    lines += ["", "## Data parameters: instance learning rate (at the chosen learning rates)", "",
+              "| instance lr | mean final val. acc (%) | collapsed runs | chosen |", "|---|---|---|---|"]
+    scores = {}
+    for v in DP_INSTANCE_LR_CANDIDATES:
+        cells = [r for k, r in dp_runs.items() if k[2] == f"dpi{v:g}"]
+        scores[v] = (float(np.mean([c["final"] for c in cells])), sum(collapsed(c) for c in cells))
+    best = min(DP_INSTANCE_LR_CANDIDATES, key=lambda v: (scores[v][1], -scores[v][0]))
+    for v in DP_INSTANCE_LR_CANDIDATES:
+        lines.append(f"| {v:g} | {100 * scores[v][0]:.2f} | {scores[v][1]} | {'**yes**' if v == best else ''} |")
+    lines += ["", f"Chosen: lr {chosen_lr}, data-parameter instance lr {best:g} "
+              f"({(time.perf_counter() - t0) / 60:.1f} min)."]
+    (out / "selection.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str]) -> None:
+    jobs, keys = [], []
+    for name, (dataset, data_dir, models) in data.items():
+        for model in models:
+            for rate in RATES:
+                for method in METHODS:
+                    for seed in seeds:
+                        cfg = cli_config(dataset, data_dir, model, method, rate, seed, epochs_flag)
+                        jobs.append((cfg, str(out / "grid" / name / model / f"rate{rate:g}" / method / f"seed{seed}")))
+                        keys.append((name, model, rate, method, seed))
+    t0 = time.perf_counter()
+    results = dict(zip(keys, run_all(jobs, n_jobs)))
+    wall = time.perf_counter() - t0
+    cfg0 = jobs[0][0]
+    head = "| data set | model | noise | " + " | ".join(METHODS) + " | CE best - final |"
+    lines = [f"Final test accuracy (%), mean over seeds {seeds}; **bold**: a collapsed run (diverged, or final "
+             f"accuracy at chance) in the cell. CLI defaults: epochs {cfg0.epochs}, batch {cfg0.batch_size}, "
+             f"momentum {cfg0.momentum}, weight decay {cfg0.weight_decay}, cosine schedule; lr per model as "
+             "`curriculoss train` picks it.", "", head, "|" + "---|" * (len(METHODS) + 4)]
+    n_collapsed = 0
+    for name, (_, _, models) in data.items():
+        for model in models:
+            for rate in RATES:
+                cells = []
+                for method in METHODS:
+                    runs = [results[(name, model, rate, method, s)] for s in seeds]
+                    value = f"{100 * np.mean([r['final'] for r in runs]):.1f}"
+                    bad = sum(collapsed(r) for r in runs)
+                    n_collapsed += bad
+                    cells.append(f"**{value} ({bad} collapsed)**" if bad else value)
+                ce = [results[(name, model, rate, "ce", s)] for s in seeds]
+                gap = 100 * (np.mean([r["best"] for r in ce]) - np.mean([r["final"] for r in ce]))
+                lines.append(f"| {name} | {model} | {rate:.0%} | " + " | ".join(cells) + f" | {gap:+.1f} |")
+    lines += ["", f"{len(jobs)} runs, {n_collapsed} collapsed; {wall / 60:.1f} min wall with {n_jobs} process(es)."]
+    (out / "defaults.md").write_text("\n".join(lines) + "\n")
+    (out / "defaults.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist", help="MNIST IDX directory (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
+    parser.add_argument("--out", default="runs/bench_defaults")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
+    parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
+    parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
+    parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03"], metavar="MODEL:LR,LR",
+                        help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03)")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    out = Path(args.out)
+    data = make_data(out / "data", args.mnist)
+    if args.only:
+        data = {k: v for k, v in data.items() if k in args.only}
+    epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
+    if args.select:
+        zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
+        select(data, out, args.jobs, epochs_flag, zero)
+    else:
+        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

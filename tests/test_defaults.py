@@ -1,0 +1,24 @@
+"""The command line's defaults: learning rate per model, 3 seeds for bench, SuperLoss's normalised step."""
+from curriculoss.cli import _config, build_parser
+from curriculoss.models import DEFAULT_LR, MODELS
+
+
+def _cfg(*argv):
+    args = build_parser().parse_args(["train", *argv])
+    return _config(args, args.method, args.noise_rate, args.seed)
+
+
+def test_learning_rate_defaults_per_model_and_a_given_lr_wins():
+    assert set(DEFAULT_LR) == set(MODELS)
+    for model in MODELS:
+        assert _cfg("--model", model).lr == DEFAULT_LR[model]
+        assert _cfg("--model", model, "--lr", "0.005").lr == 0.005
+
+
+def test_bench_runs_three_seeds_by_default():
+    assert build_parser().parse_args(["bench"]).seeds == [0, 1, 2]
+
+
+def test_superloss_step_defaults_to_normalised():
+    assert _cfg("--method", "superloss").options.sl_normalise is True
+    assert _cfg("--method", "superloss", "--sl-step", "paper").options.sl_normalise is False
