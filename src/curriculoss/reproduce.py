@@ -62,6 +62,9 @@ class Preset:
 
 
 def _opts(**kw) -> MethodOptions:
+    # A reproduction trains the papers' methods as published: SuperLoss's batch mean of Eq. 1, not the
+    # command line's normalised step (its default since the collapse study, docs/superloss-collapse).
+    kw.setdefault("sl_normalise", False)
     return MethodOptions(**kw)
 
 
