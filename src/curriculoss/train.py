@@ -9,7 +9,8 @@ Run folder::
 
     args.json      the configuration
     metrics.csv    one row per epoch
-    signals.npz    loss and confidence (epochs x N), labels, true_labels, noise_mask
+    signals.npz    loss, confidence and margin (epochs x N), labels, predicted, true_labels, noise_mask
+                   (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     curves.png     learning curves (with matplotlib installed)
@@ -46,6 +47,7 @@ from curriculoss import datasets, noise
 from curriculoss import distributed as dist_utils
 from curriculoss.methods import MethodOptions, build_method
 from curriculoss.models import build_model
+from curriculoss.recorder import Recorder
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError"]
 
@@ -182,8 +184,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     method_optimizer = method.make_optimizer()
 
     history: list[dict[str, float]] = []
-    loss_signal = torch.full((cfg.epochs, n), float("nan"))
-    conf_signal = torch.full((cfg.epochs, n), float("nan"))
+    recorder = Recorder(n)  # the per-sample signals, exactly as a user's own loop records them
     start_epoch = 0
 
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
@@ -201,7 +202,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             if method_optimizer is not None:
                 method_optimizer.load_state_dict(state["method_optimizer"])
             history = state["history"]
-            loss_signal, conf_signal = state["loss_signal"], state["conf_signal"]
+            recorder.load_state_dict(_recorder_state(state, n))
             start_epoch = state["epoch"]
             torch.set_rng_state(state["rng"]["torch"])
         if writer:
@@ -217,7 +218,6 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         # Running sums stay tensors: one host synchronisation per epoch, not per step.
         sum_loss, correct_noisy, correct_true = torch.zeros(()), torch.zeros(()), torch.zeros(())
         lr = optimizer.param_groups[0]["lr"]
-        local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if distributed:
@@ -236,29 +236,21 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             if method_optimizer is not None:
                 method_optimizer.step()
             with torch.no_grad():
-                if distributed:
-                    local_idx.append(idx)
-                    local_loss.append(method.per_sample_loss.float())
-                    local_conf.append(method.confidence.float() if method.confidence is not None
-                                      else torch.full((len(idx),), float("nan")))
-                else:
-                    loss_signal[epoch, idx] = method.per_sample_loss.float()
-                    if method.confidence is not None:
-                        conf_signal[epoch, idx] = method.confidence.float()
+                recorder.update(idx, out, yb, confidence=method.confidence, loss=method.per_sample_loss)
                 sum_loss += method.per_sample_loss.sum()
                 pred = out.squeeze(-1).round() if regression else out.argmax(1)
                 correct_noisy += (pred == yb).sum()
                 correct_true += (pred == y_clean[idx]).sum()
             bar.update(1)
         scheduler.step()
+        recorder.end_epoch()  # distributed: gathers every rank's shard
         if distributed:
-            _gather_epoch(epoch, local_idx, local_loss, local_conf, loss_signal, conf_signal)
             sums = dist_utils.all_reduce_sum(torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double()]))
             sum_loss, correct_noisy, correct_true = sums.unbind()
             # summary() reads the last batch's signals: give it the global batch's, as one process has them.
-            method.per_sample_loss = loss_signal[epoch, global_idx]
+            method.per_sample_loss = recorder.last("loss")[global_idx]
             if method.confidence is not None:
-                method.confidence = conf_signal[epoch, global_idx]
+                method.confidence = recorder.last("confidence")[global_idx]
         stat = method.summary()
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": float(sum_loss) / n, "train_acc_noisy": float(correct_noisy) / n,
@@ -273,7 +265,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "method": method.state_dict(),
                 "method_optimizer": method_optimizer.state_dict() if method_optimizer is not None else None,
-                "history": history, "loss_signal": loss_signal, "conf_signal": conf_signal,
+                "history": history, "recorder": recorder.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
             }
             _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
@@ -286,22 +278,22 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history)}
     if run_dir is not None and writer:
-        _atomic_write(run_dir / "signals.npz", lambda fh: np.savez(
-            fh, loss=loss_signal.numpy(), confidence=conf_signal.numpy(), labels=np.asarray(noisy.labels),
-            true_labels=np.asarray(data.y_train), noise_mask=np.asarray(noisy.mask)))
+        recorder.save(run_dir / "signals.npz", labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
+                      noise_mask=np.asarray(noisy.mask))
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
 
 
-def _gather_epoch(epoch: int, idx: list, loss: list, conf: list, loss_signal: torch.Tensor,
-                  conf_signal: torch.Tensor) -> None:
-    """Every rank's per-sample signals of the epoch into every rank's signal tables (O(N / K) per rank)."""
-    if not idx:
-        return
-    g_idx, g_loss, g_conf = dist_utils.all_gather_cat(torch.cat(idx), torch.cat(loss), torch.cat(conf))
-    loss_signal[epoch, g_idx] = g_loss
-    conf_signal[epoch, g_idx] = g_conf
+def _recorder_state(state: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    """The recorder's state of a checkpoint; one written before the recorder (``loss_signal`` and
+    ``conf_signal``, ``(epochs, N)`` with NaN rows ahead) gives its finished epochs and no margins."""
+    if "recorder" in state:
+        return state["recorder"]
+    done = state["epoch"]
+    loss, conf = state["loss_signal"][:done], state["conf_signal"][:done]
+    return {"loss": loss, "confidence": conf, "margin": torch.full_like(loss, float("nan")),
+            "labels": torch.full((n,), -1, dtype=torch.int64), "predicted": torch.full((n,), -1, dtype=torch.int64)}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
