@@ -99,9 +99,11 @@ def select_epochs(margin, *, max_samples: int = 100_000) -> int:
     1. the learning phase ends at the first epoch whose number of misfit samples (margin < 0) is at
        least 90 % of the previous epoch's: the easy samples are learnt and the count has stopped
        falling fast (on clean data that is once nearly everything is learnt);
-    2. from there on, the window ``[0, e)`` is the one whose AUM scores split best into two groups
-       (largest Otsu effectiveness, between-group over total variance): long enough to average out
-       the epoch-to-epoch noise, short enough that the memorised epochs do not blur the groups.
+    2. among the windows ``[0, e)`` at least twice that long (so that a clean sample learnt by the
+       end of the learning phase is misfit in at most half the window: its AUM is positive), the
+       one whose AUM scores split best into two groups (largest Otsu effectiveness, between-group
+       over total variance): long enough to average out the epoch-to-epoch noise, short enough that
+       the memorised epochs do not blur the groups.
 
     Args:
         margin: ``(epochs, N)`` margins (``signals.npz``'s ``margin``).
@@ -122,6 +124,7 @@ def select_epochs(margin, *, max_samples: int = 100_000) -> int:
         if misfit[e] >= 0.9 * misfit[e - 1]:
             start = e + 1
             break
+    start = min(epochs, 2 * start)
     cum = np.cumsum(np.where(finite, m, 0.0), 0)
     seen = np.cumsum(finite, 0)
     best, best_e = -1.0, start
