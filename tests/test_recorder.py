@@ -203,3 +203,14 @@ def test_own_loop_flags_what_the_harness_flags(tmp_path):
         np.testing.assert_allclose(own[key], harness[key], rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=key)
     s_own, s_harness = flag.run_scores(own)[1], flag.run_scores(harness, method="ce")[1]
     np.testing.assert_array_equal(flag.find_label_issues(s_own, score="aum"), flag.find_label_issues(s_harness, score="aum"))
+
+
+def test_recorder_and_flag_import_no_harness():
+    import subprocess
+    import sys
+
+    code = ("import sys, curriculoss.recorder, curriculoss.flag; "
+            "bad = [m for m in ('cli', 'train', 'bench', 'reproduce', 'methods', 'datasets', 'models') "
+            "if 'curriculoss.' + m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
