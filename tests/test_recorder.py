@@ -214,3 +214,24 @@ def test_recorder_and_flag_import_no_harness():
             "if 'curriculoss.' + m in sys.modules]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_flag_command_on_a_run_folder_and_on_old_signals(tmp_path, capsys):
+    cfg = TrainConfig(dataset="digits", model="mlp", method="superloss", noise="pair", noise_rate=0.2, epochs=3, seed=0)
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    assert main(["flag", str(run)]) == 0
+    assert "scored by 'aum'" in capsys.readouterr().out  # SuperLoss runs are ranked by AUM too
+    signals = dict(np.load(run / "signals.npz"))
+    _, scores = flag.run_scores(signals, method="superloss")
+    suspects = np.genfromtxt(run / "suspects.csv", delimiter=",", names=True, dtype=None)
+    flagged = np.zeros(len(scores), bool)
+    flagged[suspects["index"][suspects["flagged"] == 1]] = True
+    np.testing.assert_array_equal(flagged, flag.find_label_issues(scores, score="aum"))
+    assert main(["flag", str(run), "--score", "superloss", "--window", "all"]) == 0
+    old = tmp_path / "old"
+    old.mkdir()
+    np.savez(old / "signals.npz", **{k: v for k, v in signals.items() if k != "margin"})
+    with pytest.raises(SystemExit, match="margin"):
+        main(["flag", str(old)])
+    assert main(["flag", str(old / "signals.npz"), "--score", "loss"]) == 0
