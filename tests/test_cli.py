@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from curriculoss.cli import main
+from curriculoss.runlock import RunFolderInUse
 from curriculoss.train import CheckpointError, TrainConfig, load_checkpoint, train
 
 TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
@@ -150,3 +151,164 @@ def test_bad_arguments_are_clear_errors_and_write_nothing(tmp_path, capsys, argv
 def test_module_entry_point_matches_console_script():
     proc = subprocess.run([sys.executable, "-m", "curriculoss", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "bench" in proc.stdout and "train" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Robustness (issue 15): one run per folder, validated rates, one-line errors, closed pipes, grid duplicates
+# ----------------------------------------------------------------------------------------------------------
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr", "1e300"], "--lr"), (["--lr", "0"], "--lr"),
+    (["--lr", "inf"], "--lr"), (["--weight-decay", "-1e-4"], "--weight-decay"), (["--lam", "0"], "--lam"),
+    (["--imae-T", "360"], "--imae-T"), (["--dp-instance-lr", "-1"], "--dp-instance-lr"),
+    (["--dp-class-lr", "nan"], "--dp-class-lr"), (["--tau", "nan"], "--tau"),
+])
+def test_non_finite_or_negative_rates_are_refused(tmp_path, capsys, argv, flag):
+    # The reproduction: `train --lr nan` exited 0 with best accuracy 0.1; --lr 1e300 ended in a traceback.
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *TINY, *argv, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"curriculoss: error: argument {flag}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("nan")), ("lr", -0.1), ("lr", 1e300), ("momentum", 1.0),
+                                         ("weight_decay", float("inf")), ("epochs", 0)])
+def test_train_api_checks_the_configuration(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        train(TrainConfig(**{"limit": 50, "epochs": 1, field: value}), tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def _wait_for_lock(folder: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        lock = folder / ".lock"
+        if lock.exists() and lock.read_text().strip() == str(proc.pid):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the first run never locked {folder} (exit {proc.poll()})")
+
+
+def test_second_run_on_a_folder_in_use_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = _spawn_train(out)  # data-params, 6 epochs
+    try:
+        _wait_for_lock(out, proc)
+        # the reproduction: a second train on the same --out used to interleave its files with the first's
+        assert main(["train", *TINY, "--method", "superloss", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"run folder {out} is in use by another run (process {proc.pid}" in err
+        with pytest.raises(RunFolderInUse, match="in use"):  # through the API too
+            train(TrainConfig(limit=50, epochs=1), out, progress=False)
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # the first run's files are its own, and its lock, left behind by SIGKILL, is stale: the kernel
+    # released it, so --resume takes the folder over
+    assert json.loads((out / "args.json").read_text())["method"] == "data-params"
+    assert (out / ".lock").read_text().strip() == str(proc.pid)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["epochs"] == 6
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        assert main(["train", *TINY, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"curriculoss: error: {out}: ") and err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores directory permissions")
+def test_out_in_a_read_only_folder_is_a_one_line_error(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["train", *TINY, "--out", str(ro / "run")]) == 2
+        assert capsys.readouterr().err.startswith(f"curriculoss: error: {ro / 'run'}: ")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_bad_files_name_themselves(tmp_path, capsys):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("f,label\n1.5,0\n2.5,1\n\xe9t\xe9,1\n".encode("latin-1"))
+    assert main(["train", *TINY, "--dataset", "csv", "--data-dir", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert f"curriculoss: error: {bad}: not UTF-8" in capsys.readouterr().err
+    noise = tmp_path / "noise.csv"
+    noise.write_bytes(b"\xff\xfe1\n")
+    assert main(["train", *TINY, "--noise", "file", "--noise-file", str(noise), "--out", str(tmp_path / "o")]) == 2
+    assert f"curriculoss: error: {noise}: not UTF-8" in capsys.readouterr().err
+    # a broken args.json, for --resume and for flag; a broken grid.json for bench --resume
+    run = tmp_path / "run"
+    run.mkdir()
+    for text in ('{"method": "ce",', "[1, 2]", '{"lr": "fast"}', '{"lr": NaN}'):
+        (run / "args.json").write_text(text)
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--resume", str(run), "--quiet"])
+        assert str(exc.value).startswith(f"curriculoss: error: {run / 'args.json'}: ")
+    for name in ("signals.npz", "checkpoint.pt"):
+        (run / name).write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        main(["flag", str(run)])
+    assert str(exc.value).startswith(f"curriculoss: error: {run / 'args.json'}: ")
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "grid.json").write_bytes(b"\x80{")
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--resume", str(tmp_path / "grid"), "--quiet"])
+    assert str(exc.value).startswith(f"curriculoss: error: {tmp_path / 'grid' / 'grid.json'}: ")
+
+
+def test_regression_base_loss_on_classification_and_empty_training_set(tmp_path, capsys):
+    assert main(["train", *TINY, "--method", "superloss", "--base-loss", "l2", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("curriculoss: error: --base-loss l2 does not fit a classification task") and err.count("\n") == 1
+    assert main(["train", *TINY, "--task", "regression", "--method", "superloss", "--base-loss", "ce",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "--base-loss ce does not fit a regression task" in capsys.readouterr().err
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 3)), y=np.zeros(0, np.int64), x_test=np.ones((4, 3)), y_test=np.arange(4) % 2)
+    assert main(["train", *TINY, "--dataset", "npz", "--data-dir", str(empty), "--out", str(tmp_path / "c")]) == 2
+    assert f"curriculoss: error: {empty}: the training set is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reader", ["head -1", "true"])
+def test_closed_pipe_exits_quietly(tmp_path, reader):
+    cmd = (f"set -o pipefail; {sys.executable} -m curriculoss train --limit 100 --epochs 1 --quiet "
+           f"--out {tmp_path / 'run'} | {reader}")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=ENV, timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.stderr == ""
+    assert proc.returncode in (0, 141)  # 141: ended by the closed pipe, like `yes | head -1`
+
+
+def test_bench_repeated_values_are_one_run(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["bench", *TINY, "--epochs", "1", "--methods", "ce", "ce", "--noise-rates", "0.4", "0.4",
+                 "--seeds", "0", "0", "--out", str(out)]) == 0
+    assert "--seeds repeats values; using 0" in capsys.readouterr().err
+    with open(out / "summary.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and rows[0]["seeds"] == "1"
+    assert json.loads((out / "grid.json").read_text())["seeds"] == [0]
+
+
+def test_run_folder_lock_is_exclusive_and_released(tmp_path):
+    from curriculoss.runlock import run_folder_lock
+
+    with run_folder_lock(tmp_path / "r"):
+        assert (tmp_path / "r" / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(RunFolderInUse, match=f"run folder {tmp_path / 'r'} is in use .*process {os.getpid()}"):
+            with run_folder_lock(tmp_path / "r"):
+                pass
+    with run_folder_lock(tmp_path / "r"):  # released on exit
+        pass

@@ -60,6 +60,42 @@ def test_eqs_3_4_5_against_autograd(level):
         torch.testing.assert_close(_dense(dp.log_instance_sigma.grad), exp, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("level", ["class", "instance", "joint"])
+def test_every_logit_dtype_against_eqs_3_4_5(level, dtype):
+    # The parameters stay float32 (a model in half precision keeps its data parameters in float32);
+    # the logits come back in their own dtype, the gradients reach the float32 parameters.
+    dp = DataParameters(K, N, level=level)
+    with torch.no_grad():
+        for p in dp.parameters():
+            p.copy_(torch.empty_like(p).uniform_(-0.7, 0.7))
+    B = 12
+    z = (3 * torch.randn(B, K, dtype=torch.float64)).to(dtype).requires_grad_()
+    y = torch.randint(K, (B,))
+    idx = torch.randperm(N)[:B]
+    out = dp(z, y, idx)
+    assert out.dtype == dtype
+    s = dp.sigma(y, idx).detach().double()
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(out.double(), z.detach().double() / s.to(dtype).double()[:, None], rtol=eps, atol=0.0)
+    # the loss in float32 (float64 for float64 logits), as under autocast
+    F.cross_entropy(out.to(torch.promote_types(dtype, torch.float32)), y, reduction="sum").backward()
+    assert z.grad.dtype == dtype
+    assert all(p.grad.dtype == torch.float32 for p in dp.parameters())
+    dL_ds, p = _eq4_5(z.detach().double(), y, s)
+    tol = dict(rtol=16 * eps, atol=16 * eps)
+    torch.testing.assert_close(z.grad.double(), (p - F.one_hot(y, K)) / s[:, None], **tol)
+    eps = max(eps, torch.finfo(torch.float32).eps)  # the parameters' gradients are float32
+    tol = dict(rtol=16 * eps, atol=16 * eps)
+    if level in ("class", "joint"):
+        exp = torch.zeros(K, dtype=torch.float64).index_add_(0, y, dp.class_sigma[y].detach().double() * dL_ds)
+        torch.testing.assert_close(_dense(dp.log_class_sigma.grad).double(), exp, **tol)
+    if level in ("instance", "joint"):
+        exp = torch.zeros(N, dtype=torch.float64)
+        exp[idx] = dp.instance_sigma[idx].detach().double() * dL_ds
+        torch.testing.assert_close(_dense(dp.log_instance_sigma.grad).double(), exp, **tol)
+
+
 def test_gradcheck_forward():
     dp = _dp("joint")
     y = torch.tensor([0, 2, 2, 4])
@@ -172,7 +208,8 @@ def test_optimizer_matches_dense_reference_on_present_rows_only():
     dp = _dp("joint", clamp=None)
     lr_c, lr_i, mom, wd_c, wd_i = 0.3, 0.5, 0.9, 5e-2, 1e-2
     opt = dp.optimizer(class_lr=lr_c, instance_lr=lr_i, momentum=mom, class_weight_decay=wd_c,
-                       instance_weight_decay=wd_i, class_grad="batch_mean")  # the autograd gradient as is
+                       instance_weight_decay=wd_i, class_grad="batch_mean",  # the autograd gradient as is
+                       weight_decay_mode="per_row")  # standard L2, once per present row
     ref_c = DenseReferenceSGD(dp.log_class_sigma.detach(), lr_c, mom, wd_c)
     ref_i = DenseReferenceSGD(dp.log_instance_sigma.detach(), lr_i, mom, wd_i)
     gen = torch.Generator().manual_seed(3)
@@ -399,7 +436,8 @@ def test_device_and_dense_gradient_fallback(device):
     sparse_grads = [_dense(p.grad).clone() for p in dp.parameters()]
     # a dense gradient (as under torch.compile): its non-zero rows are the present ones
     dp2 = DataParameters(K, N).to(device)
-    opt2 = dp2.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean")
+    opt2 = dp2.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean", weight_decay_mode="per_row")
+    opt = dp.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean", weight_decay_mode="per_row")
     for p, g in zip(dp2.parameters(), sparse_grads):
         p.grad = g
     opt.step()
@@ -413,6 +451,10 @@ def test_device_and_dense_gradient_fallback(device):
         p.grad = g
     with pytest.raises(ValueError, match="class_mean"):
         opt3.step()
+    # so does the per-occurrence weight decay (the default), which counts the sparse gradient's entries
+    opt4 = dp3.optimizer()
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        opt4.step()
 
 
 def test_torch_compile_fullgraph():
@@ -441,3 +483,127 @@ def test_sparse_sgd_validation():
         SparseSGD([torch.nn.Parameter(torch.zeros(3))], momentum=1.5)
     with pytest.raises(ValueError, match="1-D"):
         SparseSGD([torch.nn.Parameter(torch.zeros(3, 2))])
+
+
+@pytest.mark.parametrize("name,value", [
+    ("instance_lr", -1.0), ("instance_lr", float("nan")), ("class_lr", float("inf")), ("class_lr", -0.1),
+    ("instance_weight_decay", -1.0), ("class_weight_decay", float("nan")), ("momentum", -0.1),
+    ("momentum", 1.0), ("momentum", float("nan")),
+])
+def test_optimizer_refuses_bad_rates_momentum_and_weight_decay(name, value):
+    # The reproduction: instance_lr=-1 and instance_weight_decay=-1 were accepted and stepped the wrong way.
+    dp = DataParameters(3, 6, level="joint")
+    with pytest.raises(ValueError, match=name):
+        dp.optimizer(**{name: value})
+
+
+def test_sparse_sgd_checks_every_param_group():
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    for key, value in (("lr", -1.0), ("lr", float("nan")), ("weight_decay", -1e-4), ("weight_decay", float("inf")),
+                       ("momentum", 1.5), ("momentum", -0.5)):
+        with pytest.raises(ValueError, match=rf"param_groups\[1\]\['{key}'\]"):
+            SparseSGD([{"params": [p]}, {"params": [q], key: value}])
+        with pytest.raises(ValueError, match=key):
+            SparseSGD([p], **{key: value})
+    # the accepted edges
+    SparseSGD([{"params": [p], "lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# weight decay as the reference (apple/ml-data-parameters) applies it: on the loss side, per occurrence
+# ----------------------------------------------------------------------------------------------------------
+
+
+class ReferenceTrainingStep:
+    """A port of the reference's data-parameter update, written apart from the library with dense tensors:
+
+    - the loss is ``F.cross_entropy(logits / sigma*[:, None], y)`` plus
+      ``0.5 * wd_class * sum(log_class[y] ** 2) + 0.5 * wd_inst * sum(log_inst[idx] ** 2)``, the parameters
+      *gathered for the mini-batch* (papers README, note 7);
+    - its ``SparseSGD``: a dense ``torch.optim.SGD`` step (momentum, no weight decay) after which the
+      rows whose gradient is exactly 0, parameter and momentum alike, are put back;
+    - then the whole tensors are clamped to [log(1/20), log(20)].
+    """
+
+    def __init__(self, log_class, log_inst, lr_c, lr_i, mom, wd_c, wd_i):
+        self.lc = torch.nn.Parameter(log_class.detach().clone())
+        self.li = torch.nn.Parameter(log_inst.detach().clone())
+        self.wd_c, self.wd_i = wd_c, wd_i
+        self.opt = torch.optim.SGD([{"params": [self.lc], "lr": lr_c}, {"params": [self.li], "lr": lr_i}],
+                                   momentum=mom, weight_decay=0.0)
+
+    def step(self, z, y, idx):
+        self.opt.zero_grad()
+        c, i = self.lc[y], self.li[idx]
+        loss = F.cross_entropy(z / (c.exp() + i.exp())[:, None], y)
+        loss = loss + 0.5 * self.wd_c * (c ** 2).sum() + 0.5 * self.wd_i * (i ** 2).sum()
+        loss.backward()
+        saved = []
+        for p in (self.lc, self.li):
+            skip = p.grad == 0
+            buf = self.opt.state[p].get("momentum_buffer")
+            saved.append((p, skip, p.detach().clone(), None if buf is None else buf.clone()))
+        self.opt.step()
+        with torch.no_grad():
+            for p, skip, before, buf_before in saved:
+                p[skip] = before[skip]
+                buf = self.opt.state[p]["momentum_buffer"]
+                buf[skip] = 0.0 if buf_before is None else buf_before[skip]
+                p.clamp_(math.log(1 / 20), math.log(20))
+
+
+def test_default_weight_decay_matches_reference_per_occurrence():
+    """50 steps, joint level, class and instance wd 1e-2, duplicated indices: within 1e-6 in log sigma."""
+    n, c, b = 1000, 10, 64
+    dp = DataParameters(c, n, level="joint").double()
+    lr_c, lr_i, mom, wd = 0.1, 0.2, 0.9, 1e-2
+    opt = dp.optimizer(class_lr=lr_c, instance_lr=lr_i, momentum=mom, class_weight_decay=wd,
+                       instance_weight_decay=wd)  # defaults otherwise: per-occurrence decay, batch-mean gradient
+    ref = ReferenceTrainingStep(dp.log_class_sigma, dp.log_instance_sigma, lr_c, lr_i, mom, wd, wd)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(50):
+        idx = torch.randint(n, (b,), generator=gen)
+        idx[:4] = idx[4:8]  # duplicated instances in the batch
+        y = torch.randint(c, (b,), generator=gen)
+        z = 3 * torch.randn(b, c, dtype=torch.float64, generator=gen)
+        opt.zero_grad()
+        F.cross_entropy(dp(z, y, idx), y).backward()
+        opt.step()
+        ref.step(z, y, idx)
+    assert (dp.log_class_sigma.detach() - ref.lc.detach()).abs().max() < 1e-6
+    assert (dp.log_instance_sigma.detach() - ref.li.detach()).abs().max() < 1e-6
+    # and the decay is what makes the difference: per-row decay drifts away from the reference
+    dp2 = DataParameters(c, n, level="joint").double()
+    opt2 = dp2.optimizer(class_lr=lr_c, instance_lr=lr_i, momentum=mom, class_weight_decay=wd,
+                         instance_weight_decay=wd, weight_decay_mode="per_row")
+    gen = torch.Generator().manual_seed(0)
+    for step in range(50):
+        idx = torch.randint(n, (b,), generator=gen)
+        idx[:4] = idx[4:8]
+        y = torch.randint(c, (b,), generator=gen)
+        z = 3 * torch.randn(b, c, dtype=torch.float64, generator=gen)
+        opt2.zero_grad()
+        F.cross_entropy(dp2(z, y, idx), y).backward()
+        opt2.step()
+    assert (dp2.log_class_sigma.detach() - ref.lc.detach()).abs().max() > 1e-3
+
+
+def test_weight_decay_mode_validation_and_old_checkpoints():
+    dp = DataParameters(K, N)
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        dp.optimizer(weight_decay_mode="per_class")
+    # an optimizer state saved before the option existed resumes with per-row decay (its behaviour then)
+    opt = dp.optimizer(weight_decay_mode="per_row")
+    state = opt.state_dict()
+    for g in state["param_groups"]:
+        del g["weight_decay_mode"]
+    dp2 = DataParameters(K, N)
+    dp2.load_state_dict(dp.state_dict())
+    opt_old = dp2.optimizer()
+    opt_old.load_state_dict(state)
+    y, idx = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 3])
+    z = torch.randn(3, K)
+    for d, o in ((dp, opt), (dp2, opt_old)):
+        F.cross_entropy(d(z, y, idx), y).backward()
+        o.step()
+    torch.testing.assert_close(dp.log_class_sigma, dp2.log_class_sigma, rtol=0, atol=0)

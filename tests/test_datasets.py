@@ -434,3 +434,117 @@ def test_bad_arguments(tmp_path):
         datasets.load("npz", data_dir=tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="regression"):
         datasets.load("cifar10", data_dir=tmp_path, task="regression")
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile and out-of-domain inputs (issue 15): class counts, non-finite data, memory bombs
+
+
+def _peak_bytes(fn):
+    """Peak of Python-tracked allocations (bytes objects, numpy arrays) during fn(), and its exception."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - returned to the caller, which checks it
+        error = exc
+    else:
+        error = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, error
+
+
+def test_idx_label_byte_255_is_refused_not_256_classes(tmp_path):
+    arrays = write_idx_dir(tmp_path, gz=False, n_train=40, n_test=10)
+    labels = arrays["train-labels-idx1-ubyte"].copy()
+    labels[3] = 255
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    with pytest.raises(ValueError, match=r"labels span 0\.\.255 \(256 classes\) but only \d+ distinct"):
+        datasets.load("idx", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("y_bad", [np.int64(10**9), np.uint64(2**63), np.uint64(2**64 - 1), np.float64(1e9)])
+def test_npz_huge_label_is_refused_before_any_allocation(tmp_path, y_bad):
+    y = np.arange(20, dtype=np.asarray(y_bad).dtype) % 4
+    y[5] = y_bad
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3)), y=y)
+    with pytest.raises(ValueError, match=r"d\.npz: training label \d+ would mean \d+ classes"):
+        datasets.load("npz", data_dir=tmp_path / "d.npz")
+
+
+def test_non_finite_after_float32_conversion_is_refused(tmp_path):
+    x = np.ones((20, 3))
+    x[2, 1] = 1e300  # finite in float64, inf in float32
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(20) % 2)
+    with pytest.raises(ValueError, match=r"big\.npz: training features contain NaN or infinite"):
+        datasets.load("npz", data_dir=tmp_path / "big.npz")
+    (tmp_path / "big.csv").write_text("".join(f"{1e300 if i == 4 else i},{i % 2}\n" for i in range(20)))
+    with pytest.raises(ValueError, match=r"big\.csv: training features contain NaN or infinite"):
+        datasets.load("csv", data_dir=tmp_path / "big.csv")
+    # regression targets: NaN, and 1e300 (inf in float32)
+    for bad in (np.nan, 1e300):
+        y = np.linspace(0, 1, 20)
+        y[7] = bad
+        np.savez(tmp_path / "reg.npz", x=np.ones((20, 3)), y=y, x_test=np.ones((2, 3)), y_test=np.zeros(2))
+        with pytest.raises(ValueError, match=r"reg\.npz: training regression targets contain NaN or infinite"):
+            datasets.load("npz", data_dir=tmp_path / "reg.npz", task="regression")
+
+
+def test_idx_gzip_bomb_is_not_inflated(tmp_path):
+    write_idx_dir(tmp_path, gz=True)
+    # a valid 12-label header followed by 64 MiB of zeros: 64 KiB of gzip
+    bomb = idx_bytes(np.zeros(12, np.uint8)) + bytes(64 << 20)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bomb, 9))
+    peak, error = _peak_bytes(lambda: datasets.load("idx", data_dir=tmp_path))
+    assert isinstance(error, ValueError) and "train-labels-idx1-ubyte.gz" in str(error)
+    assert peak < 8 << 20, peak
+    # a header declaring 10^12 pixels in a few bytes of gzip: refused from the header alone
+    header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", 12, 10**6, 10**6)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(12, np.uint8))))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(1000)))
+    peak, error = _peak_bytes(lambda: datasets.load("idx", data_dir=tmp_path))
+    assert isinstance(error, ValueError) and "cannot hold" in str(error), error
+    assert peak < 8 << 20, peak
+    # image count checked on the header, before the images are read
+    header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">3I", 13, 6, 5)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(13 * 30)))
+    with pytest.raises(ValueError, match="has 13 images but .* has 12 labels"):
+        datasets.load("idx", data_dir=tmp_path)
+
+
+def test_npz_unused_and_lying_members_are_not_inflated(tmp_path):
+    import zipfile
+
+    x, y = np.ones((20, 3)), np.arange(20) % 2
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, x=x, y=y, junk=np.zeros(64 << 17))  # 64 MiB never used
+    peak, error = _peak_bytes(lambda: datasets.load("npz", data_dir=path))
+    assert error is None and peak < 16 << 20, (peak, error)
+    # x declares 10^10 float64 values and holds 80 bytes: refused before the 80 GB allocation
+    import io
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**9, 10)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", head.getvalue() + bytes(80))
+        buf = io.BytesIO()
+        np.save(buf, y)
+        zf.writestr("y.npy", buf.getvalue())
+    with pytest.raises(ValueError, match=r"d\.npz: member x declares shape \(1000000000, 10\)"):
+        datasets.load("npz", data_dir=path)
+
+
+def test_cifar_pickle_calling_ndarray_is_refused(tmp_path):
+    class Uninitialised:
+        def __reduce__(self):
+            return np.ndarray, ((10**6, 3072), "u1")
+
+    batches, test = cifar_arrays()
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_python(folder, batches, test, "protocol4")
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Uninitialised(), b"labels": [0] * 10**6}, protocol=4))
+    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_3.*numpy\.ndarray"):
+        datasets.load("cifar10", data_dir=tmp_path)

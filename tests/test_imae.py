@@ -61,9 +61,11 @@ def np_mae_value(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 2.0 * (1.0 - p[np.arange(len(y)), y])
 
 
-def imae_grad(z: torch.Tensor, y: torch.Tensor, T: float, reduction: str = "sum", upstream=None):
+def imae_grad(z: torch.Tensor, y: torch.Tensor, T: float, reduction: str = "sum", upstream=None, **kw):
+    """The gradient of ``imae``; Eq. 22 read literally (``variant='paper'``) unless ``kw`` says otherwise."""
+    kw.setdefault("variant", "paper")
     z = z.detach().clone().requires_grad_()
-    out = imae(z, y, T=T, reduction=reduction)
+    out = imae(z, y, T=T, reduction=reduction, **kw)
     (g,) = torch.autograd.grad(out, z, grad_outputs=upstream)
     return out.detach(), g
 
@@ -115,7 +117,10 @@ def test_forward_is_mae_value(reduction):
     np.testing.assert_allclose(IMAE(T=0.5, reduction=reduction)(z, y).numpy(), ref, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_forward_extreme_logits(dtype):
     z, y = extreme_cases(dtype)
     loss_ref, _, _ = mp_reference(z.double().numpy(), y.numpy(), 8.0)
@@ -154,7 +159,7 @@ def test_gradient_random_logits(T, dtype):
 
 
 @pytest.mark.parametrize("T", TS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_gradient_extreme_logits(T, dtype):
     z, y = extreme_cases(dtype)
     _, w_ref, g_ref = mp_reference(z.double().numpy(), y.numpy(), T)
@@ -193,10 +198,10 @@ def test_gradient_reductions_and_upstream(T):
     # the module, all three reductions
     for reduction, scale in (("sum", 1.0), ("mean", 1.0 / B)):
         zz = z.clone().requires_grad_()
-        IMAE(T=T, reduction=reduction)(zz, y).backward()
+        IMAE(T=T, reduction=reduction, variant="paper")(zz, y).backward()
         np.testing.assert_allclose(zz.grad.numpy(), g_ref * scale, rtol=1e-11)
     zz = z.clone().requires_grad_()
-    IMAE(T=T, reduction="none")(zz, y).backward(v)
+    IMAE(T=T, reduction="none", variant="paper")(zz, y).backward(v)
     np.testing.assert_allclose(zz.grad.numpy(), g_ref * v.numpy()[:, None], rtol=1e-11, atol=1e-15)
 
 
@@ -219,6 +224,137 @@ def test_module_confidence_is_weight():
     m(z.float(), y)
     assert m.confidence.dtype == torch.float32
     np.testing.assert_allclose(m.confidence.double().numpy(), w_ref, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2b. the default: the authors' Caffe layer (UnifiedWeightLoss, papers README note 6)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def caffe_unified_weight_layer(z: np.ndarray, y: np.ndarray, T: float, lamda_p: float = 1.0, top_diff: float = 1.0):
+    """A port, loop for loop, of the authors' ``UnifiedWeightLossLayer`` (Forward_cpu / Backward_cpu, commit
+    5f39760 of github.com/XinshaoAmosWang/Improving-Mean-Absolute-Error-against-CCE), in the dtype of ``z``.
+
+    Returns (reported loss, bottom_diff). softmaxT(x, T, base) = base ** (T * x)."""
+    dt = z.dtype.type
+    B, C = z.shape
+    prob = np.empty_like(z)
+    for i in range(B):  # Caffe's SoftmaxLayer: subtract the max, exp, divide by the sum
+        e = np.exp(z[i] - z[i].max())
+        prob[i] = e / e.sum()
+    def softmaxT(x, t, base):
+        return dt(base) ** (dt(t) * dt(x))
+    sum_weight = dt(1e-8)
+    loss = dt(0)
+    for i in range(B):
+        p = prob[i, y[i]]
+        temp = softmaxT(lamda_p, 1, p)
+        weight = softmaxT(dt(T) * temp, dt(1) - p, 2.718281828)
+        loss -= weight * np.log(max(p, np.finfo(np.float32).tiny))
+        sum_weight += weight
+    diff = prob.copy()
+    for i in range(B):
+        p = prob[i, y[i]]
+        temp = softmaxT(lamda_p, 1, p)
+        weight = softmaxT(dt(T) * temp, dt(1) - p, 2.718281828)
+        diff[i, y[i]] -= dt(1)
+        for c in range(C):
+            diff[i, c] /= dt(2) - dt(2) * p + dt(1e-6)
+            diff[i, c] *= weight
+    diff *= dt(top_diff) / sum_weight
+    return loss / sum_weight, diff
+
+
+def _authors_cases(dtype):
+    z, y = random_case(20, 6, 2.5, seed=31, dtype=torch.float64)
+    rows = torch.tensor([
+        [60.0, -60.0, 0.0, 0.0, 0.0, 0.0],    # p_y rounds to 1 in float32 and float64
+        [-60.0, 60.0, 0.0, 0.0, 0.0, 0.0],    # p_y rounds to 0
+        [16.0, 0.0, 0.0, 0.0, 0.0, 0.0],      # 1 - p_y ~ 7e-7, where the damping acts
+        [9.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+    ], dtype=torch.float64)
+    z = torch.cat([z, rows]).to(dtype)
+    y = torch.cat([y, torch.tensor([0, 0, 0, 0])])
+    return z, y
+
+
+@pytest.mark.parametrize("T", [8.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_default_gradient_is_the_authors_layer(T, dtype):
+    z, y = _authors_cases(dtype)
+    _, ref = caffe_unified_weight_layer(z.numpy(), y.numpy(), T)
+    _, g = imae_grad(z, y, T, reduction="mean", variant="authors")
+    g = g.double().numpy()
+    # float64: the issue's bar, 1e-6 of the largest entry; float32: the layer's own rounding of 1 - p_y
+    tol = (1e-6 if dtype == torch.float64 else 1e-4) * np.abs(ref).max()
+    np.testing.assert_allclose(g, ref, rtol=0, atol=tol)
+    # the defaults are the authors' (functional and module), and 'mean' is the default reduction
+    zz = z.clone().requires_grad_()
+    imae(zz, y, T=T).backward()
+    np.testing.assert_allclose(zz.grad.double().numpy(), ref, rtol=0, atol=tol)
+    zz = z.clone().requires_grad_()
+    IMAE(T=T)(zz, y).backward()
+    np.testing.assert_allclose(zz.grad.double().numpy(), ref, rtol=0, atol=tol)
+
+
+def test_authors_layer_fitted_sample_stops_pulling():
+    """p_y -> 1: the authors' gradient vanishes, the paper's keeps L1 norm w >= 1 (the reason for the default)."""
+    z = torch.tensor([[40.0, 0.0, 0.0], [0.5, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0])
+    _, g_auth = imae_grad(z, y, 8.0, reduction="sum", variant="authors")
+    _, g_paper = imae_grad(z, y, 8.0, reduction="sum", variant="paper")
+    assert g_auth[0].abs().sum() < 1e-9 * g_auth[1].abs().sum()
+    assert g_paper[0].abs().sum().item() == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("T", [8.0, 2.0])
+def test_authors_reductions_and_options(T):
+    z, y = _authors_cases(torch.float64)
+    B = z.shape[0]
+    _, ref = caffe_unified_weight_layer(z.numpy(), y.numpy(), T)
+    tol = 1e-6 * np.abs(ref).max()
+    # 'sum' is B times 'mean'; 'none' reduced by the user's mean (any upstream) gives the layer again
+    _, g_sum = imae_grad(z, y, T, "sum", variant="authors")
+    np.testing.assert_allclose(g_sum.numpy(), B * ref, rtol=0, atol=B * tol)
+    zz = z.clone().requires_grad_()
+    imae(zz, y, T=T, reduction="none").mean().backward()
+    np.testing.assert_allclose(zz.grad.numpy(), ref, rtol=0, atol=tol)
+    _, g3 = imae_grad(z, y, T, "mean", upstream=torch.tensor(3.0, dtype=torch.float64), variant="authors")
+    np.testing.assert_allclose(g3.numpy(), 3 * ref, rtol=0, atol=3 * tol)
+    # the two arguments compose: the paper variant with the authors' eps and normalisation is the default
+    _, g_mix = imae_grad(z, y, T, "mean", variant="paper", eps=1e-6, normalize="weights")
+    np.testing.assert_allclose(g_mix.numpy(), ref, rtol=0, atol=tol)
+    # normalize='batch' with the authors' damping: the layer's per-sample terms summed over B, not over S
+    w = np.exp(T * np.array([p * (1 - p) for p in torch.softmax(z, 1)[torch.arange(B), y].numpy()]))
+    S = 1e-8 + w.sum()
+    _, g_batch = imae_grad(z, y, T, "mean", variant="authors", normalize="batch")
+    np.testing.assert_allclose(g_batch.numpy(), ref * S / B, rtol=0, atol=tol * S / B)
+    # eps=0 with the weight normalisation: the paper's unit direction times w_i / S
+    _, _, g_paper = mp_reference(z.numpy(), y.numpy(), T)
+    _, g_norm = imae_grad(z, y, T, "mean", variant="authors", eps=0.0)
+    np.testing.assert_allclose(g_norm.numpy(), g_paper / S, rtol=1e-9, atol=1e-14)
+    # the forward value is MAE in both variants (the layer reports weighted CE, which does not train)
+    for variant in ("authors", "paper"):
+        np.testing.assert_allclose(imae(z, y, T=T, reduction="none", variant=variant).numpy(),
+                                   np_mae_value(z.numpy(), y.numpy()), rtol=1e-12, atol=1e-14)
+
+
+def test_authors_weights_normalisation_large_T_is_finite():
+    z, y = random_case(8, 5, 1.0, seed=3)
+    _, g = imae_grad(z, y, 300.0, "mean", variant="authors")
+    assert torch.isfinite(g).all()
+
+
+def test_variant_errors():
+    z, y = random_case(4, 3, 1.0, seed=2)
+    with pytest.raises(ValueError, match="variant"):
+        imae(z, y, variant="caffe")
+    with pytest.raises(ValueError, match="normalize"):
+        imae(z, y, normalize="sum")
+    with pytest.raises(ValueError, match="eps"):
+        imae(z, y, eps=-1e-6)
+    with pytest.raises(ValueError, match="variant"):
+        IMAE(variant="x")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,7 +381,7 @@ def potential_with_imae_grad(z: torch.Tensor, y: torch.Tensor, T: float, reducti
         lse = mx + math.log(np.exp(others - mx).sum())
         F.append(0.5 * (lse - zn[i, yn[i]]))
     value = sum(_phi(f, T) for f in F) / (len(F) if reduction == "mean" else 1)
-    out = imae(z, y, T=T, reduction=reduction)
+    out = imae(z, y, T=T, reduction=reduction, variant="paper")
     return out - out.detach() + torch.tensor(value, dtype=torch.float64)
 
 
@@ -353,6 +489,15 @@ def test_low_precision_inputs(dtype, reduction):
     torch.testing.assert_close(z.grad, zr.grad.to(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_largest_T_keeps_gradients_finite(dtype):
+    # p_y = 1/2 exactly (two tied winners) gives the largest weight, exp(T/4)
+    z = torch.tensor([[1e4, 1e4, -1e4, 0.0]], dtype=dtype)
+    _, g = imae_grad(z, torch.tensor([0]), 300.0)
+    assert torch.isfinite(g).all()
+    assert g.abs().sum().item() == pytest.approx(math.exp(75.0), rel=1e-5)
+
+
 def test_meta_device_forward():
     z = torch.empty(5, 7, device="meta")
     y = torch.empty(5, dtype=torch.long, device="meta")
@@ -379,7 +524,7 @@ def test_int32_target_and_non_contiguous_logits():
     _, _, g_ref = mp_reference(z.numpy(), y.numpy(), 8.0)
     zt = z.t().contiguous().t().requires_grad_()  # column-major
     assert not zt.is_contiguous()
-    out = imae(zt, y.int(), reduction="sum")
+    out = imae(zt, y.int(), reduction="sum", variant="paper")
     out.backward()
     np.testing.assert_allclose(out.item(), np_mae_value(z.numpy(), y.numpy()).sum(), rtol=1e-12)
     np.testing.assert_allclose(zt.grad.numpy(), g_ref, rtol=1e-11)
@@ -431,6 +576,12 @@ def test_errors_name_the_argument():
             sample_weight(torch.tensor([0.5]), "imae", T=bad)
     with pytest.raises(TypeError, match="T"):
         imae(z, y, T="8")
+    # T = 360: the weight exp(T/4) = exp(90) overflows float32 and the gradient was inf
+    for bad in (360.0, 1e6):
+        with pytest.raises(ValueError, match=r"T must be a finite number in \[0.0, 300.0\]"):
+            imae(z, y, T=bad)
+        with pytest.raises(ValueError, match="T"):
+            IMAE(T=bad)
     with pytest.raises(ValueError, match="reduction"):
         imae(z, y, reduction="avg")
     with pytest.raises(ValueError, match="reduction"):

@@ -26,6 +26,11 @@ def _grid(dtype: torch.dtype) -> list[float]:
         near = -INV_E + INV_E * np.logspace(-17, 0, 600)
         pos = np.logspace(-320, 300, 700)
         neg = -np.logspace(-320, math.log10(INV_E), 400)
+    elif dtype in (torch.float16, torch.bfloat16):
+        near = -INV_E + INV_E * np.logspace(-4, 0, 300)
+        top = math.log10(torch.finfo(dtype).max)
+        pos = np.logspace(-7, top, 300)
+        neg = -np.logspace(-7, math.log10(INV_E), 200)
     else:
         near = -INV_E + INV_E * np.logspace(-8, 0, 600)
         pos = np.logspace(-45, math.log10(3e38), 700)
@@ -37,7 +42,8 @@ def _grid(dtype: torch.dtype) -> list[float]:
     return xs.double().tolist()
 
 
-@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6)])
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6),
+                                               (torch.float16, 2 ** -10, 1e-6), (torch.bfloat16, 2 ** -7, 1e-6)])
 def test_matches_mpmath_over_the_domain(dtype, rtol, atol, device):
     xs = _grid(dtype)
     ours = lambertw(torch.tensor(xs, dtype=dtype, device=device)).double().cpu().numpy()
@@ -72,6 +78,21 @@ def test_special_values():
     # One step further below is outside the domain.
     below = torch.nextafter(torch.tensor(-INV_E, dtype=torch.float32), torch.tensor(-1.0)) - 1e-7
     assert torch.isnan(lambertw(below))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_minus_one_over_e_rounded_to_any_dtype_gives_minus_one(dtype):
+    # float16(-1/e) lies 4e-5 below -1/e (outside float32's tolerance): it was NaN.
+    x = torch.tensor(-1 / math.e, dtype=torch.float64).to(dtype)
+    w = lambertw(x)
+    assert w.dtype == dtype
+    if x.double() < -INV_E:  # rounded below: still "-1/e", so the branch point
+        assert w.item() == -1.0
+    else:  # bfloat16 rounds above -1/e: W there, to the dtype's precision
+        assert w.double().item() == pytest.approx(_reference([x.double().item()])[0], rel=2 ** -7)
+    # and further below than two units in the last place is outside the domain
+    ulp = torch.finfo(dtype).eps / 4  # 1/e is in [1/4, 1/2)
+    assert torch.isnan(lambertw(torch.tensor(-INV_E - 3 * ulp, dtype=torch.float64).to(dtype)))
 
 
 def test_half_precision_is_computed_in_float32():

@@ -275,3 +275,82 @@ def test_forward_errors_leave_state_unchanged():
         superloss(torch.rand(3), 1.0, lam=0)
     with pytest.raises(ValueError, match="reduction"):
         superloss(torch.rand(3), 1.0, reduction="avg")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Robustness (issue 15): half precision, negative indices, overflow of the running sums, tau checks
+# ----------------------------------------------------------------------------------------------------------
+
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_every_dtype_matches_brute_force_on_its_rounded_losses(dtype):
+    # The reproductions: float16 gave NaN, bfloat16 a capped confidence of 2.56 instead of e.
+    loss = torch.tensor([0.0, 0.1, 1.0, 2.5, 3.0, 7.0], dtype=torch.float64).to(dtype)
+    tau, lam = 2.0, 1.0
+    ref = [brute_force(v, tau, lam) for v in loss.double().tolist()]
+    eps = torch.finfo(dtype).eps
+    sigma = superloss_confidence(loss, tau, lam)
+    assert sigma.dtype == dtype
+    np.testing.assert_allclose(sigma.double().numpy(), [r[0] for r in ref], rtol=max(2 * eps, 1e-5))
+    assert sigma[0].double().item() == pytest.approx(E, rel=eps)  # beta = -2 < -2/e: the cap, sigma* = e
+    x = loss.clone().requires_grad_()
+    sl = superloss(x, tau, lam, reduction="none")
+    assert sl.dtype == dtype
+    np.testing.assert_allclose(sl.detach().double().numpy(), [r[1] for r in ref], rtol=max(2 * eps, 1e-5), atol=2 * eps)
+    sl.sum().backward()
+    assert x.grad.dtype == dtype
+    torch.testing.assert_close(x.grad, sigma)
+    # the module: output and confidence in the loss's dtype, state float64, same numbers as float64
+    # fed with the rounded losses
+    m, m64 = SuperLoss(tau="avg", num_samples=6), SuperLoss(tau="avg", num_samples=6)
+    out = m(loss, torch.arange(6))
+    out64 = m64(loss.double(), torch.arange(6))
+    assert out.dtype == dtype and m.confidence.dtype == dtype and torch.isfinite(out)
+    assert m.tau.dtype == torch.float64 and m.smoothed_loss.dtype == torch.float64
+    assert out.double().item() == pytest.approx(out64.item(), rel=4 * eps, abs=4 * eps)
+    torch.testing.assert_close(m.confidence.double(), m64.confidence, rtol=2 * eps, atol=0.0)
+    assert float(m.tau) == pytest.approx(float(m64.tau), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_reproductions(dtype):
+    sigma = superloss_confidence(torch.tensor([0.0, 1.0], dtype=dtype), tau=2.0)
+    assert torch.isfinite(sigma).all()
+    assert sigma[0].double().item() == pytest.approx(E, rel=torch.finfo(dtype).eps)
+    assert torch.isfinite(SuperLoss()(torch.tensor([0.1, 2.5, 3.0], dtype=dtype)))
+
+
+def test_negative_index_is_an_error_and_leaves_state_unchanged():
+    m = SuperLoss(num_samples=10)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(IndexError, match=r"index must hold dataset indices in \[0, 9\].*\[-1, 0\]"):
+        m(torch.tensor([1.0, 2.0]), torch.tensor([0, -1]))
+    with pytest.raises(IndexError, match="index"):
+        m(torch.tensor([1.0, 2.0]), torch.tensor([0, -10], dtype=torch.int32))
+    for key, value in m.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not bool(m.seen[9])
+
+
+def test_float64_losses_near_the_overflow_leave_the_threshold_finite():
+    # 1e308 + 1e308 overflowed the float64 running sum: tau became inf and then NaN for good.
+    for mode in ("avg", "ema"):
+        m = SuperLoss(tau=mode, num_samples=4)
+        m(torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([0, 1]))
+        out = m(torch.tensor([1e308, 1e308, 1.7e308], dtype=torch.float64), torch.tensor([2, 3, 0]))
+        assert torch.isfinite(out)
+        assert float(m.tau) == pytest.approx(2.0) and float(m.loss_sum) in (0.0, 4.0)
+        assert torch.isfinite(m.smoothed_loss).all() and not bool(m.seen[2])
+        out = m(torch.tensor([2.0, 2.0], dtype=torch.float64), torch.tensor([0, 1]))
+        assert torch.isfinite(out) and math.isfinite(float(m.tau))
+
+
+@pytest.mark.parametrize("tau", [float("nan"), float("inf"), "avg", None, True])
+def test_functional_superloss_validates_tau(tau):
+    for fn in (superloss, superloss_confidence):
+        with pytest.raises((ValueError, TypeError), match="tau"):
+            fn(torch.rand(3), tau)
+    with pytest.raises(TypeError, match="tau"):
+        superloss(torch.rand(3), torch.tensor([1, 2, 3]))

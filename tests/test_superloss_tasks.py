@@ -137,6 +137,33 @@ def test_super_contrastive_uses_two_independent_thresholds():
         assert torch.isfinite(x1.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_contrastive_every_dtype_against_direct_formula(dtype):
+    # Embeddings rounded to the dtype; the reference is float64 on the rounded values.
+    gen = torch.Generator().manual_seed(5)
+    x1 = torch.randn(32, 4, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+    x2 = torch.randn(32, 4, generator=gen, dtype=torch.float64).to(dtype)
+    label = torch.randint(0, 2, (32,), generator=gen)
+    eps = torch.finfo(dtype).eps
+    d = np.linalg.norm(x1.detach().double().numpy() - x2.double().numpy(), axis=1)
+    pos, neg = d, np.maximum(2.0 - d, 0)
+    ref = np.where(label.numpy() == 1, pos, neg)
+    got = contrastive_loss(x1, x2, label, margin=2.0, reduction="none")
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.detach().double().numpy(), ref, rtol=2 * eps, atol=2 * eps)
+    criterion = SuperContrastiveLoss(margin=2.0, lam=0.5, tau="avg", reduction="none")
+    out = criterion(x1, x2, label)
+    assert out.dtype == dtype and criterion.confidence.dtype == dtype
+    assert criterion.positive.tau.dtype == torch.float64
+    expected = np.empty(32)
+    for y, losses in ((1, pos), (0, neg)):
+        sel = label.numpy() == y
+        expected[sel] = reference_sl(losses[sel], losses[sel].mean(), 0.5)[0]
+    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=8 * eps, atol=8 * eps)
+    out.sum().backward()
+    assert x1.grad.dtype == dtype and torch.isfinite(x1.grad).all()
+
+
 def test_super_contrastive_fixed_thresholds_pair():
     criterion = SuperContrastiveLoss(margin=1.0, tau=(0.2, 0.1))
     criterion(torch.randn(8, 3), torch.randn(8, 3), torch.tensor([1, 0] * 4))

@@ -25,9 +25,13 @@ def cell_dir(out: Path, method: str, rate: float, seed: int) -> Path:
 
 def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: list[int], out: str | Path,
              *, progress: bool = True) -> list[dict]:
-    """Train every cell not finished yet; return one row per cell with its results."""
+    """Train every cell not finished yet; return one row per cell with its results.
+
+    Repeated methods, rates or seeds are dropped (first occurrence kept): a repeated cell is the same
+    run, and counting it again would report one run as several seeds with a spread of 0."""
     from tqdm.auto import tqdm
 
+    methods, rates, seeds = (list(dict.fromkeys(v)) for v in (methods, rates, seeds))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, r, s) for r in rates for m in methods for s in seeds]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import replace
@@ -41,13 +42,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] with low_open); the default high
+    is float32's largest value, which the parameters and the optimizer's steps must fit in."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+            raise argparse.ArgumentTypeError(f"expected a finite number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _tau(text: str) -> str:
     if text in ("avg", "ema", "logC"):
         return text
     try:
-        float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'avg', 'ema', 'logC' or a number, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'avg', 'ema', 'logC' or a finite number, got {text!r}")
     return text
 
 
@@ -80,19 +100,22 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
         run.add_argument("--seed", type=int, default=0)
     run.add_argument("--epochs", type=_positive_int, default=30)
     run.add_argument("--batch-size", type=_positive_int, default=64)
-    run.add_argument("--lr", type=float, default=0.1)
-    run.add_argument("--weight-decay", type=float, default=5e-4)
+    run.add_argument("--lr", type=_number(0.0, low_open=True), default=0.1)
+    run.add_argument("--weight-decay", type=_number(0.0), default=5e-4)
 
     m = p.add_argument_group("method options")
     m.add_argument("--base-loss", help="SuperLoss's input loss (ce, mae, gce, sce, focal, l2, smooth-l1); default ce, or l2 for regression")
     m.add_argument("--tau", type=_tau, default="avg", help="SuperLoss threshold: avg, ema, logC or a number (default avg)")
-    m.add_argument("--lam", type=float, default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
+    m.add_argument("--lam", type=_number(0.0, low_open=True), default=1.0, help="SuperLoss lambda (default 1.0: the paper's value for 10 classes)")
     m.add_argument("--no-smoothing", action="store_true", help="turn off SuperLoss's per-sample loss smoothing")
-    m.add_argument("--imae-T", type=float, default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
+    m.add_argument("--imae-T", type=_number(0.0, 300.0), default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
     m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
-    m.add_argument("--dp-class-lr", type=float, default=0.1)
-    m.add_argument("--dp-instance-lr", type=float, default=0.1)
+    m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1)
+    m.add_argument("--dp-instance-lr", type=_number(0.0), default=0.1)
+    m.add_argument("--dp-weight-decay-mode", choices=("per_sample", "per_row"), default="per_sample",
+                   help="data-parameter weight decay counted per occurrence in the batch (default, the reference "
+                        "implementation's) or once per present row (plain L2)")
 
     out = p.add_argument_group("output")
     out.add_argument("--out", help="run folder (train) or grid folder (bench)")
@@ -107,12 +130,42 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
         imae_T=args.imae_T, dp_level=args.dp_level, dp_class_lr=args.dp_class_lr, dp_instance_lr=args.dp_instance_lr,
+        dp_weight_decay_mode=args.dp_weight_decay_mode,
     )
     return TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
         method=method, noise=args.noise, noise_rate=rate, noise_file=args.noise_file, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
     )
+
+
+def _read_json(path: Path, what: str):
+    """A JSON file the CLI wrote itself; a damaged one is an error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"curriculoss: error: {path}: not a readable {what} ({exc}); the file is damaged") from None
+
+
+def _read_config(path: Path):
+    from curriculoss.train import TrainConfig, check_config
+
+    data = _read_json(path, "run configuration")
+    try:
+        cfg = TrainConfig.from_json(data if "base" not in data else data["base"])
+        check_config(cfg)
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise SystemExit(f"curriculoss: error: {path}: not a valid curriculoss configuration ({exc})") from None
+    return cfg
+
+
+def _unique(name: str, values: list) -> list:
+    """Repeated grid values, dropped (order kept) with a note: a repeated seed is the same run, and
+    counting it twice would report one run as several, with a standard deviation of 0."""
+    kept = list(dict.fromkeys(values))
+    if len(kept) < len(values):
+        print(f"curriculoss: note: {name} repeats values; using {' '.join(map(str, kept))}", file=sys.stderr)
+    return kept
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:
@@ -127,13 +180,13 @@ def _check_data_dir(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from curriculoss.train import TrainConfig, train
+    from curriculoss.train import train
 
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "args.json").exists():
             raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
-        cfg = TrainConfig.from_json(json.loads((run_dir / "args.json").read_text()))
+        cfg = _read_config(run_dir / "args.json")
     else:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
@@ -147,21 +200,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
     from curriculoss.bench import format_table, run_grid, summarise, write_summary
-    from curriculoss.train import TrainConfig, prepare_data
+    from curriculoss.train import prepare_data
 
     if args.resume:
         out = Path(args.resume)
         spec = out / "grid.json"
         if not spec.exists():
             raise SystemExit(f"curriculoss: error: --resume {out}: no grid.json there (not a bench folder)")
-        saved = json.loads(spec.read_text())
-        base = TrainConfig.from_json(saved["base"])
-        methods, rates, seeds = saved["methods"], saved["noise_rates"], saved["seeds"]
+        saved = _read_json(spec, "grid specification")
+        base = _read_config(spec)
+        try:
+            methods, rates, seeds = (_unique(f"{spec} {key}", saved[key]) for key in ("methods", "noise_rates", "seeds"))
+        except (KeyError, TypeError) as exc:
+            raise SystemExit(f"curriculoss: error: {spec}: not a curriculoss grid specification (no {exc})") from None
     else:
         _check_data_dir(args)
         out = Path(args.out or default_out)
         base = _config(args)
-        methods, rates, seeds = args.methods, args.noise_rates, args.seeds
+        methods = _unique("--methods", args.methods)
+        rates = _unique("--noise-rates", args.noise_rates)
+        seeds = _unique("--seeds", args.seeds)
         prepare_data(replace(base, noise_rate=max(rates)))  # a bad data set or noise fails before anything is written
         out.mkdir(parents=True, exist_ok=True)
         (out / "grid.json").write_text(json.dumps(
@@ -204,9 +262,7 @@ def cmd_flag(args: argparse.Namespace) -> int:
                          "run folder, or a folder / file written by curriculoss.recorder.Recorder.save, is needed)")
     cfg = None
     if (run_dir / "args.json").exists() and target.suffix != ".npz":
-        from curriculoss.train import TrainConfig
-
-        cfg = TrainConfig.from_json(json.loads((run_dir / "args.json").read_text()))
+        cfg = _read_config(run_dir / "args.json")
         if cfg.task != "classification":
             raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
     signals = dict(np.load(signals_path))
@@ -330,8 +386,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return cmd_bench(args, default_out="runs/run")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, in the form of the command's other errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"curriculoss: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curriculoss", description=__doc__.split("\n")[0],
+    parser = _Parser(prog="curriculoss", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"curriculoss {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -377,11 +440,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from curriculoss.runlock import RunFolderInUse
     from curriculoss.train import CheckpointError
 
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"curriculoss: error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        try:
+            code = args.func(args)
+        except (ValueError, FileNotFoundError, CheckpointError, RunFolderInUse) as exc:
+            print(f"curriculoss: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # --out naming a file, a read-only folder, a full disk: the path and why
+            where = exc.filename if exc.filename is not None else "?"
+            print(f"curriculoss: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``curriculoss ... | head -1``): exit quietly, as a
+    filter does. stdout is pointed at /dev/null so that the interpreter's final flush cannot raise
+    again; the status is that of a process ended by SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + 13

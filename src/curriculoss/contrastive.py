@@ -13,6 +13,9 @@ form of Radenović et al. that retrieval code often uses.
 The same wrapper works for a triplet loss: there is one loss per triplet, so a plain
 :class:`~curriculoss.SuperLoss` (no smoothing) on ``F.triplet_margin_loss(a, p, n, reduction='none')``
 is the SuperLoss triplet loss.
+
+float16 and bfloat16 embeddings are computed in float32 (distances near the margin and the SuperLoss
+cap need it) and the results returned in the embeddings' dtype.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from torch import Tensor, nn
 from curriculoss.superloss import SuperLoss, _check_reduction
 
 __all__ = ["contrastive_loss", "SuperContrastiveLoss"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _check_pairs(x1: Tensor, x2: Tensor, label: Tensor) -> None:
@@ -64,6 +69,9 @@ def contrastive_loss(x1: Tensor, x2: Tensor, label: Tensor, margin: float = 0.7,
     _check_pairs(x1, x2, label)
     _check_margin(margin)
     _check_reduction(reduction)
+    dtype = torch.promote_types(x1.dtype, x2.dtype)
+    if dtype in _LOW_PRECISION:
+        return contrastive_loss(x1.float(), x2.float(), label, margin, squared, reduction).to(dtype)
     pos, neg = _pair_losses(x1, x2, margin, squared)
     loss = torch.where(label.bool(), pos, neg)
     return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
@@ -111,6 +119,11 @@ class SuperContrastiveLoss(nn.Module):
 
     def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:
         _check_pairs(x1, x2, label)
+        dtype = torch.promote_types(x1.dtype, x2.dtype)
+        if dtype in _LOW_PRECISION:
+            out = self.forward(x1.float(), x2.float(), label)
+            self.confidence = self.confidence.to(dtype)
+            return out.to(dtype)
         is_pos = label.bool()
         pos, neg = _pair_losses(x1, x2, self.margin, self.squared)
         sl_pos = self.positive(pos, mask=~is_pos)

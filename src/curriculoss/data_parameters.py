@@ -49,10 +49,16 @@ What the reference implementation (github.com/apple/ml-data-parameters) does, an
 - **Initialisation.** ``log(init)`` broadcast to every row (its defaults are 1 and 1; the paper's
   joint runs use class 1 / instance 0.001, erratum 4).
 - **Weight decay.** Its SGD runs with ``weight_decay=0`` and it adds ``0.5 * wd * sum(log_sigma**2)``
-  over the parameters *gathered for the mini-batch* to the loss. For instances that is ``wd * log
-  sigma_i`` on present rows (what we do). For classes the sum runs over samples, so a class present
-  ``n_c`` times gets ``n_c * wd * log sigma_c``; we apply standard L2 weight decay, ``wd * log
-  sigma_c`` once per present class and step (Sec. 3.1: an L2 regulariser on ``log sigma``).
+  over the parameters *gathered for the mini-batch* to the loss (``shared/papers/README.md`` note 7),
+  so a class present ``n_c`` times in the batch is decayed by ``n_c * wd * log sigma_c`` and an
+  instance that appears twice, twice. That is our default, ``weight_decay_mode='per_sample'``: the
+  optimizer counts each row's occurrences in the (uncoalesced) sparse gradient, one entry per
+  gathered sample, O(batch). The paper's hyper-parameters were tuned with it, and it is much the
+  stronger decay for classes (about B / C times): with the weaker one a class parameter of the joint
+  curriculum can run away to the clamp. ``weight_decay_mode='per_row'`` is standard L2 weight decay,
+  ``wd * log sigma_r`` once per present row and step (Sec. 3.1 read as an L2 regulariser on
+  ``log sigma``). A dense gradient (``torch.compile``) carries no counts: ``'per_sample'`` with a
+  non-zero decay then raises an error that says to use ``'per_row'``.
 - **Which rows are "present".** Its ``SparseSGD`` runs a dense SGD step on the whole tensor and then
   reverts parameter and momentum wherever the gradient is exactly zero (O(N) per step, and a present
   row whose gradient happens to be exactly 0 is treated as absent). We use the rows of the batch.
@@ -113,12 +119,14 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from curriculoss._checks import check_number
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed, world_size
 
-__all__ = ["DataParameters", "SparseSGD"]
+__all__ = ["DataParameters", "SparseSGD", "WEIGHT_DECAY_MODES"]
 
 LEVELS = ("class", "instance", "joint")
 CLASS_GRAD_MODES = ("batch_mean", "class_mean")
+WEIGHT_DECAY_MODES = ("per_sample", "per_row")
 
 
 def _is_compiling() -> bool:
@@ -149,6 +157,14 @@ def _gather(weight: Tensor, index: Tensor) -> Tensor:
     if _is_compiling() or not torch.is_grad_enabled() or not weight.requires_grad or index.device.type == "meta":
         return weight.index_select(0, index)
     return _SparseGather.apply(weight, index)
+
+
+def _check_hparam(name: str, value: object, *, momentum: bool = False) -> float:
+    """A learning rate or weight decay (finite, >= 0) or a momentum (in [0, 1)), by name: a NaN or
+    negative rate would step the parameters the wrong way (or to NaN) without any error."""
+    if momentum:
+        return check_number(name, value, low=0.0, high=1.0, high_open=True)
+    return check_number(name, value, low=0.0)
 
 
 def _check_index(name: str, x: Tensor | None, size: int, *, required: bool = True) -> None:
@@ -380,7 +396,7 @@ class DataParameters(nn.Module):
     # ------------------------------------------------------------------ optimizer
     def optimizer(self, class_lr: float = 0.1, instance_lr: float = 0.1, momentum: float = 0.9,
                   class_weight_decay: float = 5e-4, instance_weight_decay: float = 0.0,
-                  class_grad: str = "batch_mean") -> "SparseSGD":
+                  class_grad: str = "batch_mean", weight_decay_mode: str = "per_sample") -> "SparseSGD":
         """A :class:`SparseSGD` over this module's parameters (Sec. 3.1).
 
         Defaults: learning rate 0.1 for both levels (reference implementation's defaults; the paper
@@ -388,8 +404,17 @@ class DataParameters(nn.Module):
         and the clamp range of the module. ``class_grad``: ``'batch_mean'`` (default, the reference
         implementation's: the class's per-sample gradients summed over the batch / batch size) or
         ``'class_mean'`` (their mean over the class's samples in the batch, Sec. 2.2 read literally;
-        scale ``class_lr`` down about C times); see the module docstring.
+        scale ``class_lr`` down about C times); see the module docstring. ``weight_decay_mode``:
+        ``'per_sample'`` (default, the reference implementation's: the L2 penalty counted once per
+        occurrence of a class or instance in the mini-batch) or ``'per_row'`` (once per present row).
+
+        Rates and weight decays must be finite and >= 0, ``momentum`` in [0, 1).
         """
+        for name, value in (("class_lr", class_lr), ("instance_lr", instance_lr),
+                            ("class_weight_decay", class_weight_decay),
+                            ("instance_weight_decay", instance_weight_decay)):
+            _check_hparam(name, value)
+        _check_hparam("momentum", momentum, momentum=True)
         log_clamp = None if self.clamp is None else (math.log(self.clamp[0]), math.log(self.clamp[1]))
         groups = []
         if self.log_class_sigma is not None:
@@ -398,7 +423,8 @@ class DataParameters(nn.Module):
         if self.log_instance_sigma is not None:
             groups.append({"params": [self.log_instance_sigma], "lr": instance_lr,
                            "weight_decay": instance_weight_decay, "class_grad": "batch_mean"})
-        return SparseSGD(groups, lr=class_lr, momentum=momentum, log_clamp=log_clamp)
+        return SparseSGD(groups, lr=class_lr, momentum=momentum, log_clamp=log_clamp,
+                         weight_decay_mode=weight_decay_mode)
 
 
 class SparseSGD(torch.optim.Optimizer):
@@ -412,7 +438,11 @@ class SparseSGD(torch.optim.Optimizer):
         w_r \leftarrow \Pi_{[lo,hi]}(w_r - \eta\,b_r)
 
     (PyTorch's SGD without dampening, ``b`` starting at 0); the other rows keep parameter and momentum
-    buffer untouched and receive no weight decay. Cost O(nnz log nnz) per step. A dense gradient is
+    buffer untouched and receive no weight decay. With ``weight_decay_mode='per_sample'`` the decay
+    term is :math:`n_r \lambda w_r`, ``n_r`` the number of entries of row ``r`` in the sparse gradient
+    (its occurrences in the mini-batch): the gradient of ``0.5 * wd * sum(w[index] ** 2)`` added to the
+    loss, as the Data Parameters reference does; ``'per_row'`` (the constructor's default, standard L2)
+    uses :math:`\lambda w_r`. Cost O(nnz log nnz) per step. A dense gradient is
     accepted too: its non-zero rows are then the present ones (O(N); this is the reference
     implementation's rule, used under ``torch.compile``). ``log_clamp`` projects the updated rows, and
     the whole tensor once at a parameter's first step (see the module docstring of
@@ -441,54 +471,60 @@ class SparseSGD(torch.optim.Optimizer):
     """
 
     def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0,
-                 log_clamp: tuple[float, float] | None = None, class_grad: str = "batch_mean", *, sync: bool = True):
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+                 log_clamp: tuple[float, float] | None = None, class_grad: str = "batch_mean", *, sync: bool = True,
+                 weight_decay_mode: str = "per_row"):
+        _check_hparam("lr", lr)
+        _check_hparam("momentum", momentum, momentum=True)
+        _check_hparam("weight_decay", weight_decay)
         if class_grad not in CLASS_GRAD_MODES:
             raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {class_grad!r}")
         if log_clamp is not None:
             log_clamp = (float(log_clamp[0]), float(log_clamp[1]))
             if not log_clamp[0] < log_clamp[1]:
                 raise ValueError(f"log_clamp must be (lo, hi) with lo < hi, got {log_clamp}")
+        if weight_decay_mode not in WEIGHT_DECAY_MODES:
+            raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, log_clamp=log_clamp,
-                        class_grad=class_grad)
+                        class_grad=class_grad, weight_decay_mode=weight_decay_mode)
         super().__init__(params, defaults)
         #: synchronise across the ranks of an initialised process group (see the class docstring)
         self.sync = bool(sync)
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
+            for key in ("lr", "momentum", "weight_decay"):
+                _check_hparam(f"param_groups[{i}]['{key}']", group[key], momentum=key == "momentum")
             if group["class_grad"] not in CLASS_GRAD_MODES:
                 raise ValueError(f"class_grad must be one of {CLASS_GRAD_MODES}, got {group['class_grad']!r}")
+            if group["weight_decay_mode"] not in WEIGHT_DECAY_MODES:
+                raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, "
+                                 f"got {group['weight_decay_mode']!r}")
             for p in group["params"]:
                 if p.dim() != 1:
                     raise ValueError(f"SparseSGD expects 1-D parameters (one value per row), got shape {tuple(p.shape)}")
 
     @staticmethod
-    def _sparse_rows_and_grad(idx: Tensor, vals: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    def _sparse_rows_and_grad(idx: Tensor, vals: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Present rows, their gradient, and how many entries (samples) each row had."""
         rows, inv, counts = torch.unique(idx, sorted=True, return_inverse=True, return_counts=True)
         g = torch.zeros(rows.shape[0], dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
         if mode == "class_mean":
             g = g * (idx.shape[0] / counts.to(g.dtype))
-        return rows, g
+        return rows, g, counts
 
     @staticmethod
-    def _dense_rows_and_grad(grad: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    def _dense_rows_and_grad(grad: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
         if mode == "class_mean":
             raise ValueError("class_grad='class_mean' needs the sparse gradient of an eager DataParameters.forward; "
                              "with a dense gradient (e.g. under torch.compile) use optimizer(class_grad='batch_mean')")
         rows = grad.nonzero().squeeze(1)
-        return rows, grad.index_select(0, rows)
+        return rows, grad.index_select(0, rows), None
 
     @classmethod
-    def _rows_and_grad(cls, grad: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    def _rows_and_grad(cls, grad: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
         if grad.is_sparse:
             return cls._sparse_rows_and_grad(grad._indices()[0], grad._values(), mode)
         return cls._dense_rows_and_grad(grad, mode)
 
-    def _global_rows_and_grads(self) -> list[tuple[Tensor, Tensor] | None]:
+    def _global_rows_and_grads(self) -> list[tuple[Tensor, Tensor, Tensor | None] | None]:
         """Distributed mode: the rows and gradients of every parameter over all ranks (see the class doc)."""
         params = [(g, p) for g in self.param_groups for p in g["params"]]
         ws = world_size()
@@ -534,11 +570,11 @@ class SparseSGD(torch.optim.Optimizer):
                     rows_grad = next(reduced)
                     if rows_grad is None:
                         continue
-                    rows, g = rows_grad
+                    rows, g, counts = rows_grad
                 else:
                     if p.grad is None:
                         continue
-                    rows, g = self._rows_and_grad(p.grad, group["class_grad"])
+                    rows, g, counts = self._rows_and_grad(p.grad, group["class_grad"])
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
@@ -548,7 +584,16 @@ class SparseSGD(torch.optim.Optimizer):
                 w = p.index_select(0, rows)
                 d = g.to(p.dtype)
                 if wd != 0:
-                    d = d + wd * w
+                    # .get: checkpoints from before the option had per-row decay
+                    if group.get("weight_decay_mode", "per_row") == "per_sample":
+                        if counts is None:
+                            raise ValueError(
+                                "weight_decay_mode='per_sample' counts each row's occurrences in the sparse gradient "
+                                "of an eager DataParameters.forward; with a dense gradient (e.g. under torch.compile) "
+                                "use optimizer(weight_decay_mode='per_row') or a zero weight decay")
+                        d = d + (wd * counts.to(w.dtype)) * w
+                    else:
+                        d = d + wd * w
                 if mom != 0:
                     buf = state["momentum_buffer"]
                     d = buf.index_select(0, rows).mul_(mom).add_(d)

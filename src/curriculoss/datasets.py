@@ -33,6 +33,16 @@ channel by the *training* set's mean and standard deviation (the statistics of t
 ``limit``), the usual practice for MNIST and CIFAR. ``npz`` and ``csv`` features are used as given
 (standardise them beforehand if their scales differ).
 
+Checks before training on anything: labels are class indices ``0..C-1`` with ``C`` the largest label
++ 1, at most :data:`MAX_CLASSES`, and at least half of the classes ``0..C-1`` must occur (one corrupt
+label, such as an IDX label byte of 255 among MNIST's digits, is refused instead of making 256
+classes); features, and regression targets, must be finite *after* their conversion to float32.
+Sizes declared by a file are checked against what the file can hold before anything is inflated or
+allocated: an IDX header against the file's length (or the most a gzip file of that length can
+inflate to), the image count against the label count, each used ``.npz`` member's ``.npy`` header
+against its zip entry (members other than ``x``, ``y``, ``x_test``, ``y_test`` are never read), and
+a CIFAR-10 pickle may build arrays only the way numpy pickles them.
+
 Tasks: ``task='classification'`` (labels int64 in ``[0, num_classes)``) or ``'regression'`` (one
 output, target float32, ``num_classes=None``; for digits and idx the target is the digit's value, the
 SuperLoss paper's digit regression, Sec. 3.2). ``limit`` keeps the first ``limit`` training samples.
@@ -41,8 +51,12 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import io
+import math
 import os
 import pickle
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +98,7 @@ class Dataset:
 # public entry point
 
 
+@np.errstate(over="ignore")  # values beyond float32's range are reported as non-finite, once, by name
 def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "classification",
          limit: int | None = None) -> Dataset:
     """Load the data set ``name`` (one of :data:`DATASETS`) for ``task`` (one of :data:`TASKS`).
@@ -125,11 +140,13 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     else:
         x_tr, y_tr, x_te, y_te = _csv(Path(data_dir), task)
 
+    where = name if data_dir is None else os.fspath(data_dir)
     if task == "classification":
-        y_tr, y_te = _check_class_labels(y_tr, name, "training"), _check_class_labels(y_te, name, "test")
-        num_classes: int | None = 10 if name == "cifar10" else int(max(y_tr.max(initial=-1), y_te.max(initial=-1))) + 1
+        y_tr, y_te = _check_class_labels(y_tr, where, "training"), _check_class_labels(y_te, where, "test")
+        num_classes: int | None = 10 if name == "cifar10" else _class_count(y_tr, y_te, where)
     else:
         y_tr, y_te = y_tr.astype(np.float32), y_te.astype(np.float32)
+        _check_finite(where, "regression targets", y_tr, y_te)
         num_classes = None
 
     if limit is not None:
@@ -138,6 +155,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         x_tr, x_te = _standardise(x_tr, x_te)
     x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
     x_te = np.ascontiguousarray(x_te, dtype=np.float32)
+    # after the conversion: a float64 1e300 is finite in the file and inf in float32
+    _check_finite(where, "features", x_tr, x_te)
     return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name)
 
 
@@ -149,6 +168,11 @@ _EXPECTED = {
     "npz": "a .npz file with arrays x, y and optionally x_test, y_test",
     "csv": "a CSV file, or a directory with train.csv and optionally test.csv; last column the label",
 }
+
+
+#: The largest class count :func:`load` accepts; a larger label is a corrupt one (and would size the
+#: model's output layer and the noise matrices: 1e9 classes is a terabyte allocation).
+MAX_CLASSES = 1 << 20
 
 
 def _check_class_labels(y: np.ndarray, name: str, split: str) -> np.ndarray:
@@ -163,7 +187,35 @@ def _check_class_labels(y: np.ndarray, name: str, split: str) -> np.ndarray:
         raise ValueError(f"{name}: {split} labels must be integer class indices; got dtype {y.dtype}")
     if y.min() < 0:
         raise ValueError(f"{name}: {split} labels must be class indices >= 0; got {y.min()}")
+    # In the labels' own dtype (a uint64 >= 2^63 would wrap to a negative int64 below), as a Python int.
+    hi = int(y.max())
+    if hi >= MAX_CLASSES:
+        raise ValueError(f"{name}: {split} label {hi} would mean {hi + 1} classes (at most {MAX_CLASSES} are "
+                         f"supported); labels must be class indices 0..C-1")
     return y.astype(np.int64)
+
+
+def _class_count(y_train: np.ndarray, y_test: np.ndarray, name: str) -> int:
+    """C = largest label + 1, refused when fewer than half of the classes 0..C-1 occur in the data
+    set: one corrupt label (an IDX label byte of 255 among MNIST's 0..9) would otherwise silently make
+    256 classes. np.unique sorts: no allocation of the size of C."""
+    both = np.concatenate([y_train, y_test])
+    if both.size == 0:
+        return 0
+    count = int(both.max()) + 1
+    present = len(np.unique(both))
+    if 2 * present < count:
+        raise ValueError(f"{name}: the labels span 0..{count - 1} ({count} classes) but only {present} distinct "
+                         f"labels occur; labels must be class indices 0..C-1 (a corrupt label, e.g. "
+                         f"{int(both.max())}?)")
+    return count
+
+
+def _check_finite(name: str, what: str, train: np.ndarray, test: np.ndarray) -> None:
+    for split, a in (("training", train), ("test", test)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: {split} {what} contain NaN or infinite values (in float32: values "
+                             f"beyond +-3.4e38 overflow)")
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,19 +271,55 @@ _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def _read_bytes(path: Path) -> bytes:
+# Deflate compresses at most about 1032:1, so a gzip file cannot hold more than this many bytes per
+# byte of file (with room for the headers): a larger declared size is refused before inflating.
+_GZIP_MAX_RATIO = 1100
+
+
+def _read_idx_stream(path: Path, ndim: int | None, check_shape=None) -> tuple[bytes, bytes]:
+    """(header, data) of an IDX file, plain or gzipped, reading no more than the header declares.
+
+    The header is read from the stream first; the data size it declares is checked against what the
+    file can hold (its length, or the most that deflate can inflate it to) before the data are read,
+    and the data are read with a bounded read (one byte more, to detect trailing bytes). A gzip bomb
+    or a header declaring terabytes is refused without being inflated or allocated. ``check_shape``,
+    if given, is called with the declared shape before the data are read (and may raise)."""
+    size = path.stat().st_size
     with open(path, "rb") as fh:
-        head = fh.read(2)
+        gz = fh.read(2) == b"\x1f\x8b"
     try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise ValueError(f"{path}: truncated IDX file ({len(head)} bytes, no complete header)")
+            magic = int.from_bytes(head, "big")
+            if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] == 0:
+                raise ValueError(f"{path}: not an IDX file (magic number 0x{magic:08X})")
+            if ndim is not None and head[3] != ndim:
+                expected = 0x00000800 | ndim
+                raise ValueError(f"{path}: wrong magic number 0x{magic:08X}; expected 0x{expected:08X} "
+                                 f"({'images' if ndim == 3 else 'labels' if ndim == 1 else f'{ndim} dimensions'})")
+            sizes = fh.read(4 * head[3])
+            header = head + sizes
+            if len(sizes) < 4 * head[3]:
+                raise ValueError(f"{path}: truncated IDX file (header needs {4 + 4 * head[3]} bytes, "
+                                 f"file has {len(header)})")
+            shape = tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+            if check_shape is not None:
+                check_shape(shape)
+            need = math.prod(shape) * _IDX_DTYPES[head[2]].itemsize  # Python ints: no overflow
+            can_hold = size * _GZIP_MAX_RATIO if gz else size - len(header)
+            if need > can_hold:
+                raise ValueError(f"{path}: truncated IDX file: shape {shape} needs {len(header) + need} bytes, "
+                                 f"{'a gzip file of' if gz else 'the file has'} {size} bytes"
+                                 f"{' cannot hold that many' if gz else ''}")
+            data = fh.read(need + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ValueError(f"{path}: cannot decompress ({exc}); the gzip file is corrupt or truncated") from None
+    return header, data
 
 
-def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, ndim: int | None = None, _check_shape=None) -> np.ndarray:
     """Read one IDX file (plain or gzipped) into a numpy array.
 
     The header is ``0x00 0x00 <type> <ndim>`` followed by ``ndim`` big-endian uint32 sizes; the data
@@ -246,28 +334,17 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file {str(path)!r} not found")
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, no complete header)")
-    magic = int.from_bytes(raw[:4], "big")
-    dtype_code, dims = raw[2], raw[3]
-    if raw[0] != 0 or raw[1] != 0 or dtype_code not in _IDX_DTYPES or dims == 0:
-        raise ValueError(f"{path}: not an IDX file (magic number 0x{magic:08X})")
-    if ndim is not None and dims != ndim:
-        expected = 0x00000800 | ndim
-        raise ValueError(f"{path}: wrong magic number 0x{magic:08X}; expected 0x{expected:08X} "
-                         f"({'images' if ndim == 3 else 'labels' if ndim == 1 else f'{ndim} dimensions'})")
-    header = 4 + 4 * dims
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX file (header needs {header} bytes, file has {len(raw)})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    dtype = _IDX_DTYPES[dtype_code]
-    expected_len = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) < expected_len:
-        raise ValueError(f"{path}: truncated IDX file: shape {shape} needs {expected_len} bytes, file has {len(raw)}")
-    if len(raw) > expected_len:
-        raise ValueError(f"{path}: {len(raw) - expected_len} bytes after the data of shape {shape}; the file is not valid IDX")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    header, raw = _read_idx_stream(path, ndim, _check_shape)
+    dims = header[3]
+    shape = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = _IDX_DTYPES[header[2]]
+    need = math.prod(shape) * dtype.itemsize
+    if len(raw) < need:
+        raise ValueError(f"{path}: truncated IDX file: shape {shape} needs {len(header) + need} bytes, "
+                         f"file has {len(header) + len(raw)}")
+    if len(raw) > need:
+        raise ValueError(f"{path}: bytes after the data of shape {shape}; the file is not valid IDX")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find(directory: Path, stem: str, expected: str) -> Path:
@@ -286,9 +363,14 @@ def _idx_dir(directory: Path):
     for split in ("train", "t10k"):
         img_path = _find(directory, f"{split}-images-idx3-ubyte", _EXPECTED["idx"])
         lab_path = _find(directory, f"{split}-labels-idx1-ubyte", _EXPECTED["idx"])
-        images, labels = read_idx(img_path, ndim=3), read_idx(lab_path, ndim=1)
-        if len(images) != len(labels):
-            raise ValueError(f"{img_path} has {len(images)} images but {lab_path} has {len(labels)} labels")
+        labels = read_idx(lab_path, ndim=1)
+
+        def same_count(shape, labels=labels, img_path=img_path, lab_path=lab_path):
+            # checked on the header, before the images (the large file) are inflated
+            if shape[0] != len(labels):
+                raise ValueError(f"{img_path} has {shape[0]} images but {lab_path} has {len(labels)} labels")
+
+        images = read_idx(img_path, ndim=3, _check_shape=same_count)
         if images.dtype != np.uint8:
             raise ValueError(f"{img_path}: expected unsigned-byte images (type 0x08); got {images.dtype}")
         out += [(images.astype(np.float32) / 255.0)[:, None, :, :], labels.astype(np.int64)]
@@ -318,6 +400,17 @@ def _numpy_reconstruct():
     raise ImportError("numpy's multiarray._reconstruct is not available")
 
 
+class _NDArrayToken:
+    """Stands for ``numpy.ndarray`` in a restricted pickle; calling it is refused."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        raise UnsafePickleError(f"{self._name}: the pickle calls numpy.ndarray(...) directly (uninitialised memory "
+                                f"of a size it chooses), which a CIFAR-10 batch never does; refused")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler for CIFAR-10's python batches: it resolves only numpy's array reconstruction.
 
@@ -329,16 +422,27 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, *, name: str = "<pickle>"):
         super().__init__(file, encoding="bytes")
         self._name = name
+        self._ndarray = _NDArrayToken(name)
 
     def find_class(self, module: str, name: str):
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _numpy_reconstruct()
+            return self._reconstruct
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            # A token, not the class: called directly, ``numpy.ndarray(shape)`` would hand back
+            # uninitialised memory of any size the pickle asks for.
+            return self._ndarray
         if module == "numpy" and name == "dtype":
             return np.dtype
         raise UnsafePickleError(
             f"{self._name}: the pickle asks for global {module}.{name}, which a CIFAR-10 batch never needs; refused")
+
+    def _reconstruct(self, cls, shape, dtype, *rest):
+        # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') followed by __setstate__ with
+        # the shape, dtype and bytes (numpy checks that the bytes fill the shape): only that is allowed.
+        if cls is not self._ndarray or not isinstance(shape, tuple) or shape != (0,) or rest:
+            raise UnsafePickleError(f"{self._name}: array reconstruction with {shape!r} is not how numpy pickles "
+                                    f"an array; refused")
+        return _numpy_reconstruct()(np.ndarray, (0,), dtype)
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self._name}: persistent ids are not allowed in a CIFAR-10 batch")
@@ -415,8 +519,12 @@ def _npz(path: Path, task: str):
         raise FileNotFoundError(f"{str(path)!r} is not a file (expected {_EXPECTED['npz']})")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
+            # only the members used, each after its declared size is checked (a never-used or
+            # lying member is not inflated)
+            arrays = {k: _npz_member(path, archive, k) for k in _NPZ_MEMBERS if k in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
         raise ValueError(f"{path}: not a readable .npz archive ({exc})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
@@ -435,6 +543,28 @@ def _npz(path: Path, task: str):
     return x_tr, y_tr, x_te, y_te
 
 
+_NPZ_MEMBERS = ("x", "y", "x_test", "y_test")
+
+
+def _npz_member(path: Path, archive, key: str) -> np.ndarray:
+    """One array of an .npz, its .npy header read first: the size it declares must be what the zip
+    entry holds, and the entry no larger than deflate can inflate it to, before anything is read."""
+    names = archive.zip.namelist()
+    info = archive.zip.getinfo(key + ".npy" if key + ".npy" in names else key)
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > _GZIP_MAX_RATIO * info.compress_size + 1024:
+        raise ValueError(f"{path}: member {key} claims {info.file_size} bytes from {info.compress_size} "
+                         f"compressed; the archive is corrupt")
+    with archive.zip.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(fh))
+        need = math.prod(shape) * dtype.itemsize
+        if need > info.file_size - fh.tell():
+            raise ValueError(f"{path}: member {key} declares shape {shape} ({need} bytes) but holds "
+                             f"{info.file_size - fh.tell()} bytes; the archive is corrupt")
+    return archive[key]
+
+
 def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> None:
     if x.ndim < 2:
         raise ValueError(f"{path}: {xname} must have shape (N, ...) with at least 2 dimensions; got {x.shape}")
@@ -446,27 +576,35 @@ def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, xname: str, yname: str) 
         raise ValueError(f"{path}: {xname} contains NaN or infinite values")
 
 
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8 (a byte-order mark is skipped); other encodings are an error naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         f"save the CSV as UTF-8") from None
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rows: list[list[float]] = []
     width = None
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
+    for lineno, line in enumerate(io.StringIO(_read_text(path)), 1):
+        text = line.strip()
+        if not text:
+            continue
+        cells = [c.strip() for c in text.split(",")]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if not rows and width is None:  # a header line
+                width = len(cells)
                 continue
-            cells = [c.strip() for c in text.split(",")]
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                if not rows and width is None:  # a header line
-                    width = len(cells)
-                    continue
-                raise ValueError(f"{path}: line {lineno}: non-numeric value in {text!r}") from None
-            if width is None:
-                width = len(values)
-            if len(values) != width:
-                raise ValueError(f"{path}: line {lineno}: {len(values)} columns, expected {width}")
-            rows.append(values)
+            raise ValueError(f"{path}: line {lineno}: non-numeric value in {text!r}") from None
+        if width is None:
+            width = len(values)
+        if len(values) != width:
+            raise ValueError(f"{path}: line {lineno}: {len(values)} columns, expected {width}")
+        rows.append(values)
     if not rows:
         raise ValueError(f"{path}: no data rows")
     if width < 2:

@@ -29,14 +29,36 @@ T = 16, 8, 4, 2, 1, 0.5, 0, the 354.113, 4.546, 0.299, 0.040, 0.007, 0.002, 0 of
 
 Defaults: ``T = 8`` on noisy training data, ``T = 0.5`` on clean data (Sec. 5).
 
-Caveat, measured: since :math:`w_\mathrm{IMAE} \ge 1`, every sample keeps a gradient of L1 norm at
-least 1 however well it is fit (CCE's and MAE's vanish as :math:`p_y \to 1`), so nothing stops the
-logits from growing. The paper trains ResNets with batch normalisation; on a plain MLP or LeNet-5
-with SGD (lr 0.1 or 0.01, momentum 0.9, weight decay 5e-4) the logits of our runs grew past 1e3
-within a few epochs and training collapsed to chance accuracy, with T = 8 and with T = 0.5
-(scikit-learn digits; see the project README). In the paper's Caffe implementation the ratio
-:math:`w_\mathrm{IMAE}/w_\mathrm{MAE}` probably vanished once :math:`p_y` rounded to 1 in float32;
-here the direction is exact, as the equations ask, so the push never stops.
+Two variants (``variant=``)
+---------------------------
+``'authors'`` (the default) is what the authors' training layer computes (their Caffe
+``UnifiedWeightLoss``, ``shared/papers/README.md`` note 6), i.e. the code that produced the paper's
+numbers. For a batch of B samples, ``'mean'`` reduction:
+
+.. math::
+
+    \frac{\partial L}{\partial \mathbf{z}_i} = \frac{w_i}{S}\,
+    \frac{\mathbf{p}_i - \mathbf{e}_{y_i}}{2 (1 - p_{y_i}) + \epsilon}, \qquad
+    S = 10^{-8} + \sum_{j=1}^{B} w_j, \quad \epsilon = 10^{-6}.
+
+It differs from Eq. 22 read literally (``variant='paper'``) in two ways that change training, each an
+argument of its own:
+
+- ``eps`` (authors: ``1e-6``; paper: ``0``): the unit-L1 direction is damped by
+  :math:`2(1-p_y) / (2(1-p_y) + \epsilon)`, so a sample the network already fits
+  (:math:`1 - p_y \ll 10^{-6}`) stops pulling. With ``eps=0`` every sample keeps a gradient of L1
+  norm :math:`w \ge 1` forever, and nothing bounds the logits: on the plain MLP and LeNet-5 of this
+  project the paper-literal form drove the logits past 1e3 within a few epochs and accuracy to chance.
+- ``normalize`` (authors: ``'weights'``; paper: ``'batch'``): the batch gradient is divided by the sum
+  of the weights :math:`S` instead of by B, i.e. the weights are rescaled to mean 1 over the batch
+  (at T = 8 and typical logits the paper's form is :math:`\bar w \approx 1.7` times larger, and up to
+  :math:`e^{T/4}` times). With ``'weights'``, ``reduction='none'`` returns per-sample values whose
+  gradients carry the factor :math:`w_i B / S` (so ``.mean()`` of them is the authors' batch gradient)
+  and ``'sum'`` is B times ``'mean'``. The sum runs over the batch the function is given; under
+  ``torch.distributed`` over the global batch (``sync=True``, one ``all_reduce`` in the forward).
+
+The value the authors' layer reports is weighted CE; it has no effect on training, so both variants
+return the MAE value of Eq. 11.
 """
 from __future__ import annotations
 
@@ -47,31 +69,52 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from curriculoss._checks import check_logits_target, check_number, check_reduction, reduce
+from curriculoss.distributed import all_reduce_sum, is_distributed
 
-__all__ = ["imae", "IMAE", "sample_weight"]
+__all__ = ["imae", "IMAE", "sample_weight", "VARIANTS", "NORMALIZATIONS"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _LOG2 = math.log(2.0)
 
 
+# The largest weight is exp(T / 4) (p_y (1 - p_y) <= 1/4), computed in float32 for float32 and half
+# logits: past T = 4 log(3.4e38) = 355 it is inf and the gradients inf/NaN. T <= 300 keeps it below
+# exp(75) = 3.7e32, with room for an upstream gradient scale (e.g. AMP's loss scaling) of 1e6. The
+# paper's T are at most 16. (float16 gradients overflow at exp(T/4) > 65504, T > 44, times upstream.)
+_T_MAX = 300.0
+
+
 def _check_T(T: float) -> float:
-    return check_number("T", T, low=0.0)
+    return check_number("T", T, low=0.0, high=_T_MAX)
+
+
+VARIANTS = ("authors", "paper")
+NORMALIZATIONS = ("weights", "batch")
+_WEIGHT_SUM_EPS = 1e-8  # the authors' layer: S = 1e-8 + sum of the weights
 
 
 class _IMAEFunction(torch.autograd.Function):
-    """(logits (B, C), target (B, 1) int64, T, reduction) -> the reduced MAE.
+    """(logits (B, C), target (B, 1) int64, T, reduction, eps, normalize) -> the reduced MAE.
 
     The reduction is done here rather than by a separate autograd node, and every step uses few, small
     operations: at LeNet-5 sizes each costs microseconds, so their count is the cost of IMAE.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, T: float, reduction: str):  # type: ignore[override]
+    def forward(ctx, logits: Tensor, target: Tensor, T: float, reduction: str, eps: float,  # type: ignore[override]
+                normalize: str, sync: bool):
         x = logits.float() if logits.dtype in _LOW_PRECISION else logits
         # expm1(log p_y) = p_y - 1, accurate as p_y -> 1 where 1 - p_y would cancel
         py_minus_1 = torch.expm1(torch.log_softmax(x, dim=1).gather(1, target))
-        ctx.save_for_backward(x, target, py_minus_1)
-        ctx.T, ctx.reduction, ctx.input_dtype = T, reduction, logits.dtype
+        totals = None
+        if normalize == "weights" and sync and is_distributed():
+            # The weight sum and the sample count of the global batch, one all_reduce of two numbers; the
+            # weights are taken relative to their bound exp(T / 4), so the sum cannot overflow.
+            w_rel = torch.addcmul(py_minus_1, py_minus_1, py_minus_1).mul(-T).sub(T / 4.0).exp()
+            totals = all_reduce_sum(torch.stack([w_rel.sum(), torch.tensor(float(x.shape[0]), dtype=x.dtype,
+                                                                             device=x.device)]))
+        ctx.save_for_backward(x, target, py_minus_1, *(() if totals is None else (totals,)))
+        ctx.T, ctx.reduction, ctx.input_dtype, ctx.eps, ctx.normalize = T, reduction, logits.dtype, eps, normalize
         loss = py_minus_1.squeeze(1)
         if reduction == "mean":
             loss = loss.mean()
@@ -82,28 +125,69 @@ class _IMAEFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
-        x, t, em = ctx.saved_tensors  # em = p_y - 1
+        x, t, em, *totals = ctx.saved_tensors  # em = p_y - 1
         g = grad_loss.to(x.dtype)
-        # w_IMAE / 2 = exp(T p_y (1 - p_y) - log 2), with p_y (1 - p_y) = -(em + em^2); 'mean' adds -log B
-        shift = _LOG2 + (math.log(x.shape[0]) if ctx.reduction == "mean" and x.shape[0] > 0 else 0.0)
-        half_w = torch.addcmul(em, em, em).mul_(-ctx.T).sub_(shift).exp_()
-        half_w.mul_(g.unsqueeze(1) if ctx.reduction == "none" else g)
-        # Direction: for j != y, (p_j / (1 - p_y)) / 2 = softmax over the non-target logits / 2, finite
-        # even when p_y == 1 in floating point; the target's slot (excluded with the lowest float) is -1/2.
-        q = torch.softmax(x.scatter(1, t, torch.finfo(x.dtype).min), dim=1).scatter_(1, t, -1.0)
-        return q.mul_(half_w).to(ctx.input_dtype), None, None, None
+        B = x.shape[0]
+        # log w = T p_y (1 - p_y) = -T (em + em^2)
+        log_w = torch.addcmul(em, em, em).mul_(-ctx.T)
+        if totals:
+            # Distributed: w_i B_global / S_global per sample ('none', 'sum'); a rank's 'mean' is its local
+            # mean, so DDP's average of the ranks' gradients is the one-process gradient of the global batch.
+            s_rel, b_global = totals[0].unbind()
+            factor = log_w.sub_(ctx.T / 4.0).exp_().mul_(b_global / s_rel)
+            if ctx.reduction == "mean" and B > 0:
+                factor = factor.div_(B)
+        elif ctx.normalize == "weights":
+            # w_i / S = softmax over the batch of log w (overflow-free for any T); 'mean' is exactly that,
+            # 'sum' and 'none' carry B times it (weights rescaled to mean 1). The authors' 1e-8 in S
+            # changes w_i / S by at most 1e-8 relative (w >= 1), below float64's use here.
+            factor = torch.softmax(log_w, dim=0)
+            if ctx.reduction != "mean":
+                factor = factor.mul_(B)
+        else:
+            shift = math.log(B) if ctx.reduction == "mean" and B > 0 else 0.0
+            factor = log_w.sub_(shift).exp_()
+        factor = factor.mul_(g.unsqueeze(1) if ctx.reduction == "none" else g)
+        if ctx.eps == 0.0:
+            # Unit-L1 direction: for j != y, (p_j / (1 - p_y)) / 2 = softmax over the non-target logits / 2,
+            # finite even when p_y == 1 in floating point; the target's slot (excluded with the lowest
+            # float) is -1/2.
+            q = torch.softmax(x.scatter(1, t, torch.finfo(x.dtype).min), dim=1).scatter_(1, t, -1.0)
+            return q.mul_(factor.mul_(0.5)).to(ctx.input_dtype), None, None, None, None, None, None
+        # The authors' direction (p - e_y) / (2 (1 - p_y) + eps), with p_y - 1 taken from expm1 (no
+        # cancellation) and p_j from the softmax (accurate even where it is tiny).
+        q = torch.softmax(x, dim=1).scatter_(1, t, em)
+        return q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))).to(ctx.input_dtype), None, None, None, None, None, None
 
 
-def _imae(logits: Tensor, target: Tensor, T: float, reduction: str) -> Tensor:
+def _resolve_variant(variant: str, eps: float | None, normalize: str | None) -> tuple[float, str]:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if eps is None:
+        eps = 1e-6 if variant == "authors" else 0.0
+    eps = check_number("eps", eps, low=0.0)
+    if normalize is None:
+        normalize = "weights" if variant == "authors" else "batch"
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS} or None, got {normalize!r}")
+    return eps, normalize
+
+
+def _imae(logits: Tensor, target: Tensor, T: float, reduction: str, eps: float, normalize: str,
+          sync: bool = True) -> Tensor:
     target = check_logits_target(logits, target, min_classes=2)
-    return _IMAEFunction.apply(logits, target.unsqueeze(1), T, reduction)
+    return _IMAEFunction.apply(logits, target.unsqueeze(1), T, reduction, eps, normalize, bool(sync))
 
 
-def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean") -> Tensor:
+def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean", *, variant: str = "authors",
+         eps: float | None = None, normalize: str | None = None, sync: bool = True) -> Tensor:
     r"""IMAE: the MAE value :math:`2 (1 - p_y)` (Eq. 11) with the gradient of Eq. (22).
 
     The gradient w.r.t. ``logits`` of each sample's loss has MAE's direction (Eq. 18) and L1 norm
-    :math:`\exp(T p_y (1 - p_y))` (Eq. 21), times the upstream gradient (``'mean'`` divides it by B).
+    :math:`\exp(T p_y (1 - p_y))` (Eq. 21), times the upstream gradient. By default it is computed as the
+    authors' training layer does (``variant='authors'``: direction damped by ``eps``, batch normalised by
+    the sum of the weights); ``variant='paper'`` is Eq. 22 read literally (``'mean'`` divides by B).
+    See the module docstring for the equations.
 
     Args:
         logits: unnormalised scores, shape (B, C) with C >= 2, floating point; float16/bfloat16 are
@@ -112,6 +196,19 @@ def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean"
         T: scale of the exponential weight, >= 0. The paper uses ``T = 8`` on noisy training data
             (the default) and ``T = 0.5`` on clean data (Sec. 5). ``T = 0`` weights every sample by 1.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        variant: ``'authors'`` (default: the code that produced the paper's numbers) or ``'paper'``
+            (Eq. 22 literally); it sets the defaults of the next two arguments.
+        eps: the damping of the direction's denominator ``2 (1 - p_y) + eps``, >= 0; ``None``: the
+            variant's (``1e-6`` authors, ``0`` paper: the exact unit-L1 direction).
+        normalize: ``'weights'`` (divide the batch gradient by the sum of the weights) or ``'batch'``
+            (by B, for ``'mean'``); ``None``: the variant's (``'weights'`` authors, ``'batch'`` paper).
+        sync: with ``normalize='weights'`` inside an initialised ``torch.distributed`` process group of
+            more than one process, sum the weights over the global batch (one ``all_reduce`` of two
+            numbers in the forward; every rank must call it, an empty local batch included), so that
+            DDP's gradient average, with each rank's loss its local mean (times ``world_size * n_local /
+            n_global`` when the local batches differ in size), equals one process on the global batch.
+            ``False``: each rank normalises by its own weight sum. Outside a process group nothing is
+            exchanged.
 
     Returns:
         The MAE value, shape (B,) for ``'none'``, else a scalar, in the dtype of ``logits``.
@@ -120,31 +217,42 @@ def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean"
 
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> imae(z, torch.tensor([1, 0, 4, 9]), T=8.0).backward()
+        >>> imae(z, torch.tensor([1, 0, 4, 9]), T=8.0, variant="paper").backward()
     """
     T = _check_T(T)
     check_reduction(reduction)
-    return _imae(logits, target, T, reduction)
+    eps, normalize = _resolve_variant(variant, eps, normalize)
+    return _imae(logits, target, T, reduction, eps, normalize, sync)
 
 
 class IMAE(nn.Module):
     """Module form of :func:`imae`; ``T = 8`` (noisy data) by default, 0.5 on clean data (Sec. 5).
 
+    ``variant``, ``eps`` and ``normalize`` as in :func:`imae` (default: the authors' layer).
     After each forward, ``confidence`` holds the batch's per-sample weights
-    :math:`w_\\mathrm{IMAE} = \\exp(T p_y (1 - p_y))` (Eq. 21), detached, shape (B,), float32 (float64 for float64 logits).
+    :math:`w_\\mathrm{IMAE} = \\exp(T p_y (1 - p_y))` (Eq. 21), detached, shape (B,), float32 (float64 for
+    float64 logits), before any normalisation.
     """
 
-    def __init__(self, T: float = 8.0, reduction: str = "mean"):
+    def __init__(self, T: float = 8.0, reduction: str = "mean", *, variant: str = "authors",
+                 eps: float | None = None, normalize: str | None = None, sync: bool = True):
         super().__init__()
         self.T = _check_T(T)
         check_reduction(reduction)
         self.reduction = reduction
+        self.variant = variant
+        self.eps, self.normalize = _resolve_variant(variant, eps, normalize)
+        self.sync = bool(sync)
         self.confidence: Tensor | None = None
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, reduction={self.reduction!r}"
+        return f"T={self.T}, reduction={self.reduction!r}, variant={self.variant!r}, eps={self.eps}, " \
+               f"normalize={self.normalize!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        loss = _imae(logits, target, self.T, "none")
+        # The reduction stays inside the autograd function: with normalize='weights', 'none' carries
+        # the factor B / S, which 'mean' and 'sum' apply themselves.
+        loss = _imae(logits, target, self.T, "none", self.eps, self.normalize, self.sync)
         with torch.no_grad():
             # p_y (1 - p_y) = (1 - L/2) L/2 from the MAE value L = 2 (1 - p_y)
             half = loss.detach().to(torch.promote_types(loss.dtype, torch.float32)) * 0.5

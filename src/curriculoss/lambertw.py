@@ -21,9 +21,9 @@ Method, per element (all branches are evaluated and the right one is selected wi
    ``z = log(x / w) - w``, ``q = 2 (1 + w)(1 + w + 2z/3)``,
    ``w <- w (1 + z / (1 + w) * (q - z) / (q - 2z))``.
 
-Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` (an input that is
-``-1/e`` rounded to the working precision, such as ``float32(-1/e)``, which lies just below it), which
-gives ``-1``. ``W(+inf) = +inf``; NaN propagates.
+Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` in the input's
+dtype (an input that is ``-1/e`` rounded to that dtype, such as ``float32(-1/e)`` or ``float16(-1/e)``,
+which lie just below it), which gives ``-1``. ``W(+inf) = +inf``; NaN propagates.
 
 Float32 and float64 are computed in their own precision; float16 and bfloat16 are computed in
 float32 and rounded back. The derivative is ``dW/dx = W / (x (1 + W)) = exp(-W) / (1 + W)`` (1 at
@@ -49,6 +49,11 @@ _INV_E = 1.0 / math.e  # float64 1/e
 _INV_E_LO64 = -1.2428753672788363e-17  # 1/e - float64(1/e), from a 50-digit value of 1/e
 _INV_E_F32 = 0.3678794503211975  # float32(1/e) (exactly representable)
 _INV_E_LO32 = -9.1497551881701012e-09  # 1/e - float32(1/e), from the same value
+
+
+# Unit in the last place of 1/e in float16 (2^-12) and bfloat16 (2^-9): their inputs within two of
+# them below -1/e are -1/e rounded to that dtype.
+_HALF_ULP_INV_E = {torch.float16: 2.0 ** -12, torch.bfloat16: 2.0 ** -9}
 
 
 def _split_inv_e(dtype: torch.dtype) -> tuple[float, float, float]:
@@ -137,6 +142,11 @@ def lambertw(x: Tensor) -> Tensor:
         raise TypeError(f"lambertw: x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"lambertw: x must be a floating-point tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}")
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return _LambertW.apply(x.float()).to(x.dtype)
+    if x.dtype in _HALF_ULP_INV_E:
+        # Computed in float32, but the domain's edge is the input dtype's: float16(-1/e) lies 4e-5
+        # below -1/e, outside float32's tolerance, and is still "-1/e rounded", so it gives -1.
+        xf = x.float()
+        edge = -_INV_E - 2 * _HALF_ULP_INV_E[x.dtype]
+        xf = torch.where(xf >= edge, torch.clamp(xf, min=-_INV_E_F32), xf)
+        return _LambertW.apply(xf).to(x.dtype)
     return _LambertW.apply(x)

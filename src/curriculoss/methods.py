@@ -80,6 +80,7 @@ class MethodOptions:
     dp_instance_lr: float = 0.1
     dp_class_weight_decay: float = 5e-4
     dp_instance_weight_decay: float = 0.0
+    dp_weight_decay_mode: str = "per_sample"  # the reference's: counted once per occurrence in the batch
 
 
 class Method(nn.Module):
@@ -154,6 +155,7 @@ class DataParametersMethod(Method):
         return self.dp.optimizer(
             class_lr=o.dp_class_lr, instance_lr=o.dp_instance_lr,
             class_weight_decay=o.dp_class_weight_decay, instance_weight_decay=o.dp_instance_weight_decay,
+            weight_decay_mode=o.dp_weight_decay_mode,
         )
 
     def summary(self) -> float | None:
@@ -164,6 +166,10 @@ def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> M
     base = o.base_loss or ("ce" if num_classes else "l2")
     if base not in BASE_LOSSES:
         raise ValueError(f"base loss must be one of {', '.join(BASE_LOSSES)}; got {base!r}")
+    if bool(num_classes) == (base in REGRESSION_LOSSES):  # l2 on class indices: a shape error deep in training
+        task, fits = (("classification", [b for b in BASE_LOSSES if b not in REGRESSION_LOSSES]) if num_classes
+                      else ("regression", list(REGRESSION_LOSSES)))
+        raise ValueError(f"--base-loss {base} does not fit a {task} task; use one of {', '.join(fits)}")
     tau: str | float = o.tau
     if tau == "logC":
         if not num_classes:

@@ -333,8 +333,11 @@ def regression(targets, rate: float, low: float, high: float, *, seed: int = 0) 
 
 def _read_csv_labels(path: str) -> np.ndarray:
     values: list[int] = []
-    with open(path, encoding="utf-8-sig") as fh:
-        lines = [(i, line.strip()) for i, line in enumerate(fh, 1)]
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = [(i, line.strip()) for i, line in enumerate(fh, 1)]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the labels as UTF-8") from None
     lines = [(i, s) for i, s in lines if s]
     for k, (lineno, text) in enumerate(lines):
         if "," in text or ";" in text or "\t" in text:

@@ -36,11 +36,29 @@ from curriculoss.lambertw import lambertw
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
+# Computed in float32 and returned in their own dtype: in float16/bfloat16 the cap -2/e / 2 rounds to
+# a value off -1/e by more than lambertw's float32 tolerance (NaN in float16, sigma* = 2.56 in bfloat16).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# float64 losses larger than this in magnitude are treated like infinite ones by the module's state: the
+# running sums (float64) would overflow to inf after a few of them (the largest float64 is 1.8e308), and
+# the threshold then turns inf and NaN for good. 1e290 leaves room for 1e18 such losses in a sum;
+# float32 losses (< 3.4e38) cannot come near it.
+_MAX_LOSS = 1e290
 
 
 def _check_lam(lam: float) -> None:
     if isinstance(lam, bool) or not isinstance(lam, Real) or not (math.isfinite(lam) and lam > 0):
         raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+
+
+def _check_tau(tau: Tensor | float) -> None:
+    """The functional forms' threshold: a finite number or a floating tensor (values not read: no sync)."""
+    if isinstance(tau, Tensor):
+        if not tau.is_floating_point():
+            raise TypeError(f"tau must be a finite number or a floating-point tensor, got dtype {tau.dtype}")
+    elif isinstance(tau, bool) or not isinstance(tau, Real) or not math.isfinite(tau):
+        hint = " (running thresholds belong to the SuperLoss module)" if isinstance(tau, str) else ""
+        raise ValueError(f"tau must be a finite number or a floating-point tensor, got {tau!r}{hint}")
 
 
 def _check_reduction(reduction: str) -> None:
@@ -53,6 +71,19 @@ def _check_loss(loss: Tensor) -> None:
         raise TypeError(f"loss must be a torch.Tensor of per-sample losses, got {type(loss).__name__}")
     if not loss.is_floating_point():
         raise TypeError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
+
+
+def _check_index_values(index: Tensor, num_samples: int) -> None:
+    """Indices in [0, num_samples), checked on CPU in eager mode only: a negative index would otherwise
+    wrap around silently (-1 is sample N-1). Elsewhere the check would synchronise with the device (or
+    cannot run, under torch.compile and on meta), so it is skipped there and too large indices are left
+    to the indexing kernel, as in torch's own indexing; negative ones are then not detected."""
+    if index.device.type != "cpu" or index.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = (int(v) for v in torch.aminmax(index))
+    if lo < 0 or hi >= num_samples:
+        raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
+                         f"got values in [{lo}, {hi}]")
 
 
 def _half_capped_beta(loss: Tensor, tau: Tensor | float, lam: float) -> Tensor:
@@ -76,6 +107,9 @@ def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) ->
     """
     _check_loss(loss)
     _check_lam(lam)
+    _check_tau(tau)
+    if loss.dtype in _LOW_PRECISION:
+        return superloss_confidence(loss.float(), tau, lam).to(loss.dtype)
     tau = tau.detach() if isinstance(tau, Tensor) else tau
     return torch.exp(-lambertw(_half_capped_beta(loss.detach(), tau, lam)))
 
@@ -126,7 +160,10 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
     """
     _check_loss(loss)
     _check_lam(lam)
+    _check_tau(tau)
     _check_reduction(reduction)
+    if loss.dtype in _LOW_PRECISION:
+        return superloss(loss.float(), tau, lam, reduction).to(loss.dtype)
     sl, _ = _superloss_terms(loss, loss, tau, lam)
     return _reduce(sl, reduction)
 
@@ -152,8 +189,10 @@ class SuperLoss(nn.Module):
     Smoothing (when ``num_samples`` is given): each sample's loss is smoothed over the epochs by an
     exponential average with :math:`\alpha' =` ``smoothing`` (0.9 in the paper, after SELF),
     :math:`\tilde\ell_i \leftarrow \alpha'\tilde\ell_i + (1-\alpha')\ell_i`, initialised with the first
-    loss seen; ``forward`` must then get each sample's dataset ``index``. The confidence comes from
-    :math:`\tilde\ell_i`; the gradient still flows through the raw loss
+    loss seen; ``forward`` must then get each sample's dataset ``index``, in ``[0, num_samples)``
+    (checked on CPU tensors in eager mode; on accelerators the check would synchronise with the host,
+    so it is skipped and, as in tensor indexing, a negative index there counts from the end). The
+    confidence comes from :math:`\tilde\ell_i`; the gradient still flows through the raw loss
     (:math:`\partial SL/\partial\ell_i = \sigma^*(\tilde\ell_i)`). Leave ``num_samples=None`` for
     unbounded sample sets (detection anchors, metric-learning pairs), as the paper does. When an index
     appears twice in one batch, both entries read the previous smoothed value and one of them is stored.
@@ -161,7 +200,12 @@ class SuperLoss(nn.Module):
     ``mask``: a boolean tensor shaped like ``loss`` where ``True`` marks entries to **ignore** (e.g.
     anchors assigned to neither foreground nor background). Ignored entries return 0, are left out of
     the mean and update no state. Entries whose loss is NaN or infinite never change the threshold,
-    the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses).
+    the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses); nor do
+    float64 losses beyond ``1e290`` in magnitude, which would overflow the float64 running sums.
+
+    dtypes: float16 and bfloat16 losses are computed in float32 and the output and ``.confidence``
+    returned in the loss's dtype (in half precision the cap of Eq. 4 does not land on ``-1/e``); the
+    state stays float64.
 
     State: the threshold, the running sums and counts (float64) and the smoothing buffers are
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
@@ -270,6 +314,7 @@ class SuperLoss(nn.Module):
                 raise ValueError(f"index must have the shape of loss {tuple(loss.shape)}, got {tuple(index.shape)}")
             if self.num_samples is None:
                 raise ValueError("index was given but smoothing is off: pass num_samples=N to the constructor to smooth per sample")
+            _check_index_values(index, self.num_samples)
         elif self.num_samples is not None:
             raise ValueError(f"index is required: smoothing is on (num_samples={self.num_samples}), so forward needs each sample's dataset index")
         if mask is not None:
@@ -280,9 +325,15 @@ class SuperLoss(nn.Module):
 
     def forward(self, loss: Tensor, index: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         self._check_inputs(loss, index, mask)
+        if loss.dtype in _LOW_PRECISION:
+            out = self.forward(loss.float(), index, mask)
+            self.confidence = self.confidence.to(loss.dtype)
+            return out.to(loss.dtype)
         raw = loss.detach()
         keep = None if mask is None else ~mask
         valid = torch.isfinite(raw) if keep is None else torch.isfinite(raw) & keep
+        if raw.dtype == torch.float64:  # see _MAX_LOSS: the float64 running sums must not overflow
+            valid = valid & (raw.abs() <= _MAX_LOSS)
 
         # Ignored entries get a finite stand-in, so that their zero output also has a zero gradient.
         source = raw if keep is None else torch.where(keep, raw, torch.zeros_like(raw))

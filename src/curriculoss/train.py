@@ -13,6 +13,7 @@ Run folder::
                    (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
+    .lock          held by the run writing the folder (a second run is refused; see curriculoss.runlock)
     curves.png     learning curves (with matplotlib installed)
 
 Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
@@ -36,6 +37,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,14 @@ import numpy as np
 import torch
 
 from curriculoss import datasets, noise
+from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
 from curriculoss.methods import MethodOptions, build_method
 from curriculoss.models import build_model
 from curriculoss.recorder import Recorder
+from curriculoss.runlock import run_folder_lock
 
-__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError"]
+__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config"]
 
 
 @dataclass
@@ -101,6 +105,8 @@ def _atomic_write(path: Path, write) -> None:
 def prepare_data(cfg: TrainConfig):
     """The data set of a configuration and its noisy training labels."""
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit)
+    if len(data.y_train) == 0:
+        raise ValueError(f"{cfg.data_dir or cfg.dataset}: the training set is empty; nothing to train on")
     y_true = data.y_train
     if cfg.task == "regression":
         noisy = noise.regression(y_true, cfg.noise_rate, low=float(y_true.min()), high=float(y_true.max()), seed=cfg.seed) \
@@ -127,6 +133,22 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_s
     return total / max(len(x), 1)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The optimisation settings of a configuration, before anything is loaded: a NaN, negative or
+    overflowing rate would train silently on garbage (``lr=nan`` ran to the end with accuracy 0.1) or
+    fail deep in the optimizer (``lr=1e300`` does not fit the float32 parameters)."""
+    check_number("lr", cfg.lr, low=0.0, high=_FLOAT32_MAX, low_open=True)
+    check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
+    check_number("weight_decay", cfg.weight_decay, low=0.0, high=_FLOAT32_MAX)
+    for name in ("epochs", "batch_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def _init_distributed_from_env() -> bool:
     """Under torchrun (``WORLD_SIZE`` > 1) start the default process group; True if this call started it."""
     import torch.distributed as dist
@@ -145,9 +167,12 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
     """
+    check_config(cfg)
     started = _init_distributed_from_env()
     try:
-        return _train(cfg, run_dir, resume=resume, progress=progress, position=position)
+        # One run per folder (curriculoss.runlock); only the writing rank holds it.
+        with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
+            return _train(cfg, run_dir, resume=resume, progress=progress, position=position)
     finally:
         if started:
             import torch.distributed as dist
