@@ -4,7 +4,7 @@ against ``curriculoss train``."""
 from __future__ import annotations
 
 import importlib.util
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +235,26 @@ def test_flag_command_on_a_run_folder_and_on_old_signals(tmp_path, capsys):
     with pytest.raises(SystemExit, match="margin"):
         main(["flag", str(old)])
     assert main(["flag", str(old / "signals.npz"), "--score", "loss"]) == 0
+
+
+def test_resume_from_a_checkpoint_written_before_the_recorder(tmp_path):
+    """A checkpoint with the old (epochs, N) loss_signal / conf_signal tables resumes; its epochs keep
+    their losses and have no margins."""
+    cfg = TrainConfig(dataset="digits", model="mlp", method="ce", noise="symmetric", noise_rate=0.2, epochs=3, seed=0)
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    state = torch.load(full / "checkpoint.pt", weights_only=True)
+    # rewind to epoch 2 in the old format: NaN rows ahead of the finished epochs
+    rec = state.pop("recorder")
+    n = rec["loss"].shape[1]
+    loss = torch.full((3, n), float("nan"))
+    loss[:2] = rec["loss"][:2]
+    conf = torch.full((3, n), float("nan"))
+    state.update(loss_signal=loss, conf_signal=conf, epoch=2)
+    torch.save(state, part / "checkpoint.pt")
+    train(cfg, part, resume=True, progress=False)
+    got = np.load(part / "signals.npz")
+    np.testing.assert_array_equal(got["loss"][:2], rec["loss"][:2].numpy())
+    assert np.isnan(got["margin"][:2]).all() and np.isfinite(got["margin"][2]).all()
