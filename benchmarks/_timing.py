@@ -1,21 +1,106 @@
-"""Side-by-side timing for the benchmarks: variants interleaved (A B C A B C ...), medians compared,
-so a drift of the machine affects every variant alike."""
+"""Side-by-side timing for the benchmarks.
+
+Variants run interleaved (A B C A B C ...), so a drift of the machine affects every variant alike.
+:func:`compare` reports each variant's time against a baseline as the median of the *per-round*
+ratios (variant / baseline within one round) with a bootstrap confidence interval over the rounds:
+pairing cancels the slow drifts of a shared machine, and the interval says what the run can resolve.
+:func:`top_level_ops` counts the ``aten::`` operations a call dispatches (``torch.profiler``), the
+figure that does not depend on machine noise, printed beside every timing.
+"""
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
+
+import numpy as np
+
+
+def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 10,
+                        max_seconds: float | None = None, min_repeats: int = 10) -> dict[str, list[float]]:
+    """Seconds of every call of each function, the functions called in turn ``repeats`` times (fewer if
+    ``max_seconds`` runs out first, but at least ``min_repeats``); the order rotates every round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    for rep in range(repeats):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+        if max_seconds is not None and rep + 1 >= min_repeats and time.perf_counter() - start > max_seconds:
+            break
+    return times
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 10) -> dict[str, float]:
     """Median seconds per call of each function, the functions called in turn ``repeats`` times."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in interleaved_samples(fns, repeats, warmup).items()}
+
+
+@dataclass
+class Ratio:
+    """Median of the per-round ratios and its bootstrap confidence interval."""
+
+    value: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width, relative to the ratio: what the run can resolve."""
+        return (self.high - self.low) / 2 / self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f}x [{self.low:.3f}, {self.high:.3f}]"
+
+
+def ratio(times: list[float], base: list[float], confidence: float = 0.95, resamples: int = 2000,
+          seed: int = 0) -> Ratio:
+    """Per-round ratios ``times[i] / base[i]``: their median, with a percentile bootstrap interval
+    (rounds resampled with replacement)."""
+    r = np.asarray(times[: len(base)]) / np.asarray(base[: len(times)])
+    rng = np.random.default_rng(seed)
+    boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
+    alpha = (1 - confidence) / 2
+    return Ratio(float(np.median(r)), float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha)), len(r))
+
+
+def spread(ts: list[float]) -> str:
+    """Median and interquartile range, in milliseconds."""
+    q1, q2, q3 = np.quantile(np.asarray(ts) * 1e3, [0.25, 0.5, 0.75])
+    return f"{q2:.3f} ms (IQR {q1:.3f}-{q3:.3f})"
+
+
+def top_level_ops(fn: Callable[[], object]) -> int:
+    """Number of ``aten::`` operations that no other ``aten::`` operation called, in one call of ``fn``
+    (after a warm-up call); backward operations run by the autograd engine count too."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    count = 0
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        count += parent is None
+    return count
+
+
+def load_note() -> str:
+    """The machine's load average, to print with the timings (timings on a loaded machine are noisy)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return "load average " + " ".join(f.read().split()[:3])
+    except OSError:
+        return "load average unknown"

@@ -1,17 +1,20 @@
 """SuperLoss over detection anchors: (focal + SuperLoss) / (focal alone), forward + backward, CPU.
 
 200,000 anchors (2 images x 100,000), 80 classes, a focal loss per anchor (RetinaNet style), 10 %
-ignored anchors; SuperLoss with tau='avg', no per-anchor state. Interleaved repetitions, median.
+ignored anchors; SuperLoss with tau='avg', no per-anchor state. Interleaved repetitions; the ratio is
+the median of the per-round ratios with a 95 % bootstrap interval. ``--fused`` adds
+``SuperLoss(..., fused=True)``.
 
     python benchmarks/bench_detection.py
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+
+from _timing import interleaved_samples, load_note, ratio, spread
 
 from curriculoss import SuperLoss, focal_loss
 
@@ -21,7 +24,11 @@ def main() -> None:
     parser.add_argument("--anchors", type=int, default=200_000)
     parser.add_argument("--classes", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--fused", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images = 2
     per_image = args.anchors // images
@@ -37,26 +44,28 @@ def main() -> None:
         logits.grad = None
         loss.backward()
 
-    def with_superloss() -> None:
-        per_anchor = focal_loss(logits, target, reduction="none").reshape(images, per_image)
-        loss = criterion(per_anchor, mask=ignore)
-        logits.grad = None
-        loss.backward()
+    def with_superloss(crit: SuperLoss):
+        def run() -> None:
+            per_anchor = focal_loss(logits, target, reduction="none").reshape(images, per_image)
+            loss = crit(per_anchor, mask=ignore)
+            logits.grad = None
+            loss.backward()
+        return run
 
-    for _ in range(3):
-        focal_alone()
-        with_superloss()
-    times: dict[str, list[float]] = {"focal": [], "sl": []}
-    for _ in range(args.repeats):
-        for name, fn in (("focal", focal_alone), ("sl", with_superloss)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    a, b = statistics.median(times["focal"]), statistics.median(times["sl"])
-    print(f"{args.anchors} anchors, {args.classes} classes, CPU, {torch.get_num_threads()} threads, {args.repeats} interleaved repeats")
-    print(f"focal alone          : {1e3 * a:.2f} ms (median, forward + backward)")
-    print(f"focal + SuperLoss    : {1e3 * b:.2f} ms")
-    print(f"ratio SuperLoss/focal: {b / a:.3f}x (goal <= 1.10x)")
+    fns = {"focal": focal_alone, "sl": with_superloss(criterion)}
+    if args.fused:
+        fns["sl_fused"] = with_superloss(SuperLoss(tau="avg", lam=1.0, fused=True))
+        t0 = time.perf_counter()
+        fns["sl_fused"]()
+        print(f"fused: first call {time.perf_counter() - t0:.1f} s (compilation included)")
+    times = interleaved_samples(fns, args.repeats, warmup=3)
+    print(f"{args.anchors} anchors, {args.classes} classes, CPU, {torch.get_num_threads()} threads, "
+          f"{args.repeats} interleaved rounds; {load_note()}")
+    print(f"focal alone          : {spread(times['focal'])} (forward + backward)")
+    for name in [k for k in fns if k != "focal"]:
+        r = ratio(times[name], times["focal"])
+        print(f"focal + SuperLoss{' fused' if name == 'sl_fused' else ''}    : {spread(times[name])}; ratio {r} "
+              f"(95 % CI; goal <= 1.05x)")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ library (``curriculoss.datasets.load``, ``curriculoss.models.build_model``,
 ``curriculoss.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
 PyTorch loop with ``F.cross_entropy``; each method runs the same loop through its ``Method`` (and its
 own optimizer, for data parameters). Only the loop is timed: batch indexing, forward, loss, backward
-and the optimizer steps. Methods run interleaved, one epoch each per repeat with the order rotated
-between repeats, and the ratio of median epoch times is printed.
+and the optimizer steps. Methods run interleaved, one epoch each per round with the order rotated
+between rounds. Each method's ratio is the median of its per-round ratios (epoch / CE epoch of the same
+round) with a 95 % bootstrap interval; rounds continue (up to ``--repeats``, or ``--max-minutes``) until
+every interval's half-width is below ``--resolution`` (2 %), and the script says whether it got there.
 
     python benchmarks/bench_epoch.py                 # the full 60,000-image epoch
     python benchmarks/bench_epoch.py --limit 10000   # a shorter epoch
@@ -19,6 +21,8 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+
+from _timing import load_note, ratio
 
 import numpy as np
 import torch
@@ -72,14 +76,17 @@ def main() -> None:
                         help="default: every classification method")
     parser.add_argument("--limit", type=int, default=None, help="training images per epoch (default: all)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3, help="epochs per method (interleaved)")
+    parser.add_argument("--repeats", type=int, default=30, help="most epochs per method (interleaved rounds)")
+    parser.add_argument("--min-repeats", type=int, default=5, help="fewest rounds before the resolution is checked")
+    parser.add_argument("--resolution", type=float, default=0.02, help="target half-width of every 95 %% interval")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop adding rounds after this long")
     parser.add_argument("--noise-rate", type=float, default=0.4, help="symmetric label noise (default 0.4)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: --limit 3000 --repeats 3")
     args = parser.parse_args()
     if args.quick:
         args.limit = args.limit or 3000
-        args.repeats = 3
+        args.repeats = args.min_repeats = 3
     unknown = [m for m in args.methods if m not in METHODS or m in REGRESSION_LOSSES]
     if unknown:
         parser.error(f"--methods: unknown or regression-only {unknown}; choose from "
@@ -101,26 +108,42 @@ def main() -> None:
         r.epoch(warm)
 
     times: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
     for rep in range(args.repeats):
         order = torch.randperm(n, generator=gen)
         shift = rep % len(runners)
         for r in runners[shift:] + runners[:shift]:
             times[r.name].append(r.epoch(order))
+        if rep + 1 >= args.min_repeats:
+            widest = max(ratio(times[m], times["baseline"]).half_width for m in args.methods)
+            if widest <= args.resolution:
+                break
+            if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
+                break
 
+    rounds = len(times["baseline"])
     base = statistics.median(times["baseline"])
     steps = -(-n // args.batch_size)
     print(f"{data.name} ({n} training images, {steps} steps of {args.batch_size}), LeNet-5, CPU, "
-          f"{torch.get_num_threads()} threads, {args.repeats} interleaved epochs per method, "
-          f"{args.noise_rate:.0%} symmetric noise")
-    print(f"{'method':<12} {'epoch (s, median)':>18} {'ratio vs CE loop':>17}  goal <= {GOAL:.2f}x")
-    print(f"{'plain CE':<12} {base:>18.3f} {1.0:>16.3f}x")
-    worst = 0.0
+          f"{torch.get_num_threads()} threads, {rounds} interleaved epochs per method, "
+          f"{args.noise_rate:.0%} symmetric noise; {load_note()}")
+    print(f"{'method':<12} {'epoch (s, median)':>18} {'ratio vs CE loop, 95 % CI':>30} {'+-':>6}  goal <= {GOAL:.2f}x")
+    print(f"{'plain CE':<12} {base:>18.3f} {'1':>30}")
+    worst, widest, undecided = 0.0, 0.0, []
     for name in args.methods:
-        t = statistics.median(times[name])
-        ratio = t / base
-        worst = max(worst, ratio)
-        print(f"{name:<12} {t:>18.3f} {ratio:>16.3f}x  {'ok' if ratio <= GOAL else 'OVER'}")
-    print(f"worst ratio {worst:.3f}x: {'meets' if worst <= GOAL else 'misses'} the goal (<= {GOAL:.2f}x for every method)")
+        r = ratio(times[name], times["baseline"])
+        worst, widest = max(worst, r.value), max(widest, r.half_width)
+        verdict = "ok" if r.high <= GOAL else "OVER" if r.low > GOAL else "undecided"
+        if verdict == "undecided":
+            undecided.append(name)
+        print(f"{name:<12} {statistics.median(times[name]):>18.3f} {str(r):>30} {100 * r.half_width:>5.1f}%  {verdict}")
+    if widest <= args.resolution:
+        print(f"resolution: every interval within +-{100 * widest:.1f} % (target {100 * args.resolution:.0f} %): reached")
+    else:
+        print(f"resolution: could NOT resolve {100 * args.resolution:.0f} % in {rounds} rounds (widest interval "
+              f"+-{100 * widest:.1f} %); more rounds (--repeats) or a quieter machine are needed")
+    print(f"worst ratio {worst:.3f}x; " + (f"undecided against the goal: {', '.join(undecided)}" if undecided else
+                                           f"{'meets' if worst <= GOAL else 'misses'} the goal (<= {GOAL:.2f}x for every method)"))
 
 
 if __name__ == "__main__":

@@ -422,7 +422,7 @@ def test_csv_errors(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="dataset must be one of digits, idx, cifar10, npz, csv"):
+    with pytest.raises(ValueError, match="dataset must be one of digits, idx, cifar10, cifar100, imagefolder, npz, csv"):
         datasets.load("mnist")
     with pytest.raises(ValueError, match="task"):
         datasets.load("digits", task="detection")

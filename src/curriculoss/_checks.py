@@ -66,7 +66,7 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1)
         lo, hi = (v.item() for v in torch.aminmax(target))
         if lo < 0 or hi >= logits.shape[1]:
             raise ValueError(f"target must hold class indices in [0, {logits.shape[1] - 1}], got values in [{lo}, {hi}]")
-    return target.long()
+    return target if target.dtype == torch.int64 else target.long()
 
 
 def check_class_weights(name: str, weights: Tensor, num_classes: int | None = None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from curriculoss import __version__
 
-DATASETS = ("digits", "idx", "cifar10", "npz", "csv")
+DATASETS = ("digits", "idx", "cifar10", "cifar100", "imagefolder", "npz", "csv")
 NOISES = ("symmetric", "pair", "asymmetric", "file")
 
 
@@ -59,6 +59,39 @@ def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool =
     return parse
 
 
+def _model(text: str) -> str:
+    from curriculoss.models import check_model_name
+
+    from curriculoss.models import MODELS
+
+    try:
+        return check_model_name(text)
+    except ValueError:
+        # argparse's own wording for a bad choice, with the forms a name may also take
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(MODELS)}, "
+                                         f"wrnDEPTH-WIDTH, or package.module:factory)") from None
+
+
+def _milestones(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values) or values != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"expected increasing positive epochs such as '60,120,160', got {text!r}")
+    return values
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _tau(text: str) -> str:
     if text in ("avg", "ema", "logC"):
         return text
@@ -77,7 +110,14 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
-    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, npz, csv")
+    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, cifar100, imagefolder, npz, csv")
+    data.add_argument("--augment", choices=("none", "crop-flip"),
+                      help="batch-wise augmentation on the device (default: crop-flip for cifar10/cifar100, else none)")
+    data.add_argument("--image-size", type=_positive_int, default=32, help="imagefolder: resize images to this side (default 32)")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="imagefolder: skip unreadable images (counted) instead of stopping at the first")
+    data.add_argument("--workers", type=_nonnegative_int, default=0,
+                      help="imagefolder: DataLoader worker processes decoding the images (default 0: in this process)")
     data.add_argument("--task", choices=("classification", "regression"), default="classification")
     data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
     data.add_argument("--noise", choices=NOISES, default="symmetric",
@@ -90,7 +130,9 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
         data.add_argument("--noise-rate", type=_rate, default=0.0, metavar="RATE")
 
     run = p.add_argument_group("model and optimisation")
-    run.add_argument("--model", choices=MODELS, default="mlp")
+    run.add_argument("--model", type=_model, default="mlp", metavar="MODEL",
+                     help=f"{', '.join(MODELS)}, wrnDEPTH-WIDTH, or package.module:factory (a callable taking "
+                          "num_classes and returning an nn.Module; default mlp)")
     if grid:
         run.add_argument("--methods", nargs="+", choices=list(METHODS), default=["ce", "superloss", "data-params", "imae"], metavar="METHOD",
                          help=f"choices: {', '.join(METHODS)}")
@@ -102,6 +144,18 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     run.add_argument("--batch-size", type=_positive_int, default=64)
     run.add_argument("--lr", type=_number(0.0, low_open=True), default=0.1)
     run.add_argument("--weight-decay", type=_number(0.0), default=5e-4)
+    run.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
+                     help="learning-rate schedule per epoch (default cosine annealing to 0)")
+    run.add_argument("--milestones", type=_milestones, default=[], metavar="E1,E2,...",
+                     help="step schedule: epochs after which lr is multiplied by --gamma")
+    run.add_argument("--gamma", type=_number(0.0, 1.0, low_open=True), default=0.1, help="step schedule factor (default 0.1)")
+    run.add_argument("--warmup", type=_nonnegative_int, default=0, help="epochs of linear learning-rate warmup (default 0)")
+
+    hw = p.add_argument_group("hardware")
+    hw.add_argument("--device", help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps; "
+                                     "with --resume it may differ from the run's")
+    hw.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision: the model under torch.autocast")
+    hw.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
 
     m = p.add_argument_group("method options")
     m.add_argument("--base-loss", help="SuperLoss's input loss (ce, mae, gce, sce, focal, l2, smooth-l1); default ce, or l2 for regression")
@@ -136,6 +190,9 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
         dataset=args.dataset, data_dir=args.data_dir, task=args.task, limit=args.limit, model=args.model,
         method=method, noise=args.noise, noise_rate=rate, noise_file=args.noise_file, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, seed=seed, options=options,
+        augment=args.augment, schedule=args.schedule, milestones=list(args.milestones), gamma=args.gamma,
+        warmup=args.warmup, image_size=args.image_size, skip_bad_images=args.skip_bad_images,
+        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers,
     )
 
 
@@ -187,6 +244,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (run_dir / "args.json").exists():
             raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
         cfg = _read_config(run_dir / "args.json")
+        if args.device:  # where to continue is the user's choice; what is trained stays the run's
+            cfg = replace(cfg, device=args.device)
+        if args.compile:
+            cfg = replace(cfg, compile=True)
     else:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)

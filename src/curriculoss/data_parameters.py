@@ -118,6 +118,7 @@ from typing import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from curriculoss._checks import check_number
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed, world_size
@@ -153,10 +154,65 @@ class _SparseGather(torch.autograd.Function):
         return g, None
 
 
+class _ScaledLogits(torch.autograd.Function):
+    """``logits / sigma*[:, None]`` with ``sigma* = exp(w_c[target]) (+ exp(w_i[index]))``, as one
+    autograd node whose backward gives the logits ``grad / sigma*`` and each ``log sigma`` gather a
+    sparse COO gradient (one entry per sample, as :class:`_SparseGather`):
+    ``dL/d log sigma_part = -(sum_j grad_ij out_ij) * exp(w_part) / sigma*`` (Eqs. 3-5: the logits'
+    derivative w.r.t. ``sigma*`` is ``-out / sigma*``). Every step is one tensor operation: at the
+    batch sizes of a training step their count is the cost."""
+
+    @staticmethod
+    def forward(ctx, logits, w_class, target, w_inst, index):  # type: ignore[override]
+        parts = [(w, i) for w, i in ((w_class, target), (w_inst, index)) if w is not None]
+        exps = [w.index_select(0, i).exp_() for w, i in parts]
+        sigma = exps[0] if len(exps) == 1 else exps[0] + exps[1]
+        col = sigma.unsqueeze(1)
+        if col.dtype != logits.dtype:
+            col = col.to(logits.dtype)
+        out = logits / col
+        ctx.save_for_backward(out, col, *exps, *(i for _, i in parts))
+        ctx.parts = [(w_class is not None), (w_inst is not None)]
+        ctx.mark_non_differentiable(sigma)
+        ctx.set_materialize_grads(False)
+        ctx.rows = [w.shape[0] for w, _ in parts]
+        return out, sigma
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _):  # type: ignore[override]
+        if grad is None:
+            return None, None, None, None, None
+        out, col, *rest = ctx.saved_tensors
+        n = len(ctx.rows)
+        exps, idx = rest[:n], rest[n:]
+        grad_logits = grad / col if ctx.needs_input_grad[0] else None
+        # d L / d log sigma* (times sigma*, one part) = -sum_j grad_ij out_ij
+        g_sigma = torch.linalg.vecdot(grad, out).neg_()
+        if n == 2:
+            g_sigma = g_sigma / col.squeeze(1).to(g_sigma.dtype)
+        grads = []
+        for k in range(n):
+            vals = g_sigma if n == 1 else g_sigma * exps[k]
+            if vals.dtype != exps[k].dtype:
+                vals = vals.to(exps[k].dtype)
+            grads.append(torch.sparse_coo_tensor(idx[k].unsqueeze(0), vals, (ctx.rows[k],), is_coalesced=False,
+                                                 check_invariants=False))
+        it = iter(grads)
+        g_class = next(it) if ctx.parts[0] else None
+        g_inst = next(it) if ctx.parts[1] else None
+        return grad_logits, g_class, None, g_inst, None
+
+
 def _gather(weight: Tensor, index: Tensor) -> Tensor:
     if _is_compiling() or not torch.is_grad_enabled() or not weight.requires_grad or index.device.type == "meta":
         return weight.index_select(0, index)
     return _SparseGather.apply(weight, index)
+
+
+def _on(index: Tensor, weight: Tensor) -> Tensor:
+    """``index`` on ``weight``'s device (no operation when it is there already)."""
+    return index if index.device == weight.device else index.to(weight.device)
 
 
 def _check_hparam(name: str, value: object, *, momentum: bool = False) -> float:
@@ -186,7 +242,7 @@ def _check_range(name: str, x: Tensor | None, low: int, high: int, force: bool |
         return
     if force is False or (force is None and x.device.type != "cpu"):
         return
-    lo, hi = int(x.min()), int(x.max())
+    lo, hi = (int(v) for v in torch.aminmax(x))
     if lo < low or hi >= high:
         raise ValueError(f"{name} must have values in [{low}, {high}), got values in [{lo}, {hi}]")
 
@@ -310,9 +366,9 @@ class DataParameters(nn.Module):
     def _sigma(self, target: Tensor | None, index: Tensor | None) -> Tensor:
         parts = []
         if self.log_class_sigma is not None:
-            parts.append(_gather(self.log_class_sigma, target.to(self.log_class_sigma.device)).exp())
+            parts.append(_gather(self.log_class_sigma, _on(target, self.log_class_sigma)).exp())
         if self.log_instance_sigma is not None:
-            parts.append(_gather(self.log_instance_sigma, index.to(self.log_instance_sigma.device)).exp())
+            parts.append(_gather(self.log_instance_sigma, _on(index, self.log_instance_sigma)).exp())
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     def sigma(self, target: Tensor | None, index: Tensor | None = None) -> Tensor:
@@ -328,6 +384,14 @@ class DataParameters(nn.Module):
         """Logits divided row-wise by ``sigma*_i``: ``logits / sigma*[:, None]`` (Eq. 1 / Sec. 2.2)."""
         self._check_logits(logits)
         self._check(logits.shape[0], target, index, logits.shape[1])
+        wc, wi = self.log_class_sigma, self.log_instance_sigma
+        if (not _is_compiling() and torch.is_grad_enabled() and logits.device.type != "meta"
+                and all(w is None or w.requires_grad for w in (wc, wi))):
+            # One autograd node with sparse gradients (see _ScaledLogits).
+            out, s = _ScaledLogits.apply(logits, wc, None if wc is None else _on(target, wc),
+                                         wi, None if wi is None else _on(index, wi))
+            self.last_sigma = s
+            return out
         s = self._sigma(target, index)
         if not _is_compiling():
             self.last_sigma = s.detach()
@@ -582,7 +646,7 @@ class SparseSGD(torch.optim.Optimizer):
                         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 first = state["step"] == 0
                 w = p.index_select(0, rows)
-                d = g.to(p.dtype)
+                d = g if g.dtype == p.dtype else g.to(p.dtype)
                 if wd != 0:
                     # .get: checkpoints from before the option had per-row decay
                     if group.get("weight_decay_mode", "per_row") == "per_sample":
@@ -593,12 +657,12 @@ class SparseSGD(torch.optim.Optimizer):
                                 "use optimizer(weight_decay_mode='per_row') or a zero weight decay")
                         d = d + (wd * counts.to(w.dtype)) * w
                     else:
-                        d = d + wd * w
+                        d = torch.add(d, w, alpha=wd)
                 if mom != 0:
                     buf = state["momentum_buffer"]
                     d = buf.index_select(0, rows).mul_(mom).add_(d)
                     buf.index_copy_(0, rows, d)
-                w = w - lr * d
+                w = w.add_(d, alpha=-lr)  # w is a fresh gather: updating it in place saves an allocation
                 if clamp is not None:
                     w = w.clamp_(clamp[0], clamp[1])
                     if first:

@@ -18,6 +18,12 @@ regression). The readers:
   array reconstruction the format needs; any other global (``os.system``, ``builtins.eval``, ...)
   raises :class:`UnsafePickleError` before it is resolved, so nothing is executed.
   Images ``(N, 3, 32, 32)``.
+- ``cifar100``: CIFAR-100's python version (``train`` and ``test`` pickles with ``fine_labels``, 100
+  classes), in ``data_dir`` or its ``cifar-100-python`` sub-folder; the same restricted unpickler.
+- ``imagefolder``: one sub-folder per class of image files (PNG, JPEG, BMP, GIF, WebP, TIFF), with
+  ``train`` and ``test`` sub-folders when present, else the split below; decoded with Pillow (the
+  ``image`` extra) to RGB and resized to ``image_size`` x ``image_size``. See
+  :mod:`curriculoss.imagefolder`.
 - ``npz``: a ``.npz`` file with arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``; ``x`` of any
   shape ``(N, ...)``. Read without pickle.
 - ``csv``: ``data_dir`` is a CSV file (the training set) or a directory with ``train.csv`` and
@@ -28,9 +34,10 @@ Where no test split is given (``npz`` without ``x_test``, ``csv`` without a test
 training set is split off deterministically (stratified for classification where every class has at
 least two samples, ``random_state=0``).
 
-Normalisation: image inputs (digits, idx, cifar10) are scaled to [0, 1] and then standardised per
+Normalisation: image inputs (digits, idx, cifar10, cifar100, imagefolder) are scaled to [0, 1] and then standardised per
 channel by the *training* set's mean and standard deviation (the statistics of the samples kept after
-``limit``), the usual practice for MNIST and CIFAR. ``npz`` and ``csv`` features are used as given
+``limit``), the usual practice for MNIST and CIFAR; the statistics are kept in
+:attr:`Dataset.normalisation` (the padding of :func:`curriculoss.augment.crop_flip` needs them). ``npz`` and ``csv`` features are used as given
 (standardise them beforehand if their scales differ).
 
 Checks before training on anything: labels are class indices ``0..C-1`` with ``C`` the largest label
@@ -65,7 +72,7 @@ import numpy as np
 __all__ = ["Dataset", "load", "DATASETS", "TASKS", "read_idx", "RestrictedUnpickler", "UnsafePickleError"]
 
 #: The names :func:`load` knows.
-DATASETS = ("digits", "idx", "cifar10", "npz", "csv")
+DATASETS = ("digits", "idx", "cifar10", "cifar100", "imagefolder", "npz", "csv")
 TASKS = ("classification", "regression")
 
 
@@ -79,6 +86,8 @@ class Dataset:
         num_classes: the number of classes, or ``None`` for regression.
         input_shape: the shape of one sample, ``x_train.shape[1:]``.
         name: the reader's name (``'digits'``, ``'idx'``, ...).
+        normalisation: the per-channel ``(mean, std)`` (float32, shape ``(C,)``) the images were
+            standardised with (raw pixels in [0, 1]), or ``None`` for features used as given.
     """
 
     x_train: np.ndarray
@@ -88,6 +97,7 @@ class Dataset:
     num_classes: int | None
     input_shape: tuple[int, ...]
     name: str
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
@@ -100,7 +110,8 @@ class Dataset:
 
 @np.errstate(over="ignore")  # values beyond float32's range are reported as non-finite, once, by name
 def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "classification",
-         limit: int | None = None) -> Dataset:
+         limit: int | None = None, image_size: int = 32, skip_bad_images: bool = False,
+         workers: int = 0) -> Dataset:
     """Load the data set ``name`` (one of :data:`DATASETS`) for ``task`` (one of :data:`TASKS`).
 
     Args:
@@ -109,6 +120,10 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         data_dir: the directory or file to read (required for everything but ``digits``).
         task: ``'classification'`` or ``'regression'`` (the latter not for ``cifar10``).
         limit: keep only the first ``limit`` training samples (the test set is kept whole).
+        image_size: ``imagefolder`` only: the side every image is resized to.
+        skip_bad_images: ``imagefolder`` only: skip unreadable images (with a count on stderr)
+            instead of raising an error naming the file.
+        workers: ``imagefolder`` only: decode with this many ``DataLoader`` worker processes.
 
     Raises:
         ValueError: an unknown name or task, a bad ``limit``, malformed files (the message names the file).
@@ -121,8 +136,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
             raise ValueError(f"limit must be a positive int or None; got {limit!r}")
-    if name == "cifar10" and task == "regression":
-        raise ValueError("task 'regression' is for digits, idx, npz and csv; cifar10 is classification only")
+    if name in ("cifar10", "cifar100", "imagefolder") and task == "regression":
+        raise ValueError(f"task 'regression' is for digits, idx, npz and csv; {name} is classification only")
     if name != "digits":
         if data_dir is None:
             raise ValueError(f"data_dir is required for dataset {name!r}")
@@ -135,6 +150,13 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         x_tr, y_tr, x_te, y_te = _idx_dir(Path(data_dir))
     elif name == "cifar10":
         x_tr, y_tr, x_te, y_te = _cifar10(Path(data_dir))
+    elif name == "cifar100":
+        x_tr, y_tr, x_te, y_te = _cifar100(Path(data_dir))
+    elif name == "imagefolder":
+        from curriculoss.imagefolder import read_image_folder
+
+        x_tr, y_tr, x_te, y_te = read_image_folder(Path(data_dir), image_size=image_size,
+                                                   skip_bad_images=skip_bad_images, workers=workers)
     elif name == "npz":
         x_tr, y_tr, x_te, y_te = _npz(Path(data_dir), task)
     else:
@@ -143,7 +165,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     where = name if data_dir is None else os.fspath(data_dir)
     if task == "classification":
         y_tr, y_te = _check_class_labels(y_tr, where, "training"), _check_class_labels(y_te, where, "test")
-        num_classes: int | None = 10 if name == "cifar10" else _class_count(y_tr, y_te, where)
+        num_classes: int | None = ({"cifar10": 10, "cifar100": 100}.get(name)
+                                   or _class_count(y_tr, y_te, where))
     else:
         y_tr, y_te = y_tr.astype(np.float32), y_te.astype(np.float32)
         _check_finite(where, "regression targets", y_tr, y_te)
@@ -151,13 +174,14 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
 
     if limit is not None:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
-    if name in ("digits", "idx", "cifar10"):
-        x_tr, x_te = _standardise(x_tr, x_te)
+    normalisation = None
+    if name in ("digits", "idx", "cifar10", "cifar100", "imagefolder"):
+        x_tr, x_te, normalisation = _standardise(x_tr, x_te, stats=True)
     x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
     x_te = np.ascontiguousarray(x_te, dtype=np.float32)
     # after the conversion: a float64 1e300 is finite in the file and inf in float32
     _check_finite(where, "features", x_tr, x_te)
-    return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name)
+    return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name, normalisation)
 
 
 _EXPECTED = {
@@ -165,6 +189,9 @@ _EXPECTED = {
            "t10k-labels-idx1-ubyte (each optionally .gz)",
     "cifar10": "a directory with CIFAR-10's data_batch_1..5 and test_batch (binary .bin or python version), "
                "or its parent holding cifar-10-batches-bin or cifar-10-batches-py",
+    "cifar100": "a directory with CIFAR-100's python version (train and test), or its parent holding "
+                "cifar-100-python",
+    "imagefolder": "a directory with one sub-folder of images per class (or train/ and test/ folders of them)",
     "npz": "a .npz file with arrays x, y and optionally x_test, y_test",
     "csv": "a CSV file, or a directory with train.csv and optionally test.csv; last column the label",
 }
@@ -218,18 +245,21 @@ def _check_finite(name: str, what: str, train: np.ndarray, test: np.ndarray) -> 
                              f"beyond +-3.4e38 overflow)")
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (axis 1) standardisation by the training set's statistics, in float32."""
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, stats: bool = False):
+    """Per-channel (axis 1) standardisation by the training set's statistics, in float32; with
+    ``stats`` also the ``(mean, std)`` used, shape ``(C,)``."""
     x_train = x_train.astype(np.float32, copy=False)
     x_test = x_test.astype(np.float32, copy=False)
     if len(x_train) == 0:
-        return x_train, x_test
+        return (x_train, x_test, None) if stats else (x_train, x_test)
     axes = (0,) + tuple(range(2, x_train.ndim))
     # float64 accumulation: a float32 sum over 150M CIFAR values loses digits.
     mean = x_train.mean(axis=axes, dtype=np.float64, keepdims=True)
     std = x_train.std(axis=axes, dtype=np.float64, keepdims=True)
     std[std == 0] = 1.0
     mean, std = mean.astype(np.float32), std.astype(np.float32)
+    if stats:
+        return (x_train - mean) / std, (x_test - mean) / std, (mean.reshape(-1), std.reshape(-1))
     return (x_train - mean) / std, (x_test - mean) / std
 
 
@@ -448,7 +478,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self._name}: persistent ids are not allowed in a CIFAR-10 batch")
 
 
-def _cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_python_batch(path: Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
             obj = RestrictedUnpickler(fh, name=str(path)).load()
@@ -459,9 +489,9 @@ def _cifar_python_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict with 'data' and 'labels'; got {type(obj).__name__}")
     data = obj.get(b"data", obj.get("data"))
-    labels = obj.get(b"labels", obj.get("labels"))
+    labels = obj.get(label_key.encode(), obj.get(label_key))
     if data is None or labels is None:
-        raise ValueError(f"{path}: expected keys 'data' and 'labels'; got {sorted(map(str, obj))}")
+        raise ValueError(f"{path}: expected keys 'data' and {label_key!r}; got {sorted(map(str, obj))}")
     data = np.asarray(data)
     labels = np.asarray(labels)
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
@@ -508,6 +538,20 @@ def _cifar10(root: Path):
     # Rows are 1024 red, 1024 green, 1024 blue values, each image row-major: (N, 3, 32, 32) directly.
     to_images = lambda d: (d.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255.0))
     return to_images(x_tr), y_tr, to_images(x_te), y_te
+
+
+def _cifar100(root: Path):
+    folder = root / "cifar-100-python" if (root / "cifar-100-python" / "train").is_file() else root
+    parts = []
+    for name in ("train", "test"):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} not found (CIFAR-100 python version: expected train and test)")
+        data, labels = _cifar_python_batch(path, "fine_labels")
+        if labels.size and (labels.min() < 0 or labels.max() > 99):
+            raise ValueError(f"{path}: CIFAR-100 fine labels must be in 0..99; got {labels.min()}..{labels.max()}")
+        parts.append((data.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255.0), labels.astype(np.int64)))
+    return parts[0][0], parts[0][1], parts[1][0], parts[1][1]
 
 
 # ---------------------------------------------------------------------------------------------------

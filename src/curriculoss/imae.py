@@ -93,6 +93,11 @@ NORMALIZATIONS = ("weights", "batch")
 _WEIGHT_SUM_EPS = 1e-8  # the authors' layer: S = 1e-8 + sum of the weights
 
 
+def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` in ``dtype``, without an operation when it is already."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 class _IMAEFunction(torch.autograd.Function):
     """(logits (B, C), target (B, 1) int64, T, reduction, eps, normalize) -> the reduced MAE.
 
@@ -115,18 +120,20 @@ class _IMAEFunction(torch.autograd.Function):
                                                                              device=x.device)]))
         ctx.save_for_backward(x, target, py_minus_1, *(() if totals is None else (totals,)))
         ctx.T, ctx.reduction, ctx.input_dtype, ctx.eps, ctx.normalize = T, reduction, logits.dtype, eps, normalize
-        loss = py_minus_1.squeeze(1)
         if reduction == "mean":
-            loss = loss.mean()
+            loss = py_minus_1.mean()
         elif reduction == "sum":
-            loss = loss.sum()
-        return loss.mul(-2.0).to(logits.dtype)
+            loss = py_minus_1.sum()
+        else:
+            loss = py_minus_1.squeeze(1)
+        loss = loss.mul(-2.0)
+        return loss if loss.dtype == logits.dtype else loss.to(logits.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
         x, t, em, *totals = ctx.saved_tensors  # em = p_y - 1
-        g = grad_loss.to(x.dtype)
+        g = grad_loss if grad_loss.dtype == x.dtype else grad_loss.to(x.dtype)
         B = x.shape[0]
         # log w = T p_y (1 - p_y) = -T (em + em^2)
         log_w = torch.addcmul(em, em, em).mul_(-ctx.T)
@@ -153,11 +160,11 @@ class _IMAEFunction(torch.autograd.Function):
             # finite even when p_y == 1 in floating point; the target's slot (excluded with the lowest
             # float) is -1/2.
             q = torch.softmax(x.scatter(1, t, torch.finfo(x.dtype).min), dim=1).scatter_(1, t, -1.0)
-            return q.mul_(factor.mul_(0.5)).to(ctx.input_dtype), None, None, None, None, None, None
+            return _as(q.mul_(factor.mul_(0.5)), ctx.input_dtype), None, None, None, None, None, None
         # The authors' direction (p - e_y) / (2 (1 - p_y) + eps), with p_y - 1 taken from expm1 (no
         # cancellation) and p_j from the softmax (accurate even where it is tiny).
         q = torch.softmax(x, dim=1).scatter_(1, t, em)
-        return q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))).to(ctx.input_dtype), None, None, None, None, None, None
+        return _as(q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))), ctx.input_dtype), None, None, None, None, None, None
 
 
 def _resolve_variant(variant: str, eps: float | None, normalize: str | None) -> tuple[float, str]:

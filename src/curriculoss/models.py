@@ -5,18 +5,26 @@
   for the SuperLoss paper's digit regression (Sec. 3.2).
 - :func:`resnet20`, :func:`resnet32`: the CIFAR ResNets of He et al. (2016, Sec. 4.2: 6n+2 layers,
   16/32/64 channels), the networks of the IMAE paper's CIFAR experiments.
+- :class:`WideResNet` (``wrn28-10``, ``wrn16-4``, any ``wrnD-K``): Zagoruyko & Komodakis (2016), the
+  WRN-28-10 of the SuperLoss and Data Parameters CIFAR experiments.
 
-:func:`build_model` picks one by name for an input shape and an output size.
+:func:`build_model` picks one by name for an input shape and an output size; a name
+``package.module:factory`` imports a user's callable ``factory(num_classes=...)`` instead.
 """
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import re
+import sys
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "build_model", "MODELS"]
+__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS",
+           "check_model_name"]
 
 
 class MLP(nn.Module):
@@ -115,17 +123,128 @@ def resnet32(in_channels: int = 3, num_classes: int = 10) -> ResNetCifar:
     return ResNetCifar(32, in_channels, num_classes)
 
 
+class _WideBlock(nn.Module):
+    """Pre-activation basic block of a wide ResNet: BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus the shortcut
+    (a 1x1 convolution of the pre-activated input when the shape changes; Zagoruyko & Komodakis, Sec. 2)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.dropout = dropout
+        self.shortcut = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = F.relu(self.bn2(out))
+        if self.dropout:
+            out = F.dropout(out, self.dropout, self.training)
+        out = self.conv2(out)
+        # The projection takes the pre-activated input, as in the authors' network.
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-``width`` (Zagoruyko & Komodakis 2016): ``(depth - 4) / 6`` pre-activation blocks in
+    each of three groups of ``16 k``, ``32 k``, ``64 k`` channels (k = ``width``), strides 1, 2, 2, then
+    BN-ReLU, global average pooling and a linear layer. WRN-28-10 (36.5M parameters) is the network of
+    the SuperLoss (Sec. 3.3) and Data Parameters (Sec. 4.2) CIFAR experiments."""
+
+    def __init__(self, depth: int = 28, width: int = 10, in_channels: int = 3, num_classes: int = 10,
+                 dropout: float = 0.0):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be a positive int, got {width}")
+        n = (depth - 4) // 6
+        self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        blocks: list[nn.Module] = []
+        cin = 16
+        for cout, stride in ((16 * width, 1), (32 * width, 2), (64 * width, 2)):
+            for i in range(n):
+                blocks.append(_WideBlock(cin, cout, stride if i == 0 else 1, dropout))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.blocks(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def _image_dims(input_shape: tuple[int, ...], name: str) -> tuple[int, int]:
     if len(input_shape) != 3:
         raise ValueError(f"model {name!r} needs image inputs (channels, height, width), got input shape {input_shape}")
     return input_shape[0], input_shape[1]
 
 
-MODELS = ("mlp", "lenet", "resnet20", "resnet32")
+#: The built-in names; besides these, ``wrnD-K`` for any WideResNet depth D = 6n+4 and width K, and
+#: ``package.module:factory`` for a user's network.
+MODELS = ("mlp", "lenet", "resnet20", "resnet32", "wrn16-4", "wrn28-10")
+
+_WRN = re.compile(r"wrn(\d+)-(\d+)")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if :func:`build_model` can resolve it by its form (a factory is imported only when built)."""
+    if not isinstance(name, str):
+        raise ValueError(f"model must be a string, got {name!r}")
+    if name in MODELS or _WRN.fullmatch(name) or _factory_parts(name) is not None:
+        return name
+    raise ValueError(f"model must be one of {', '.join(MODELS)}, wrnDEPTH-WIDTH, or package.module:factory; got {name!r}")
+
+
+def _factory_parts(name: str) -> tuple[str, str] | None:
+    module, sep, attr = name.partition(":")
+    ident = re.compile(r"[A-Za-z_]\w*")
+    if not sep or not all(ident.fullmatch(p) for p in module.split(".")) or not all(
+            ident.fullmatch(p) for p in attr.split(".")):
+        return None
+    return module, attr
+
+
+def _import_factory(name: str):
+    module_name, attr = _factory_parts(name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # The console script does not put the working directory on sys.path (python -m does): a
+        # user's ./mypkg/nets.py is found either way.
+        if exc.name != module_name.split(".")[0] or os.getcwd() in sys.path:
+            raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc})") from None
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc2:
+            raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc2}); is it on PYTHONPATH?") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"--model {name}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"--model {name}: {attr!r} is not callable")
+    return obj
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
-    """A network by name (one of :data:`MODELS`) for inputs of ``input_shape`` (without the batch)."""
+    """A network by name for inputs of ``input_shape`` (without the batch).
+
+    ``name`` is one of :data:`MODELS`, ``wrnDEPTH-WIDTH``, or ``package.module:factory``: the factory is
+    called as ``factory(num_classes=num_outputs)`` and must return an ``nn.Module`` (for example
+    ``timm.create_model`` wrapped in a function, when timm is installed).
+    """
+    check_model_name(name)
     if name == "mlp":
         return MLP(math.prod(input_shape), num_outputs)
     if name == "lenet":
@@ -134,4 +253,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn
     if name in ("resnet20", "resnet32"):
         channels, _ = _image_dims(input_shape, name)
         return ResNetCifar(int(name[6:]), channels, num_outputs)
-    raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    wrn = _WRN.fullmatch(name)
+    if wrn:
+        channels, _ = _image_dims(input_shape, name)
+        return WideResNet(int(wrn.group(1)), int(wrn.group(2)), channels, num_outputs)
+    factory = _import_factory(name)
+    model = factory(num_classes=num_outputs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model

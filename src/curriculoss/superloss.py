@@ -17,6 +17,13 @@ unbounded and the cap gives :math:`\sigma^* = e`, the largest confidence SuperLo
 :math:`\partial SL / \partial \ell_i = \sigma^*_i` (errata 2). Since :math:`\log \sigma^* = -W`, the
 regulariser is :math:`\lambda W^2`.
 
+Cost: at the batch sizes of a training step, the number of tensor operations is the cost, so the
+module folds its work into few of them (one autograd node whose backward is ``grad * sigma*``, Lambert W
+solved in place, the state updated with single operations): 54 top-level operations for
+``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
+and the index check's 3 included (``tests/test_speed.py`` keeps that budget). ``fused=True`` runs the element-wise part as one
+``torch.compile``'d kernel.
+
 Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
 and under ``torch.compile(fullgraph=True)``. The only exception is :class:`SuperLoss` under
 ``torch.distributed`` with more than one process, which exchanges its batch statistics between the
@@ -24,14 +31,16 @@ ranks (see its docstring); outside a process group it makes no collective call.
 """
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
-from curriculoss.lambertw import lambertw
+from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
@@ -73,6 +82,80 @@ def _check_loss(loss: Tensor) -> None:
         raise TypeError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; float32 and the half types are computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float,
+                    precision: torch.dtype) -> tuple[Tensor, Tensor]:
+    r"""Element-wise :math:`SL` (Eq. 3) at ``loss`` and :math:`\sigma^*` (Eq. 4) of ``source`` (``None``:
+    of ``loss`` itself), both without autograd; ``precision`` is the accuracy contract of ``W``.
+
+    With :math:`x = \beta/2` and the cap :math:`x \ge -1/e` (errata 1), :func:`~curriculoss.lambertw`'s
+    internal variable :math:`(x + 1/e)/2 = \beta/4 + 1/(2e)` is formed directly and clamped at a tiny
+    positive value, which is the cap (:math:`W = -1`, :math:`\sigma^* = e`); at
+    :math:`\beta = -2/e` exactly the sum is exactly 0 (``0.5/e`` rounds to half of the dtype's ``1/e``).
+    Then :math:`u = -W = 1 - v`, :math:`\sigma^* = e^{u}` and :math:`\lambda (\log\sigma^*)^2 = \lambda u^2`.
+    """
+    diff = loss - tau
+    src = diff if source is None else source - tau
+    half_delta = src.mul(0.25 / lam).add_(0.5 / math.e).clamp_(*_half_delta_bounds(src.dtype))
+    u = torch.rsub(_w_plus_one(half_delta, precision), 1.0)
+    sigma = torch.exp(u)
+    return torch.addcmul(diff * sigma, u, u, value=lam), sigma
+
+
+def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
+                       reduction: str, keep: Tensor | None, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_superloss_core` reduced: (output, sigma* in ``out_dtype``, the factor of the backward
+    ``grad -> factor * grad``: sigma*, zero where ignored, divided by the count for 'mean')."""
+    sl, sigma = _superloss_core(loss, source, tau, lam, precision)
+    sigma = sigma if sigma.dtype == out_dtype else sigma.to(out_dtype)
+    grad_sigma = sigma
+    if keep is not None:
+        sl = torch.where(keep, sl, 0.0)
+        grad_sigma = torch.where(keep, sigma, 0.0)
+    if reduction == "none":
+        out = sl if sl.dtype == out_dtype else sl.to(out_dtype)
+    elif reduction == "sum":
+        out = sl.sum(dtype=out_dtype)
+    elif keep is None:
+        out = sl.mean(dtype=out_dtype)
+        grad_sigma = sigma / max(sl.numel(), 1)  # in the fused kernel, this costs the backward nothing
+    else:
+        count = keep.sum().clamp_min(1)
+        out = (sl.sum() / count).to(out_dtype)
+        grad_sigma = grad_sigma / count
+    return out, sigma, grad_sigma
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_forward():
+    """:func:`_superloss_forward` as one compiled graph (inductor fuses it into one or two kernels),
+    compiled once per process with dynamic shapes, so a new batch size reuses it; ``None`` when
+    ``torch.compile`` is unavailable."""
+    try:
+        return torch.compile(_superloss_forward, dynamic=True, fullgraph=True)
+    except Exception:  # pragma: no cover - no compiler on this platform
+        return None
+
+
+_FUSED_BROKEN: set[str] = set()
+
+
+def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
+             reduction: str, keep: Tensor | None, out_dtype: torch.dtype, fused: bool) -> tuple[Tensor, Tensor, Tensor]:
+    if fused and loss.device.type not in _FUSED_BROKEN and not torch.compiler.is_compiling():
+        fn = _compiled_forward()
+        if fn is not None:
+            try:
+                return fn(loss, source, tau, lam, precision, reduction, keep, out_dtype)
+            except Exception:  # no working compiler at run time (e.g. no C++ toolchain): stay eager
+                _FUSED_BROKEN.add(loss.device.type)
+    return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
+
+
 def _check_index_values(index: Tensor, num_samples: int) -> None:
     """Indices in [0, num_samples), checked on CPU in eager mode only: a negative index would otherwise
     wrap around silently (-1 is sample N-1). Elsewhere the check would synchronise with the device (or
@@ -84,13 +167,6 @@ def _check_index_values(index: Tensor, num_samples: int) -> None:
     if lo < 0 or hi >= num_samples:
         raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
                          f"got values in [{lo}, {hi}]")
-
-
-def _half_capped_beta(loss: Tensor, tau: Tensor | float, lam: float) -> Tensor:
-    # max(-2/e, beta) / 2: halving is exact, so the cap lands on the dtype's nearest value to -1/e,
-    # which lambertw maps to -1 (sigma* = e).
-    beta = (loss - tau) / lam
-    return 0.5 * torch.clamp(beta, min=-2.0 / math.e)
 
 
 def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
@@ -110,31 +186,42 @@ def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) ->
     _check_tau(tau)
     if loss.dtype in _LOW_PRECISION:
         return superloss_confidence(loss.float(), tau, lam).to(loss.dtype)
-    tau = tau.detach() if isinstance(tau, Tensor) else tau
-    return torch.exp(-lambertw(_half_capped_beta(loss.detach(), tau, lam)))
+    with torch.no_grad():
+        x = loss.to(_compute_dtype(loss.dtype))
+        _, sigma = _superloss_core(x, None, tau, lam, _precision(loss.dtype))
+    return sigma.to(loss.dtype)
 
 
-def _superloss_terms(loss: Tensor, sigma_source: Tensor, tau: Tensor | float, lam: float) -> tuple[Tensor, Tensor]:
-    """SL of Eq. 3 at ``loss`` with the confidence of ``sigma_source`` (both constants in backward)."""
-    tau = tau.detach() if isinstance(tau, Tensor) else tau
-    w = lambertw(_half_capped_beta(sigma_source.detach(), tau, lam))
-    sigma = torch.exp(-w)
-    return (loss - tau) * sigma + lam * w * w, sigma
+class _SuperLossFunction(torch.autograd.Function):
+    """(loss, source, tau, lam, reduction, keep, fused) -> (reduced SL, sigma* in loss's dtype).
+
+    One autograd node: the backward is ``grad * sigma*`` (errata 2; divided by the count for 'mean'),
+    so autograd records none of the forward's arithmetic. ``keep`` (bool, or ``None``) zeroes ignored
+    entries' output and gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, loss, source, tau, lam, reduction, keep, fused):  # type: ignore[override]
+        compute = _compute_dtype(loss.dtype)
+        x = loss if loss.dtype == compute else loss.to(compute)
+        out, sigma, grad_sigma = _forward(x, source, tau, lam, _precision(loss.dtype), reduction, keep, loss.dtype,
+                                          fused)
+        ctx.save_for_backward(grad_sigma)
+        ctx.mark_non_differentiable(sigma)
+        ctx.set_materialize_grads(False)  # sigma's (absent) gradient: no zeros to allocate
+        return out, sigma
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _):  # type: ignore[override]
+        (sigma,) = ctx.saved_tensors
+        if grad is None:
+            return (None,) * 7
+        return sigma * grad, None, None, None, None, None, None
 
 
-def _reduce(values: Tensor, reduction: str, keep: Tensor | None = None) -> Tensor:
-    if keep is not None:
-        values = torch.where(keep, values, torch.zeros_like(values))
-    if reduction == "none":
-        return values
-    if reduction == "sum":
-        return values.sum()
-    if keep is None:
-        return values.mean()
-    return values.sum() / keep.sum().clamp_min(1).to(values.dtype)
-
-
-def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: str = "mean") -> Tensor:
+def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: str = "mean", *,
+              fused: bool = False) -> Tensor:
     r"""SuperLoss of Eq. 3 with a given threshold:
     :math:`SL_\lambda(\ell_i) = (\ell_i - \tau)\sigma^*_i + \lambda (\log \sigma^*_i)^2`.
 
@@ -147,6 +234,8 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
             regression, Sec. 3.2) or a tensor broadcastable to ``loss``.
         lam: regularisation :math:`\lambda > 0`.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        fused: compute the element-wise part as one ``torch.compile``'d kernel (compiled once per
+            process, dynamic batch sizes; eager code when no compiler works). See the README.
 
     Shape:
         loss: any shape; output: same shape for ``'none'``, scalar otherwise.
@@ -163,9 +252,11 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
     _check_tau(tau)
     _check_reduction(reduction)
     if loss.dtype in _LOW_PRECISION:
-        return superloss(loss.float(), tau, lam, reduction).to(loss.dtype)
-    sl, _ = _superloss_terms(loss, loss, tau, lam)
-    return _reduce(sl, reduction)
+        return superloss(loss.float(), tau, lam, reduction, fused=fused).to(loss.dtype)
+    if isinstance(tau, Tensor):
+        tau = tau.detach().to(_compute_dtype(loss.dtype))
+    out, _ = _SuperLossFunction.apply(loss, None, tau, float(lam), reduction, None, bool(fused))
+    return out
 
 
 class SuperLoss(nn.Module):
@@ -242,6 +333,10 @@ class SuperLoss(nn.Module):
         smoothing: :math:`\alpha'` of the per-sample smoothing, in [0, 1).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         sync: synchronise the state across the ranks of an initialised process group (see above).
+        fused: compute the element-wise part (Eqs. 3-4, Lambert W included) as one
+            ``torch.compile``'d kernel, compiled on the first call and reused for every batch size;
+            the state updates stay eager. Off by default: compiling takes about a minute on a small
+            CPU, and needs a working compiler (without one the eager code runs).
 
     Examples::
 
@@ -264,6 +359,7 @@ class SuperLoss(nn.Module):
         reduction: str = "mean",
         *,
         sync: bool = True,
+        fused: bool = False,
     ):
         super().__init__()
         if isinstance(tau, str):
@@ -288,6 +384,7 @@ class SuperLoss(nn.Module):
         self.smoothing = float(smoothing)
         self.reduction = reduction
         self.sync = bool(sync)
+        self.fused = bool(fused)
         fixed = 0.0 if isinstance(tau, str) else float(tau)
         # One-element (not 0-d) buffers: torch.compile (2.13) drops in-place updates of 0-d float64 buffers.
         self.register_buffer("tau", torch.full((1,), fixed, dtype=torch.float64))
@@ -329,63 +426,69 @@ class SuperLoss(nn.Module):
             out = self.forward(loss.float(), index, mask)
             self.confidence = self.confidence.to(loss.dtype)
             return out.to(loss.dtype)
-        raw = loss.detach()
         keep = None if mask is None else ~mask
-        valid = torch.isfinite(raw) if keep is None else torch.isfinite(raw) & keep
-        if raw.dtype == torch.float64:  # see _MAX_LOSS: the float64 running sums must not overflow
-            valid = valid & (raw.abs() <= _MAX_LOSS)
-
-        # Ignored entries get a finite stand-in, so that their zero output also has a zero gradient.
-        source = raw if keep is None else torch.where(keep, raw, torch.zeros_like(raw))
-        if index is not None:
-            # Gather before any write, so an out-of-range index fails with the state untouched.
-            previous = self.smoothed_loss[index]
-            seen = self.seen[index]
-            raw64 = raw.to(torch.float64)
-            smoothed = torch.where(seen, self.smoothing * previous + (1.0 - self.smoothing) * raw64, raw64)
-            smoothed = torch.where(valid, smoothed, previous)
-            source = torch.where(valid, smoothed.to(raw.dtype), source)
-
-        # Python-level check of the process group: the single-process path has no collective, no sync.
-        sync = self.sync and is_distributed()
-        if sync and index is not None:
-            # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
-            entering = torch.where(valid, source.to(torch.float64), torch.full_like(raw64, math.nan))
-            packed = torch.stack([index.reshape(-1).to(torch.float64), smoothed.reshape(-1),
-                                  (seen | valid).reshape(-1).to(torch.float64), entering.reshape(-1)], 1)
-            packed = all_gather_cat(packed)
-            g_index = packed[:, 0].to(torch.int64)
-            g_valid = ~torch.isnan(packed[:, 3])
-            tau = self._update_tau(torch.where(g_valid, packed[:, 3], 0.0), g_valid)
-            self.smoothed_loss.index_put_((g_index,), packed[:, 1])
-            self.seen.index_put_((g_index,), packed[:, 2] > 0)
-        else:
-            tau = self._update_tau(source, valid, reduce=sync)
+        # The state is updated without autograd (no detach needed); every step below is one tensor
+        # operation, because at small batch sizes their count, not their arithmetic, is the cost.
+        with torch.no_grad():
+            valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
+            if loss.dtype == torch.float64:  # see _MAX_LOSS: the float64 running sums must not overflow
+                valid = valid & (loss.abs() <= _MAX_LOSS)
+            # source: the losses sigma* and tau are computed from (None: the loss itself).
+            source = None
             if index is not None:
-                self.smoothed_loss.index_put_((index,), smoothed)
-                self.seen.index_put_((index,), seen | valid)
-        sl, sigma = _superloss_terms(loss, source, tau[0].to(loss.dtype), self.lam)
-        self.confidence = sigma.detach()
-        return _reduce(sl, self.reduction, keep)
+                # Gather before any write, so an out-of-range index fails with the state untouched.
+                previous = self.smoothed_loss[index]
+                seen = self.seen[index]
+                raw = loss.to(torch.float64)
+                # a' previous + (1 - a') loss; the first value seen initialises. Invalid entries keep their
+                # stored value, but their confidence comes from their own loss (a huge float64 loss
+                # weighed by its tiny sigma* keeps the output finite).
+                source = torch.where(seen, torch.lerp(raw, previous, self.smoothing), raw)
+                stored = torch.where(valid, source, previous)
+
+            # Python-level check of the process group: the single-process path has no collective, no sync.
+            sync = self.sync and is_distributed()
+            if sync and index is not None:
+                # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
+                entering = torch.where(valid, source, math.nan)
+                packed = torch.stack([index.reshape(-1).to(torch.float64), stored.reshape(-1),
+                                      (seen | valid).reshape(-1).to(torch.float64), entering.reshape(-1)], 1)
+                packed = all_gather_cat(packed)
+                g_index = packed[:, 0].to(torch.int64)
+                g_valid = ~torch.isnan(packed[:, 3])
+                tau = self._update_tau(packed[:, 3], g_valid)
+                self.smoothed_loss.index_put_((g_index,), packed[:, 1])
+                self.seen.index_put_((g_index,), packed[:, 2] > 0)
+            else:
+                tau = self._update_tau(loss if source is None else source, valid, reduce=sync)
+                if index is not None:
+                    self.smoothed_loss.index_put_((index,), stored)
+                    self.seen.index_put_((index,), seen | valid)
+            if loss.dim() == 0:
+                tau = tau.reshape(())
+            if index is None and tau.dtype != _compute_dtype(loss.dtype):
+                tau = tau.to(_compute_dtype(loss.dtype))  # compute in the loss's precision
+        out, sigma = _SuperLossFunction.apply(loss, source, tau, self.lam, self.reduction, keep, self.fused)
+        self.confidence = sigma
+        return out
 
     def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:
         if self.tau_mode == "fixed":
             return self.tau
-        values = torch.where(valid, source, torch.zeros_like(source)).to(torch.float64)
-        batch_sum = values.sum()
-        batch_count = valid.sum().to(torch.float64)
+        batch_sum = torch.where(valid, source, 0.0).sum(dtype=torch.float64)
+        batch_count = valid.sum()
         if reduce:  # the global batch's sum and count, summed over the ranks
-            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count])).unbind()
-        has_data = batch_count > 0
+            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count.to(torch.float64)])).unbind()
         if self.tau_mode == "avg":
+            # tau = sum / count stays as it was when the batch brings nothing (and 0 before any data).
             self.loss_sum += batch_sum
             self.count += batch_count
-            new_tau = self.loss_sum / self.count.clamp_min(1.0)
-        else:
-            batch_mean = batch_sum / batch_count.clamp_min(1.0)
-            new_tau = torch.where(
-                self.count > 0, self.momentum * self.tau + (1.0 - self.momentum) * batch_mean, batch_mean
-            )
-            self.count += batch_count
+            return torch.div(self.loss_sum, self.count.clamp_min(1.0), out=self.tau)
+        has_data = batch_count > 0
+        batch_mean = batch_sum / batch_count.clamp_min(1)
+        new_tau = torch.where(
+            self.count > 0, self.momentum * self.tau + (1.0 - self.momentum) * batch_mean, batch_mean
+        )
+        self.count += batch_count
         self.tau.copy_(torch.where(has_data, new_tau, self.tau))
         return self.tau

@@ -28,6 +28,24 @@ on the test set, and only rank 0 writes the run folder; every rank resumes from 
 a resumed run ends as an uninterrupted one. Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing of
 this happens. Models with BatchNorm (``resnet``) keep per-rank batch statistics under DDP, so they do not
 reproduce the single-process run exactly.
+
+Devices (:func:`resolve_device`): ``device='auto'`` trains on CUDA when it is available, else on the CPU;
+``'cpu'``, ``'cuda'``, ``'cuda:N'`` and ``'mps'`` name one. The data set, model, method state and
+per-sample signals live on the device, and the epoch's sums stay tensors there: the host waits for
+the device once per epoch (for the epoch's numbers) plus once for the method's summary. Under
+``torchrun`` on CUDA the process group uses NCCL and each rank trains on GPU ``LOCAL_RANK``.
+``amp='bf16'`` or ``'fp16'`` runs the model's forward pass under :func:`torch.autocast` (fp16 with a
+gradient scaler); the method's loss is computed on the float32 output, so the losses' state keeps its
+float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile`. A checkpoint holds
+CPU tensors only, whatever the device, so a run started on a GPU resumes on a CPU and the other way
+round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
+
+Augmentation (``augment='crop-flip'``, the default for cifar10 and cifar100; see
+:mod:`curriculoss.augment`) is applied batch-wise on the device from a generator seeded with
+``(seed, epoch, rank)``, so a resumed epoch replays the same crops and flips. Schedules: ``cosine``
+(annealing to 0 over the epochs after the warmup) or ``step`` (times ``gamma`` at each epoch of
+``milestones``), after ``warmup`` epochs of linear warmup (epoch ``e < warmup`` at
+``lr (e + 1) / (warmup + 1)``).
 """
 from __future__ import annotations
 
@@ -46,14 +64,16 @@ import numpy as np
 import torch
 
 from curriculoss import datasets, noise
+from curriculoss.augment import AUGMENTS, augment as augment_batch
 from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
 from curriculoss.methods import MethodOptions, build_method
-from curriculoss.models import build_model
+from curriculoss.models import build_model, check_model_name
 from curriculoss.recorder import Recorder
 from curriculoss.runlock import run_folder_lock
 
-__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config"]
+__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
+           "resolve_device", "RUNTIME_FIELDS"]
 
 
 @dataclass
@@ -74,6 +94,17 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     options: MethodOptions = field(default_factory=MethodOptions)
+    augment: str | None = None  # None: crop-flip for cifar10/cifar100, else none
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)  # step schedule: epochs where lr *= gamma
+    gamma: float = 0.1
+    warmup: int = 0  # epochs of linear warmup
+    image_size: int = 32  # imagefolder only
+    skip_bad_images: bool = False  # imagefolder only
+    device: str = "auto"  # runtime: not compared with a checkpoint's configuration
+    amp: str | None = None  # None, 'bf16' or 'fp16'
+    compile: bool = False  # runtime
+    workers: int = 0  # runtime: imagefolder decoding processes
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +115,83 @@ class TrainConfig:
         data["options"] = MethodOptions(**data.get("options", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: Configuration fields that say *where* a run trains, not *what* it trains: a checkpoint resumes
+#: whatever their values.
+RUNTIME_FIELDS = ("device", "compile", "workers")
+
+SCHEDULES = ("cosine", "step")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # Fields a configuration did not have yet (an older args.json) count as their defaults.
+    defaults = TrainConfig().to_json()
+    keys = (set(a) | set(b)) - set(RUNTIME_FIELDS)
+    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); under torchrun on
+    CUDA, GPU ``LOCAL_RANK``. A device that is not there is an error naming it."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available here (use --device cpu or auto)")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        elif dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(dev)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"device {name!r}: MPS is not available here (use --device cpu or auto)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
+    return dev
+
+
+def _to_cpu(obj):
+    """``obj`` with every tensor moved to the CPU (a checkpoint must load on a machine without the GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _lr_lambda(cfg: "TrainConfig"):
+    """The learning-rate factor of epoch ``e`` (0-based) for the warmup and the schedule."""
+    def factor(e: int) -> float:
+        if e < cfg.warmup:
+            return (e + 1) / (cfg.warmup + 1)
+        if cfg.schedule == "step":
+            return cfg.gamma ** sum(1 for m in cfg.milestones if e >= m)
+        span = cfg.epochs - cfg.warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (e - cfg.warmup) / span)) if span > 0 else 1.0
+    return factor
+
+
+def _make_scheduler(optimizer, cfg: "TrainConfig"):
+    if cfg.schedule == "cosine" and cfg.warmup == 0:
+        # The historical schedule, kept as it was so that earlier runs resume and reproduce bit for bit.
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+
+
+def _default_augment(cfg: "TrainConfig") -> str:
+    if cfg.augment is not None:
+        return cfg.augment
+    return "crop-flip" if cfg.dataset in ("cifar10", "cifar100") else "none"
 
 
 class CheckpointError(RuntimeError):
@@ -104,7 +212,9 @@ def _atomic_write(path: Path, write) -> None:
 
 def prepare_data(cfg: TrainConfig):
     """The data set of a configuration and its noisy training labels."""
-    data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit)
+    extra = ({"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "workers": cfg.workers}
+             if cfg.dataset == "imagefolder" else {})
+    data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit, **extra)
     if len(data.y_train) == 0:
         raise ValueError(f"{cfg.data_dir or cfg.dataset}: the training set is empty; nothing to train on")
     y_true = data.y_train
@@ -118,19 +228,23 @@ def prepare_data(cfg: TrainConfig):
     return data, noisy
 
 
-def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_size: int = 1024) -> float:
-    """Test accuracy (classification) or mean absolute error (regression)."""
+def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_size: int = 1024,
+              autocast=nullcontext) -> torch.Tensor:
+    """The test set's summed correct predictions (classification) or absolute errors (regression), as a
+    float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation."""
     model.eval()
-    total = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size])
+            with autocast():
+                out = model(x[i:i + batch_size])
+            out = out.float()
             if regression:
-                total += (out.squeeze(-1) - y[i:i + batch_size]).abs().sum().item()
+                total += (out.squeeze(-1) - y[i:i + batch_size]).abs().sum()
             else:
-                total += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+                total += (out.argmax(1) == y[i:i + batch_size]).sum()
     model.train()
-    return total / max(len(x), 1)
+    return total
 
 
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -147,15 +261,40 @@ def check_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_model_name(cfg.model)
+    if cfg.augment is not None and cfg.augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {cfg.augment!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
+    if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or not 0 <= cfg.warmup < cfg.epochs:
+        raise ValueError(f"warmup must be an int in [0, epochs) = [0, {cfg.epochs}), got {cfg.warmup!r}")
+    if not isinstance(cfg.milestones, (list, tuple)) or any(
+            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in cfg.milestones) \
+            or list(cfg.milestones) != sorted(set(cfg.milestones)):
+        raise ValueError(f"milestones must be increasing positive epoch numbers, got {cfg.milestones!r}")
+    check_number("gamma", cfg.gamma, low=0.0, high=1.0, low_open=True)
+    if cfg.amp is not None and cfg.amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {cfg.amp!r}")
+    if isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int) or cfg.image_size < 1:
+        raise ValueError(f"image_size must be a positive int, got {cfg.image_size!r}")
+    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
+        raise ValueError(f"workers must be an int >= 0, got {cfg.workers!r}")
+    if not isinstance(cfg.device, str):
+        raise ValueError(f"device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg.device!r}")
 
 
-def _init_distributed_from_env() -> bool:
-    """Under torchrun (``WORLD_SIZE`` > 1) start the default process group; True if this call started it."""
+def _init_distributed_from_env(device: torch.device) -> bool:
+    """Under torchrun (``WORLD_SIZE`` > 1) start the default process group (NCCL on CUDA, each rank on GPU
+    ``LOCAL_RANK``; gloo otherwise); True if this call started it."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return False
-    dist.init_process_group("gloo")  # the training loop runs on the CPU
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if dist.is_nccl_available() else "gloo")
+    else:
+        dist.init_process_group("gloo")
     return True
 
 
@@ -168,7 +307,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
     """
     check_config(cfg)
-    started = _init_distributed_from_env()
+    started = _init_distributed_from_env(resolve_device(cfg.device))
     try:
         # One run per folder (curriculoss.runlock); only the writing rank holds it.
         with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
@@ -192,21 +331,35 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     data, noisy = prepare_data(cfg)
     n = len(data.y_train)
 
+    dev = resolve_device(cfg.device)
+    aug = _default_augment(cfg)
+    if aug != "none" and len(data.input_shape) != 3:
+        raise ValueError(f"augment {aug!r} needs image inputs (channels, height, width); {cfg.dataset} has "
+                         f"input shape {tuple(data.input_shape)} (use augment 'none')")
+    # Crop-flip pads with black pixels of the raw image: -mean/std once standardised.
+    fill = (None if data.normalisation is None
+            else torch.from_numpy(-data.normalisation[0] / data.normalisation[1]).to(dev))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    x_train = torch.from_numpy(data.x_train)
-    x_test = torch.from_numpy(data.x_test)
+    x_train = torch.from_numpy(data.x_train).to(dev)
+    x_test = torch.from_numpy(data.x_test).to(dev)
     target_dtype = torch.float32 if regression else torch.int64
-    y_train = torch.from_numpy(np.asarray(noisy.labels)).to(target_dtype)
-    y_clean = torch.from_numpy(np.asarray(data.y_train)).to(target_dtype)
-    y_test = torch.from_numpy(np.asarray(data.y_test)).to(target_dtype)
+    y_train = torch.from_numpy(np.asarray(noisy.labels)).to(dev, target_dtype)
+    y_clean = torch.from_numpy(np.asarray(data.y_train)).to(dev, target_dtype)
+    y_test = torch.from_numpy(np.asarray(data.y_test)).to(dev, target_dtype)
 
-    model = build_model(cfg.model, tuple(data.input_shape), 1 if regression else data.num_classes)
-    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n)
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    model = build_model(cfg.model, tuple(data.input_shape), 1 if regression else data.num_classes).to(dev)
+    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n).to(dev)
+    net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+           if distributed else model)
+    if cfg.compile:
+        net = torch.compile(net)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    scheduler = _make_scheduler(optimizer, cfg)
     method_optimizer = method.make_optimizer()
+    amp_dtype = AMP_DTYPES.get(cfg.amp) if cfg.amp else None
+    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
+    scaler = torch.amp.GradScaler(dev.type) if cfg.amp == "fp16" else None
 
     history: list[dict[str, float]] = []
     recorder = Recorder(n)  # the per-sample signals, exactly as a user's own loop records them
@@ -218,7 +371,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             run_dir.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
-            if state["config"] != cfg.to_json():
+            if not _same_run(state["config"], cfg.to_json()):
                 raise CheckpointError(f"{ckpt_path} was written by another configuration; start a new run folder")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -226,10 +379,14 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             method.load_state_dict(state["method"])
             if method_optimizer is not None:
                 method_optimizer.load_state_dict(state["method_optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             history = state["history"]
             recorder.load_state_dict(_recorder_state(state, n))
             start_epoch = state["epoch"]
             torch.set_rng_state(state["rng"]["torch"])
+            if dev.type == "cuda" and "cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
         if writer:
             _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
 
@@ -239,16 +396,25 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).to(dev)
+        aug_gen = None
+        if aug != "none":
+            aug_gen = torch.Generator(device=dev).manual_seed(((cfg.seed * 100_003 + epoch) * 1009 + rank) * 2 + 1)
         # Running sums stay tensors: one host synchronisation per epoch, not per step.
-        sum_loss, correct_noisy, correct_true = torch.zeros(()), torch.zeros(()), torch.zeros(())
+        sum_loss, correct_noisy, correct_true = (torch.zeros((), device=dev) for _ in range(3))
         lr = optimizer.param_groups[0]["lr"]
         for start in range(0, n, cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             if distributed:
                 global_idx, idx = idx, dist_utils.shard(idx, rank, world)
             xb, yb = x_train[idx], y_train[idx]
-            out = net(xb)
+            if aug_gen is not None:
+                xb = augment_batch(aug, xb, aug_gen, fill=fill)
+            with autocast():
+                out = net(xb)
+            # The method sees float32 outputs: its state (SuperLoss's float64 buffers, the data
+            # parameters) and its loss keep their dtype whatever autocast computed the network in.
+            out = out.float()
             loss = method(out, yb, idx)
             if distributed:
                 # Rank r's mean times K n_r / n: DDP's (and SparseSGD's) average is the global batch mean.
@@ -256,10 +422,17 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             optimizer.zero_grad(set_to_none=True)
             if method_optimizer is not None:
                 method_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if method_optimizer is not None:
-                method_optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                if method_optimizer is not None:
+                    scaler.step(method_optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+                if method_optimizer is not None:
+                    method_optimizer.step()
             with torch.no_grad():
                 recorder.update(idx, out, yb, confidence=method.confidence, loss=method.per_sample_loss)
                 sum_loss += method.per_sample_loss.sum()
@@ -273,13 +446,16 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             sums = dist_utils.all_reduce_sum(torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double()]))
             sum_loss, correct_noisy, correct_true = sums.unbind()
             # summary() reads the last batch's signals: give it the global batch's, as one process has them.
-            method.per_sample_loss = recorder.last("loss")[global_idx]
+            method.per_sample_loss = recorder.last("loss").to(dev)[global_idx]
             if method.confidence is not None:
-                method.confidence = recorder.last("confidence")[global_idx]
+                method.confidence = recorder.last("confidence").to(dev)[global_idx]
+        test_sum = _evaluate(model, x_test, y_test, regression, autocast=autocast)
+        # The epoch's one wait for the device: all its numbers in one transfer.
+        sums = torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double(), test_sum]).tolist()
         stat = method.summary()
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": float(sum_loss) / n, "train_acc_noisy": float(correct_noisy) / n,
-            "train_acc_true": float(correct_true) / n, "test_metric": _evaluate(model, x_test, y_test, regression),
+            "epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / n, "train_acc_noisy": sums[1] / n,
+            "train_acc_true": sums[2] / n, "test_metric": sums[3] / max(len(x_test), 1),
             "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
         }
         history.append(row)
@@ -291,8 +467,12 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                 "method": method.state_dict(),
                 "method_optimizer": method_optimizer.state_dict() if method_optimizer is not None else None,
                 "history": history, "recorder": recorder.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
+                "rng": {"torch": torch.get_rng_state(),
+                        **({"cuda": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})},
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             }
+            # CPU tensors only: the checkpoint loads on any machine, with or without the device.
+            state = _to_cpu(state)
             _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
             _write_metrics(run_dir, history)
     bar.close()

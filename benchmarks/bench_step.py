@@ -1,0 +1,120 @@
+"""Each method's LeNet-5 training step against the plain cross-entropy step, in one interleaved run.
+
+Batch 128 of MNIST-sized random input, CPU; a step is zero_grad, forward, loss, backward and the SGD
+steps (the model's, and data parameters' own sparse SGD). All variants run interleaved with the order
+rotated every round; each ratio is the median of the per-round ratios (variant / CE within a round)
+with a 95 % bootstrap interval over the rounds. Beside each timing: the top-level ``aten::``
+operations of the loss part (loss forward + backward on fixed logits, plus the data-parameter step),
+counted with ``torch.profiler``: the figure that does not depend on the machine's load.
+
+Variants: SuperLoss (tau='avg', per-sample smoothing over N = 60,000) eager and, with ``--fused``,
+with ``fused=True`` (its compile time is printed); data parameters at the instance level (the
+command line's default) and the joint curriculum, N = 60,000; IMAE (T = 8).
+
+    python benchmarks/bench_step.py                 # 400 rounds
+    python benchmarks/bench_step.py --fused         # also SuperLoss(fused=True)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
+
+from curriculoss import DataParameters, SuperLoss, imae
+from curriculoss.models import LeNet5
+
+GOALS = {"superloss": 1.02, "superloss_fused": 1.02, "dp_instance": 1.03, "dp_joint": 1.03, "imae": 1.02}
+N = 60_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=400, help="interleaved rounds")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop the rounds after this long")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    parser.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b = args.batch_size
+    x = torch.randn(b, 1, 28, 28)
+    y = torch.randint(0, 10, (b,))
+    gen = torch.Generator().manual_seed(0)
+    index = lambda: torch.randint(0, N, (b,), generator=gen)  # noqa: E731
+
+    def make(kind: str) -> tuple[Callable[[], None], Callable[[], None]]:
+        """(training step, loss part alone on fixed logits) for one variant."""
+        torch.manual_seed(0)
+        model = LeNet5(1, 10, 28)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        z = torch.randn(b, 10, requires_grad=True)
+        idx = index()
+        extra = None
+        if kind == "ce":
+            loss_fn = lambda out, i: F.cross_entropy(out, y)  # noqa: E731
+        elif kind.startswith("superloss"):
+            crit = SuperLoss(tau="avg", lam=1.0, num_samples=N, fused=kind.endswith("fused"))
+            loss_fn = lambda out, i: crit(F.cross_entropy(out, y, reduction="none"), i)  # noqa: E731
+        elif kind.startswith("dp"):
+            dp = DataParameters(10, N, level=kind.split("_")[1])
+            extra = dp.optimizer(class_lr=0.1, instance_lr=0.1)
+            loss_fn = lambda out, i: F.cross_entropy(dp(out, y, i), y)  # noqa: E731
+        else:
+            loss_fn = lambda out, i: imae(out, y, T=8.0)  # noqa: E731
+
+        def step() -> None:
+            loss = loss_fn(model(x), index())
+            opt.zero_grad(set_to_none=True)
+            if extra is not None:
+                extra.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if extra is not None:
+                extra.step()
+
+        def part() -> None:
+            z.grad = None
+            if extra is not None:
+                extra.zero_grad(set_to_none=True)
+            loss_fn(z, idx).backward()
+            if extra is not None:
+                extra.step()
+        return step, part
+
+    kinds = ["ce", "superloss", *(["superloss_fused"] if args.fused else []), "dp_instance", "dp_joint", "imae"]
+    steps, ops = {}, {}
+    for kind in kinds:
+        step, part = make(kind)
+        t0 = time.perf_counter()
+        step()
+        first = time.perf_counter() - t0
+        if kind == "superloss_fused":
+            print(f"SuperLoss(fused=True): first step {first:.1f} s (compilation included)")
+        steps[kind] = step
+        ops[kind] = top_level_ops(part)
+
+    times = interleaved_samples(steps, args.repeats, warmup=20, max_seconds=args.max_seconds)
+    rounds = len(times["ce"])
+    print(f"LeNet-5 step, batch {b}, CPU, {torch.get_num_threads()} threads, {rounds} interleaved rounds; "
+          f"{load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
+    print("| variant | step, median (IQR) | / CE, 95 % CI | resolution (CI half-width) | aten ops, loss part | goal |")
+    print("|---|---|---|---|---|---|")
+    for kind in kinds:
+        if kind == "ce":
+            print(f"| plain CE | {spread(times[kind])} | 1 | | {ops[kind]} | |")
+            continue
+        r = ratio(times[kind], times["ce"])
+        goal = GOALS[kind]
+        verdict = "met" if r.high <= goal else ("NOT met" if r.low > goal else "undecided (CI straddles it)")
+        print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | <= {goal:.2f}x: {verdict} |")
+
+
+if __name__ == "__main__":
+    main()
