@@ -1,14 +1,18 @@
 """Ranking mislabelled samples: one training run of ours vs cleanlab on 5-fold cross-validation.
 
-On an MNIST subset with injected noise (40 % symmetric, 20 % pair flip), for each of our methods one
-`curriculoss train` run gives the per-sample signals that `curriculoss.flag.label_quality_scores`
-turns into scores. cleanlab gets out-of-sample predicted probabilities from 5-fold cross-validation of
+On an MNIST subset (or a generated data set, `--dataset blobs`) with injected noise, for each of our
+methods one `curriculoss train` run gives the per-sample signals that `curriculoss.flag` turns into
+scores: every score of the run (the default AUM over the early-learning window, the loss over the last
+half and over all epochs, the method's own confidence), each with its estimated number of issues. cleanlab gets out-of-sample predicted probabilities from 5-fold cross-validation of
 the same model, optimiser and epochs (plain cross-entropy), then `cleanlab.filter.find_label_issues`
 (ranked by self-confidence) and `cleanlab.rank.get_label_quality_scores` for AUROC / AP.
 
 Compute is reported as training sample-epochs (one pass over one sample) and wall time.
 
     python benchmarks/bench_flag.py --data-dir ../shared/datasets/mnist --limit 10000 --epochs 15
+    python benchmarks/bench_flag.py --dataset blobs --model mlp --epochs 200
+
+`--keep DIR` keeps each run's signals.npz and cleanlab's probabilities.
 """
 from __future__ import annotations
 
@@ -53,7 +57,7 @@ def _fit_predict(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, x_eval: tor
         return torch.cat([model(x_eval[i:i + 2048]).softmax(1) for i in range(0, len(x_eval), 2048)]).numpy()
 
 
-def cleanlab_cv(cfg: TrainConfig, folds: int = 5) -> dict:
+def cleanlab_cv(cfg: TrainConfig, folds: int = 5, keep: Path | None = None) -> dict:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     from sklearn.model_selection import StratifiedKFold
@@ -70,6 +74,9 @@ def cleanlab_cv(cfg: TrainConfig, folds: int = 5) -> dict:
         probs[ev] = _fit_predict(cfg, x[tr_t], y[tr_t], x[ev_t], data.num_classes, cfg.seed + k)
         sample_epochs += len(tr) * cfg.epochs
     seconds = time.perf_counter() - t0
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        np.savez(keep / "cleanlab_probs.npz", probs=probs, labels=labels, noise_mask=np.asarray(noisy.mask))
     scores = get_label_quality_scores(labels, probs)
     issues = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
     figures = flag.evaluate(scores, np.asarray(noisy.mask))
@@ -77,29 +84,50 @@ def cleanlab_cv(cfg: TrainConfig, folds: int = 5) -> dict:
     # cleanlab's own count of issues, scored against the truth
     found = np.zeros(len(labels), bool)
     found[issues] = True
-    figures.update(cleanlab_num_issues=int(found.sum()),
+    figures.update(cleanlab_num_issues=int(found.sum()), estimated_num_issues=float(found.sum()),
                    cleanlab_precision=float(noisy.mask[found].mean()) if found.any() else float("nan"),
                    cleanlab_recall=float(found[noisy.mask].mean()) if k_true else float("nan"))
     return {"figures": figures, "seconds": seconds, "sample_epochs": sample_epochs}
 
 
-def ours(cfg: TrainConfig, method: str, out: Path, epochs: int) -> dict:
+#: The scores compared on each run: (label, score, window).
+SCORES = [("aum, early window (default)", "aum", "auto"), ("aum, all epochs", "aum", "all"),
+          ("loss, last half", "loss", 0.5), ("loss, all epochs", "loss", "all")]
+
+
+def ours(cfg: TrainConfig, method: str, out: Path, epochs: int) -> dict[str, dict]:
     run_cfg = replace(cfg, method=method, epochs=epochs)
     t0 = time.perf_counter()
     train(run_cfg, out / method, progress=False)
     seconds = time.perf_counter() - t0
-    signals = np.load(out / method / "signals.npz")
-    score = SCORE_OF[method]
-    values = signals["confidence"] if score in ("superloss", "data-params") else signals["loss"]
-    scores = flag.label_quality_scores(values, method=score)
-    figures = flag.evaluate(scores, signals["noise_mask"])
-    return {"figures": figures, "seconds": seconds, "sample_epochs": len(scores) * epochs}
+    signals = dict(np.load(out / method / "signals.npz"))
+    rows = {}
+    scores_to_try = list(SCORES)
+    if SCORE_OF[method] != "loss":
+        scores_to_try.append((f"{SCORE_OF[method]} confidence, last half", SCORE_OF[method], 0.5))
+    for label, score, window in scores_to_try:
+        _, scores = flag.run_scores(signals, score, window=window)
+        figures = flag.evaluate(scores, signals["noise_mask"], score=score)
+        rows[f"{method}: {label}"] = {"figures": figures, "seconds": seconds, "sample_epochs": len(scores) * epochs}
+    return rows
+
+
+def make_blobs(path: Path, seed: int = 0, n: int = 6000) -> Path:
+    """A generated 10-class data set: Gaussian clusters in 20 dimensions (sklearn make_classification),
+    80 % for training."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n, n_features=20, n_informative=12, n_redundant=4, n_classes=10,
+                               n_clusters_per_class=2, class_sep=1.5, flip_y=0.0, random_state=seed)
+    cut = int(0.8 * n)
+    np.savez(path, x=x[:cut].astype(np.float32), y=y[:cut], x_test=x[cut:].astype(np.float32), y_test=y[cut:])
+    return path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"))
-    parser.add_argument("--dataset", default="idx")
+    parser.add_argument("--dataset", default="idx", help="idx (MNIST files), digits, or blobs (generated)")
     parser.add_argument("--model", default="lenet")
     parser.add_argument("--limit", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=15)
@@ -111,7 +139,12 @@ def main() -> None:
     parser.add_argument("--dp-instance-lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep", help="keep each run's signals.npz and cleanlab's probabilities in this folder")
     args = parser.parse_args()
+    if args.dataset == "blobs":
+        blobs = Path(tempfile.mkdtemp()) / "blobs.npz"
+        make_blobs(blobs, seed=args.seed)
+        args.dataset, args.data_dir, args.limit = "npz", str(blobs), None
 
     results = {}
     for setting in args.settings:
@@ -123,20 +156,21 @@ def main() -> None:
         our_epochs = args.our_epochs or max(1, args.epochs * 4 // 5)
         rows = {}
         with tempfile.TemporaryDirectory() as tmp:
+            out = Path(args.keep) / f"{kind}{rate}_e{args.epochs}" if args.keep else Path(tmp)
             for method in args.methods:
-                rows[method] = ours(cfg, method, Path(tmp), our_epochs)
-        rows["cleanlab 5-fold"] = cleanlab_cv(cfg)
+                rows.update(ours(cfg, method, out, our_epochs))
+            rows["cleanlab 5-fold"] = cleanlab_cv(cfg, keep=out if args.keep else None)
         results[setting] = rows
         base = rows["cleanlab 5-fold"]
         print(f"\n{args.dataset} ({args.limit} samples), {args.model}, {kind} noise {rate}: cleanlab {args.epochs} epochs "
               f"per fold, ours {our_epochs} epochs (data parameters: {args.dp_level}, instance lr {args.dp_instance_lr})")
-        print("| ranking | AUROC | AP | precision@k | recall@estimate | sample-epochs | wall s | compute vs cleanlab |")
+        print("| ranking | AUROC | AP | precision@k | estimated / true count | sample-epochs | wall s | compute vs cleanlab |")
         print("|---|---|---|---|---|---|---|---|")
         for name, row in rows.items():
             f = row["figures"]
             print(f"| {name} | {f['auroc']:.4f} | {f['average_precision']:.4f} | {f['precision_at_k']:.4f} | "
-                  f"{f['recall_at_estimate']:.4f} | {row['sample_epochs']:,} | {row['seconds']:.1f} | "
-                  f"{row['sample_epochs'] / base['sample_epochs']:.2f}x |")
+                  f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])} | {row['sample_epochs']:,} | "
+                  f"{row['seconds']:.1f} | {row['sample_epochs'] / base['sample_epochs']:.2f}x |")
         f = base["figures"]
         print(f"cleanlab find_label_issues: {f['cleanlab_num_issues']} flagged, precision {f['cleanlab_precision']:.4f}, "
               f"recall {f['cleanlab_recall']:.4f}")

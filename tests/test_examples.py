@@ -11,6 +11,7 @@ SHORT = {
     "detection_superloss.py": ["--steps", "30"],
     "metric_learning_digits.py": ["--steps", "30"],
     "detection_data_parameters.py": ["--epochs", "3"],
+    "flag_own_loop.py": ["--epochs", "5"],
 }
 
 

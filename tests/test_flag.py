@@ -73,3 +73,82 @@ def test_evaluate_against_sklearn():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _dynamics(epochs: int, n: int = 1000, noisy: int = 300, memorise_at: int | None = None, seed: int = 0):
+    """Margins of a run: clean samples learnt in the first epochs, wrong labels misfit until memorised."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(epochs)[:, None]
+    learn = rng.integers(1, 4, n)  # epoch at which a sample is learnt
+    margin = np.where(t >= learn, 3.0 + 0.05 * t, -2.0) + rng.normal(0, 0.5, (epochs, n))
+    mask = np.zeros(n, bool)
+    mask[:noisy] = True
+    if memorise_at is not None:
+        late = memorise_at + rng.integers(0, max(epochs // 10, 1), noisy)
+        margin[:, :noisy] = np.where(t >= late, 3.0 + 0.1 * (t - late), -2.0) + rng.normal(0, 0.5, (epochs, noisy))
+    else:
+        margin[:, :noisy] = -2.0 + rng.normal(0, 0.5, (epochs, noisy))
+    return margin, mask
+
+
+def test_aum_score_is_the_sigmoid_of_the_mean_margin():
+    margin = np.array([[1.0, -2.0, 0.0], [3.0, -1.0, np.nan]])
+    got = flag.label_quality_scores(margin, method="aum", window="all")
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-np.array([2.0, -1.5, 0.0]))))
+    big = flag.label_quality_scores(np.array([[800.0, -800.0]]), method="aum", window="all")
+    assert big[0] == 1.0 and 0 <= big[1] < 1e-300  # no overflow warning, still in [0, 1]
+
+
+def test_select_epochs_stops_before_memorisation():
+    margin, mask = _dynamics(200, memorise_at=40)
+    e = flag.select_epochs(margin)
+    assert 4 <= e <= 45  # after the easy samples are learnt, before the wrong labels are memorised
+    auto = flag.evaluate(flag.label_quality_scores(margin, method="aum"), mask, score="aum")
+    whole = flag.evaluate(flag.label_quality_scores(margin, method="aum", window="all"), mask, score="aum")
+    assert auto["auroc"] > 0.999 and auto["auroc"] > whole["auroc"]
+    assert abs(auto["estimated_num_issues"] - 300) <= 15  # negative AUM over the window
+    assert whole["estimated_num_issues"] < 150  # over all epochs the memorised wrong labels look clean
+
+
+def test_select_epochs_on_clean_data_flags_almost_nothing():
+    margin, _ = _dynamics(30, noisy=0)
+    scores = flag.label_quality_scores(margin, method="aum")
+    assert flag.estimate_num_issues(scores, score="aum") <= 5
+
+
+def test_auto_window_for_other_signals_and_windows():
+    margin, mask = _dynamics(50, memorise_at=20)
+    loss = np.log1p(np.exp(-margin))  # any signal: averaged over the margins' window
+    e = flag.select_epochs(margin)
+    got = flag.label_quality_scores(loss, method="loss", window="auto", margin=margin)
+    np.testing.assert_allclose(got, np.exp(-loss[:e].mean(0)))
+    np.testing.assert_allclose(flag.label_quality_scores(loss, window=slice(2, 5)), np.exp(-loss[2:5].mean(0)))
+    np.testing.assert_allclose(flag.label_quality_scores(loss, window="all"), np.exp(-loss.mean(0)))
+    name, scores = flag.run_scores({"loss": loss, "margin": margin, "confidence": np.full_like(loss, np.nan)},
+                                   method="superloss")
+    assert name == flag.default_score("superloss") == "aum"
+    np.testing.assert_allclose(scores, flag.label_quality_scores(margin, method="aum"))
+
+
+def test_estimate_for_aum_counts_negative_margins():
+    scores = np.array([0.1, 0.49, 0.5, 0.9, 0.2])
+    assert flag.estimate_num_issues(scores, score="aum") == 3
+    np.testing.assert_array_equal(flag.find_label_issues(scores, score="aum"), [True, True, False, False, True])
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window="auto"), "margin"),
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window="auto", margin=np.zeros((3, 3))), "shape"),
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window=1.5), "fraction"),
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window="first"), "window"),
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window=slice(5, 6)), "no epoch"),
+        (lambda: flag.label_quality_scores(np.zeros((2, 3)), window=1, last_epochs=1), "not both"),
+        (lambda: flag.run_scores({"loss": np.zeros((2, 3))}, "aum"), "margin"),
+        (lambda: flag.run_scores({"loss": np.zeros((2, 3))}, "magic"), "score"),
+    ],
+)
+def test_window_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

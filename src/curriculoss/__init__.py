@@ -8,6 +8,9 @@ Losses and their per-sample signals:
 - baselines: :func:`mae_loss`, :func:`gce_loss`, :func:`sce_loss`, :func:`focal_loss` and their modules
 - :func:`lambertw`, the principal branch of the Lambert W function, tensor-native
 
+Finding the mislabelled samples: :class:`Recorder` (:mod:`curriculoss.recorder`) records the per-sample
+loss, confidence and margin of any training loop; :mod:`curriculoss.flag` ranks the samples.
+
 Around them: :mod:`curriculoss.noise` (label noise), :mod:`curriculoss.datasets`,
 :mod:`curriculoss.models`, and the command line (``curriculoss --help``).
 """
@@ -18,6 +21,7 @@ from curriculoss.gce import GCELoss, gce_loss
 from curriculoss.imae import IMAE, imae, sample_weight
 from curriculoss.lambertw import lambertw
 from curriculoss.mae import MAELoss, mae_loss
+from curriculoss.recorder import Recorder
 from curriculoss.sce import SCELoss, sce_loss
 from curriculoss.superloss import SuperLoss, superloss, superloss_confidence
 
@@ -43,4 +47,5 @@ __all__ = [
     "SCELoss",
     "focal_loss",
     "FocalLoss",
+    "Recorder",
 ]

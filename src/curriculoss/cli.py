@@ -330,35 +330,85 @@ def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
     return 0
 
 
-def _signal_for(method: str, signals) -> tuple[str, "object"]:
-    """Which signal of a run ranks its samples, and how (see curriculoss.flag.SCORE_METHODS)."""
-    if method == "superloss":
-        return "superloss", signals["confidence"]
-    if method == "data-params":
-        return "data-params", signals["confidence"]
-    return ("imae" if method == "imae" else "loss"), signals["loss"]
+def _parse_window(text: str | None):
+    if text is None:
+        return None
+    if text in ("auto", "all"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise SystemExit(f"curriculoss: error: --window {text!r}: expected auto, all, a count or a fraction of the last epochs")
+    return value
 
 
 def cmd_flag(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from curriculoss import flag
+
+    target = Path(args.run_dir)
+    run_dir = target.parent if target.suffix == ".npz" else target
+    signals_path = target if target.suffix == ".npz" else target / "signals.npz"
+    if not signals_path.exists():
+        raise SystemExit(f"curriculoss: error: RUN_DIR {target}: no signals.npz there (a finished `curriculoss train` "
+                         "run folder, or a folder / file written by curriculoss.recorder.Recorder.save, is needed)")
+    cfg = None
+    if (run_dir / "args.json").exists() and target.suffix != ".npz":
+        cfg = _read_config(run_dir / "args.json")
+        if cfg.task != "classification":
+            raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
+    signals = dict(np.load(signals_path))
+    window = _parse_window(args.window)
+    try:
+        method, scores = flag.run_scores(signals, args.score, method=cfg.method if cfg else None,
+                                         **({} if window is None else {"window": window}))
+    except ValueError as exc:
+        raise SystemExit(f"curriculoss: error: {exc}")
+    labels = signals["labels"]
+    noise_mask = signals.get("noise_mask", np.zeros(len(labels), bool))
+    predicted = _predictions(run_dir, cfg) if cfg is not None and (run_dir / "checkpoint.pt").exists() \
+        else signals.get("predicted", np.full(len(labels), -1))
+
+    filled = np.where(np.isnan(scores), 1.0, scores)
+    order = np.argsort(filled, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(1, len(order) + 1)
+    flagged = flag.find_label_issues(filled, num_issues=args.num_issues, score=method)
+    out_dir = run_dir
+    with open(out_dir / "suspects.csv", "w") as fh:
+        fh.write("index,given_label,predicted_label,score,rank,flagged\n")
+        for i in order:
+            fh.write(f"{i},{labels[i]},{predicted[i]},{filled[i]:.6g},{rank[i]},{int(flagged[i])}\n")
+    where = f", epochs 1-{flag.select_epochs(signals['margin'])} of {len(signals['margin'])}" \
+        if (window or flag.DEFAULT_WINDOW[method]) == "auto" else ""
+    print(f"{target}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]}{where})")
+    print(f"{int(flagged.sum())} flagged as likely label issues; top {min(args.top, len(order))} suspects:")
+    print("  index  given  predicted   score")
+    for i in order[:args.top]:
+        print(f"  {i:5d}  {labels[i]:5d}  {predicted[i]:9d}  {filled[i]:.4f}")
+    if noise_mask.any():
+        figures = flag.evaluate(filled, noise_mask, score=method)
+        print("\nagainst the run's known noise mask:")
+        for key in ("auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy",
+                    "precision_at_estimate", "recall_at_estimate"):
+            print(f"  {key:22s} {figures[key]:.4f}" if not key.startswith(("num", "est")) else f"  {key:22s} {int(figures[key])}")
+        (out_dir / "flag.json").write_text(json.dumps({"score": method, **figures}, indent=2) + "\n")
+    _flag_plots(out_dir, signals, filled, method, noise_mask)
+    print(f"\nwritten: {out_dir / 'suspects.csv'}")
+    return 0
+
+
+def _predictions(run_dir: Path, cfg):
+    """The final model's predicted class of every training sample."""
+    import torch
+
     from curriculoss.models import build_model
     from curriculoss.train import load_checkpoint, prepare_data
-
-    run_dir = Path(args.run_dir)
-    for name in ("args.json", "signals.npz", "checkpoint.pt"):
-        if not (run_dir / name).exists():
-            raise SystemExit(f"curriculoss: error: RUN_DIR {run_dir}: no {name} there (a finished `curriculoss train` run folder is needed)")
-    cfg = _read_config(run_dir / "args.json")
-    if cfg.task != "classification":
-        raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
-    signals = np.load(run_dir / "signals.npz")
-    method = args.score or _signal_for(cfg.method, signals)[0]
-    values = signals["confidence"] if method in ("superloss", "data-params") else signals["loss"]
-    scores = flag.label_quality_scores(values, method=method)
-    labels, noise_mask = signals["labels"], signals["noise_mask"]
 
     data, _ = prepare_data(cfg)
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
@@ -366,36 +416,10 @@ def cmd_flag(args: argparse.Namespace) -> int:
     model.eval()
     with torch.no_grad():
         x = torch.from_numpy(data.x_train)
-        predicted = torch.cat([model(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)]).numpy()
-
-    filled = np.where(np.isnan(scores), 1.0, scores)
-    order = np.argsort(filled, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(1, len(order) + 1)
-    flagged = flag.find_label_issues(filled, num_issues=args.num_issues) if args.num_issues is not None \
-        else flag.find_label_issues(filled)
-    with open(run_dir / "suspects.csv", "w") as fh:
-        fh.write("index,given_label,predicted_label,score,rank,flagged\n")
-        for i in order:
-            fh.write(f"{i},{labels[i]},{predicted[i]},{filled[i]:.6g},{rank[i]},{int(flagged[i])}\n")
-    print(f"{run_dir}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]})")
-    print(f"{int(flagged.sum())} flagged as likely label issues; top {min(args.top, len(order))} suspects:")
-    print("  index  given  predicted   score")
-    for i in order[:args.top]:
-        print(f"  {i:5d}  {labels[i]:5d}  {predicted[i]:9d}  {filled[i]:.4f}")
-    if noise_mask.any():
-        figures = flag.evaluate(filled, noise_mask)
-        print("\nagainst the run's known noise mask:")
-        for key in ("auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy",
-                    "precision_at_estimate", "recall_at_estimate"):
-            print(f"  {key:22s} {figures[key]:.4f}" if not key.startswith(("num", "est")) else f"  {key:22s} {int(figures[key])}")
-        (run_dir / "flag.json").write_text(json.dumps({"score": method, **figures}, indent=2) + "\n")
-    _flag_plots(run_dir, signals, filled, method)
-    print(f"\nwritten: {run_dir / 'suspects.csv'}")
-    return 0
+        return torch.cat([model(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)]).numpy()
 
 
-def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
+def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None:
     try:
         import matplotlib
     except ImportError:
@@ -405,9 +429,10 @@ def _flag_plots(run_dir: Path, signals, scores, method: str) -> None:
 
     from curriculoss import plots
 
-    noise_mask = signals["noise_mask"]
     groups = plots.sample_groups(signals["loss"], noise_mask)
-    if method == "superloss":
+    if method == "aum":
+        fig = plots.confidence_by_group(signals["margin"], groups, ylabel="margin z_y - max other z")
+    elif method == "superloss":
         fig = plots.confidence_by_group(signals["confidence"], groups)
     elif method == "data-params":
         fig = plots.data_parameters_by_group(signals["confidence"], noise_mask)
@@ -484,9 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, grid=True)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("flag", help="rank a run's training samples by how likely their label is wrong")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished `curriculoss train` run folder")
-    p.add_argument("--score", choices=("loss", "superloss", "data-params", "imae"),
-                   help="which signal ranks the samples (default: the run's method's own)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished `curriculoss train` run folder, or a signals.npz "
+                   "(or its folder) written by curriculoss.recorder.Recorder in your own loop")
+    p.add_argument("--score", choices=("aum", "loss", "superloss", "data-params", "imae"),
+                   help="which signal ranks the samples (default: aum, the early-learning area under the margin)")
+    p.add_argument("--window", help="epochs averaged: auto (the early-learning window; aum's default), all, "
+                   "or a count / fraction of the last epochs (the other scores' default: 0.5)")
     p.add_argument("--num-issues", type=int, help="flag this many samples (default: estimated from the scores)")
     p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
     p.set_defaults(func=cmd_flag)

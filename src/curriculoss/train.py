@@ -9,7 +9,8 @@ Run folder::
 
     args.json      the configuration
     metrics.csv    one row per epoch
-    signals.npz    loss and confidence (epochs x N), labels, true_labels, noise_mask
+    signals.npz    loss, confidence and margin (epochs x N), labels, predicted, true_labels, noise_mask
+                   (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     .lock          held by the run writing the folder (a second run is refused; see curriculoss.runlock)
@@ -69,6 +70,7 @@ from curriculoss import distributed as dist_utils
 from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
 from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
 from curriculoss.models import build_model, check_model_name
+from curriculoss.recorder import Recorder
 from curriculoss.runlock import run_folder_lock
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
@@ -376,8 +378,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     scaler = torch.amp.GradScaler(dev.type) if cfg.amp == "fp16" else None
 
     history: list[dict[str, float]] = []
-    loss_signal = torch.full((cfg.epochs, n), float("nan"), device=dev)
-    conf_signal = torch.full((cfg.epochs, n), float("nan"), device=dev)
+    recorder = Recorder(n)  # the per-sample signals, exactly as a user's own loop records them
     start_epoch = 0
 
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
@@ -397,7 +398,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             history = state["history"]
-            loss_signal, conf_signal = state["loss_signal"].to(dev), state["conf_signal"].to(dev)
+            recorder.load_state_dict(_recorder_state(state, n))
             start_epoch = state["epoch"]
             torch.set_rng_state(state["rng"]["torch"])
             if dev.type == "cuda" and "cuda" in state["rng"]:
@@ -418,7 +419,6 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         # Running sums stay tensors: one host synchronisation per epoch, not per step.
         sum_loss, correct_noisy, correct_true = (torch.zeros((), device=dev) for _ in range(3))
         lr = optimizer.param_groups[0]["lr"]
-        local_idx, local_loss, local_conf = [], [], []  # distributed: gathered at the end of the epoch
         method.start_epoch()
         window_correct, window_sizes = [], []  # per batch, for the divergence check's quarter-epoch accuracy
         for start in range(0, n, cfg.batch_size):
@@ -452,15 +452,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                 if method_optimizer is not None:
                     method_optimizer.step()
             with torch.no_grad():
-                if distributed:
-                    local_idx.append(idx)
-                    local_loss.append(method.per_sample_loss.float())
-                    local_conf.append(method.confidence.float() if method.confidence is not None
-                                      else torch.full((len(idx),), float("nan"), device=dev))
-                else:
-                    loss_signal[epoch, idx] = method.per_sample_loss.float()
-                    if method.confidence is not None:
-                        conf_signal[epoch, idx] = method.confidence.float()
+                recorder.update(idx, out, yb, confidence=method.confidence, loss=method.per_sample_loss)
                 sum_loss += method.per_sample_loss.sum()
                 pred = out.squeeze(-1).round() if regression else out.argmax(1)
                 batch_correct = (pred == yb).sum()
@@ -470,14 +462,14 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                 correct_true += (pred == y_clean[idx]).sum()
             bar.update(1)
         scheduler.step()
+        recorder.end_epoch()  # distributed: gathers every rank's shard
         if distributed:
-            _gather_epoch(epoch, local_idx, local_loss, local_conf, loss_signal, conf_signal)
             sums = dist_utils.all_reduce_sum(torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double()]))
             sum_loss, correct_noisy, correct_true = sums.unbind()
             # summary() reads the last batch's signals: give it the global batch's, as one process has them.
-            method.per_sample_loss = loss_signal[epoch, global_idx]
+            method.per_sample_loss = recorder.last("loss").to(dev)[global_idx]
             if method.confidence is not None:
-                method.confidence = conf_signal[epoch, global_idx]
+                method.confidence = recorder.last("confidence").to(dev)[global_idx]
         test_sum = _evaluate(model, x_test, y_test, regression, autocast=autocast)
         # The epoch's one wait for the device: all its numbers in one transfer.
         sums = torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double(), test_sum]).tolist()
@@ -497,7 +489,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "method": method.state_dict(),
                 "method_optimizer": method_optimizer.state_dict() if method_optimizer is not None else None,
-                "history": history, "loss_signal": loss_signal, "conf_signal": conf_signal,
+                "history": history, "recorder": recorder.state_dict(),
                 "rng": {"torch": torch.get_rng_state(),
                         **({"cuda": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})},
                 **({"scaler": scaler.state_dict()} if scaler is not None else {}),
@@ -517,9 +509,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
                **_divergence_results(history, chance, cfg.epochs)}
     if run_dir is not None and writer:
-        _atomic_write(run_dir / "signals.npz", lambda fh: np.savez(
-            fh, loss=loss_signal.cpu().numpy(), confidence=conf_signal.cpu().numpy(), labels=np.asarray(noisy.labels),
-            true_labels=np.asarray(data.y_train), noise_mask=np.asarray(noisy.mask)))
+        recorder.save(run_dir / "signals.npz", labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
+                      noise_mask=np.asarray(noisy.mask))
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
@@ -551,14 +542,15 @@ def _epoch_columns(method, distributed: bool) -> dict[str, float]:
     return method.epoch_columns(sums)
 
 
-def _gather_epoch(epoch: int, idx: list, loss: list, conf: list, loss_signal: torch.Tensor,
-                  conf_signal: torch.Tensor) -> None:
-    """Every rank's per-sample signals of the epoch into every rank's signal tables (O(N / K) per rank)."""
-    if not idx:
-        return
-    g_idx, g_loss, g_conf = dist_utils.all_gather_cat(torch.cat(idx), torch.cat(loss), torch.cat(conf))
-    loss_signal[epoch, g_idx] = g_loss
-    conf_signal[epoch, g_idx] = g_conf
+def _recorder_state(state: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    """The recorder's state of a checkpoint; one written before the recorder (``loss_signal`` and
+    ``conf_signal``, ``(epochs, N)`` with NaN rows ahead) gives its finished epochs and no margins."""
+    if "recorder" in state:
+        return state["recorder"]
+    done = state["epoch"]
+    loss, conf = state["loss_signal"][:done], state["conf_signal"][:done]
+    return {"loss": loss, "confidence": conf, "margin": torch.full_like(loss, float("nan")),
+            "labels": torch.full((n,), -1, dtype=torch.int64), "predicted": torch.full((n,), -1, dtype=torch.int64)}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
