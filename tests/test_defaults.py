@@ -9,9 +9,10 @@ def _cfg(*argv):
 
 
 def test_learning_rate_defaults_per_model_and_a_given_lr_wins():
-    assert set(DEFAULT_LR) == set(MODELS)
+    assert set(DEFAULT_LR) <= set(MODELS)
     for model in MODELS:
-        assert _cfg("--model", model).lr == DEFAULT_LR[model]
+        # the selected rates; models not selected (the WideResNets) take the papers' CIFAR rate, 0.1
+        assert _cfg("--model", model).lr == DEFAULT_LR.get(model, 0.1)
         assert _cfg("--model", model, "--lr", "0.005").lr == 0.005
 
 
