@@ -599,6 +599,8 @@ class SparseSGD(torch.optim.Optimizer):
                 kinds[i, 0 if p.grad.is_sparse else 1] = 1
         all_reduce_sum(kinds)
         out: list[tuple[Tensor, Tensor] | None] = []
+        # A CPU table read after a collective (which waits for every rank anyway): the optimizer step of
+        # the distributed path only, never a loss's forward or backward.
         for (group, p), (any_sparse, any_dense) in zip(params, kinds.tolist()):
             grad, mode = p.grad, group["class_grad"]
             if any_dense:  # e.g. under torch.compile: O(N) all_reduce of the dense gradient
