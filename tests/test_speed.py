@@ -162,3 +162,19 @@ def test_data_parameters_fused_forward_gradients_equal_plain_autograd(level):
             assert p.grad.is_sparse
             torch.testing.assert_close(p.grad.to_dense(), r.grad, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(dp.last_sigma, s.detach())
+
+
+@pytest.mark.slow
+def test_fused_superloss_forward_is_one_kernel():
+    """The compiled forward (element-wise part, reduction, casts) is one generated CPU kernel."""
+    import re
+    import sys
+
+    from torch._inductor.utils import run_and_get_code
+
+    core = sys.modules["curriculoss.superloss"]
+    fn = torch.compile(core._superloss_forward, dynamic=True, fullgraph=True)
+    loss = torch.rand(128)
+    _, codes = run_and_get_code(fn, loss, None, 1.0, 1.0, torch.float32, "mean", None, torch.float32, True)
+    kernels = set(re.findall(r"cpp_fused_\w+", "\n".join(codes)))
+    assert len(kernels) == 1, kernels
