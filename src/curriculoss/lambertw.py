@@ -100,10 +100,17 @@ def _half_delta_bounds(dtype: torch.dtype) -> tuple[float, float]:
     return 1e-37, torch.finfo(torch.float32).max / 2
 
 
-def _halley(v: Tensor, half_delta: Tensor) -> Tensor:
+def _expm1_compiled(v: Tensor) -> Tensor:
+    """``expm1`` for the compiled path: ``tanh(v/2) (e^v + 1)``, accurate to a few ulp for small ``v``.
+    (TorchInductor's vectorised CPU code computes ``expm1`` as ``exp(v) - 1`` (torch 2.13), which loses
+    all accuracy near 0, exactly where the branch point needs it.)"""
+    return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
+
+
+def _halley(v: Tensor, half_delta: Tensor, compiled: bool = False) -> Tensor:
     """One Halley step for ``f(v) = (v - 1) e^v - e x``, every term divided by ``2e`` so that nothing
     overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``)."""
-    em = torch.expm1(v)
+    em = _expm1_compiled(v) if compiled else torch.expm1(v)
     vs = v * _INV_2E
     den = torch.addcmul(vs, vs, em)  # f'/(2e) = v (1 + em) / (2e)
     f = torch.add(den, em, alpha=-_INV_2E).sub_(half_delta)  # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2
@@ -112,7 +119,7 @@ def _halley(v: Tensor, half_delta: Tensor) -> Tensor:
     return torch.addcdiv(v, f, den, value=-1.0)
 
 
-def _w_plus_one(half_delta: Tensor, precision: torch.dtype) -> Tensor:
+def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False) -> Tensor:
     """``v = W(x) + 1`` from ``(x + 1/e) / 2``, already clamped to a positive finite range (see
     :func:`_half_delta_bounds`), accurate to the contract of ``precision`` (float32 or float64; the
     arithmetic is that of ``half_delta``, which may be more precise)."""
@@ -121,15 +128,15 @@ def _w_plus_one(half_delta: Tensor, precision: torch.dtype) -> Tensor:
     q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
     v = torch.addcdiv(q * a, q * torch.log1p(q), q + b, value=-k)
     for _ in range(iterations):
-        v = _halley(v, half_delta)
+        v = _halley(v, half_delta, compiled)
     return v
 
 
-def _lambertw_forward(x: Tensor) -> Tensor:
+def _lambertw_forward(x: Tensor, compiled: bool = False) -> Tensor:
     hi, lo, tol = _split_inv_e(x.dtype)
     # (x + 1/e)/2, accurately: x/2 + hi/2 is exact near -1/e (Sterbenz), lo/2 restores the rest.
     half_delta = (x * 0.5).add_(0.5 * hi).add_(0.5 * lo)
-    v = _w_plus_one(half_delta.clamp(*_half_delta_bounds(x.dtype)), x.dtype)
+    v = _w_plus_one(half_delta.clamp(*_half_delta_bounds(x.dtype)), x.dtype, compiled)
     # Below 2^-24 (float32) / 2^-53 (float64), W = x - x^2 rounds to x: return x itself (v - 1 would
     # keep only an absolute accuracy there); +inf was clamped to a finite value inside.
     tiny = 2.0 ** -53 if x.dtype == torch.float64 else 2.0 ** -24
@@ -154,7 +161,7 @@ def _forward(x: Tensor, fused: bool) -> Tensor:
         fn = _compiled_forward()
         if fn is not None:
             try:
-                return fn(x)
+                return fn(x, True)
             except Exception:  # compiler missing at run time (no C++ toolchain...): stay eager
                 _compiled_forward.cache_clear()
                 _DISABLED.add(x.device.type)

@@ -88,7 +88,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float,
-                    precision: torch.dtype) -> tuple[Tensor, Tensor]:
+                    precision: torch.dtype, compiled: bool = False) -> tuple[Tensor, Tensor]:
     r"""Element-wise :math:`SL` (Eq. 3) at ``loss`` and :math:`\sigma^*` (Eq. 4) of ``source`` (``None``:
     of ``loss`` itself), both without autograd; ``precision`` is the accuracy contract of ``W``.
 
@@ -101,16 +101,17 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     diff = loss - tau
     src = diff if source is None else source - tau
     half_delta = src.mul(0.25 / lam).add_(0.5 / math.e).clamp_(*_half_delta_bounds(src.dtype))
-    u = torch.rsub(_w_plus_one(half_delta, precision), 1.0)
+    u = torch.rsub(_w_plus_one(half_delta, precision, compiled), 1.0)
     sigma = torch.exp(u)
     return torch.addcmul(diff * sigma, u, u, value=lam), sigma
 
 
 def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
-                       reduction: str, keep: Tensor | None, out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+                       reduction: str, keep: Tensor | None, out_dtype: torch.dtype,
+                       compiled: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_superloss_core` reduced: (output, sigma* in ``out_dtype``, the factor of the backward
     ``grad -> factor * grad``: sigma*, zero where ignored, divided by the count for 'mean')."""
-    sl, sigma = _superloss_core(loss, source, tau, lam, precision)
+    sl, sigma = _superloss_core(loss, source, tau, lam, precision, compiled)
     sigma = sigma if sigma.dtype == out_dtype else sigma.to(out_dtype)
     grad_sigma = sigma
     if keep is not None:
@@ -150,7 +151,7 @@ def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: floa
         fn = _compiled_forward()
         if fn is not None:
             try:
-                return fn(loss, source, tau, lam, precision, reduction, keep, out_dtype)
+                return fn(loss, source, tau, lam, precision, reduction, keep, out_dtype, True)
             except Exception:  # no working compiler at run time (e.g. no C++ toolchain): stay eager
                 _FUSED_BROKEN.add(loss.device.type)
     return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
