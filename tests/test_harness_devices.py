@@ -349,3 +349,29 @@ def test_cosine_schedule_with_warmup(tmp_path):
 def test_bad_settings_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
         train_mod.check_config(TrainConfig(epochs=5, **{field: value}))
+
+
+def test_superloss_method_in_float32_for_devices_without_float64(monkeypatch):
+    """On MPS (no float64) the loop calls ``method.float()`` and sums in float32: the SuperLoss method's
+    step then makes no float64 tensor (checked on the CPU, with the MPS accumulator dtype forced)."""
+    from curriculoss import methods
+
+    monkeypatch.setattr(methods, "accumulator_dtype", lambda device: torch.float32)
+    method = methods.build_method("superloss", methods.MethodOptions(), 10, 50).float()
+    logits = torch.randn(16, 10, requires_grad=True)
+    target, index = torch.randint(0, 10, (16,)), torch.randperm(50)[:16]
+    seen = []
+
+    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    seen.append(str(func))
+            return out
+
+    with Spy():
+        for _ in range(2):
+            method(logits, target, index).backward()
+    assert seen == []
+    assert method.epoch_sums().dtype == torch.float32

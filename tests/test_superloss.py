@@ -377,3 +377,58 @@ def test_functional_superloss_validates_tau(tau):
             fn(torch.rand(3), tau)
     with pytest.raises(TypeError, match="tau"):
         superloss(torch.rand(3), torch.tensor([1, 2, 3]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# float32 state, for devices without float64 (Apple's MPS)
+
+
+class _Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every operation whose output is a float64 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                self.seen.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("mode", ["avg", "ema"])
+@pytest.mark.parametrize("smoothing", [None, 0.9])
+def test_float32_state_matches_plain_python_and_makes_no_float64(mode, smoothing):
+    """After ``.float()`` the module makes no float64 tensor at all (forward and backward), and its
+    threshold, smoothing and confidence follow the plain-Python reference to float32 precision."""
+    gen = torch.Generator().manual_seed(2)
+    n = 30
+    batches = []
+    for _ in range(6):
+        index = torch.randperm(n, generator=gen)[:10]
+        batches.append((torch.rand(10, generator=gen, dtype=torch.float64) * 3, index))
+    taus, confidences, smooth = _reference_run(batches, mode, smoothing=smoothing)
+    module = SuperLoss(tau=mode, num_samples=n if smoothing else None, smoothing=smoothing or 0.9).float()
+    assert all(b.dtype in (torch.float32, torch.bool) for b in module.buffers())
+    for (loss, index), tau, conf in zip(batches, taus, confidences):
+        loss32 = loss.float().requires_grad_()
+        with _Float64Spy() as spy:
+            module(loss32, index if smoothing else None).backward()
+        assert spy.seen == []
+        assert float(module.tau) == pytest.approx(tau, rel=1e-6)
+        np.testing.assert_allclose(module.confidence.numpy(), conf, rtol=2e-5)
+        np.testing.assert_allclose(loss32.grad.numpy(), np.array(conf) / len(conf), rtol=2e-5)
+    if smoothing:
+        for i, v in smooth.items():
+            assert float(module.smoothed_loss[i]) == pytest.approx(v, rel=1e-6)
+
+
+def test_half_precision_state_is_refused_before_any_change():
+    module = SuperLoss(num_samples=4).half()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(TypeError, match=r"state must be float64 \(default\) or float32.*call \.float\(\)"):
+        module(torch.rand(4), torch.arange(4))
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, before[k])

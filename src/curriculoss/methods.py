@@ -74,6 +74,12 @@ BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 REGRESSION_LOSSES = ("l2", "smooth-l1")
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the loop's running sums on ``device``: float64, or float32 on Apple's MPS, which has
+    no float64 (the methods' state is then float32 too: see :func:`~curriculoss.train.train`)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 @dataclass
 class MethodOptions:
     """Options shared by the methods (the command line's method flags)."""
@@ -169,10 +175,10 @@ class SuperLossMethod(Method):
         out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
         self.confidence = self.criterion.confidence
         with torch.no_grad():
-            sigma = self.confidence.to(torch.float64)
-            batch = torch.stack([sigma.sum(), torch.tensor(float(sigma.numel()), dtype=torch.float64,
-                                                           device=sigma.device)])
-            self._accumulate(torch.cat([self.criterion.at_cap.sum().to(torch.float64).reshape(1), batch]))
+            acc = accumulator_dtype(self.confidence.device)
+            sigma = self.confidence.to(acc)
+            batch = torch.stack([sigma.sum(), torch.tensor(float(sigma.numel()), dtype=acc, device=sigma.device)])
+            self._accumulate(torch.cat([self.criterion.at_cap.sum().to(acc).reshape(1), batch]))
         if self.normalise:
             if is_distributed():  # the global batch's mean sigma*, as one process would see it
                 batch = all_reduce_sum(batch)

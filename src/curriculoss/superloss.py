@@ -51,8 +51,9 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # float64 losses larger than this in magnitude are treated like infinite ones by the module's state: the
 # running sums (float64) would overflow to inf after a few of them (the largest float64 is 1.8e308), and
 # the threshold then turns inf and NaN for good. 1e290 leaves room for 1e18 such losses in a sum;
-# float32 losses (< 3.4e38) cannot come near it.
-_MAX_LOSS = 1e290
+# float32 losses (< 3.4e38) cannot come near it. With float32 state (``.float()``, for devices without
+# float64 such as Apple's MPS) the same holds for losses above 1e30 (room for 3e8 of them).
+_MAX_LOSS = {torch.float64: 1e290, torch.float32: 1e30}
 
 
 def _check_lam(lam: float) -> None:
@@ -303,7 +304,10 @@ class SuperLoss(nn.Module):
 
     dtypes: float16 and bfloat16 losses are computed in float32 and the output and ``.confidence``
     returned in the loss's dtype (in half precision the cap of Eq. 4 does not land on ``-1/e``); the
-    state stays float64.
+    state stays float64. On a device without float64 (Apple's MPS) call ``.float()`` first: the state
+    is then float32 and no float64 tensor is made; the ``'avg'`` threshold's running sum then carries
+    float32's 7 digits (over 10^7 losses its rounding reaches about 1e-3 relative), and under
+    distributed training with smoothing ``num_samples`` must stay below 2**24.
 
     State: the threshold, the running sums and counts (float64) and the smoothing buffers are
     registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
@@ -440,16 +444,20 @@ class SuperLoss(nn.Module):
         # The state is updated without autograd (no detach needed); every step below is one tensor
         # operation, because at small batch sizes their count, not their arithmetic, is the cost.
         with torch.no_grad():
+            state = self.loss_sum.dtype  # float64, or float32 after .float()
+            if state not in _MAX_LOSS:
+                raise TypeError(f"SuperLoss state must be float64 (default) or float32, got {state}: after .half() "
+                                "or .to(torch.bfloat16), call .float() (the losses may stay in half precision)")
             valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
-            if loss.dtype == torch.float64:  # see _MAX_LOSS: the float64 running sums must not overflow
-                valid = valid & (loss.abs() <= _MAX_LOSS)
+            if loss.dtype == torch.float64 or state == torch.float32:  # see _MAX_LOSS: no overflowing sums
+                valid = valid & (loss.abs() <= _MAX_LOSS.get(state, _MAX_LOSS[torch.float32]))
             # source: the losses sigma* and tau are computed from (None: the loss itself).
             source = None
             if index is not None:
                 # Gather before any write, so an out-of-range index fails with the state untouched.
                 previous = self.smoothed_loss[index]
                 seen = self.seen[index]
-                raw = loss.to(torch.float64)
+                raw = loss.to(state)
                 # a' previous + (1 - a') loss; the first value seen initialises. Invalid entries keep their
                 # stored value, but their confidence comes from their own loss (a huge float64 loss
                 # weighed by its tiny sigma* keeps the output finite).
@@ -461,8 +469,11 @@ class SuperLoss(nn.Module):
             if sync and index is not None:
                 # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
                 entering = torch.where(valid, source, math.nan)
-                packed = torch.stack([index.reshape(-1).to(torch.float64), stored.reshape(-1),
-                                      (seen | valid).reshape(-1).to(torch.float64), entering.reshape(-1)], 1)
+                if state != torch.float64 and self.num_samples > 2 ** 24:
+                    raise ValueError(f"float32 state packs indices as float32, exact up to 2**24; num_samples="
+                                     f"{self.num_samples} needs the default float64 state under distributed training")
+                packed = torch.stack([index.reshape(-1).to(state), stored.reshape(-1),
+                                      (seen | valid).reshape(-1).to(state), entering.reshape(-1)], 1)
                 packed = all_gather_cat(packed)
                 g_index = packed[:, 0].to(torch.int64)
                 g_valid = ~torch.isnan(packed[:, 3])
@@ -496,10 +507,11 @@ class SuperLoss(nn.Module):
     def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:
         if self.tau_mode == "fixed":
             return self.tau
-        batch_sum = torch.where(valid, source, 0.0).sum(dtype=torch.float64)
+        state = self.loss_sum.dtype
+        batch_sum = torch.where(valid, source, 0.0).sum(dtype=state)
         batch_count = valid.sum()
         if reduce:  # the global batch's sum and count, summed over the ranks
-            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count.to(torch.float64)])).unbind()
+            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count.to(state)])).unbind()
         if self.tau_mode == "avg":
             # tau = sum / count stays as it was when the batch brings nothing (and 0 before any data).
             self.loss_sum += batch_sum

@@ -68,7 +68,7 @@ from curriculoss.augment import AUGMENTS, augment as augment_batch
 from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
 from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
-from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
+from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, accumulator_dtype, build_method
 from curriculoss.models import build_model, check_model_name
 from curriculoss.recorder import Recorder
 from curriculoss.runlock import run_folder_lock
@@ -242,7 +242,7 @@ def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_s
     """The test set's summed correct predictions (classification) or absolute errors (regression), as a
     float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation."""
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    total = torch.zeros((), dtype=accumulator_dtype(x.device), device=x.device)
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             with autocast():
@@ -365,7 +365,10 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     y_test = torch.from_numpy(np.asarray(data.y_test)).to(dev, target_dtype)
 
     model = build_model(cfg.model, tuple(data.input_shape), 1 if regression else data.num_classes).to(dev)
-    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n).to(dev)
+    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n)
+    if dev.type == "mps":  # no float64 there: SuperLoss's state in float32 (its docstring says what it costs)
+        method = method.float()
+    method = method.to(dev)
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
            if distributed else model)
     if cfg.compile:
