@@ -1,6 +1,6 @@
 """The harness's CE epoch against a plain hand-written PyTorch loop, and imagefolder decoding throughput.
 
-Harness: ``curriculoss.train.train`` (method ``ce``, no run folder), whose per-epoch ``seconds`` cover
+Harness: ``curriculoss.harness.train.train`` (method ``ce``, no run folder), whose per-epoch ``seconds`` cover
 the training loop with its per-sample signal recording and the test-set evaluation. Plain loop: the
 same data tensors, the same LeNet-5 initial weights, SGD, sample order and batch size, then the same
 test-set accuracy; nothing else. The ratio of mean epoch times is printed (goal <= 1.05x).
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curriculoss import datasets
-from curriculoss.models import build_model
-from curriculoss.train import TrainConfig, resolve_device, train
+from curriculoss.harness import data as datasets
+from curriculoss.harness.models import build_model
+from curriculoss.harness.train import TrainConfig, resolve_device, train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
 

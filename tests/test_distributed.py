@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from curriculoss import distributed
-from curriculoss.cli import main
+from curriculoss.harness.cli import main
 from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.imae import imae
 from curriculoss.superloss import SuperLoss
-from curriculoss.train import load_checkpoint
+from curriculoss.harness.train import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers through /proc")
@@ -76,7 +76,7 @@ def _model() -> nn.Module:
 def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
     """A small model (DDP-wrapped when distributed) trained a few steps with ``method``.
 
-    The rule of ``curriculoss.train``: each rank's loss is its local mean times ``world * n_local /
+    The rule of ``curriculoss.harness.train``: each rank's loss is its local mean times ``world * n_local /
     n_global`` (1 for equal slices), so that DDP's gradient average, and SparseSGD's, is the gradient
     of the global batch mean.
     """
@@ -236,7 +236,7 @@ def test_global_batch_sampler_gives_the_single_process_batches():
     assert len(one) == len(two[0]) == len(two[1]) == 5
     for batch, a, b in zip(one, *two):
         assert a + b == batch and abs(len(a) - len(b)) <= 1
-    # the order of curriculoss.train: randperm seeded with seed * 100_003 + epoch
+    # the order of curriculoss.harness.train: randperm seeded with seed * 100_003 + epoch
     order = torch.randperm(23, generator=torch.Generator().manual_seed(3 * 100_003)).tolist()
     assert sum(one, []) == order
     sampler = distributed.GlobalBatchSampler(23, 5, seed=3, rank=0, world_size=1)

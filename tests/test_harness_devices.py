@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from curriculoss import augment, datasets, train as train_mod
-from curriculoss.cli import main
-from curriculoss.models import WideResNet, build_model
-from curriculoss.train import TrainConfig, load_checkpoint, resolve_device, train
+from curriculoss.harness import augment, data as datasets, train as train_mod
+from curriculoss.harness.cli import main
+from curriculoss.harness.models import WideResNet, build_model
+from curriculoss.harness.train import TrainConfig, load_checkpoint, resolve_device, train
 
 
 # ------------------------------------------------------------------------------------------------ data

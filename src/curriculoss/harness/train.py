@@ -13,7 +13,7 @@ Run folder::
                    (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
-    .lock          held by the run writing the folder (a second run is refused; see curriculoss.runlock)
+    .lock          held by the run writing the folder (a second run is refused; see curriculoss.harness.runlock)
     curves.png     learning curves (with matplotlib installed)
 
 Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
@@ -41,7 +41,7 @@ CPU tensors only, whatever the device, so a run started on a GPU resumes on a CP
 round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
 
 Augmentation (``augment='crop-flip'``, the default for cifar10 and cifar100; see
-:mod:`curriculoss.augment`) is applied batch-wise on the device from a generator seeded with
+:mod:`curriculoss.harness.augment`) is applied batch-wise on the device from a generator seeded with
 ``(seed, epoch, rank)``, so a resumed epoch replays the same crops and flips. Schedules: ``cosine``
 (annealing to 0 over the epochs after the warmup) or ``step`` (times ``gamma`` at each epoch of
 ``milestones``), after ``warmup`` epochs of linear warmup (epoch ``e < warmup`` at
@@ -63,15 +63,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from curriculoss import datasets, noise
-from curriculoss.augment import AUGMENTS, augment as augment_batch
-from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
-from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
-from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, build_method
-from curriculoss.models import build_model, check_model_name
+from curriculoss import noise
+from curriculoss._checks import check_number
+from curriculoss.harness import data as datasets
+from curriculoss.harness.augment import AUGMENTS, augment as augment_batch
+from curriculoss.harness.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
+from curriculoss.harness.methods import EPOCH_COLUMNS, MethodOptions, build_method
+from curriculoss.harness.models import build_model, check_model_name
+from curriculoss.harness.runlock import run_folder_lock
 from curriculoss.recorder import Recorder
-from curriculoss.runlock import run_folder_lock
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
            "resolve_device", "RUNTIME_FIELDS"]
@@ -315,7 +316,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
 
-    A run that collapses (:mod:`curriculoss.divergence`: non-finite training loss, or training accuracy
+    A run that collapses (:mod:`curriculoss.harness.divergence`: non-finite training loss, or training accuracy
     back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
     ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
     (``stopped_early: True``, the epochs trained in ``epochs_trained``).
@@ -323,7 +324,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     check_config(cfg)
     started = _init_distributed_from_env(resolve_device(cfg.device))
     try:
-        # One run per folder (curriculoss.runlock); only the writing rank holds it.
+        # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
         with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
             return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
                           stop_on_divergence=stop_on_divergence)

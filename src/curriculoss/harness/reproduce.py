@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from curriculoss.methods import MethodOptions
-from curriculoss.train import TrainConfig, prepare_data, train
+from curriculoss.harness.methods import MethodOptions
+from curriculoss.harness.train import TrainConfig, prepare_data, train
 
 __all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams"]
 
@@ -490,7 +490,7 @@ def _extras(folder: Path, label: str) -> dict:
         top = np.argsort(-sigma, kind="stable")[: int(round(0.4 * len(sigma)))]
         out["corrupt_in_top40"] = float(np.isin(np.flatnonzero(mask), top).mean())
     if label == "superloss" and mask.any():
-        from curriculoss.plots import sample_groups
+        from curriculoss.harness.plots import sample_groups
 
         groups = sample_groups(signals["loss"], mask)
         conf = signals["confidence"]

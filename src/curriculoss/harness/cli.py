@@ -60,9 +60,9 @@ def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool =
 
 
 def _model(text: str) -> str:
-    from curriculoss.models import check_model_name
+    from curriculoss.harness.models import check_model_name
 
-    from curriculoss.models import MODELS
+    from curriculoss.harness.models import MODELS
 
     try:
         return check_model_name(text)
@@ -105,8 +105,8 @@ def _tau(text: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
-    from curriculoss.methods import METHODS
-    from curriculoss.models import DEFAULT_LR, MODELS
+    from curriculoss.harness.methods import METHODS
+    from curriculoss.harness.models import DEFAULT_LR, MODELS
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
@@ -186,8 +186,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
 
 def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, seed: int = 0):
-    from curriculoss.methods import MethodOptions
-    from curriculoss.train import TrainConfig
+    from curriculoss.harness.methods import MethodOptions
+    from curriculoss.harness.train import TrainConfig
 
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
@@ -206,7 +206,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
 
 
 def _default_lr(args: argparse.Namespace) -> float:
-    from curriculoss.models import default_lr
+    from curriculoss.harness.models import default_lr
 
     return args.lr if args.lr is not None else default_lr(args.model)
 
@@ -220,7 +220,7 @@ def _read_json(path: Path, what: str):
 
 
 def _read_config(path: Path):
-    from curriculoss.train import TrainConfig, check_config
+    from curriculoss.harness.train import TrainConfig, check_config
 
     data = _read_json(path, "run configuration")
     try:
@@ -252,7 +252,7 @@ def _check_data_dir(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from curriculoss.train import train
+    from curriculoss.harness.train import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -289,8 +289,8 @@ def _report_divergence(results: dict) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
-    from curriculoss.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
-    from curriculoss.train import prepare_data
+    from curriculoss.harness.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
+    from curriculoss.harness.train import prepare_data
 
     if args.resume:
         out = Path(args.resume)
@@ -407,8 +407,8 @@ def _predictions(run_dir: Path, cfg):
     """The final model's predicted class of every training sample."""
     import torch
 
-    from curriculoss.models import build_model
-    from curriculoss.train import load_checkpoint, prepare_data
+    from curriculoss.harness.models import build_model
+    from curriculoss.harness.train import load_checkpoint, prepare_data
 
     data, _ = prepare_data(cfg)
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
@@ -427,7 +427,7 @@ def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from curriculoss import plots
+    from curriculoss.harness import plots
 
     groups = plots.sample_groups(signals["loss"], noise_mask)
     if method == "aum":
@@ -446,7 +446,7 @@ def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from curriculoss.reproduce import (PRESETS, assemble, dataset_key, load_hparams, run_preset, save_hparams,
+    from curriculoss.harness.reproduce import (PRESETS, assemble, dataset_key, load_hparams, run_preset, save_hparams,
                                        tune_folder, tune_preset)
 
     if args.data_dir and not Path(args.data_dir).exists():
@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
     p.set_defaults(func=cmd_flag)
 
-    from curriculoss.reproduce import PRESETS, TUNE_SEEDS
+    from curriculoss.harness.reproduce import PRESETS, TUNE_SEEDS
 
     p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)")
     p.add_argument("name", choices=[*PRESETS, "all"], metavar="NAME", help=f"one of: {', '.join(PRESETS)}, all")
@@ -540,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from curriculoss.runlock import RunFolderInUse
-    from curriculoss.train import CheckpointError
+    from curriculoss.harness.runlock import RunFolderInUse
+    from curriculoss.harness.train import CheckpointError
 
     try:
         args = build_parser().parse_args(argv)

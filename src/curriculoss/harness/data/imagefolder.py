@@ -129,7 +129,7 @@ def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images
         BadImageError: an image that cannot be decoded (unless ``skip_bad_images``).
         ImportError: Pillow is not installed.
     """
-    from curriculoss.datasets import _split
+    from curriculoss.harness.data._common import _split
 
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
