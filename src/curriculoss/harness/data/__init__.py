@@ -116,7 +116,7 @@ class Dataset:
 @np.errstate(over="ignore")  # values beyond float32's range are reported as non-finite, once, by name
 def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "classification",
          limit: int | None = None, image_size: int = 32, skip_bad_images: bool = False,
-         workers: int = 0) -> Dataset:
+         workers: int = 0, stream: bool | None = False, memory: int | None = None) -> Dataset:
     """Load the data set ``name`` (one of :data:`DATASETS`) for ``task`` (one of :data:`TASKS`).
 
     Args:
@@ -129,6 +129,10 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         skip_bad_images: ``imagefolder`` only: skip unreadable images (with a count on stderr)
             instead of raising an error naming the file.
         workers: ``imagefolder`` only: decode with this many ``DataLoader`` worker processes.
+        stream: ``imagefolder`` only: ``True`` keeps the files, not the pixels (``x_train`` and
+            ``x_test`` are :class:`~curriculoss.harness.data.imagefolder.ImageFiles`, decoded per batch
+            by the training loop); ``None`` streams when the decoded set exceeds ``memory / 4`` bytes.
+        memory: the bytes available for the decoded set (``stream=None`` only).
 
     Raises:
         ValueError: an unknown name or task, a bad ``limit``, malformed files (the message names the file).
@@ -160,8 +164,9 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     elif name == "imagefolder":
         from curriculoss.harness.data.imagefolder import read_image_folder  # Pillow only when used
 
-        x_tr, y_tr, x_te, y_te = read_image_folder(Path(data_dir), image_size=image_size,
-                                                   skip_bad_images=skip_bad_images, workers=workers)
+        x_tr, y_tr, x_te, y_te, moments = read_image_folder(Path(data_dir), image_size=image_size,
+                                                            skip_bad_images=skip_bad_images, workers=workers,
+                                                            stream=stream, memory=memory)
     elif name == "npz":
         x_tr, y_tr, x_te, y_te = _npz(Path(data_dir), task)
     else:
@@ -180,7 +185,17 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     if limit is not None:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
     normalisation = None
-    if name in ("digits", "idx", "cifar10", "cifar100", "imagefolder"):
+    if name == "imagefolder":
+        from curriculoss.harness.data.imagefolder import ImageFiles, moment_stats
+
+        # Exact integer statistics: the same whether the images are in memory or streamed.
+        normalisation = moment_stats(moments[:len(y_tr)], image_size * image_size) if len(y_tr) else None
+        if isinstance(x_tr, ImageFiles):
+            x_tr = ImageFiles(x_tr.paths[:len(y_tr)], image_size, normalisation)
+            x_te = ImageFiles(x_te.paths, image_size, normalisation)
+            return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(x_tr.shape[1:]), name, normalisation)
+        x_tr, x_te = _standardise(x_tr, x_te, given=normalisation)
+    elif name in ("digits", "idx", "cifar10", "cifar100"):
         x_tr, x_te, normalisation = _standardise(x_tr, x_te, stats=True)
     x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
     x_te = np.ascontiguousarray(x_te, dtype=np.float32)
@@ -237,19 +252,23 @@ def _check_finite(name: str, what: str, train: np.ndarray, test: np.ndarray) -> 
                              f"beyond +-3.4e38 overflow)")
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray, stats: bool = False):
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, stats: bool = False, given=None):
     """Per-channel (axis 1) standardisation by the training set's statistics, in float32; with
-    ``stats`` also the ``(mean, std)`` used, shape ``(C,)``."""
+    ``stats`` also the ``(mean, std)`` used, shape ``(C,)``; ``given``: use these ``(mean, std)``."""
     x_train = x_train.astype(np.float32, copy=False)
     x_test = x_test.astype(np.float32, copy=False)
     if len(x_train) == 0:
         return (x_train, x_test, None) if stats else (x_train, x_test)
-    axes = (0,) + tuple(range(2, x_train.ndim))
-    # float64 accumulation: a float32 sum over 150M CIFAR values loses digits.
-    mean = x_train.mean(axis=axes, dtype=np.float64, keepdims=True)
-    std = x_train.std(axis=axes, dtype=np.float64, keepdims=True)
-    std[std == 0] = 1.0
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    shape = (1, -1) + (1,) * (x_train.ndim - 2)
+    if given is not None:
+        mean, std = (np.asarray(a, np.float32).reshape(shape) for a in given)
+    else:
+        axes = (0,) + tuple(range(2, x_train.ndim))
+        # float64 accumulation: a float32 sum over 150M CIFAR values loses digits.
+        mean = x_train.mean(axis=axes, dtype=np.float64, keepdims=True)
+        std = x_train.std(axis=axes, dtype=np.float64, keepdims=True)
+        std[std == 0] = 1.0
+        mean, std = mean.astype(np.float32), std.astype(np.float32)
     if stats:
         return (x_train - mean) / std, (x_test - mean) / std, (mean.reshape(-1), std.reshape(-1))
     return (x_train - mean) / std, (x_test - mean) / std
