@@ -117,7 +117,13 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     data.add_argument("--skip-bad-images", action="store_true",
                       help="imagefolder: skip unreadable images (counted) instead of stopping at the first")
     data.add_argument("--workers", type=_nonnegative_int, default=0,
-                      help="imagefolder: DataLoader worker processes decoding the images (default 0: in this process)")
+                      help="imagefolder: DataLoader worker processes decoding the images, when the set is read and, "
+                           "streamed, per batch (default 0: in this process)")
+    data.add_argument("--stream", choices=("auto", "yes", "no"),
+                      help="imagefolder: 'yes' keeps only the file paths and decodes each training and test batch "
+                           "(with --workers) in the run's seeded order; 'no' holds the decoded set in memory on the "
+                           "device; 'auto' (default) streams when the decoded set (N x 3 x S x S float32) exceeds a "
+                           "quarter of the available host (and GPU) memory. Both give identical results")
     data.add_argument("--task", choices=("classification", "regression"), default="classification")
     data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
     data.add_argument("--noise", choices=NOISES, default="symmetric",
@@ -201,7 +207,7 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
         lr=_default_lr(args), weight_decay=args.weight_decay, seed=seed, options=options,
         augment=args.augment, schedule=args.schedule, milestones=list(args.milestones), gamma=args.gamma,
         warmup=args.warmup, image_size=args.image_size, skip_bad_images=args.skip_bad_images,
-        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers,
+        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers, stream=args.stream or "auto",
     )
 
 
@@ -263,6 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = replace(cfg, device=args.device)
         if args.compile:
             cfg = replace(cfg, compile=True)
+        if args.stream:  # streamed or in memory, the run replays the same
+            cfg = replace(cfg, stream=args.stream)
     else:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
@@ -410,7 +418,7 @@ def _predictions(run_dir: Path, cfg):
     from curriculoss.harness.models import build_model
     from curriculoss.harness.train import load_checkpoint, prepare_data
 
-    data, _ = prepare_data(cfg)
+    data, _ = prepare_data(cfg, stream=False)  # the predictions need the arrays
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     model.eval()

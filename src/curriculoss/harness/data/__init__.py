@@ -191,7 +191,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         # Exact integer statistics: the same whether the images are in memory or streamed.
         normalisation = moment_stats(moments[:len(y_tr)], image_size * image_size) if len(y_tr) else None
         if isinstance(x_tr, ImageFiles):
-            x_tr = ImageFiles(x_tr.paths[:len(y_tr)], image_size, normalisation)
+            x_tr = ImageFiles(x_tr.paths, image_size, normalisation)
             x_te = ImageFiles(x_te.paths, image_size, normalisation)
             return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(x_tr.shape[1:]), name, normalisation)
         x_tr, x_te = _standardise(x_tr, x_te, given=normalisation)

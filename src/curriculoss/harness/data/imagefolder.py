@@ -156,10 +156,10 @@ def moment_stats(moments: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarr
 class ImageFiles:
     """A streamed image set: the files, decoded one at a time (a map-style ``torch`` dataset).
 
-    ``files[i]`` decodes image ``i`` and returns a float32 tensor ``(3, S, S)``: the pixels in [0, 1],
+    ``files[i]`` (an int) decodes image ``i`` and returns a float32 tensor ``(3, S, S)``: the pixels in [0, 1],
     standardised by :attr:`normalisation` when it is set, computed exactly as the in-memory arrays
     are (``(uint8 / 255 - mean) / std`` in float32), so a streamed run trains on the same bits.
-    ``len(files)`` and ``files.shape`` (``(N, 3, S, S)``) stand in for the array's. The files were
+    ``len(files)``, ``files.shape`` (``(N, 3, S, S)``) and ``files[a:b]`` stand in for the array's. The files were
     decoded once when the set was read (bad files are found there, not mid-epoch).
     """
 
@@ -178,12 +178,9 @@ class ImageFiles:
         """The bytes the decoded float32 set would take in memory."""
         return math.prod(self.shape) * 4
 
-    def subset(self, index) -> "ImageFiles":
-        """The files at ``index`` (a slice or integer array), same size and normalisation."""
-        paths = self.paths[index] if isinstance(index, slice) else [self.paths[int(i)] for i in index]
-        return ImageFiles(paths, self.size, self.normalisation)
-
-    def __getitem__(self, i: int):
+    def __getitem__(self, i):
+        if isinstance(i, slice):  # as an array's slice: the files in that range
+            return ImageFiles(self.paths[i], self.size, self.normalisation)
         import torch
 
         x = _decode(_pil(), self.paths[i], self.size).astype(np.float32) / np.float32(255.0)
