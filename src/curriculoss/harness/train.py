@@ -40,6 +40,13 @@ float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile`
 CPU tensors only, whatever the device, so a run started on a GPU resumes on a CPU and the other way
 round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
 
+Streamed data (``stream='yes'``, or ``'auto'`` when an ``imagefolder`` set's decoded size exceeds a
+quarter of :func:`available_memory`): the set is a list of files
+(:class:`~curriculoss.harness.data.imagefolder.ImageFiles`), and a ``DataLoader`` with ``workers``
+processes decodes exactly the index batches the loop cuts from the epoch's seeded order (this rank's
+slice under ``torchrun``), so noise, per-sample indices, signals, augmentation and resume are those of
+the in-memory run, bit for bit; the test set streams in the same 1024-sample batches.
+
 Augmentation (``augment='crop-flip'``, the default for cifar10 and cifar100; see
 :mod:`curriculoss.harness.augment`) is applied batch-wise on the device from a generator seeded with
 ``(seed, epoch, rank)``, so a resumed epoch replays the same crops and flips. Schedules: ``cosine``
