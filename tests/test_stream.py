@@ -89,7 +89,17 @@ def test_auto_streams_only_what_does_not_fit(tmp_path):
     assert isinstance(load(4 * decoded - 4).x_train, ImageFiles)
     assert isinstance(load(4 * decoded).x_train, np.ndarray)
     assert isinstance(load(None).x_train, np.ndarray)  # memory unknown: in memory, as before
-    assert train_mod.available_memory(torch.device("cpu")) is None or train_mod.available_memory() > 0
+    free = train_mod.available_memory(torch.device("cpu"))
+    assert free is None or free > 0
+
+
+def test_available_memory_is_shared_by_the_local_ranks(monkeypatch):
+    one = train_mod.available_memory()
+    if one is None:
+        pytest.skip("no memory figure on this system")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    # other processes allocate meanwhile: a quarter, give or take a tenth of the machine's figure
+    assert train_mod.available_memory() == pytest.approx(one / 4, rel=0.1)
 
 
 def test_auto_mode_of_the_config(tmp_path, monkeypatch):

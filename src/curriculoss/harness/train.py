@@ -231,8 +231,9 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def available_memory(device: torch.device | None = None) -> int | None:
-    """Bytes free for a data set: the host's available memory (``MemAvailable``, else the free
-    physical pages), and on CUDA at most the device's free memory; ``None`` when unknown."""
+    """Bytes free for one process's data set: the host's available memory (``MemAvailable``, else the
+    free physical pages) shared by the host's ``torchrun`` processes (``LOCAL_WORLD_SIZE``: each holds
+    its own copy), and on CUDA at most the device's free memory; ``None`` when unknown."""
     free = None
     try:
         with open("/proc/meminfo") as fh:
@@ -246,6 +247,8 @@ def available_memory(device: torch.device | None = None) -> int | None:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (AttributeError, ValueError, OSError):
             free = None
+    if free is not None:
+        free //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
     if device is not None and device.type == "cuda":
         gpu = torch.cuda.mem_get_info(device)[0]
         free = gpu if free is None else min(free, gpu)
