@@ -28,8 +28,9 @@ regression). The readers:
   classes), in ``data_dir`` or its ``cifar-100-python`` sub-folder; the same restricted unpickler.
 - ``imagefolder``: one sub-folder per class of image files (PNG, JPEG, BMP, GIF, WebP, TIFF), with
   ``train`` and ``test`` sub-folders when present, else the split below; decoded with Pillow (the
-  ``image`` extra) to RGB and resized to ``image_size`` x ``image_size``. See
-  :mod:`curriculoss.harness.data.imagefolder`.
+  ``image`` extra) to RGB and resized to ``image_size`` x ``image_size``. With ``stream=True`` the
+  arrays are :class:`~curriculoss.harness.data.imagefolder.ImageFiles` (the files, decoded per batch
+  during training; the same values). See :mod:`curriculoss.harness.data.imagefolder`.
 - ``npz``: a ``.npz`` file with arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``; ``x`` of any
   shape ``(N, ...)``. Read without pickle.
 - ``csv``: ``data_dir`` is a CSV file (the training set) or a directory with ``train.csv`` and
@@ -42,7 +43,8 @@ least two samples, ``random_state=0``).
 
 Normalisation: image inputs (digits, idx, cifar10, cifar100, imagefolder) are scaled to [0, 1] and then standardised per
 channel by the *training* set's mean and standard deviation (the statistics of the samples kept after
-``limit``), the usual practice for MNIST and CIFAR; the statistics are kept in
+``limit``; for imagefolder from exact integer pixel moments, so that a streamed set gets the same
+bits), the usual practice for MNIST and CIFAR; the statistics are kept in
 :attr:`Dataset.normalisation` (the padding of :func:`curriculoss.harness.augment.crop_flip` needs them). ``npz`` and ``csv`` features are used as given
 (standardise them beforehand if their scales differ).
 
