@@ -88,7 +88,8 @@ class Dataset:
     """A data set split into training and test arrays.
 
     Attributes:
-        x_train, x_test: float32 inputs, ``(N, C, H, W)`` for images or ``(N, D)`` for features.
+        x_train, x_test: float32 inputs, ``(N, C, H, W)`` for images or ``(N, D)`` for features (a
+            streamed imagefolder: :class:`~curriculoss.harness.data.imagefolder.ImageFiles`).
         y_train, y_test: int64 class indices (classification) or float32 targets (regression), ``(N,)``.
         num_classes: the number of classes, or ``None`` for regression.
         input_shape: the shape of one sample, ``x_train.shape[1:]``.
@@ -97,7 +98,7 @@ class Dataset:
             standardised with (raw pixels in [0, 1]), or ``None`` for features used as given.
     """
 
-    x_train: np.ndarray
+    x_train: np.ndarray  # or ImageFiles (streamed)
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
