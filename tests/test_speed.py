@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from curriculoss import SuperLoss, imae, lambertw, superloss
 
 # Measured on torch 2.13 (the issue's starting point in parentheses): budgets, not targets.
-BUDGET_SUPERLOSS_AVG_SMOOTHING = 54  # CE + SuperLoss(avg, N), forward + backward (113); 3 of them are issue 15's index check
+BUDGET_SUPERLOSS_AVG_SMOOTHING = 52  # CE + SuperLoss(avg, N), forward + backward (113); 2 of them are issue 15's index check
 BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau) (81)
 BUDGET_LAMBERTW_FLOAT32 = 28  # lambertw forward (61)
 BUDGET_DATA_PARAMETERS_INSTANCE = 43  # CE on DataParameters(level='instance') + SparseSGD.step (55)

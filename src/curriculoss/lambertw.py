@@ -107,28 +107,43 @@ def _expm1_compiled(v: Tensor) -> Tensor:
     return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
 
 
-def _halley(v: Tensor, half_delta: Tensor, compiled: bool = False) -> Tensor:
+def _halley(v: Tensor, half_delta: Tensor, compiled: bool = False, scale: float = 1.0) -> Tensor:
     """One Halley step for ``f(v) = (v - 1) e^v - e x``, every term divided by ``2e`` so that nothing
-    overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``)."""
+    overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``), and multiplied by
+    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same)."""
     em = _expm1_compiled(v) if compiled else torch.expm1(v)
-    vs = v * _INV_2E
+    vs = v * (_INV_2E * scale)
     den = torch.addcmul(vs, vs, em)  # f'/(2e) = v (1 + em) / (2e)
-    f = torch.add(den, em, alpha=-_INV_2E).sub_(half_delta)  # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2
+    f = torch.add(den, em, alpha=-_INV_2E * scale).sub_(half_delta)  # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2
     # Halley: v - f / (f' - f f'' / (2 f')), f''/f' = (v + 1)/v; only ratios of f, f' enter.
     den = torch.addcdiv(den, f, v, value=-0.5).add_(f, alpha=-0.5)  # f' - f (v + 1) / (2v), no f v
     return torch.addcdiv(v, f, den, value=-1.0)
 
 
-def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False) -> Tensor:
-    """``v = W(x) + 1`` from ``(x + 1/e) / 2``, already clamped to a positive finite range (see
-    :func:`_half_delta_bounds`), accurate to the contract of ``precision`` (float32 or float64; the
-    arithmetic is that of ``half_delta``, which may be more precise)."""
+def start_scale(precision: torch.dtype) -> float:
+    """The factor ``s = 2 c^2`` of the start's square root: a caller that forms ``s (x + 1/e) / 2``
+    directly (SuperLoss folds it into its own affine map) and passes ``scaled=True`` to
+    :func:`_w_plus_one` saves the start's one multiplication. Only for arguments below
+    ``max / (2 s)``: the standalone :func:`lambertw` keeps the unscaled form for its whole range."""
+    return 2.0 * _START[precision][0] ** 2
+
+
+def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False) -> Tensor:
+    """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`start_scale` when ``scaled``), already
+    clamped to a positive finite range (see :func:`_half_delta_bounds`), accurate to the contract of
+    ``precision`` (float32 or float64; the arithmetic is that of ``half_delta``, which may be more
+    precise)."""
     c, a, k, b = _START[precision]
     iterations = _iterations(precision)
-    q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
+    if scaled:  # sqrt(2 c^2 hd) = c sqrt(2 hd)
+        scale = start_scale(precision)
+        q = torch.sqrt(half_delta).log1p_()
+    else:
+        scale = 1.0
+        q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
     v = torch.addcdiv(q * a, q * torch.log1p(q), q + b, value=-k)
     for _ in range(iterations):
-        v = _halley(v, half_delta, compiled)
+        v = _halley(v, half_delta, compiled, scale)
     return v
 
 

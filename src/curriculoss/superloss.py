@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
-from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one
+from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one, start_scale
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
@@ -100,8 +100,12 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     """
     diff = loss - tau
     src = diff if source is None else source - tau
-    half_delta = src.mul(0.25 / lam).add_(0.5 / math.e).clamp_(*_half_delta_bounds(src.dtype))
-    u = torch.rsub(_w_plus_one(half_delta, precision, compiled), 1.0)
+    # s (x + 1/e) / 2 with s = start_scale: one multiplication fewer in the start of W. The upper clamp
+    # then stands for x = max / s instead of max, far beyond any loss (W there is still its own cap).
+    s = start_scale(precision)
+    low, high = _half_delta_bounds(src.dtype)
+    half_delta = src.mul(0.25 * s / lam).add_(0.5 * s / math.e).clamp_(low * s, high)
+    u = torch.rsub(_w_plus_one(half_delta, precision, compiled, scaled=True), 1.0)
     sigma = torch.exp(u)
     return torch.addcmul(diff * sigma, u, u, value=lam), sigma
 
@@ -164,8 +168,10 @@ def _check_index_values(index: Tensor, num_samples: int) -> None:
     to the indexing kernel, as in torch's own indexing; negative ones are then not detected."""
     if index.device.type != "cpu" or index.numel() == 0 or torch.compiler.is_compiling():
         return
-    lo, hi = (int(v) for v in torch.aminmax(index))
-    if lo < 0 or hi >= num_samples:
+    # Only the minimum is read on every step (two operations): an index too large fails in the gather
+    # that comes before any write. The message's range is computed on the error path.
+    if int(index.min()) < 0:
+        lo, hi = (int(v) for v in torch.aminmax(index))
         raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
                          f"got values in [{lo}, {hi}]")
 
