@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from _timing import interleaved
 
 from curriculoss import DataParameters
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ DP_INSTANCE_LR_CANDIDATES = [0.1, 1.0, 10.0]
 
 def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[str]]]:
     """name -> (--dataset, --data-dir, models); generated files are written once under ``root``."""
-    from curriculoss import datasets
+    from curriculoss.harness import data as datasets
 
     root.mkdir(parents=True, exist_ok=True)
     out = {"digits": ("digits", "", ["mlp", "lenet"])}
@@ -96,7 +96,7 @@ def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[s
 
 def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
     """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
-    from curriculoss.cli import _config, build_parser
+    from curriculoss.harness.cli import _config, build_parser
 
     argv = ["train", "--dataset", dataset, "--model", model, "--method", method, "--noise-rate", str(rate),
             "--seed", str(seed), *(["--data-dir", data_dir] if data_dir else []), *extra]
@@ -108,7 +108,7 @@ def run_one(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from curriculoss.train import train
+    from curriculoss.harness.train import train
 
     cfg, folder = job
     done = Path(folder) / "results.json"
@@ -121,7 +121,7 @@ def _recheck(results: dict, folder: Path) -> dict:
     """A finished run read back: its divergence re-judged by the current rule (metrics.csv, labels)."""
     import csv
 
-    from curriculoss.divergence import chance_accuracy, find_divergence
+    from curriculoss.harness.divergence import chance_accuracy, find_divergence
 
     with open(folder / "metrics.csv") as fh:
         history = list(csv.DictReader(fh))
@@ -143,7 +143,7 @@ def collapsed(results: dict) -> bool:
 
 
 def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
-    from curriculoss.reproduce import _validation_split
+    from curriculoss.harness.reproduce import _validation_split
 
     seed, rate = 100, 0.4
     lines = ["# Selection of the defaults (validation split, 40 % noise, seed 100)", ""]

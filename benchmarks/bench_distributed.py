@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 N_TRAIN = 60_000
 

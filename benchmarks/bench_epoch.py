@@ -2,8 +2,8 @@
 
 MNIST from its IDX files (``--data-dir``, default ``../shared/datasets/mnist`` beside the repository),
 LeNet-5, SGD with momentum, batch 128, CPU. The data set, model, methods and noise come from the
-library (``curriculoss.datasets.load``, ``curriculoss.models.build_model``,
-``curriculoss.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
+library (``curriculoss.harness.data.load``, ``curriculoss.harness.models.build_model``,
+``curriculoss.harness.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
 PyTorch loop with ``F.cross_entropy``; each method runs the same loop through its ``Method`` (and its
 own optimizer, for data parameters). Only the loop is timed: batch indexing, forward, loss, backward
 and the optimizer steps. Methods run interleaved, one epoch each per round with the order rotated
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curriculoss import datasets, noise
-from curriculoss.methods import METHODS, REGRESSION_LOSSES, MethodOptions, build_method
-from curriculoss.models import build_model
+from curriculoss import noise
+from curriculoss.harness import data as datasets
+from curriculoss.harness.methods import METHODS, REGRESSION_LOSSES, MethodOptions, build_method
+from curriculoss.harness.models import build_model
 
 GOAL = 1.05
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"

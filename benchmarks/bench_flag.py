@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from curriculoss import flag
-from curriculoss.methods import MethodOptions
-from curriculoss.models import build_model
-from curriculoss.train import TrainConfig, prepare_data, train
+from curriculoss.harness.methods import MethodOptions
+from curriculoss.harness.models import build_model
+from curriculoss.harness.train import TrainConfig, prepare_data, train
 
 SCORE_OF = {"ce": "loss", "superloss": "superloss", "data-params": "data-params", "imae": "imae"}
 

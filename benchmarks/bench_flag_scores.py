@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from curriculoss import flag
-from curriculoss.train import TrainConfig, train
+from curriculoss.harness.train import TrainConfig, train
 
 #: (label, score, window) of every candidate.
 CANDIDATES = [

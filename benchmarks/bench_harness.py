@@ -1,13 +1,15 @@
 """The harness's CE epoch against a plain hand-written PyTorch loop, and imagefolder decoding throughput.
 
-Harness: ``curriculoss.train.train`` (method ``ce``, no run folder), whose per-epoch ``seconds`` cover
+Harness: ``curriculoss.harness.train.train`` (method ``ce``, no run folder), whose per-epoch ``seconds`` cover
 the training loop with its per-sample signal recording and the test-set evaluation. Plain loop: the
 same data tensors, the same LeNet-5 initial weights, SGD, sample order and batch size, then the same
 test-set accuracy; nothing else. The ratio of mean epoch times is printed (goal <= 1.05x).
 
 imagefolder: PNG files written to a temporary folder (random 32x32 RGB images, 10 classes), then read
 by ``datasets.load('imagefolder', workers=W)`` for W = 0, 1, 2 DataLoader worker processes: images per
-second into memory (the reader holds the set in memory; it does not stream during training).
+second into memory. Then a CE epoch of LeNet-5 (batch 128, train + test accuracy) on that folder, with
+the set in memory (``stream='no'``) and streamed (``stream='yes'``: decoded per batch by W = 0, 1, 2
+DataLoader workers).
 
     python benchmarks/bench_harness.py --data-dir ../shared/datasets/mnist --limit 10000 --epochs 3 --repeats 3
     python benchmarks/bench_harness.py --device cuda          # on a GPU
@@ -24,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curriculoss import datasets
-from curriculoss.models import build_model
-from curriculoss.train import TrainConfig, resolve_device, train
+from curriculoss.harness import data as datasets
+from curriculoss.harness.models import build_model
+from curriculoss.harness.train import TrainConfig, resolve_device, train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
 
@@ -59,11 +61,12 @@ def plain_loop(cfg: TrainConfig, data: datasets.Dataset, dev: torch.device) -> l
     return times
 
 
-def imagefolder_throughput(n: int, workers: tuple[int, ...]) -> dict[int, float]:
+def imagefolder_throughput(n: int, workers: tuple[int, ...], epochs: int = 1, device: str = "cpu"):
+    """Images/s loading into memory per worker count, and the mean CE epoch time in memory and streamed."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    rates = {}
+    rates, epoch_times = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             folder = Path(tmp) / f"class{i % 10}"
@@ -74,7 +77,13 @@ def imagefolder_throughput(n: int, workers: tuple[int, ...]) -> dict[int, float]
             t0 = time.perf_counter()
             d = datasets.load("imagefolder", data_dir=tmp, workers=w)
             rates[w] = (len(d.y_train) + len(d.y_test)) / (time.perf_counter() - t0)
-    return rates
+        base = TrainConfig(dataset="imagefolder", data_dir=tmp, model="lenet", method="ce", epochs=epochs,
+                           batch_size=128, lr=0.01, device=device)
+        for label, kw in [("in memory", dict(stream="no"))] + [(f"streamed, {w} workers", dict(stream="yes", workers=w))
+                                                                for w in workers]:
+            results = train(TrainConfig(**{**base.__dict__, **kw}), None, progress=False)
+            epoch_times[label] = results["seconds"] / epochs
+    return rates, epoch_times
 
 
 def main() -> None:
@@ -85,6 +94,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--images", type=int, default=2000, help="PNG files for the imagefolder throughput")
+    p.add_argument("--image-epochs", type=int, default=1, help="epochs of the in-memory / streamed imagefolder runs")
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = TrainConfig(dataset="idx", data_dir=args.data_dir, limit=args.limit, model="lenet", method="ce",
@@ -108,9 +118,11 @@ def main() -> None:
           f"ratio {harness_mean / plain_mean:.3f}x (goal <= 1.05x)")
     print(f"harness train() call including data loading and noise: {total:.2f} s")
     try:
-        rates = imagefolder_throughput(args.images, (0, 1, 2))
+        rates, epoch_times = imagefolder_throughput(args.images, (0, 1, 2), args.image_epochs, args.device)
         print(f"imagefolder load (PNG 32x32, {args.images} files, decode + resize + standardise), images/s: "
               + ", ".join(f"{w} workers {r:,.0f}" for w, r in rates.items()))
+        print(f"imagefolder CE epoch (LeNet-5, batch 128, train + test), mean of {args.image_epochs}: "
+              + ", ".join(f"{label} {t:.3f} s" for label, t in epoch_times.items()))
     except ImportError:
         print("imagefolder: Pillow not installed")
 

@@ -21,7 +21,7 @@ from _timing import interleaved
 
 from curriculoss.focal import focal_loss
 from curriculoss.imae import imae
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
 
 from curriculoss import DataParameters, SuperLoss, imae
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 GOALS = {"superloss": 1.02, "superloss_fused": 1.02, "dp_instance": 1.03, "dp_joint": 1.03, "imae": 1.02}
 N = 60_000

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
 
 from curriculoss import SuperLoss
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 
 def main() -> None:

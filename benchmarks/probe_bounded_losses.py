@@ -28,7 +28,7 @@ def lenet_he(num_classes: int):
     """LeNet-5 for 8x8 single-channel images, He-initialised (a ``--model`` factory)."""
     import torch.nn as nn
 
-    from curriculoss.models import LeNet5
+    from curriculoss.harness.models import LeNet5
 
     model = LeNet5(1, num_classes, image_size=8)
     for layer in model.modules():

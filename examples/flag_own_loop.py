@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curriculoss import datasets, flag, noise
+from curriculoss import flag, noise
+from curriculoss.harness import data as datasets
 from curriculoss.recorder import Recorder
 
 

@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from curriculoss import SuperContrastiveLoss, contrastive_loss
-from curriculoss.models import MLP
+from curriculoss.harness.models import MLP
 
 
 def recall_at_1(model, x_tr, y_tr, x_te, y_te):

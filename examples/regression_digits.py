@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from curriculoss import SuperLoss
-from curriculoss.models import LeNet5
+from curriculoss.harness.models import LeNet5
 
 
 def train(x, y, x_test, y_test, base, use_superloss, epochs, seed=0):

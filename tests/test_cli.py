@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from curriculoss.cli import main
-from curriculoss.runlock import RunFolderInUse
-from curriculoss.train import CheckpointError, TrainConfig, load_checkpoint, train
+from curriculoss.harness.cli import main
+from curriculoss.harness.runlock import RunFolderInUse
+from curriculoss.harness.train import CheckpointError, TrainConfig, load_checkpoint, train
 
 TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
 
@@ -303,7 +303,7 @@ def test_bench_repeated_values_are_one_run(tmp_path, capsys):
 
 
 def test_run_folder_lock_is_exclusive_and_released(tmp_path):
-    from curriculoss.runlock import run_folder_lock
+    from curriculoss.harness.runlock import run_folder_lock
 
     with run_folder_lock(tmp_path / "r"):
         assert (tmp_path / "r" / ".lock").read_text().strip() == str(os.getpid())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from curriculoss import datasets
+from curriculoss.harness import data as datasets
 
 
 def destandardise(x_train, raw_train):

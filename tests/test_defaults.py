@@ -1,6 +1,6 @@
 """The command line's defaults: learning rate per model, 3 seeds for bench, SuperLoss's normalised step."""
-from curriculoss.cli import _config, build_parser
-from curriculoss.models import DEFAULT_LR, MODELS
+from curriculoss.harness.cli import _config, build_parser
+from curriculoss.harness.models import DEFAULT_LR, MODELS
 
 
 def _cfg(*argv):

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from curriculoss import distributed
-from curriculoss.cli import main
+from curriculoss.harness.cli import main
 from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.imae import imae
 from curriculoss.superloss import SuperLoss
-from curriculoss.train import load_checkpoint
+from curriculoss.harness.train import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers through /proc")
@@ -76,7 +76,7 @@ def _model() -> nn.Module:
 def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
     """A small model (DDP-wrapped when distributed) trained a few steps with ``method``.
 
-    The rule of ``curriculoss.train``: each rank's loss is its local mean times ``world * n_local /
+    The rule of ``curriculoss.harness.train``: each rank's loss is its local mean times ``world * n_local /
     n_global`` (1 for equal slices), so that DDP's gradient average, and SparseSGD's, is the gradient
     of the global batch mean.
     """
@@ -236,7 +236,7 @@ def test_global_batch_sampler_gives_the_single_process_batches():
     assert len(one) == len(two[0]) == len(two[1]) == 5
     for batch, a, b in zip(one, *two):
         assert a + b == batch and abs(len(a) - len(b)) <= 1
-    # the order of curriculoss.train: randperm seeded with seed * 100_003 + epoch
+    # the order of curriculoss.harness.train: randperm seeded with seed * 100_003 + epoch
     order = torch.randperm(23, generator=torch.Generator().manual_seed(3 * 100_003)).tolist()
     assert sum(one, []) == order
     sampler = distributed.GlobalBatchSampler(23, 5, seed=3, rank=0, world_size=1)
@@ -429,3 +429,27 @@ def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     for part in ("model", "method"):
         for key in sa[part]:
             assert torch.equal(sa[part][key], sb[part][key]), key
+
+
+def test_torchrun_streamed_imagefolder_matches_one_process_in_memory(tmp_path):
+    """Streamed under torchrun: each rank decodes only its slice of every global batch (an empty one
+    included: 27 images, 21 after the 20 % test split, batches of 5: the last batch of 1 leaves rank 1
+    nothing), and the run matches one process holding the set in memory."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for c, count in (("a", 14), ("b", 13)):
+        (tmp_path / "D" / c).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "D" / c / f"{i}.png")
+    args = ["--dataset", "imagefolder", "--data-dir", str(tmp_path / "D"), "--image-size", "8", "--model", "lenet",
+            "--epochs", "2", "--batch-size", "5", "--lr", "0.02", "--method", "superloss", "--noise-rate", "0.3",
+            "--device", "cpu", "--quiet"]
+    _finish(_torchrun(*args, "--stream", "yes", "--workers", "1", "--out", str(tmp_path / "two")))
+    assert main(["train", *args, "--stream", "no", "--out", str(tmp_path / "one")]) == 0
+    assert len(np.load(tmp_path / "one" / "signals.npz")["labels"]) % 5 == 1
+    a, b = np.load(tmp_path / "one" / "signals.npz"), np.load(tmp_path / "two" / "signals.npz")
+    for key in a.files:
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    s1, s2 = load_checkpoint(tmp_path / "one" / "checkpoint.pt"), load_checkpoint(tmp_path / "two" / "checkpoint.pt")
+    for key in s1["model"]:
+        torch.testing.assert_close(s2["model"][key], s1["model"][key], rtol=1e-4, atol=1e-6, msg=key)

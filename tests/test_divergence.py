@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from curriculoss import divergence
-from curriculoss.bench import format_table, memorisation_gaps, summarise
-from curriculoss.cli import main
-from curriculoss.methods import MethodOptions, SuperLossMethod
+from curriculoss.harness import divergence
+from curriculoss.harness.bench import format_table, memorisation_gaps, summarise
+from curriculoss.harness.cli import main
+from curriculoss.harness.methods import MethodOptions, SuperLossMethod
 from curriculoss.superloss import SuperLoss
-from curriculoss.train import TrainConfig, train
+from curriculoss.harness.train import TrainConfig, train
 
 TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
 

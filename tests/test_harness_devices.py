@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from curriculoss import augment, datasets, train as train_mod
-from curriculoss.cli import main
-from curriculoss.models import WideResNet, build_model
-from curriculoss.train import TrainConfig, load_checkpoint, resolve_device, train
+from curriculoss.harness import augment, data as datasets, train as train_mod
+from curriculoss.harness.cli import main
+from curriculoss.harness.models import WideResNet, build_model
+from curriculoss.harness.train import TrainConfig, load_checkpoint, resolve_device, train
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -354,7 +354,7 @@ def test_bad_settings_are_named(field, value, match):
 def test_superloss_method_in_float32_for_devices_without_float64(monkeypatch):
     """On MPS (no float64) the loop calls ``method.float()`` and sums in float32: the SuperLoss method's
     step then makes no float64 tensor (checked on the CPU, with the MPS accumulator dtype forced)."""
-    from curriculoss import methods
+    from curriculoss.harness import methods
 
     monkeypatch.setattr(methods, "accumulator_dtype", lambda device: torch.float32)
     method = methods.build_method("superloss", methods.MethodOptions(), 10, 50).float()

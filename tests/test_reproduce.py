@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from curriculoss.cli import main
-from curriculoss.reproduce import PRESETS, assemble, run_preset
+from curriculoss.harness.cli import main
+from curriculoss.harness.reproduce import PRESETS, assemble, run_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -51,9 +51,9 @@ import json
 import math
 import numpy as np
 
-from curriculoss import datasets, reproduce
-from curriculoss.reproduce import HPARAMS_FILE, _validation_split, load_hparams, tune_preset
-from curriculoss.train import TrainConfig, prepare_data
+from curriculoss.harness import data as datasets, reproduce
+from curriculoss.harness.reproduce import HPARAMS_FILE, _validation_split, load_hparams, tune_preset
+from curriculoss.harness.train import TrainConfig, prepare_data
 
 
 def test_validation_split_is_carved_from_the_training_set_with_noisy_labels(tmp_path):

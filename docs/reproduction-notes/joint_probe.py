@@ -10,10 +10,10 @@ from dataclasses import replace
 
 import torch
 
-from curriculoss import datasets
-from curriculoss.models import build_model
-from curriculoss.reproduce import PRESETS, _base_config, _chosen, _variant_config, load_hparams
-from curriculoss.train import load_checkpoint, train
+from curriculoss.harness import data as datasets
+from curriculoss.harness.models import build_model
+from curriculoss.harness.reproduce import PRESETS, _base_config, _chosen, _variant_config, load_hparams
+from curriculoss.harness.train import load_checkpoint, train
 
 run_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/joint_probe"
 preset = PRESETS["data-params-noise"]

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from curriculoss import datasets
-from curriculoss.models import build_model
+from curriculoss.harness import data as datasets
+from curriculoss.harness.models import build_model
 from curriculoss.superloss import SuperLoss
 
 parser = argparse.ArgumentParser()

@@ -11,8 +11,9 @@ Losses and their per-sample signals:
 Finding the mislabelled samples: :class:`Recorder` (:mod:`curriculoss.recorder`) records the per-sample
 loss, confidence and margin of any training loop; :mod:`curriculoss.flag` ranks the samples.
 
-Around them: :mod:`curriculoss.noise` (label noise), :mod:`curriculoss.datasets`,
-:mod:`curriculoss.models`, and the command line (``curriculoss --help``).
+Around them: :mod:`curriculoss.noise` (label noise). The modules above are the library; none of them
+imports :mod:`curriculoss.harness`, the training harness built on them (data readers, models, methods,
+the training loop, bench, reproduce and the command line, ``curriculoss --help``).
 """
 from curriculoss.contrastive import SuperContrastiveLoss, contrastive_loss
 from curriculoss.data_parameters import DataParameters, SparseSGD

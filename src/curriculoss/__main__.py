@@ -1,3 +1,3 @@
-from curriculoss.cli import main
+from curriculoss.harness.cli import main
 
 raise SystemExit(main())

@@ -145,7 +145,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
     """Batch sampler giving every rank its slice of the single-process batches.
 
     Epoch ``e``'s order is ``torch.randperm(num_samples)`` drawn from a generator seeded with
-    ``seed * 100_003 + e`` (the order of ``curriculoss.train``), cut into global batches of
+    ``seed * 100_003 + e`` (the order of ``curriculoss.harness.train``), cut into global batches of
     ``batch_size``; each rank yields the :func:`shard` of every global batch, so the ranks together
     see exactly the batches one process sees (``torch.utils.data.DistributedSampler`` instead deals
     the samples round-robin and pads, which changes the batches). Call :meth:`set_epoch` every epoch.

@@ -334,7 +334,7 @@ class SuperLoss(nn.Module):
     batch is allowed). The output and ``.confidence`` are those of the local entries, and
     ``reduction='mean'`` is the local mean, as for any PyTorch loss: DDP's gradient averaging then
     gives the global mean when the ranks' batches have equal sizes (otherwise scale rank ``r``'s loss
-    by ``world_size * n_r / n_global``, as ``curriculoss.train`` does). With ``sync=False``, or
+    by ``world_size * n_r / n_global``, as ``curriculoss.harness.train`` does). With ``sync=False``, or
     outside a process group, or with world size 1, no collective call is made and each process keeps
     its own state. Collectives synchronise with the host, so only the distributed path does.
 

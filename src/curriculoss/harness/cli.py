@@ -60,9 +60,9 @@ def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool =
 
 
 def _model(text: str) -> str:
-    from curriculoss.models import check_model_name
+    from curriculoss.harness.models import check_model_name
 
-    from curriculoss.models import MODELS
+    from curriculoss.harness.models import MODELS
 
     try:
         return check_model_name(text)
@@ -105,8 +105,8 @@ def _tau(text: str) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
-    from curriculoss.methods import METHODS
-    from curriculoss.models import DEFAULT_LR, MODELS
+    from curriculoss.harness.methods import METHODS
+    from curriculoss.harness.models import DEFAULT_LR, MODELS
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
@@ -117,7 +117,13 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     data.add_argument("--skip-bad-images", action="store_true",
                       help="imagefolder: skip unreadable images (counted) instead of stopping at the first")
     data.add_argument("--workers", type=_nonnegative_int, default=0,
-                      help="imagefolder: DataLoader worker processes decoding the images (default 0: in this process)")
+                      help="imagefolder: DataLoader worker processes decoding the images, when the set is read and, "
+                           "streamed, per batch (default 0: in this process)")
+    data.add_argument("--stream", choices=("auto", "yes", "no"),
+                      help="imagefolder: 'yes' keeps only the file paths and decodes each training and test batch "
+                           "(with --workers) in the run's seeded order; 'no' holds the decoded set in memory on the "
+                           "device; 'auto' (default) streams when the decoded set (N x 3 x S x S float32) exceeds a "
+                           "quarter of the available host (and GPU) memory. Both give identical results")
     data.add_argument("--task", choices=("classification", "regression"), default="classification")
     data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
     data.add_argument("--noise", choices=NOISES, default="symmetric",
@@ -186,8 +192,8 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
 
 def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, seed: int = 0):
-    from curriculoss.methods import MethodOptions
-    from curriculoss.train import TrainConfig
+    from curriculoss.harness.methods import MethodOptions
+    from curriculoss.harness.train import TrainConfig
 
     options = MethodOptions(
         base_loss=args.base_loss, tau=args.tau, lam=args.lam, smoothing=None if args.no_smoothing else 0.9,
@@ -201,12 +207,12 @@ def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, see
         lr=_default_lr(args), weight_decay=args.weight_decay, seed=seed, options=options,
         augment=args.augment, schedule=args.schedule, milestones=list(args.milestones), gamma=args.gamma,
         warmup=args.warmup, image_size=args.image_size, skip_bad_images=args.skip_bad_images,
-        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers,
+        device=args.device or "auto", amp=args.amp, compile=args.compile, workers=args.workers, stream=args.stream or "auto",
     )
 
 
 def _default_lr(args: argparse.Namespace) -> float:
-    from curriculoss.models import default_lr
+    from curriculoss.harness.models import default_lr
 
     return args.lr if args.lr is not None else default_lr(args.model)
 
@@ -220,7 +226,7 @@ def _read_json(path: Path, what: str):
 
 
 def _read_config(path: Path):
-    from curriculoss.train import TrainConfig, check_config
+    from curriculoss.harness.train import TrainConfig, check_config
 
     data = _read_json(path, "run configuration")
     try:
@@ -252,7 +258,7 @@ def _check_data_dir(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from curriculoss.train import train
+    from curriculoss.harness.train import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -263,6 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = replace(cfg, device=args.device)
         if args.compile:
             cfg = replace(cfg, compile=True)
+        if args.stream:  # streamed or in memory, the run replays the same
+            cfg = replace(cfg, stream=args.stream)
     else:
         _check_data_dir(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
@@ -289,8 +297,8 @@ def _report_divergence(results: dict) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
-    from curriculoss.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
-    from curriculoss.train import prepare_data
+    from curriculoss.harness.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
+    from curriculoss.harness.train import prepare_data
 
     if args.resume:
         out = Path(args.resume)
@@ -407,10 +415,10 @@ def _predictions(run_dir: Path, cfg):
     """The final model's predicted class of every training sample."""
     import torch
 
-    from curriculoss.models import build_model
-    from curriculoss.train import load_checkpoint, prepare_data
+    from curriculoss.harness.models import build_model
+    from curriculoss.harness.train import load_checkpoint, prepare_data
 
-    data, _ = prepare_data(cfg)
+    data, _ = prepare_data(cfg, stream=False)  # the predictions need the arrays
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     model.eval()
@@ -427,7 +435,7 @@ def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from curriculoss import plots
+    from curriculoss.harness import plots
 
     groups = plots.sample_groups(signals["loss"], noise_mask)
     if method == "aum":
@@ -446,7 +454,7 @@ def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from curriculoss.reproduce import (PRESETS, assemble, dataset_key, load_hparams, run_preset, save_hparams,
+    from curriculoss.harness.reproduce import (PRESETS, assemble, dataset_key, load_hparams, run_preset, save_hparams,
                                        tune_folder, tune_preset)
 
     if args.data_dir and not Path(args.data_dir).exists():
@@ -519,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="suspects to print (default 10)")
     p.set_defaults(func=cmd_flag)
 
-    from curriculoss.reproduce import PRESETS, TUNE_SEEDS
+    from curriculoss.harness.reproduce import PRESETS, TUNE_SEEDS
 
     p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)")
     p.add_argument("name", choices=[*PRESETS, "all"], metavar="NAME", help=f"one of: {', '.join(PRESETS)}, all")
@@ -540,8 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from curriculoss.runlock import RunFolderInUse
-    from curriculoss.train import CheckpointError
+    from curriculoss.harness.runlock import RunFolderInUse
+    from curriculoss.harness.train import CheckpointError
 
     try:
         args = build_parser().parse_args(argv)

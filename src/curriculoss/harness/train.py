@@ -13,7 +13,7 @@ Run folder::
                    (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
-    .lock          held by the run writing the folder (a second run is refused; see curriculoss.runlock)
+    .lock          held by the run writing the folder (a second run is refused; see curriculoss.harness.runlock)
     curves.png     learning curves (with matplotlib installed)
 
 Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
@@ -40,8 +40,15 @@ float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile`
 CPU tensors only, whatever the device, so a run started on a GPU resumes on a CPU and the other way
 round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
 
+Streamed data (``stream='yes'``, or ``'auto'`` when an ``imagefolder`` set's decoded size exceeds a
+quarter of :func:`available_memory`): the set is a list of files
+(:class:`~curriculoss.harness.data.imagefolder.ImageFiles`), and a ``DataLoader`` with ``workers``
+processes decodes exactly the index batches the loop cuts from the epoch's seeded order (this rank's
+slice under ``torchrun``), so noise, per-sample indices, signals, augmentation and resume are those of
+the in-memory run, bit for bit; the test set streams in the same 1024-sample batches.
+
 Augmentation (``augment='crop-flip'``, the default for cifar10 and cifar100; see
-:mod:`curriculoss.augment`) is applied batch-wise on the device from a generator seeded with
+:mod:`curriculoss.harness.augment`) is applied batch-wise on the device from a generator seeded with
 ``(seed, epoch, rank)``, so a resumed epoch replays the same crops and flips. Schedules: ``cosine``
 (annealing to 0 over the epochs after the warmup) or ``step`` (times ``gamma`` at each epoch of
 ``milestones``), after ``warmup`` epochs of linear warmup (epoch ``e < warmup`` at
@@ -63,15 +70,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from curriculoss import datasets, noise
-from curriculoss.augment import AUGMENTS, augment as augment_batch
-from curriculoss._checks import check_number
 from curriculoss import distributed as dist_utils
-from curriculoss.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
-from curriculoss.methods import EPOCH_COLUMNS, MethodOptions, accumulator_dtype, build_method
-from curriculoss.models import build_model, check_model_name
+from curriculoss import noise
+from curriculoss._checks import check_number
+from curriculoss.harness import data as datasets
+from curriculoss.harness.augment import AUGMENTS, augment as augment_batch
+from curriculoss.harness.data.imagefolder import ImageFiles
+from curriculoss.harness.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
+from curriculoss.harness.methods import EPOCH_COLUMNS, MethodOptions, accumulator_dtype, build_method
+from curriculoss.harness.models import build_model, check_model_name
+from curriculoss.harness.runlock import run_folder_lock
 from curriculoss.recorder import Recorder
-from curriculoss.runlock import run_folder_lock
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
            "resolve_device", "RUNTIME_FIELDS"]
@@ -105,7 +114,8 @@ class TrainConfig:
     device: str = "auto"  # runtime: not compared with a checkpoint's configuration
     amp: str | None = None  # None, 'bf16' or 'fp16'
     compile: bool = False  # runtime
-    workers: int = 0  # runtime: imagefolder decoding processes
+    workers: int = 0  # runtime: imagefolder decoding processes (at load time, and per batch when streamed)
+    stream: str = "auto"  # runtime: imagefolder 'auto', 'yes' (decode per batch) or 'no' (in memory)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,9 +130,10 @@ class TrainConfig:
 
 #: Configuration fields that say *where* a run trains, not *what* it trains: a checkpoint resumes
 #: whatever their values.
-RUNTIME_FIELDS = ("device", "compile", "workers")
+RUNTIME_FIELDS = ("device", "compile", "workers", "stream")
 
 SCHEDULES = ("cosine", "step")
+STREAM_MODES = ("auto", "yes", "no")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -219,9 +230,41 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def prepare_data(cfg: TrainConfig):
-    """The data set of a configuration and its noisy training labels."""
-    extra = ({"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "workers": cfg.workers}
+def available_memory(device: torch.device | None = None) -> int | None:
+    """Bytes free for one process's data set: the host's available memory (``MemAvailable``, else the
+    free physical pages) shared by the host's ``torchrun`` processes (``LOCAL_WORLD_SIZE``: each holds
+    its own copy), and on CUDA at most the device's free memory; ``None`` when unknown."""
+    free = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            free = None
+    if free is not None:
+        free //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    if device is not None and device.type == "cuda":
+        gpu = torch.cuda.mem_get_info(device)[0]
+        free = gpu if free is None else min(free, gpu)
+    return free
+
+
+def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
+    """The data set of a configuration and its noisy training labels.
+
+    ``stream``: ``None`` follows ``cfg.stream`` (``'auto'``: stream an ``imagefolder`` set whose
+    decoded size exceeds a quarter of :func:`available_memory`); ``False`` reads it into memory
+    (callers that need the arrays), ``True`` streams it."""
+    mode = cfg.stream if stream is None else ("yes" if stream else "no")
+    extra = ({"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "workers": cfg.workers,
+              "stream": {"yes": True, "no": False}.get(mode),
+              "memory": available_memory(resolve_device(cfg.device)) if mode == "auto" else None}
              if cfg.dataset == "imagefolder" else {})
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit, **extra)
     if len(data.y_train) == 0:
@@ -237,16 +280,53 @@ def prepare_data(cfg: TrainConfig):
     return data, noisy
 
 
-def _evaluate(model, x: torch.Tensor, y: torch.Tensor, regression: bool, batch_size: int = 1024,
+class _Stack:
+    """A ``DataLoader`` collate: the decoded samples stacked, an empty batch (a rank's empty shard) too."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(shape)
+
+    def __call__(self, samples):
+        return torch.stack(samples) if samples else torch.empty((0, *self.shape))
+
+
+class _Batches:
+    """The batch sampler of a streamed set: the index batches the loop sets for each epoch."""
+
+    def __init__(self, batches=()):
+        self.batches = list(batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _stream_loader(files, workers: int, device: torch.device, batches=()):
+    """A ``DataLoader`` decoding ``files`` by the index batches of a :class:`_Batches` (set per epoch)."""
+    from torch.utils.data import DataLoader
+
+    # Its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and
+    # the streamed run must leave that RNG exactly as the in-memory run does.
+    return DataLoader(files, batch_sampler=_Batches(batches), num_workers=workers, collate_fn=_Stack(files.shape[1:]),
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                      generator=torch.Generator())
+
+
+def _evaluate(model, x, y: torch.Tensor, regression: bool, batch_size: int = 1024,
               autocast=nullcontext) -> torch.Tensor:
     """The test set's summed correct predictions (classification) or absolute errors (regression), as a
-    float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation."""
+    float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation.
+    ``x``: a tensor on the device, or a streamed set's ``DataLoader`` yielding the same ``batch_size`` batches."""
     model.eval()
-    total = torch.zeros((), dtype=accumulator_dtype(x.device), device=x.device)
+    total = torch.zeros((), dtype=accumulator_dtype(y.device), device=y.device)
+    streamed = iter(x) if not torch.is_tensor(x) else None
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
+        for i in range(0, len(y), batch_size):
+            xb = next(streamed).to(y.device, non_blocking=True) if streamed is not None else x[i:i + batch_size]
             with autocast():
-                out = model(x[i:i + batch_size])
+                out = model(xb)
             out = out.float()
             if regression:
                 total += (out.squeeze(-1) - y[i:i + batch_size]).abs().sum()
@@ -288,6 +368,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"image_size must be a positive int, got {cfg.image_size!r}")
     if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
         raise ValueError(f"workers must be an int >= 0, got {cfg.workers!r}")
+    if cfg.stream not in STREAM_MODES:
+        raise ValueError(f"stream must be one of {', '.join(STREAM_MODES)}; got {cfg.stream!r}")
+    if cfg.stream == "yes" and cfg.dataset != "imagefolder":
+        raise ValueError(f"stream 'yes' is for dataset imagefolder; {cfg.dataset} is read into memory")
     if not isinstance(cfg.device, str):
         raise ValueError(f"device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg.device!r}")
 
@@ -315,7 +399,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
 
-    A run that collapses (:mod:`curriculoss.divergence`: non-finite training loss, or training accuracy
+    A run that collapses (:mod:`curriculoss.harness.divergence`: non-finite training loss, or training accuracy
     back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
     ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
     (``stopped_early: True``, the epochs trained in ``epochs_trained``).
@@ -323,7 +407,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     check_config(cfg)
     started = _init_distributed_from_env(resolve_device(cfg.device))
     try:
-        # One run per folder (curriculoss.runlock); only the writing rank holds it.
+        # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
         with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
             return _train(cfg, run_dir, resume=resume, progress=progress, position=position,
                           stop_on_divergence=stop_on_divergence)
@@ -357,8 +441,17 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             else torch.from_numpy(-data.normalisation[0] / data.normalisation[1]).to(dev))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    x_train = torch.from_numpy(data.x_train).to(dev)
-    x_test = torch.from_numpy(data.x_test).to(dev)
+    # The one choice of where batches come from: tensors on the device, or (a streamed imagefolder)
+    # the files, decoded per batch by a DataLoader in the same seeded order.
+    streamed = isinstance(data.x_train, ImageFiles)
+    if streamed:
+        loader = _stream_loader(data.x_train, cfg.workers, dev)
+        n_test = len(data.x_test)
+        x_test = _stream_loader(data.x_test, cfg.workers, dev,
+                                [list(range(i, min(i + 1024, n_test))) for i in range(0, n_test, 1024)])
+    else:
+        x_train = torch.from_numpy(data.x_train).to(dev)
+        x_test = torch.from_numpy(data.x_test).to(dev)
     target_dtype = torch.float32 if regression else torch.int64
     y_train = torch.from_numpy(np.asarray(noisy.labels)).to(dev, target_dtype)
     y_clean = torch.from_numpy(np.asarray(data.y_train)).to(dev, target_dtype)
@@ -415,7 +508,13 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
                dynamic_ncols=True)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).to(dev)
+        order_host = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        order = order_host.to(dev)
+        if streamed:  # this rank's index batches, as the loop below cuts them
+            loader.batch_sampler.batches = [
+                (dist_utils.shard(b, rank, world) if distributed else b).tolist()
+                for b in order_host.split(cfg.batch_size)]
+            batches = iter(loader)
         aug_gen = None
         if aug != "none":
             aug_gen = torch.Generator(device=dev).manual_seed(((cfg.seed * 100_003 + epoch) * 1009 + rank) * 2 + 1)
@@ -428,7 +527,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             idx = order[start:start + cfg.batch_size]
             if distributed:
                 global_idx, idx = idx, dist_utils.shard(idx, rank, world)
-            xb, yb = x_train[idx], y_train[idx]
+            xb = next(batches).to(dev, non_blocking=True) if streamed else x_train[idx]
+            yb = y_train[idx]
             if aug_gen is not None:
                 xb = augment_batch(aug, xb, aug_gen, fill=fill)
             with autocast():
@@ -479,7 +579,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         stat = method.summary()
         row = {
             "epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / n, "train_acc_noisy": sums[1] / n,
-            "train_acc_true": sums[2] / n, "test_metric": sums[3] / max(len(x_test), 1),
+            "train_acc_true": sums[2] / n, "test_metric": sums[3] / max(len(data.y_test), 1),
             "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
             **_window_columns(window_correct, window_sizes, distributed),
             **_epoch_columns(method, distributed),

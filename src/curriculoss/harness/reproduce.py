@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from curriculoss.methods import MethodOptions
-from curriculoss.train import TrainConfig, prepare_data, train
+from curriculoss.harness.methods import MethodOptions
+from curriculoss.harness.train import TrainConfig, prepare_data, train
 
 __all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams"]
 
@@ -354,7 +354,7 @@ def _validation_split(cfg: TrainConfig, folder: Path, fraction: float) -> Path:
     """An npz whose training part is (1 - fraction) of the training set, with its true labels (the
     harness adds the noise), and whose test part is the remaining fraction with *noisy* labels: noise
     of the configuration's kind and rate, drawn with its seed. The test set is never used."""
-    data, noisy = prepare_data(cfg)
+    data, noisy = prepare_data(cfg, stream=False)  # written to an .npz: the arrays
     n = len(data.x_train)
     order = np.random.default_rng(cfg.seed).permutation(n)
     n_val = int(round(fraction * n))
@@ -465,7 +465,7 @@ def _run_cell(cfg: TrainConfig, folder: Path, **kw) -> dict:
 
 def _oracle_config(cfg: TrainConfig, folder: Path) -> TrainConfig:
     """CE on the clean subset: the training samples whose label the noise left unchanged, as an npz."""
-    data, noisy = prepare_data(cfg)
+    data, noisy = prepare_data(cfg, stream=False)  # written to an .npz: the arrays
     keep = ~np.asarray(noisy.mask)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "clean_subset.npz"
@@ -490,7 +490,7 @@ def _extras(folder: Path, label: str) -> dict:
         top = np.argsort(-sigma, kind="stable")[: int(round(0.4 * len(sigma)))]
         out["corrupt_in_top40"] = float(np.isin(np.flatnonzero(mask), top).mean())
     if label == "superloss" and mask.any():
-        from curriculoss.plots import sample_groups
+        from curriculoss.harness.plots import sample_groups
 
         groups = sample_groups(signals["loss"], mask)
         conf = signals["confidence"]

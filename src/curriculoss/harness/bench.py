@@ -4,7 +4,7 @@ Each cell is a run folder ``OUT/<method>/rate<r>/seed<s>``; a cell with ``result
 never recomputed, an interrupted one resumes from its checkpoint. The summary (mean +- std over seeds of
 the best and final test metric per method and rate) is written as ``summary.md`` and ``summary.csv``,
 and ``summary.png`` plots the final test metric against the noise rate per method. A cell whose run
-collapsed (``diverged`` in its results, see :mod:`curriculoss.divergence`) stays in the means and is
+collapsed (``diverged`` in its results, see :mod:`curriculoss.harness.divergence`) stays in the means and is
 counted in the table's ``diverged`` column; a single seed prints no standard deviation.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.train import TrainConfig, train
+from curriculoss.harness.train import TrainConfig, train
 
 __all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps"]
 

@@ -1,0 +1,42 @@
+"""The package's layering: the library (losses, data parameters, noise, flagging) never imports the
+training harness (``curriculoss.harness``), and every module sits on one side or the other."""
+import pkgutil
+import subprocess
+import sys
+
+import curriculoss
+import curriculoss.harness
+
+#: The library's modules, at the top level of the package.
+LIBRARY = ("_checks", "contrastive", "data_parameters", "distributed", "flag", "focal", "gce", "imae", "lambertw",
+           "mae", "noise", "recorder", "sce", "superloss")
+#: The harness's modules and sub-packages.
+HARNESS = ("augment", "bench", "cli", "data", "divergence", "methods", "models", "plots", "reproduce", "runlock",
+           "train")
+
+
+def test_every_module_is_library_or_harness():
+    top = {m.name for m in pkgutil.iter_modules(curriculoss.__path__)} - {"__main__"}
+    assert top == set(LIBRARY) | {"harness"}, "a new top-level module: add it to LIBRARY here (or move it to harness/)"
+    harness = {m.name for m in pkgutil.iter_modules(curriculoss.harness.__path__)}
+    assert harness == set(HARNESS)
+
+
+def test_library_never_imports_the_harness():
+    # A fresh interpreter: in this one the other tests have long imported the harness.
+    code = ("import sys\n"
+            f"for m in {LIBRARY!r}:\n"
+            "    __import__('curriculoss.' + m)\n"
+            "import curriculoss\n"
+            "bad = sorted(m for m in sys.modules if m == 'curriculoss.harness' or m.startswith('curriculoss.harness.'))\n"
+            "assert 'curriculoss.superloss' in sys.modules\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_m_curriculoss_runs_the_harness_cli():
+    proc = subprocess.run([sys.executable, "-m", "curriculoss", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert curriculoss.__version__ in proc.stdout
