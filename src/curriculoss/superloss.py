@@ -136,15 +136,39 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
     return out, sigma, grad_sigma
 
 
+def _compile(fn, dynamic: bool):
+    """``fn`` compiled as one graph; ``None`` when ``torch.compile`` is unavailable.
+
+    ``dynamic=True`` makes sizes and Python floats symbolic: a functional call's ``tau`` and ``lam``
+    may change from call to call without recompiling, but every float constant of the arithmetic then
+    becomes a tensor argument made anew on each call (three operations apiece). The module's step, whose
+    floats are fixed, is compiled with ``dynamic=False`` and its sizes marked dynamic per call
+    (:func:`_dynamic`), so a new batch size still reuses the graph."""
+    try:
+        return torch.compile(fn, dynamic=dynamic, fullgraph=True)
+    except Exception:  # pragma: no cover - no compiler on this platform
+        return None
+
+
+def _dynamic(*tensors: Tensor | None) -> None:
+    """Mark every dimension of these tensors dynamic for the compiled graphs (no recompilation per size)."""
+    for t in tensors:
+        if t is not None:
+            for d in range(t.dim()):
+                torch._dynamo.maybe_mark_dynamic(t, d)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled_forward():
     """:func:`_superloss_forward` as one compiled graph (inductor fuses it into one or two kernels),
-    compiled once per process with dynamic shapes, so a new batch size reuses it; ``None`` when
-    ``torch.compile`` is unavailable."""
-    try:
-        return torch.compile(_superloss_forward, dynamic=True, fullgraph=True)
-    except Exception:  # pragma: no cover - no compiler on this platform
-        return None
+    compiled once per process for every batch size, ``tau`` and ``lam``."""
+    return _compile(_superloss_forward, dynamic=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_step():
+    """:func:`_fused_step`, the module's whole forward (state updates included), as one compiled graph."""
+    return _compile(_fused_step, dynamic=False)
 
 
 _FUSED_BROKEN: set[str] = set()
@@ -267,6 +291,108 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
     return out
 
 
+# ------------------------------------------------------------------------------------------------------
+# The module's state update, as functions of its buffers: the eager path and the fused step share them.
+
+
+def _valid(loss: Tensor, keep: Tensor | None, state: torch.dtype) -> Tensor:
+    """Entries that may change the state: finite, not ignored, and not so large that the running sums
+    of dtype ``state`` could overflow (see ``_MAX_LOSS``)."""
+    valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
+    if loss.dtype == torch.float64 or state == torch.float32:
+        valid = valid & (loss.abs() <= _MAX_LOSS[state])
+    return valid
+
+
+def _smoothed(loss: Tensor, index: Tensor, valid: Tensor, smoothed: Tensor, seen_buf: Tensor,
+              smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(source, stored, seen): the smoothed losses the confidence comes from, the values to store, and
+    which entries had been seen. Gathers only: an out-of-range index fails with the state untouched."""
+    previous = smoothed[index]
+    seen = seen_buf[index]
+    raw = loss.to(smoothed.dtype)
+    # a' previous + (1 - a') loss; the first value seen initialises. Invalid entries keep their stored
+    # value, but their confidence comes from their own loss (a huge float64 loss weighed by its tiny
+    # sigma* keeps the output finite).
+    source = torch.where(seen, torch.lerp(raw, previous, smoothing), raw)
+    return source, torch.where(valid, source, previous), seen
+
+
+def _next_tau(mode: str, momentum: float, source: Tensor, valid: Tensor, loss_sum: Tensor, count: Tensor,
+              tau: Tensor, reduce: bool = False) -> Tensor:
+    """Update the running threshold (``tau``, in place) with this batch's valid ``source`` values and
+    return it; ``reduce``: sum the batch's (sum, count) over the process group first."""
+    if mode == "fixed":
+        return tau
+    state = loss_sum.dtype
+    batch_sum = torch.where(valid, source, 0.0).sum(dtype=state)
+    batch_count = valid.sum()
+    if reduce:  # the global batch's sum and count, summed over the ranks
+        batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count.to(state)])).unbind()
+    if mode == "avg":
+        # tau = sum / count stays as it was when the batch brings nothing (and 0 before any data).
+        loss_sum += batch_sum
+        count += batch_count
+        return torch.div(loss_sum, count.clamp_min(1.0), out=tau)
+    has_data = batch_count > 0
+    batch_mean = batch_sum / batch_count.clamp_min(1)
+    new_tau = torch.where(count > 0, momentum * tau + (1.0 - momentum) * batch_mean, batch_mean)
+    count += batch_count
+    tau.copy_(torch.where(has_data, new_tau, tau))
+    return tau
+
+
+def _tau_for(loss: Tensor, index: Tensor | None, tau: Tensor) -> Tensor:
+    """The threshold as the element-wise part takes it: 0-d for a 0-d loss, and in the loss's precision
+    when there is no (float64) smoothed source."""
+    if loss.dim() == 0:
+        tau = tau.reshape(())
+    if index is None and tau.dtype != _compute_dtype(loss.dtype):
+        tau = tau.to(_compute_dtype(loss.dtype))
+    return tau
+
+
+def _local_state(loss: Tensor, index: Tensor | None, keep: Tensor | None, smoothed: Tensor | None,
+                 seen: Tensor | None, loss_sum: Tensor, count: Tensor, tau: Tensor, mode: str, momentum: float,
+                 smoothing: float) -> tuple[Tensor | None, Tensor]:
+    """One process's state update (no collective): the buffers change in place; returns (source: the
+    smoothed losses, or ``None`` without smoothing; the threshold to use)."""
+    valid = _valid(loss, keep, loss_sum.dtype)
+    source = None
+    if index is not None:
+        source, stored, was_seen = _smoothed(loss, index, valid, smoothed, seen, smoothing)
+    tau = _next_tau(mode, momentum, loss if source is None else source, valid, loss_sum, count, tau)
+    if index is not None:
+        smoothed.index_put_((index,), stored)
+        seen.index_put_((index,), was_seen | valid)
+    return source, _tau_for(loss, index, tau)
+
+
+def _fused_step(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, momentum, smoothing, lam, precision,
+                reduction, out_dtype):
+    """The module's whole forward without autograd, for ``fused=True``: the state update and Eqs. 3-4.
+    Compiled, it is one kernel on the CPU (state gathers and scatters included)."""
+    source, tau = _local_state(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, momentum, smoothing)
+    out, sigma, factor = _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype, True)
+    return out, sigma, factor, source, tau
+
+
+class _Precomputed(torch.autograd.Function):
+    """(loss, out, factor) -> ``out``, with the backward ``grad -> factor * grad``: the fused step
+    computed both without autograd."""
+
+    @staticmethod
+    def forward(ctx, loss, out, factor):  # type: ignore[override]
+        ctx.save_for_backward(factor)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # type: ignore[override]
+        (factor,) = ctx.saved_tensors
+        return factor * grad, None, None
+
+
 class SuperLoss(nn.Module):
     r"""SuperLoss with a running threshold and optional per-sample loss smoothing (Sec. 3.1).
 
@@ -346,10 +472,12 @@ class SuperLoss(nn.Module):
         smoothing: :math:`\alpha'` of the per-sample smoothing, in [0, 1).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         sync: synchronise the state across the ranks of an initialised process group (see above).
-        fused: compute the element-wise part (Eqs. 3-4, Lambert W included) as one
-            ``torch.compile``'d kernel, compiled on the first call and reused for every batch size;
-            the state updates stay eager. Off by default: compiling takes about a minute on a small
-            CPU, and needs a working compiler (without one the eager code runs).
+        fused: compute the whole forward, the state updates (threshold, counts, smoothing buffers)
+            and Eqs. 3-4 with Lambert W, as one ``torch.compile``'d graph (one kernel on the CPU),
+            compiled on the first call and reused for every batch size; the backward is one
+            multiplication. Under distributed synchronisation the state update (with its collective)
+            stays eager and only Eqs. 3-4 are compiled. Off by default: compiling takes seconds to a
+            minute on a small CPU, and needs a working compiler (without one the eager code runs).
 
     Examples::
 
@@ -441,59 +569,67 @@ class SuperLoss(nn.Module):
             self.confidence = self.confidence.to(loss.dtype)
             return out.to(loss.dtype)
         keep = None if mask is None else ~mask
+        state = self.loss_sum.dtype  # float64, or float32 after .float()
+        if state not in _MAX_LOSS:
+            raise TypeError(f"SuperLoss state must be float64 (default) or float32, got {state}: after .half() "
+                            "or .to(torch.bfloat16), call .float() (the losses may stay in half precision)")
+        smoothed = self.smoothed_loss if index is not None else None
+        seen = self.seen if index is not None else None
+        # Python-level check of the process group: the single-process path has no collective, no sync.
+        sync = self.sync and is_distributed()
+        if self.fused and not sync and loss.device.type not in _FUSED_BROKEN and not torch.compiler.is_compiling():
+            step = _compiled_step()
+            if step is not None:
+                try:
+                    with torch.no_grad():
+                        detached = loss.detach()
+                        _dynamic(detached, index, keep)
+                        out, sigma, factor, source, tau = step(
+                            detached, index, keep, smoothed, seen, self.loss_sum, self.count, self.tau,
+                            self.tau_mode, self.momentum, self.smoothing, self.lam, _precision(loss.dtype),
+                            self.reduction, loss.dtype)
+                except Exception:  # no working compiler at run time (e.g. no C++ toolchain): stay eager
+                    _FUSED_BROKEN.add(loss.device.type)
+                else:
+                    self.confidence = sigma
+                    self._cap_inputs = (detached if source is None else source, tau, keep)
+                    return _Precomputed.apply(loss, out, factor)
         # The state is updated without autograd (no detach needed); every step below is one tensor
         # operation, because at small batch sizes their count, not their arithmetic, is the cost.
         with torch.no_grad():
-            state = self.loss_sum.dtype  # float64, or float32 after .float()
-            if state not in _MAX_LOSS:
-                raise TypeError(f"SuperLoss state must be float64 (default) or float32, got {state}: after .half() "
-                                "or .to(torch.bfloat16), call .float() (the losses may stay in half precision)")
-            valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
-            if loss.dtype == torch.float64 or state == torch.float32:  # see _MAX_LOSS: no overflowing sums
-                valid = valid & (loss.abs() <= _MAX_LOSS.get(state, _MAX_LOSS[torch.float32]))
-            # source: the losses sigma* and tau are computed from (None: the loss itself).
-            source = None
-            if index is not None:
-                # Gather before any write, so an out-of-range index fails with the state untouched.
-                previous = self.smoothed_loss[index]
-                seen = self.seen[index]
-                raw = loss.to(state)
-                # a' previous + (1 - a') loss; the first value seen initialises. Invalid entries keep their
-                # stored value, but their confidence comes from their own loss (a huge float64 loss
-                # weighed by its tiny sigma* keeps the output finite).
-                source = torch.where(seen, torch.lerp(raw, previous, self.smoothing), raw)
-                stored = torch.where(valid, source, previous)
-
-            # Python-level check of the process group: the single-process path has no collective, no sync.
-            sync = self.sync and is_distributed()
-            if sync and index is not None:
-                # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
-                entering = torch.where(valid, source, math.nan)
-                if state != torch.float64 and self.num_samples > 2 ** 24:
-                    raise ValueError(f"float32 state packs indices as float32, exact up to 2**24; num_samples="
-                                     f"{self.num_samples} needs the default float64 state under distributed training")
-                packed = torch.stack([index.reshape(-1).to(state), stored.reshape(-1),
-                                      (seen | valid).reshape(-1).to(state), entering.reshape(-1)], 1)
-                packed = all_gather_cat(packed)
-                g_index = packed[:, 0].to(torch.int64)
-                g_valid = ~torch.isnan(packed[:, 3])
-                tau = self._update_tau(packed[:, 3], g_valid)
-                self.smoothed_loss.index_put_((g_index,), packed[:, 1])
-                self.seen.index_put_((g_index,), packed[:, 2] > 0)
+            if sync:
+                source, tau = self._synced_state(loss, index, keep)
             else:
-                tau = self._update_tau(loss if source is None else source, valid, reduce=sync)
-                if index is not None:
-                    self.smoothed_loss.index_put_((index,), stored)
-                    self.seen.index_put_((index,), seen | valid)
-            if loss.dim() == 0:
-                tau = tau.reshape(())
-            if index is None and tau.dtype != _compute_dtype(loss.dtype):
-                tau = tau.to(_compute_dtype(loss.dtype))  # compute in the loss's precision
+                source, tau = _local_state(loss, index, keep, smoothed, seen, self.loss_sum, self.count, self.tau,
+                                           self.tau_mode, self.momentum, self.smoothing)
         out, sigma = _SuperLossFunction.apply(loss, source, tau, self.lam, self.reduction, keep, self.fused)
         self.confidence = sigma
         # kept for .at_cap, computed only when asked (no operation added to the step)
         self._cap_inputs = (loss.detach() if source is None else source, tau, keep)
         return out
+
+    def _synced_state(self, loss: Tensor, index: Tensor | None, keep: Tensor | None) -> tuple[Tensor | None, Tensor]:
+        """The state update of a process group's rank: the global batch's, as one process would make it."""
+        state = self.loss_sum.dtype
+        valid = _valid(loss, keep, state)
+        if index is None:  # one all_reduce of the batch's (sum, count)
+            tau = _next_tau(self.tau_mode, self.momentum, loss, valid, self.loss_sum, self.count, self.tau, reduce=True)
+            return None, _tau_for(loss, index, tau)
+        source, stored, seen = _smoothed(loss, index, valid, self.smoothed_loss, self.seen, self.smoothing)
+        # One all_gather of the global batch: (index, smoothed, seen, loss entering tau or NaN).
+        entering = torch.where(valid, source, math.nan)
+        if state != torch.float64 and self.num_samples > 2 ** 24:
+            raise ValueError(f"float32 state packs indices as float32, exact up to 2**24; num_samples="
+                             f"{self.num_samples} needs the default float64 state under distributed training")
+        packed = torch.stack([index.reshape(-1).to(state), stored.reshape(-1),
+                              (seen | valid).reshape(-1).to(state), entering.reshape(-1)], 1)
+        packed = all_gather_cat(packed)
+        g_index = packed[:, 0].to(torch.int64)
+        g_valid = ~torch.isnan(packed[:, 3])
+        tau = _next_tau(self.tau_mode, self.momentum, packed[:, 3], g_valid, self.loss_sum, self.count, self.tau)
+        self.smoothed_loss.index_put_((g_index,), packed[:, 1])
+        self.seen.index_put_((g_index,), packed[:, 2] > 0)
+        return source, _tau_for(loss, index, tau)
 
     @property
     def at_cap(self) -> Tensor | None:
@@ -504,24 +640,3 @@ class SuperLoss(nn.Module):
         capped = (source - tau.to(source.dtype)) / self.lam <= -2.0 / math.e  # NaN compares False
         return capped if keep is None else capped & keep
 
-    def _update_tau(self, source: Tensor, valid: Tensor, reduce: bool = False) -> Tensor:
-        if self.tau_mode == "fixed":
-            return self.tau
-        state = self.loss_sum.dtype
-        batch_sum = torch.where(valid, source, 0.0).sum(dtype=state)
-        batch_count = valid.sum()
-        if reduce:  # the global batch's sum and count, summed over the ranks
-            batch_sum, batch_count = all_reduce_sum(torch.stack([batch_sum, batch_count.to(state)])).unbind()
-        if self.tau_mode == "avg":
-            # tau = sum / count stays as it was when the batch brings nothing (and 0 before any data).
-            self.loss_sum += batch_sum
-            self.count += batch_count
-            return torch.div(self.loss_sum, self.count.clamp_min(1.0), out=self.tau)
-        has_data = batch_count > 0
-        batch_mean = batch_sum / batch_count.clamp_min(1)
-        new_tau = torch.where(
-            self.count > 0, self.momentum * self.tau + (1.0 - self.momentum) * batch_mean, batch_mean
-        )
-        self.count += batch_count
-        self.tau.copy_(torch.where(has_data, new_tau, self.tau))
-        return self.tau
