@@ -131,15 +131,18 @@ def _reference_run(batches, mode, momentum=0.9, smoothing=None, lam=1.0):
     return taus, confidences, smooth
 
 
+def _batches(seed: int, n: int = 30) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Six batches of 10 float64 losses in [0, 3) with distinct dataset indices in [0, n)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.rand(10, generator=gen, dtype=torch.float64) * 3, torch.randperm(n, generator=gen)[:10])
+            for _ in range(6)]
+
+
 @pytest.mark.parametrize("mode", ["avg", "ema"])
 @pytest.mark.parametrize("smoothing", [None, 0.9])
 def test_running_threshold_and_smoothing_match_plain_python(mode, smoothing):
-    gen = torch.Generator().manual_seed(1)
     n = 30
-    batches = []
-    for _ in range(6):
-        index = torch.randperm(n, generator=gen)[:10]
-        batches.append((torch.rand(10, generator=gen, dtype=torch.float64) * 3, index))
+    batches = _batches(1, n)
     taus, confidences, smooth = _reference_run(batches, mode, smoothing=smoothing)
     module = SuperLoss(tau=mode, num_samples=n if smoothing else None, smoothing=smoothing or 0.9)
     for (loss, index), tau, conf in zip(batches, taus, confidences):
@@ -403,12 +406,8 @@ class _Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
 def test_float32_state_matches_plain_python_and_makes_no_float64(mode, smoothing):
     """After ``.float()`` the module makes no float64 tensor at all (forward and backward), and its
     threshold, smoothing and confidence follow the plain-Python reference to float32 precision."""
-    gen = torch.Generator().manual_seed(2)
     n = 30
-    batches = []
-    for _ in range(6):
-        index = torch.randperm(n, generator=gen)[:10]
-        batches.append((torch.rand(10, generator=gen, dtype=torch.float64) * 3, index))
+    batches = _batches(2, n)
     taus, confidences, smooth = _reference_run(batches, mode, smoothing=smoothing)
     module = SuperLoss(tau=mode, num_samples=n if smoothing else None, smoothing=smoothing or 0.9).float()
     assert all(b.dtype in (torch.float32, torch.bool) for b in module.buffers())
