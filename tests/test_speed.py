@@ -226,8 +226,26 @@ def test_fused_module_step_equals_eager(mode, smoothing, masked, reduction, shap
     index = torch.randint(0, n_samples, shape) if smoothing else None
     names = top_level_aten_ops(lambda: fused(loss, index).sum().backward())
     own = [n for n in names if n not in ("aten::sum", "aten::expand", "aten::ones_like", "aten::add_")]
-    # detach, view_as, the backward's mul, and on CPU issue 15's index check (min, item)
-    assert len(own) <= (5 if smoothing else 3), names
+    # detach, view_as, the backward's mul, and on CPU the index check (aminmax and two items)
+    assert len(own) <= (6 if smoothing else 3), names
+
+
+def test_fused_module_refuses_a_bad_index_before_the_kernel():
+    """An out-of-range index is the user's error: named, with the state unchanged, and the fused path
+    stays on for the next batch (it is not taken for a missing compiler)."""
+    pytest.importorskip("torch._inductor")
+    import sys
+
+    core = sys.modules["curriculoss.superloss"]
+    module = SuperLoss(num_samples=10, fused=True)
+    module(torch.rand(5), torch.arange(5))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    for bad in ([1, 2, 10], [-1, 2, 3]):
+        with pytest.raises(IndexError, match=r"index must hold dataset indices in \[0, 9\]"):
+            module(torch.rand(3), torch.tensor(bad))
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, before[k]), k
+    assert "cpu" not in core._FUSED_BROKEN
 
 
 @pytest.mark.slow

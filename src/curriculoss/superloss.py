@@ -186,16 +186,22 @@ def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: floa
     return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
 
 
-def _check_index_values(index: Tensor, num_samples: int) -> None:
+def _check_index_values(index: Tensor, num_samples: int, both_ends: bool = False) -> None:
     """Indices in [0, num_samples), checked on CPU in eager mode only: a negative index would otherwise
     wrap around silently (-1 is sample N-1). Elsewhere the check would synchronise with the device (or
     cannot run, under torch.compile and on meta), so it is skipped there and too large indices are left
     to the indexing kernel, as in torch's own indexing; negative ones are then not detected."""
     if index.device.type != "cpu" or index.numel() == 0 or torch.compiler.is_compiling():
         return
-    # Only the minimum is read on every step (two operations): an index too large fails in the gather
-    # that comes before any write. The message's range is computed on the error path.
-    if int(index.min()) < 0:
+    # Eager: only the minimum is read on every step (two operations): an index too large fails in the
+    # gather that comes before any write. The fused step gathers and writes in one kernel, so there
+    # (``both_ends``) the maximum is checked too. The message's range is computed on the error path.
+    if both_ends:
+        lo, hi = (int(v) for v in torch.aminmax(index))
+        bad = lo < 0 or hi >= num_samples
+    else:
+        bad = int(index.min()) < 0
+    if bad:
         lo, hi = (int(v) for v in torch.aminmax(index))
         raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
                          f"got values in [{lo}, {hi}]")
@@ -553,7 +559,7 @@ class SuperLoss(nn.Module):
                 raise ValueError(f"index must have the shape of loss {tuple(loss.shape)}, got {tuple(index.shape)}")
             if self.num_samples is None:
                 raise ValueError("index was given but smoothing is off: pass num_samples=N to the constructor to smooth per sample")
-            _check_index_values(index, self.num_samples)
+            _check_index_values(index, self.num_samples, both_ends=self.fused)
         elif self.num_samples is not None:
             raise ValueError(f"index is required: smoothing is on (num_samples={self.num_samples}), so forward needs each sample's dataset index")
         if mask is not None:
