@@ -319,6 +319,25 @@ def test_compile_wraps_the_model(tmp_path, monkeypatch):
     train(TrainConfig(limit=32, epochs=1), tmp_path / "run", resume=True, progress=False)
 
 
+def test_compile_fuses_superloss(tmp_path, monkeypatch):
+    """With --compile, SuperLoss runs its whole step through the fused path (SuperLoss(fused=True))."""
+    import sys
+
+    core = sys.modules["curriculoss.superloss"]
+    calls = []
+
+    def fused_step(*args):
+        calls.append(len(args[0]))
+        return core._fused_step(*args)
+    monkeypatch.setattr(torch, "compile", lambda model, *a, **k: model)
+    monkeypatch.setattr(core, "_compiled_step", lambda: fused_step)
+    train(TrainConfig(limit=64, epochs=1, method="superloss", compile=True), tmp_path / "run", progress=False)
+    assert sum(calls) == len(np.load(tmp_path / "run" / "signals.npz")["labels"])  # every training sample, once
+    calls.clear()
+    train(TrainConfig(limit=64, epochs=1, method="superloss"), tmp_path / "plain", progress=False)
+    assert calls == []
+
+
 # ------------------------------------------------------------------------------------------- schedules
 
 def _lrs(tmp_path, **kw) -> list[float]:

@@ -164,7 +164,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     hw.add_argument("--device", help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps; "
                                      "with --resume it may differ from the run's")
     hw.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision: the model under torch.autocast")
-    hw.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    hw.add_argument("--compile", action="store_true", help="wrap the model in torch.compile (and run SuperLoss's step as one compiled graph, fused=True)")
 
     m = p.add_argument_group("method options")
     m.add_argument("--base-loss", help="SuperLoss's input loss (ce, mae, gce, sce, focal, l2, smooth-l1); default ce, or l2 for regression")

@@ -36,7 +36,8 @@ the device once per epoch (for the epoch's numbers) plus once for the method's s
 ``torchrun`` on CUDA the process group uses NCCL and each rank trains on GPU ``LOCAL_RANK``.
 ``amp='bf16'`` or ``'fp16'`` runs the model's forward pass under :func:`torch.autocast` (fp16 with a
 gradient scaler); the method's loss is computed on the float32 output, so the losses' state keeps its
-float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile`. A checkpoint holds
+float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile` and runs SuperLoss's step
+as one compiled graph (``SuperLoss(fused=True)``). A checkpoint holds
 CPU tensors only, whatever the device, so a run started on a GPU resumes on a CPU and the other way
 round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
 
@@ -81,6 +82,7 @@ from curriculoss.harness.methods import EPOCH_COLUMNS, MethodOptions, accumulato
 from curriculoss.harness.models import build_model, check_model_name
 from curriculoss.harness.runlock import run_folder_lock
 from curriculoss.recorder import Recorder
+from curriculoss.superloss import SuperLoss
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
            "resolve_device", "RUNTIME_FIELDS"]
@@ -466,6 +468,8 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
            if distributed else model)
     if cfg.compile:
         net = torch.compile(net)
+        if isinstance(getattr(method, "criterion", None), SuperLoss):
+            method.criterion.fused = True  # SuperLoss's step as one compiled graph as well
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = _make_scheduler(optimizer, cfg)
     method_optimizer = method.make_optimizer()
