@@ -120,7 +120,7 @@ def _halley(v: Tensor, half_delta: Tensor, compiled: bool = False, scale: float 
     return torch.addcdiv(v, f, den, value=-1.0)
 
 
-def start_scale(precision: torch.dtype) -> float:
+def _start_scale(precision: torch.dtype) -> float:
     """The factor ``s = 2 c^2`` of the start's square root: a caller that forms ``s (x + 1/e) / 2``
     directly (SuperLoss folds it into its own affine map) and passes ``scaled=True`` to
     :func:`_w_plus_one` saves the start's one multiplication. Only for arguments below
@@ -129,14 +129,14 @@ def start_scale(precision: torch.dtype) -> float:
 
 
 def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False) -> Tensor:
-    """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`start_scale` when ``scaled``), already
+    """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), already
     clamped to a positive finite range (see :func:`_half_delta_bounds`), accurate to the contract of
     ``precision`` (float32 or float64; the arithmetic is that of ``half_delta``, which may be more
     precise)."""
     c, a, k, b = _START[precision]
     iterations = _iterations(precision)
     if scaled:  # sqrt(2 c^2 hd) = c sqrt(2 hd)
-        scale = start_scale(precision)
+        scale = _start_scale(precision)
         q = torch.sqrt(half_delta).log1p_()
     else:
         scale = 1.0

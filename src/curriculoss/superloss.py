@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
-from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one, start_scale
+from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one, _start_scale
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
@@ -101,9 +101,9 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     """
     diff = loss - tau
     src = diff if source is None else source - tau
-    # s (x + 1/e) / 2 with s = start_scale: one multiplication fewer in the start of W. The upper clamp
+    # s (x + 1/e) / 2 with s = _start_scale: one multiplication fewer in the start of W. The upper clamp
     # then stands for x = max / s instead of max, far beyond any loss (W there is still its own cap).
-    s = start_scale(precision)
+    s = _start_scale(precision)
     low, high = _half_delta_bounds(src.dtype)
     half_delta = src.mul(0.25 * s / lam).add_(0.5 * s / math.e).clamp_(low * s, high)
     u = torch.rsub(_w_plus_one(half_delta, precision, compiled, scaled=True), 1.0)
