@@ -416,15 +416,22 @@ def _predictions(run_dir: Path, cfg):
     import torch
 
     from curriculoss.harness.models import build_model
-    from curriculoss.harness.train import load_checkpoint, prepare_data
+    import numpy as np
 
-    data, _ = prepare_data(cfg, stream=False)  # the predictions need the arrays
+    from curriculoss.harness.train import _stream_loader, load_checkpoint, prepare_data
+
+    data, _ = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     model.eval()
+    x, n = data.x_train, len(data.x_train)
+    if isinstance(x, np.ndarray):
+        batches = (torch.from_numpy(x[i:i + 1024]) for i in range(0, n, 1024))
+    else:
+        batches = _stream_loader(x, cfg.workers, torch.device("cpu"),
+                                 [list(range(i, min(i + 1024, n))) for i in range(0, n, 1024)])
     with torch.no_grad():
-        x = torch.from_numpy(data.x_train)
-        return torch.cat([model(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)]).numpy()
+        return torch.cat([model(xb).argmax(1) for xb in batches]).numpy()
 
 
 def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None:
