@@ -168,22 +168,44 @@ class SuperLossMethod(Method):
         super().__init__(base)
         self.criterion = criterion
         self.normalise = normalise
+        self._epoch_count = 0  # samples this epoch: known on the host, so never a tensor per step
+
+    def start_epoch(self) -> None:
+        super().start_epoch()
+        self._epoch_count = 0
 
     def forward(self, output: Tensor, target: Tensor, index: Tensor) -> Tensor:
         loss = self.base(output, target)
         self.per_sample_loss = loss.detach()
         out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
         self.confidence = self.criterion.confidence
+        n = self.confidence.numel()
+        # A handful of operations per step: the batch's (share at the cap, sum of sigma*) as one tensor
+        # added to the epoch's sums, the count on the host.
         with torch.no_grad():
-            acc = accumulator_dtype(self.confidence.device)
-            sigma = self.confidence.to(acc)
-            batch = torch.stack([sigma.sum(), torch.tensor(float(sigma.numel()), dtype=acc, device=sigma.device)])
-            self._accumulate(torch.cat([self.criterion.at_cap.sum().to(acc).reshape(1), batch]))
+            sigma_sum = self.confidence.sum()
+            self._accumulate(torch.stack([self.criterion.at_cap.sum(dtype=sigma_sum.dtype), sigma_sum]))
+            self._epoch_count += n
         if self.normalise:
             if is_distributed():  # the global batch's mean sigma*, as one process would see it
-                batch = all_reduce_sum(batch)
-            out = out / (batch[0] / batch[1].clamp_min(1.0)).to(out.dtype)
+                acc = accumulator_dtype(sigma_sum.device)
+                batch = all_reduce_sum(torch.stack([sigma_sum.to(acc), torch.tensor(float(n), dtype=acc,
+                                                                                    device=sigma_sum.device)]))
+                out = out / (batch[0] / batch[1].clamp_min(1.0)).to(out.dtype)
+            elif n:
+                out = out / (sigma_sum / n)  # sigma* has the loss's dtype
         return out
+
+    def _accumulate(self, sums: Tensor) -> None:
+        acc = accumulator_dtype(sums.device)
+        self._epoch_sums = sums.to(acc) if self._epoch_sums is None else self._epoch_sums.add_(sums)
+
+    def epoch_sums(self) -> Tensor | None:
+        """(samples at the cap, sum of sigma*, count) of this epoch, summable over ranks; ``None`` if none."""
+        if self._epoch_sums is None:
+            return None
+        count = torch.tensor([float(self._epoch_count)], dtype=self._epoch_sums.dtype, device=self._epoch_sums.device)
+        return torch.cat([self._epoch_sums, count])
 
     def summary(self) -> float | None:
         return float(self.criterion.tau)
