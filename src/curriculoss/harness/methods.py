@@ -229,7 +229,9 @@ class DataParametersMethod(Method):
         loss = F.cross_entropy(self.dp(output, target, index), target)
         # The ranking signal is the instance parameter (Data Parameters Fig. 4), or the class
         # parameter of the sample's label when only classes are learned.
-        if self.dp.log_instance_sigma is not None:
+        if self.dp.log_instance_sigma is not None and self.dp.log_class_sigma is None:
+            self.confidence = self.dp.last_sigma  # exp(w_i[index]), as the forward computed it (detached)
+        elif self.dp.log_instance_sigma is not None:
             self.confidence = self.dp.log_instance_sigma.detach().index_select(0, index).exp()
         else:
             self.confidence = self.dp.log_class_sigma.detach().index_select(0, target).exp()
