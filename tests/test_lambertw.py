@@ -15,6 +15,17 @@ mpmath.mp.dps = 50
 INV_E = float(1 / mpmath.e)
 
 
+@pytest.fixture(autouse=True, params=["torch", "numpy"])
+def evaluation(request, monkeypatch):
+    """Every test runs on both CPU evaluations: torch's operations, and the NumPy copy that small CPU
+    tensors take (``_NUMPY_BELOW``)."""
+    import sys
+
+    module = sys.modules["curriculoss.lambertw"]
+    monkeypatch.setattr(module, "_NUMPY_BELOW", 0 if request.param == "torch" else 10**12)
+    return request.param
+
+
 def _reference(xs: list[float]) -> np.ndarray:
     return np.array([float(mpmath.lambertw(mpmath.mpf(v)).real) for v in xs])
 
@@ -147,3 +158,23 @@ def test_torch_compile_fullgraph():
 def test_bad_input_types(bad):
     with pytest.raises(TypeError, match="x must be"):
         lambertw(bad)
+
+
+def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
+    """Below ``_NUMPY_BELOW`` a CPU tensor never reaches torch's operations (0-d, float64, a tensor that
+    requires grad, float16 included); the result keeps the input's shape, dtype and gradient."""
+    import sys
+
+    if evaluation != "numpy":
+        pytest.skip("the NumPy copy only")
+    module = sys.modules["curriculoss.lambertw"]
+    monkeypatch.setattr(module, "_lambertw_forward", lambda *a, **k: pytest.fail("torch's path was taken"))
+    x = torch.tensor([0.5, 2.0, -0.2], requires_grad=True)
+    w = lambertw(x)
+    w.sum().backward()
+    ref = _reference([0.5, 2.0, -0.2])
+    np.testing.assert_allclose(w.detach().numpy(), ref, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), ref / (np.array([0.5, 2.0, -0.2]) * (1 + ref)), rtol=1e-5)
+    assert lambertw(torch.tensor(1.0, dtype=torch.float64)).shape == ()
+    assert float(lambertw(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(0.5671432904097838, rel=1e-14)
+    assert lambertw(torch.ones(2, 3, dtype=torch.float16)).dtype == torch.float16
