@@ -116,8 +116,8 @@ class _IMAEFunction(torch.autograd.Function):
             # The weight sum and the sample count of the global batch, one all_reduce of two numbers; the
             # weights are taken relative to their bound exp(T / 4), so the sum cannot overflow.
             w_rel = torch.addcmul(py_minus_1, py_minus_1, py_minus_1).mul(-T).sub(T / 4.0).exp()
-            totals = all_reduce_sum(torch.stack([w_rel.sum(), torch.tensor(float(x.shape[0]), dtype=x.dtype,
-                                                                             device=x.device)]))
+            # (new_full fills on the device: a torch.tensor from a Python number would be a host copy)
+            totals = all_reduce_sum(torch.stack([w_rel.sum(), w_rel.new_full((), float(x.shape[0]))]))
         ctx.save_for_backward(x, target, py_minus_1, *(() if totals is None else (totals,)))
         ctx.T, ctx.reduction, ctx.input_dtype, ctx.eps, ctx.normalize = T, reduction, logits.dtype, eps, normalize
         if reduction == "mean":

@@ -189,8 +189,8 @@ class SuperLossMethod(Method):
         if self.normalise:
             if is_distributed():  # the global batch's mean sigma*, as one process would see it
                 acc = accumulator_dtype(sigma_sum.device)
-                batch = all_reduce_sum(torch.stack([sigma_sum.to(acc), torch.tensor(float(n), dtype=acc,
-                                                                                    device=sigma_sum.device)]))
+                total = sigma_sum.to(acc)
+                batch = all_reduce_sum(torch.stack([total, total.new_full((), float(n))]))  # filled on the device
                 out = out / (batch[0] / batch[1].clamp_min(1.0)).to(out.dtype)
             elif n:
                 out = out / (sigma_sum / n)  # sigma* has the loss's dtype
@@ -204,7 +204,7 @@ class SuperLossMethod(Method):
         """(samples at the cap, sum of sigma*, count) of this epoch, summable over ranks; ``None`` if none."""
         if self._epoch_sums is None:
             return None
-        count = torch.tensor([float(self._epoch_count)], dtype=self._epoch_sums.dtype, device=self._epoch_sums.device)
+        count = self._epoch_sums.new_full((1,), float(self._epoch_count))
         return torch.cat([self._epoch_sums, count])
 
     def summary(self) -> float | None:
