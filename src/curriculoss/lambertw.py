@@ -223,7 +223,7 @@ def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
 def _forward(x: Tensor, fused: bool) -> Tensor:
     if (x.device.type == "cpu" and x.numel() < _NUMPY_BELOW and type(x) is Tensor
             and not torch.compiler.is_compiling()):
-        try:
+        try:  # CPU memory only: .numpy() is a view of it, no copy and no device to wait for
             return torch.from_numpy(_lambertw_numpy(x.detach().numpy()))
         except (RuntimeError, TypeError):  # a tensor NumPy cannot view (e.g. under torch.func): torch
             pass
