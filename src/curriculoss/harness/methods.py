@@ -76,7 +76,7 @@ REGRESSION_LOSSES = ("l2", "smooth-l1")
 
 def accumulator_dtype(device: torch.device) -> torch.dtype:
     """The dtype of the loop's running sums on ``device``: float64, or float32 on Apple's MPS, which has
-    no float64 (the methods' state is then float32 too: see :func:`~curriculoss.train.train`)."""
+    no float64 (the methods' state is then float32 too: see :func:`~curriculoss.harness.train.train`)."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -125,7 +125,11 @@ class Method(nn.Module):
         self._epoch_sums = None
 
     def _accumulate(self, sums: Tensor) -> None:
-        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+        """Add this batch's sums to the epoch's, kept in :func:`accumulator_dtype` (in place after the first)."""
+        if self._epoch_sums is None:
+            self._epoch_sums = sums.to(accumulator_dtype(sums.device))
+        else:
+            self._epoch_sums.add_(sums)
 
     def epoch_sums(self) -> Tensor | None:
         """This epoch's running sums (a float64 tensor, summable over ranks), or ``None``."""
@@ -195,10 +199,6 @@ class SuperLossMethod(Method):
             elif n:
                 out = out / (sigma_sum / n)  # sigma* has the loss's dtype
         return out
-
-    def _accumulate(self, sums: Tensor) -> None:
-        acc = accumulator_dtype(sums.device)
-        self._epoch_sums = sums.to(acc) if self._epoch_sums is None else self._epoch_sums.add_(sums)
 
     def epoch_sums(self) -> Tensor | None:
         """(samples at the cap, sum of sigma*, count) of this epoch, summable over ranks; ``None`` if none."""
