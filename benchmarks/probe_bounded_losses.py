@@ -2,7 +2,7 @@
 initialisation (the defaults grid's five collapsed cells, README "Defaults").
 
     OMP_NUM_THREADS=1 python benchmarks/probe_bounded_losses.py [--methods mae gce ce] [--lrs 0.03 0.1]
-        [--seeds 0 1 2] [--warmup 5] [--init he] [--jobs 2] [--out runs/probe_bounded]
+        [--seeds 0 1 2] [--warmup 5] [--init he] [--extra "--epochs 100"] [--jobs 2] [--out runs/probe_bounded]
 
 Each cell is one ``curriculoss train`` run with the command line's defaults but for the flags swept, on
 ``digits`` and ``digits-moved`` (bench_defaults.py's rotated and shifted digits), LeNet-5, 0 % and
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--warmup", default="0")
     parser.add_argument("--init", choices=["default", "he"], default="default")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 100'")
     parser.add_argument("--out", default="runs/probe_bounded")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -56,8 +57,9 @@ def main() -> None:
     for name in ("digits", "digits-moved"):
         dataset, data_dir, _ = data[name]
         for method, lr, rate, seed in itertools.product(args.methods, args.lrs, (0.0, 0.4), args.seeds):
-            cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--lr", lr, "--warmup", args.warmup])
-            folder = out / f"{args.init}-warmup{args.warmup}" / name / method / f"lr{lr}" / f"rate{rate:g}" / f"seed{seed}"
+            cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--lr", lr, "--warmup", args.warmup, *args.extra.split()])
+            tag = args.extra.replace("--", "").replace(" ", "")
+            folder = out / f"{args.init}-warmup{args.warmup}{tag}" / name / method / f"lr{lr}" / f"rate{rate:g}" / f"seed{seed}"
             jobs.append((cfg, str(folder)))
             keys.append((name, method, lr, rate))
     cells: dict[tuple, list[dict]] = {}

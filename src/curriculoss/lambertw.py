@@ -175,44 +175,54 @@ def _compiled_forward():
 # Below this many elements a CPU tensor is evaluated with NumPy: the same arithmetic as
 # _lambertw_forward, at about 1 us per operation instead of torch's 4-5 us dispatch, so that a batch-sized
 # call costs no more than scipy's (README, "Benchmarks"). Above it torch's vectorised kernels win.
+# SuperLoss's module and functional forms use the same threshold for their own NumPy copies.
 _NUMPY_BELOW = 8192
 
 
+def _w_plus_one_numpy(hd: np.ndarray, precision: torch.dtype, scaled: bool = False) -> np.ndarray:
+    """:func:`_w_plus_one` in NumPy, step for step (in place where torch's code allocates): ``hd`` is the
+    clamped ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), a 1-D float32 or float64
+    array; the arithmetic is ``hd``'s, the constants and step count ``precision``'s."""
+    dt = hd.dtype.type
+    c, a, k, b = _START[precision]
+    scale = _start_scale(precision) if scaled else 1.0
+    q = np.sqrt(hd)
+    if not scaled:
+        q *= dt(c * math.sqrt(2.0))
+    np.log1p(q, out=q)
+    t = np.log1p(q)
+    t *= q
+    t /= q + dt(b)
+    v = q * dt(a)
+    v -= dt(k) * t
+    for _ in range(_iterations(precision)):
+        em = np.expm1(v)
+        vs = v * dt(_INV_2E * scale)
+        den = vs * em
+        den += vs  # f'/(2e)
+        f = em * dt(-_INV_2E * scale)
+        f += den
+        f -= hd  # f/(2e)
+        t = f / v
+        t += f
+        den -= dt(0.5) * t  # f' - f (v + 1) / (2v)
+        f /= den
+        v -= f
+    return v
+
+
 def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
-    """:func:`_lambertw_forward` in NumPy, step for step (in place where torch's code allocates), for
-    float32 or float64 ``x``."""
+    """:func:`_lambertw_forward` in NumPy, step for step, for float32 or float64 ``x``."""
     shape, x = x.shape, x.reshape(-1)  # 1-D: NumPy turns 0-d results into scalars, which copyto cannot fill
     dt = x.dtype.type
     prec = torch.float64 if x.dtype == np.float64 else torch.float32
     hi, lo, tol = _split_inv_e(prec)
-    c, a, k, b = _START[prec]
     low, high = _half_delta_bounds(prec)
     with np.errstate(all="ignore"):  # NaN and inf inputs flow through as in torch
         half_delta = x * dt(0.5)
         half_delta += dt(0.5 * hi)
         half_delta += dt(0.5 * lo)
-        hd = np.clip(half_delta, dt(low), dt(high))
-        q = np.sqrt(hd)
-        q *= dt(c * math.sqrt(2.0))
-        np.log1p(q, out=q)
-        t = np.log1p(q)
-        t *= q
-        t /= q + dt(b)
-        v = q * dt(a)
-        v -= dt(k) * t
-        for _ in range(_iterations(prec)):
-            em = np.expm1(v)
-            vs = v * dt(_INV_2E)
-            den = vs * em
-            den += vs  # f'/(2e)
-            f = em * dt(-_INV_2E)
-            f += den
-            f -= hd  # f/(2e)
-            t = f / v
-            t += f
-            den -= dt(0.5) * t  # f' - f (v + 1) / (2v)
-            f /= den
-            v -= f
+        v = _w_plus_one_numpy(np.clip(half_delta, dt(low), dt(high)), prec)
         v -= dt(1.0)  # W
         np.copyto(v, x, where=np.abs(x) < dt(2.0 ** -53 if prec == torch.float64 else 2.0 ** -24))
         np.copyto(v, x, where=x == np.inf)
@@ -220,9 +230,14 @@ def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
     return v.reshape(shape)
 
 
+def _numpy_ok(*tensors) -> bool:
+    """Whether these (CPU) tensors take the NumPy copies: small plain CPU tensors outside torch.compile."""
+    return (not torch.compiler.is_compiling() and tensors[0].numel() < _NUMPY_BELOW
+            and all(t is None or (type(t) is Tensor and t.device.type == "cpu") for t in tensors))
+
+
 def _forward(x: Tensor, fused: bool) -> Tensor:
-    if (x.device.type == "cpu" and x.numel() < _NUMPY_BELOW and type(x) is Tensor
-            and not torch.compiler.is_compiling()):
+    if _numpy_ok(x):
         try:  # CPU memory only: .numpy() is a view of it, no copy and no device to wait for
             return torch.from_numpy(_lambertw_numpy(x.detach().numpy()))
         except (RuntimeError, TypeError):  # a tensor NumPy cannot view (e.g. under torch.func): torch

@@ -17,12 +17,15 @@ unbounded and the cap gives :math:`\sigma^* = e`, the largest confidence SuperLo
 :math:`\partial SL / \partial \ell_i = \sigma^*_i` (errata 2). Since :math:`\log \sigma^* = -W`, the
 regulariser is :math:`\lambda W^2`.
 
-Cost: at the batch sizes of a training step, the number of tensor operations is the cost, so the
+Cost: at the batch sizes of a training step, the number of operations dispatched is the cost, so the
 module folds its work into few of them (one autograd node whose backward is ``grad * sigma*``, Lambert W
-solved in place, the state updated with single operations): 54 top-level operations for
+solved in place, the state updated with single operations): 52 top-level torch operations for
 ``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
-and the index check's 3 included (``tests/test_speed.py`` keeps that budget). ``fused=True`` runs the element-wise part as one
-``torch.compile``'d kernel.
+and the index check's 2 included. On the CPU, batches below 8,192 entries (``lambertw``'s
+``_NUMPY_BELOW``) take a NumPy copy of the same steps on views of the same memory, at about a fifth of
+torch's dispatch cost per operation (23 torch operations left, most of them the views' metadata);
+``tests/test_speed.py`` keeps both budgets and every SuperLoss test runs on both evaluations.
+``fused=True`` runs the whole step as one ``torch.compile``'d kernel.
 
 Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
 and under ``torch.compile(fullgraph=True)``. The only exception is :class:`SuperLoss` under
@@ -35,12 +38,14 @@ import functools
 import math
 from numbers import Real
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
-from curriculoss.lambertw import _half_delta_bounds, _precision, _w_plus_one, _start_scale
+from curriculoss.lambertw import (_half_delta_bounds, _numpy_ok, _precision, _start_scale, _w_plus_one,
+                                  _w_plus_one_numpy)
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
 
@@ -136,6 +141,56 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
     return out, sigma, grad_sigma
 
 
+def _superloss_forward_numpy(x: np.ndarray, source: np.ndarray | None, tau: np.ndarray | float, lam: float,
+                             precision: torch.dtype, reduction: str, keep: np.ndarray | None,
+                             out_dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_superloss_forward` in NumPy, step for step, on 1-D arrays (NumPy turns 0-d results into
+    scalars): (output, sigma*, backward factor), the latter two 1-D. Used for small CPU tensors (see
+    :func:`_numpy_views`), where torch's 2-6 us of dispatch per operation is the whole cost."""
+    out_np = _NP_DTYPE[out_dtype]
+    with np.errstate(all="ignore"):  # NaN and inf losses flow through as in torch
+        diff = x - tau
+        src = diff if source is None else source - tau
+        dt = src.dtype.type
+        s = _start_scale(precision)
+        low, high = _half_delta_bounds(torch.float64 if dt is np.float64 else torch.float32)
+        half_delta = src * dt(0.25 * s / lam)
+        half_delta += dt(0.5 * s / math.e)
+        np.minimum(np.maximum(half_delta, dt(low * s), out=half_delta), dt(high), out=half_delta)
+        u = _w_plus_one_numpy(half_delta, precision, scaled=True)
+        np.subtract(dt(1.0), u, out=u)
+        sigma = np.exp(u)
+        sl = diff * sigma
+        sigma = sigma.astype(out_np, copy=False)
+        u *= u
+        u *= dt(lam)
+        sl += u
+        factor = sigma
+        if keep is not None:
+            sl = np.where(keep, sl, sl.dtype.type(0.0))
+            factor = np.where(keep, sigma, out_np(0.0))
+        if reduction == "none":
+            return sl.astype(out_np, copy=False), sigma, factor
+        if reduction == "sum":
+            return np.array(sl.sum(dtype=out_np)), sigma, factor
+        count = sl.size if keep is None else np.count_nonzero(keep)
+        if keep is None:  # torch's mean: in the output dtype
+            out = np.array(sl.astype(out_np, copy=False).sum(dtype=out_np) / out_np(count) if count else np.nan,
+                           dtype=out_np)
+        else:
+            out = np.array(sl.sum() / max(count, 1), dtype=out_np)
+        return out, sigma, factor / out_np(max(count, 1))
+
+
+def _numpy_views(*tensors: Tensor | None) -> list[np.ndarray | None] | None:
+    """1-D NumPy views of these CPU tensors (detached, no copy), or ``None`` when one cannot be viewed
+    (e.g. a tensor of torch.func's transforms): the caller then runs torch's code."""
+    try:
+        return [None if t is None else t.detach().numpy().reshape(-1) for t in tensors]
+    except (RuntimeError, TypeError):
+        return None
+
+
 def _compile(fn, dynamic: bool):
     """``fn`` compiled as one graph; ``None`` when ``torch.compile`` is unavailable.
 
@@ -183,6 +238,18 @@ def _forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: floa
                 return fn(loss, source, tau, lam, precision, reduction, keep, out_dtype, True)
             except Exception:  # no working compiler at run time (e.g. no C++ toolchain): stay eager
                 _FUSED_BROKEN.add(loss.device.type)
+    tau_t = tau if isinstance(tau, Tensor) else None
+    if _numpy_ok(loss, source, tau_t, keep) and (tau_t is None or (tau_t.numel() == 1 and tau_t.dim() <= loss.dim())):
+        views = _numpy_views(loss, source, tau_t, keep)
+        if views is not None:
+            x, src, t, kp = views
+            if t is None:
+                t = tau
+            elif tau_t.dim() == 0 < loss.dim():  # torch: a 0-d tensor does not promote the loss's dtype
+                t = t.astype(x.dtype if src is None else src.dtype, copy=False)
+            out, sigma, factor = _superloss_forward_numpy(x, src, t, lam, precision, reduction, kp, out_dtype)
+            return (torch.from_numpy(out.reshape(loss.shape) if reduction == "none" else out),
+                    torch.from_numpy(sigma.reshape(loss.shape)), torch.from_numpy(factor.reshape(loss.shape)))
     return _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype)
 
 
@@ -203,8 +270,11 @@ def _check_index_values(index: Tensor, num_samples: int, both_ends: bool = False
         bad = int(index.min()) < 0
     if bad:
         lo, hi = (int(v) for v in torch.aminmax(index))
-        raise IndexError(f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), "
-                         f"got values in [{lo}, {hi}]")
+        raise IndexError(_index_message(num_samples, lo, hi))
+
+
+def _index_message(num_samples: int, lo: int, hi: int) -> str:
+    return f"index must hold dataset indices in [0, {num_samples - 1}] (num_samples={num_samples}), got values in [{lo}, {hi}]"
 
 
 def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
@@ -383,6 +453,51 @@ def _fused_step(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, m
     return out, sigma, factor, source, tau
 
 
+_NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+
+
+def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray | None,
+                       smoothed: np.ndarray | None, seen: np.ndarray | None, loss_sum: np.ndarray,
+                       count: np.ndarray, tau: np.ndarray, mode: str, momentum: float,
+                       smoothing: float) -> np.ndarray | None:
+    """:func:`_local_state` in NumPy on views of the buffers (1-D ``x``, ``index``, ``keep``); updates
+    them in place and returns the smoothed source (``None`` without smoothing). Gathers come first, so
+    an out-of-range index fails with the state untouched."""
+    state = loss_sum.dtype.type
+    valid = np.isfinite(x)
+    if keep is not None:
+        valid &= keep
+    if x.dtype == np.float64 or state is np.float32:
+        valid &= np.abs(x) <= state(_MAX_LOSS[torch.float64 if state is np.float64 else torch.float32])
+    source = x
+    if index is not None:
+        previous = smoothed[index]
+        was_seen = seen[index]
+        raw = x.astype(state, copy=False)
+        # torch.lerp(raw, previous, w), computed as torch computes it (from the nearer end)
+        lerp = previous - (previous - raw) * state(1.0 - smoothing) if smoothing >= 0.5 else \
+            raw + (previous - raw) * state(smoothing)
+        source = np.where(was_seen, lerp, raw)
+        stored = np.where(valid, source, previous)
+    if mode != "fixed":
+        batch_sum = np.where(valid, source, state(0.0)).sum(dtype=state)
+        batch_count = state(np.count_nonzero(valid))
+        if mode == "avg":
+            loss_sum += batch_sum
+            count += batch_count
+            np.divide(loss_sum, np.maximum(count, state(1.0)), out=tau)
+        else:
+            batch_mean = batch_sum / max(batch_count, state(1.0))
+            new_tau = np.where(count > 0, state(momentum) * tau + state(1.0 - momentum) * batch_mean, batch_mean)
+            np.copyto(tau, new_tau, where=batch_count > 0)
+            count += batch_count
+    if index is not None:
+        smoothed[index] = stored
+        seen[index] = was_seen | valid
+        return source
+    return None
+
+
 class _Precomputed(torch.autograd.Function):
     """(loss, out, factor) -> ``out``, with the backward ``grad -> factor * grad``: the fused step
     computed both without autograd."""
@@ -542,6 +657,7 @@ class SuperLoss(nn.Module):
             self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         self.confidence = None
         self._cap_inputs = None
+        self._np_state = None  # NumPy views of the buffers (see _buffer_views)
 
     def extra_repr(self) -> str:
         tau = self.tau_mode if self.tau_mode != "fixed" else f"{float(self.tau):g}"
@@ -559,7 +675,6 @@ class SuperLoss(nn.Module):
                 raise ValueError(f"index must have the shape of loss {tuple(loss.shape)}, got {tuple(index.shape)}")
             if self.num_samples is None:
                 raise ValueError("index was given but smoothing is off: pass num_samples=N to the constructor to smooth per sample")
-            _check_index_values(index, self.num_samples, both_ends=self.fused)
         elif self.num_samples is not None:
             raise ValueError(f"index is required: smoothing is on (num_samples={self.num_samples}), so forward needs each sample's dataset index")
         if mask is not None:
@@ -574,15 +689,21 @@ class SuperLoss(nn.Module):
             out = self.forward(loss.float(), index, mask)
             self.confidence = self.confidence.to(loss.dtype)
             return out.to(loss.dtype)
-        keep = None if mask is None else ~mask
         state = self.loss_sum.dtype  # float64, or float32 after .float()
         if state not in _MAX_LOSS:
             raise TypeError(f"SuperLoss state must be float64 (default) or float32, got {state}: after .half() "
                             "or .to(torch.bfloat16), call .float() (the losses may stay in half precision)")
-        smoothed = self.smoothed_loss if index is not None else None
-        seen = self.seen if index is not None else None
         # Python-level check of the process group: the single-process path has no collective, no sync.
         sync = self.sync and is_distributed()
+        if not sync and not self.fused and _numpy_ok(loss, index, mask, self.loss_sum):
+            out = self._numpy_step(loss, index, mask)  # small CPU batches; checks the index values itself
+            if out is not None:
+                return out
+        keep = None if mask is None else ~mask
+        smoothed = self.smoothed_loss if index is not None else None
+        seen = self.seen if index is not None else None
+        if index is not None:
+            _check_index_values(index, self.num_samples, both_ends=self.fused)
         if self.fused and not sync and loss.device.type not in _FUSED_BROKEN and not torch.compiler.is_compiling():
             step = _compiled_step()
             if step is not None:
@@ -613,6 +734,48 @@ class SuperLoss(nn.Module):
         # kept for .at_cap, computed only when asked (no operation added to the step)
         self._cap_inputs = (loss.detach() if source is None else source, tau, keep)
         return out
+
+    def _numpy_step(self, loss: Tensor, index: Tensor | None, mask: Tensor | None) -> Tensor | None:
+        """The single-process forward in NumPy, for small CPU batches: the same state update and
+        Eqs. 3-4 as the torch code, on views of the buffers (updated in place, no copy); ``None`` when a
+        tensor cannot be viewed (the caller then runs torch's code, nothing changed)."""
+        views = _numpy_views(loss, index, mask)
+        state = self._buffer_views()
+        if views is None or state is None:
+            return None
+        x, idx, kp = views
+        if idx is not None and idx.size:
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.num_samples:
+                raise IndexError(_index_message(self.num_samples, lo, hi))
+        kp = None if kp is None else ~kp
+        loss_sum, count, tau, smoothed, seen = state
+        source = _local_state_numpy(x, idx, kp, smoothed, seen, loss_sum, count, tau, self.tau_mode,
+                                    self.momentum, self.smoothing)
+        t = tau if index is not None else tau.astype(_NP_DTYPE[_compute_dtype(loss.dtype)], copy=False)
+        out, sigma, factor = _superloss_forward_numpy(x, source, t, self.lam, _precision(loss.dtype),
+                                                      self.reduction, kp, loss.dtype)
+        shape = loss.shape
+        self.confidence = torch.from_numpy(sigma.reshape(shape))
+        src = loss.detach() if source is None else torch.from_numpy(source.reshape(shape))
+        keep = None if mask is None else torch.from_numpy(kp.reshape(shape))
+        self._cap_inputs = (src, _tau_for(loss, index, self.tau) if loss.dim() == 0 else self.tau, keep)
+        out = torch.from_numpy(out.reshape(shape) if self.reduction == "none" else out)
+        return _Precomputed.apply(loss, out, torch.from_numpy(factor.reshape(shape)))
+
+    def _buffer_views(self) -> list[np.ndarray | None] | None:
+        """NumPy views of the state buffers, made once and reused while the buffers are the same
+        tensors on the same memory (``.to()`` and ``.float()`` replace them; ``load_state_dict`` copies
+        into them)."""
+        buffers = (self.loss_sum, self.count, self.tau, getattr(self, "smoothed_loss", None), getattr(self, "seen", None))
+        key = tuple((id(b), b.data_ptr()) for b in buffers if b is not None)
+        cached = self._np_state
+        if cached is None or cached[0] != key:
+            views = _numpy_views(*buffers)
+            if views is None:
+                return None
+            cached = self._np_state = (key, buffers, views)  # buffers kept alive: their ids stay theirs
+        return cached[2]
 
     def _synced_state(self, loss: Tensor, index: Tensor | None, keep: Tensor | None) -> tuple[Tensor | None, Tensor]:
         """The state update of a process group's rank: the global batch's, as one process would make it."""
