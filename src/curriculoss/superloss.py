@@ -463,6 +463,8 @@ def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray
     """:func:`_local_state` in NumPy on views of the buffers (1-D ``x``, ``index``, ``keep``); updates
     them in place and returns the smoothed source (``None`` without smoothing). Gathers come first, so
     an out-of-range index fails with the state untouched."""
+    if mode == "fixed" and index is None:
+        return None  # nothing to update
     state = loss_sum.dtype.type
     valid = np.isfinite(x)
     if keep is not None:
@@ -756,10 +758,12 @@ class SuperLoss(nn.Module):
         out, sigma, factor = _superloss_forward_numpy(x, source, t, self.lam, _precision(loss.dtype),
                                                       self.reduction, kp, loss.dtype)
         shape = loss.shape
-        self.confidence = torch.from_numpy(sigma.reshape(shape))
         src = loss.detach() if source is None else torch.from_numpy(source.reshape(shape))
         keep = None if mask is None else torch.from_numpy(kp.reshape(shape))
-        self._cap_inputs = (src, _tau_for(loss, index, self.tau) if loss.dim() == 0 else self.tau, keep)
+        tau_t = self._buffers["tau"]
+        # plain attributes (nn.Module's __setattr__ costs microseconds a call)
+        self.__dict__["confidence"] = torch.from_numpy(sigma.reshape(shape))
+        self.__dict__["_cap_inputs"] = (src, _tau_for(loss, index, tau_t) if loss.dim() == 0 else tau_t, keep)
         out = torch.from_numpy(out.reshape(shape) if self.reduction == "none" else out)
         return _Precomputed.apply(loss, out, torch.from_numpy(factor.reshape(shape)))
 
@@ -767,9 +771,10 @@ class SuperLoss(nn.Module):
         """NumPy views of the state buffers, made once and reused while the buffers are the same
         tensors on the same memory (``.to()`` and ``.float()`` replace them; ``load_state_dict`` copies
         into them)."""
-        buffers = (self.loss_sum, self.count, self.tau, getattr(self, "smoothed_loss", None), getattr(self, "seen", None))
-        key = tuple((id(b), b.data_ptr()) for b in buffers if b is not None)
-        cached = self._np_state
+        b = self._buffers
+        buffers = (b["loss_sum"], b["count"], b["tau"], b.get("smoothed_loss"), b.get("seen"))
+        key = tuple((id(t), t.data_ptr()) for t in buffers if t is not None)
+        cached = self.__dict__["_np_state"]
         if cached is None or cached[0] != key:
             views = _numpy_views(*buffers)
             if views is None:
