@@ -179,54 +179,76 @@ def _compiled_forward():
 _NUMPY_BELOW = 8192
 
 
+@functools.lru_cache(maxsize=None)
+def _numpy_constants(dtype: np.dtype, precision: torch.dtype, scaled: bool) -> tuple[np.ndarray, ...]:
+    """The constants of :func:`_w_plus_one_numpy` as 0-d arrays of ``dtype``: NumPy multiplies an
+    array by a 0-d array of its own dtype in about half the time it takes with a Python float."""
+    c, a, k, b = _START[precision]
+    scale = _start_scale(precision) if scaled else 1.0
+    values = (c * math.sqrt(2.0), a, -k, b, _INV_2E * scale, -_INV_2E * scale, -0.5)
+    return tuple(np.array(v, dtype=dtype) for v in values)
+
+
 def _w_plus_one_numpy(hd: np.ndarray, precision: torch.dtype, scaled: bool = False) -> np.ndarray:
     """:func:`_w_plus_one` in NumPy, step for step (in place where torch's code allocates): ``hd`` is the
     clamped ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), a 1-D float32 or float64
     array; the arithmetic is ``hd``'s, the constants and step count ``precision``'s."""
-    dt = hd.dtype.type
-    c, a, k, b = _START[precision]
-    scale = _start_scale(precision) if scaled else 1.0
+    c, a, mk, b, inv_2e, minus_inv_2e, minus_half = _numpy_constants(hd.dtype, precision, scaled)
     q = np.sqrt(hd)
     if not scaled:
-        q *= dt(c * math.sqrt(2.0))
+        q *= c
     np.log1p(q, out=q)
     t = np.log1p(q)
     t *= q
-    t /= q + dt(b)
-    v = q * dt(a)
-    v -= dt(k) * t
+    t /= q + b
+    v = q * a
+    t *= mk
+    v += t
     for _ in range(_iterations(precision)):
         em = np.expm1(v)
-        vs = v * dt(_INV_2E * scale)
+        vs = v * inv_2e
         den = vs * em
         den += vs  # f'/(2e)
-        f = em * dt(-_INV_2E * scale)
+        f = em * minus_inv_2e
         f += den
         f -= hd  # f/(2e)
         t = f / v
         t += f
-        den -= dt(0.5) * t  # f' - f (v + 1) / (2v)
+        t *= minus_half
+        den += t  # f' - f (v + 1) / (2v)
         f /= den
         v -= f
     return v
 
 
+@functools.lru_cache(maxsize=None)
+def _lambertw_constants(dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """:func:`_lambertw_numpy`'s constants as 0-d arrays of ``dtype`` (see :func:`_numpy_constants`)."""
+    prec = torch.float64 if dtype == np.float64 else torch.float32
+    hi, lo, tol = _split_inv_e(prec)
+    low, high = _half_delta_bounds(prec)
+    tiny = 2.0 ** -53 if prec == torch.float64 else 2.0 ** -24
+    return tuple(np.array(v, dtype=dtype) for v in (0.5, 0.5 * hi, 0.5 * lo, low, high, 1.0, tiny, -0.5 * tol))
+
+
 def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
     """:func:`_lambertw_forward` in NumPy, step for step, for float32 or float64 ``x``."""
     shape, x = x.shape, x.reshape(-1)  # 1-D: NumPy turns 0-d results into scalars, which copyto cannot fill
-    dt = x.dtype.type
-    prec = torch.float64 if x.dtype == np.float64 else torch.float32
-    hi, lo, tol = _split_inv_e(prec)
-    low, high = _half_delta_bounds(prec)
+    half, half_hi, half_lo, low, high, one, tiny, floor = _lambertw_constants(x.dtype)
     with np.errstate(all="ignore"):  # NaN and inf inputs flow through as in torch
-        half_delta = x * dt(0.5)
-        half_delta += dt(0.5 * hi)
-        half_delta += dt(0.5 * lo)
-        v = _w_plus_one_numpy(np.clip(half_delta, dt(low), dt(high)), prec)
-        v -= dt(1.0)  # W
-        np.copyto(v, x, where=np.abs(x) < dt(2.0 ** -53 if prec == torch.float64 else 2.0 ** -24))
-        np.copyto(v, x, where=x == np.inf)
-        np.copyto(v, dt(np.nan), where=~(half_delta >= dt(-0.5 * tol)))
+        half_delta = x * half
+        half_delta += half_hi
+        half_delta += half_lo
+        v = _w_plus_one_numpy(np.minimum(np.maximum(half_delta, low), high),
+                              torch.float64 if x.dtype == np.float64 else torch.float32)
+        v -= one  # W
+        # Special values (tiny, +inf, below the domain, NaN) are rare: one test for all of them (host
+        # memory: the branch waits for no device).
+        magnitude = np.abs(x)
+        if not ((magnitude >= tiny) & (magnitude < np.inf) & (half_delta >= floor)).all():
+            np.copyto(v, x, where=magnitude < tiny)
+            np.copyto(v, x, where=x == np.inf)
+            np.copyto(v, np.nan, where=~(half_delta >= floor))
     return v.reshape(shape)
 
 
