@@ -165,6 +165,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
     (["--lr", "inf"], "--lr"), (["--weight-decay", "-1e-4"], "--weight-decay"), (["--lam", "0"], "--lam"),
     (["--imae-T", "360"], "--imae-T"), (["--dp-instance-lr", "-1"], "--dp-instance-lr"),
     (["--dp-class-lr", "nan"], "--dp-class-lr"), (["--tau", "nan"], "--tau"),
+    (["--dp-instance-weight-decay", "-1"], "--dp-instance-weight-decay"),
+    (["--dp-class-weight-decay", "inf"], "--dp-class-weight-decay"),
 ])
 def test_non_finite_or_negative_rates_are_refused(tmp_path, capsys, argv, flag):
     # The reproduction: `train --lr nan` exited 0 with best accuracy 0.1; --lr 1e300 ended in a traceback.

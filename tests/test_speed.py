@@ -22,8 +22,8 @@ BUDGET_SUPERLOSS_AVG_SMOOTHING = 52  # CE + SuperLoss(avg, N), forward + backwar
 BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau), torch's code (81)
 # The same on a small CPU batch, which takes the NumPy copy: what is left are CE's 5, the views' and
 # from_numpy's metadata operations (no kernel), the autograd node and the backward's multiplication.
-BUDGET_SUPERLOSS_AVG_SMOOTHING_NUMPY = 23
-BUDGET_SUPERLOSS_FIXED_NUMPY = 23
+BUDGET_SUPERLOSS_AVG_SMOOTHING_NUMPY = 21
+BUDGET_SUPERLOSS_FIXED_NUMPY = 14
 BUDGET_LAMBERTW_FLOAT32 = 28  # lambertw forward (61)
 BUDGET_DATA_PARAMETERS_INSTANCE = 43  # CE on DataParameters(level='instance') + SparseSGD.step (55)
 BUDGET_IMAE = 21  # imae (authors' variant) forward + backward on (128, 10) logits (26 after the coordinator's rewrite)
