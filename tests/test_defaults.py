@@ -35,7 +35,7 @@ def test_data_parameter_defaults_and_flags_reach_the_optimizer():
     method = build_method("data-params", options, num_classes=10, num_samples=100)
     (group,) = method.make_optimizer().param_groups  # instance level: the instance parameters only
     assert (group["lr"], group["weight_decay"]) == (1.0, 0.0)
-    options = _cfg("--method", "data-params", "--dp-level", "joint", "--dp-instance-lr", "3",
+    options = _cfg("--method", "data-params", "--dp-level", "joint", "--dp-instance-lr", "0.5",
                    "--dp-instance-weight-decay", "1e-3", "--dp-class-weight-decay", "2e-3").options
     groups = build_method("data-params", options, num_classes=10, num_samples=100).make_optimizer().param_groups
-    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 2e-3), (3.0, 1e-3)]
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 2e-3), (0.5, 1e-3)]
