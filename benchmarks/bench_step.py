@@ -6,7 +6,10 @@ every variant times the same weights (see ``make``). All variants run interleave
 rotated every round; each ratio is the median of the per-round ratios (variant / CE within a round)
 with a 95 % bootstrap interval over the rounds. Beside each timing: the top-level ``aten::``
 operations of the loss part (loss forward + backward on fixed logits, plus the data-parameter step),
-counted with ``torch.profiler``: the figure that does not depend on the machine's load.
+counted with ``torch.profiler``: the figure that does not depend on the machine's load. Then the loss
+part's own time, called back to back and right after a forward of the model: on this machine code that
+runs after the convolutions runs several times slower than in a tight loop (caches), which is why the
+step ratio is larger than the loss part's warm time suggests.
 
 Variants: SuperLoss (tau='avg', per-sample smoothing over N = 60,000) eager (on these CPU batches the
 NumPy copy; ``superloss_torch``: torch's operations, as on a GPU) and, with ``--fused``,
@@ -19,6 +22,7 @@ command line's default) and the joint curriculum, N = 60,000; IMAE (T = 8).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from typing import Callable
@@ -106,10 +110,27 @@ def main() -> None:
                 extra.step()
         return step, part
 
+    def cold_and_warm(part: Callable[[], None], rounds: int = 200) -> tuple[float, float]:
+        """Median microseconds of the loss part right after a forward of the model (as in a training
+        step: the convolutions have just run) and called back to back (warm caches)."""
+        probe = LeNet5(1, 10, 28)
+        cold, warm = [], []
+        for _ in range(rounds):
+            with torch.no_grad():
+                probe(x)
+            t0 = time.perf_counter()
+            part()
+            t1 = time.perf_counter()
+            part()
+            cold.append(t1 - t0)
+            warm.append(time.perf_counter() - t1)
+        return 1e6 * statistics.median(cold), 1e6 * statistics.median(warm)
+
     kinds = ["ce", "superloss", "superloss_torch", *(["superloss_fused"] if args.fused else []), "dp_instance", "dp_joint", "imae"]
-    steps, ops = {}, {}
+    steps, ops, parts = {}, {}, {}
     for kind in kinds:
         step, part = make(kind)
+        parts[kind] = part
         t0 = time.perf_counter()
         step()
         first = time.perf_counter() - t0
@@ -132,6 +153,13 @@ def main() -> None:
         goal = GOALS[kind]
         verdict = "met" if r.high <= goal else ("NOT met" if r.low > goal else "undecided (CI straddles it)")
         print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | <= {goal:.2f}x: {verdict} |")
+    print("\nThe loss part alone (forward + backward on fixed logits, + the data-parameter step), median us:")
+    print("| variant | back to back | right after a forward of the model | extra over CE, after the model |")
+    print("|---|---|---|---|")
+    timed = {kind: cold_and_warm(parts[kind]) for kind in kinds}
+    for kind in kinds:
+        cold, warm = timed[kind]
+        print(f"| {kind} | {warm:.0f} | {cold:.0f} | {cold - timed['ce'][0]:.0f} |")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ solved in place, the state updated with single operations): 52 top-level torch o
 ``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
 and the index check's 2 included. On the CPU, batches below 8,192 entries (``lambertw``'s
 ``_NUMPY_BELOW``) take a NumPy copy of the same steps on views of the same memory, at about a fifth of
-torch's dispatch cost per operation (23 torch operations left, most of them the views' metadata);
+torch's dispatch cost per operation (21 torch operations left, most of them the views' metadata);
 ``tests/test_speed.py`` keeps both budgets and every SuperLoss test runs on both evaluations.
 ``fused=True`` runs the whole step as one ``torch.compile``'d kernel.
 
