@@ -7,8 +7,8 @@ initialisation (the defaults grid's five collapsed cells, README "Defaults").
 Each cell is one ``curriculoss train`` run with the command line's defaults but for the flags swept, on
 ``digits`` and ``digits-moved`` (bench_defaults.py's rotated and shifted digits), LeNet-5, 0 % and
 40 % symmetric noise; it prints the final test accuracy per seed (``*``: collapsed, as the grid counts
-it) and the mean. ``--init he`` trains :func:`lenet_he`, LeNet-5 with He (Kaiming normal, fan-in, ReLU)
-weights and zero biases instead of PyTorch's default layer initialisation, through ``--model``.
+it) and the mean. ``--init torch`` trains ``lenet-torchinit`` (PyTorch's default layer initialisation,
+the command line's LeNet-5 before it became He-initialised) instead of ``lenet``.
 """
 from __future__ import annotations
 
@@ -24,27 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_defaults import cli_config, collapsed, make_data, run_all  # noqa: E402
 
 
-def lenet_he(num_classes: int):
-    """LeNet-5 for 8x8 single-channel images, He-initialised (a ``--model`` factory)."""
-    import torch.nn as nn
-
-    from curriculoss.harness.models import LeNet5
-
-    model = LeNet5(1, num_classes, image_size=8)
-    for layer in model.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
-    return model
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["mae", "gce", "ce"])
     parser.add_argument("--lrs", nargs="+", default=["0.03"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--warmup", default="0")
-    parser.add_argument("--init", choices=["default", "he"], default="default")
+    parser.add_argument("--init", choices=["he", "torch"], default="he",
+                        help="LeNet-5's initialisation: he (the command line's lenet) or torch (lenet-torchinit)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 100'")
     parser.add_argument("--out", default="runs/probe_bounded")
@@ -52,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
     data = make_data(out / "data", None)
-    model = "probe_bounded_losses:lenet_he" if args.init == "he" else "lenet"
+    model = "lenet" if args.init == "he" else "lenet-torchinit"
     jobs, keys = [], []
     for name in ("digits", "digits-moved"):
         dataset, data_dir, _ = data[name]
