@@ -142,7 +142,7 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
 
 
 @functools.lru_cache(maxsize=64)
-def _numpy_constants(dtype: np.dtype, precision: torch.dtype, lam: float) -> tuple[np.ndarray, ...]:
+def _superloss_numpy_constants(dtype: np.dtype, precision: torch.dtype, lam: float) -> tuple[np.ndarray, ...]:
     """:func:`_superloss_forward_numpy`'s constants as 0-d arrays of ``dtype`` (NumPy's arithmetic with
     them costs about half of that with Python floats)."""
     s = _start_scale(precision)
@@ -160,7 +160,7 @@ def _superloss_forward_numpy(x: np.ndarray, source: np.ndarray | None, tau: np.n
     with np.errstate(all="ignore"):  # NaN and inf losses flow through as in torch
         diff = x - tau
         src = diff if source is None else source - tau
-        slope, offset, low, high, one, lam_c = _numpy_constants(src.dtype, precision, lam)
+        slope, offset, low, high, one, lam_c = _superloss_numpy_constants(src.dtype, precision, lam)
         half_delta = src * slope
         half_delta += offset
         np.minimum(np.maximum(half_delta, low, out=half_delta), high, out=half_delta)
