@@ -192,7 +192,7 @@ def _superloss_forward_numpy(x: np.ndarray, source: np.ndarray | None, tau: np.n
 def _numpy_views(*tensors: Tensor | None) -> list[np.ndarray | None] | None:
     """1-D NumPy views of these CPU tensors (detached, no copy), or ``None`` when one cannot be viewed
     (e.g. a tensor of torch.func's transforms): the caller then runs torch's code."""
-    try:
+    try:  # CPU memory only (callers check _numpy_ok): a view, no copy and no device to wait for
         return [None if t is None else t.detach().numpy().reshape(-1) for t in tensors]
     except (RuntimeError, TypeError):
         return None
@@ -460,7 +460,7 @@ def _fused_step(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, m
     return out, sigma, factor, source, tau
 
 
-_NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+_NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}  # the dtypes computed in
 
 
 def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray | None,

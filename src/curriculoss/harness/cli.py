@@ -32,14 +32,22 @@ def _rate(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(low: int, wording: str):
+    """An argparse type: an integer >= ``low``; ``wording`` says what was expected."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool = False):
@@ -80,16 +88,6 @@ def _milestones(text: str) -> list[int]:
     if not values or any(v < 1 for v in values) or values != sorted(set(values)):
         raise argparse.ArgumentTypeError(f"expected increasing positive epochs such as '60,120,160', got {text!r}")
     return values
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _tau(text: str) -> str:
