@@ -23,7 +23,8 @@ cell that collapsed (``diverged`` in its results, or final accuracy at chance) i
 training set and is scored on the other 20 % with labels carrying the same 40 % noise (as ``curriculoss
 reproduce --tune`` does), seed 100; per model, the learning rate with the best mean final validation
 accuracy over every data set and method wins among the candidates with the fewest collapsed runs
-(diverged, or final accuracy at chance); then the data parameters' instance learning rate, at that
+(diverged, or final accuracy at chance), and every method is run again at that rate on
+``CHECK_SEEDS`` (a collapse there is reported); then the data parameters' instance learning rate, at that
 learning rate, by the same rule, where the collapsed runs also count those of a longer-training check:
 each candidate trained ``LONG_EPOCHS`` epochs with LeNet-5 on the clean training labels of ``digits``
 and ``digits-moved`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
@@ -49,6 +50,7 @@ RATES = [0.0, 0.4]
 LR_CANDIDATES = [0.1, 0.03, 0.01]
 DP_INSTANCE_LR_CANDIDATES = [0.1, 1.0, 10.0]
 LONG_EPOCHS = 100  # the data parameters' longer-training check (see --select)
+CHECK_SEEDS = (100, 101, 102)  # every method at its model's chosen rate, on these seeds too (see --select)
 
 
 def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[str]]]:
@@ -158,7 +160,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
         splits[name] = str(_validation_split(base, out / "select" / name, 0.2))
 
     def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]], rate: float = rate,
-             only: set[str] | None = None, names: set[str] | None = None):
+             only: set[str] | None = None, names: set[str] | None = None, run_seed: int = seed):
         jobs, keys = [], []
         for name, (_, _, models) in data.items():
             if names is not None and name not in names:
@@ -168,12 +170,14 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
                     continue
                 for label, extra in variants:
                     for method in methods:
-                        cfg = cli_config("npz", splits[name], model, method, rate, seed,
+                        cfg = cli_config("npz", splits[name], model, method, rate, run_seed,
                                          [*extra_per_model.get(model, []), *extra, *epochs_flag])
                         lr = "".join(extra_per_model.get(model, [])[1:])
                         folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
                         if rate != 0.4:
                             folder = out / "select" / f"rate{rate:g}" / name / model / label / method
+                        if run_seed != seed:
+                            folder = folder.parent / f"{method}_seed{run_seed}"
                         jobs.append((cfg, str(folder)))
                         keys.append((name, model, label, method))
         return dict(zip(keys, run_all(jobs, n_jobs)))
@@ -215,6 +219,20 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
                 continue
             lines.append(f"| {model} | {lr:g} | {100 * mean:.2f} | {worst[3]} on {worst[0]}: {100 * wv:.1f} | {bad} | "
                          f"{'**yes**' if lr == chosen_lr[model] else ''} |")
+    # Every method at its model's chosen rate on CHECK_SEEDS (one seed cannot tell a fragile method), at
+    # 40 % noise, and at 0 % for the models selected there: a collapse here is reported, not hidden.
+    lines += ["", f"## Every method at the chosen rates, seeds {', '.join(map(str, CHECK_SEEDS))}", ""]
+    check = {}
+    for model in models:
+        variant = [(f"lr{chosen_lr[model]:g}", ["--lr", str(chosen_lr[model])])]
+        for s in CHECK_SEEDS:
+            check.update({(*k, s): v for k, v in grid({}, METHODS, variant, only={model}, run_seed=s).items()})
+            if model in zero_noise:
+                check.update({(*k, "@0", s): v for k, v in
+                              grid({}, METHODS, variant, rate=0.0, only={model}, run_seed=s).items()})
+    bad = [f"{k[3]} on {k[1]}, {k[0]}{' (0 % noise)' if '@0' in k else ''}, seed {k[-1]}: {100 * v['final']:.1f} %"
+           for k, v in check.items() if collapsed(v)]
+    lines.append(f"{len(check)} runs, {len(bad)} collapsed" + (": " + "; ".join(bad) if bad else "."))
     per_model = {m: ["--lr", str(chosen_lr[m])] for m in models}
     dp_runs = grid(per_model, ["data-params"], [(f"dpi{v:g}", ["--dp-instance-lr", str(v)]) for v in DP_INSTANCE_LR_CANDIDATES])
     lines += ["", "## Data parameters: instance learning rate (at the chosen learning rates)", "",
