@@ -26,8 +26,8 @@ accuracy over every data set and method wins among the candidates with the fewes
 (diverged, or final accuracy at chance), and every method is run again at that rate on
 ``CHECK_SEEDS`` (a collapse there is reported); then the data parameters' instance learning rate, at that
 learning rate, by the same rule, where the collapsed runs also count those of a longer-training check:
-each candidate trained ``LONG_EPOCHS`` epochs with LeNet-5 on the clean training labels of ``digits``
-and ``digits-moved`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
+each candidate trained ``LONG_EPOCHS`` epochs with each model on the clean training labels of
+``digits`` and ``digits-moved`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
 instance parameter to the clamp when the learning rate stays high for longer). Results in
 ``OUT/selection.md``.
 """
@@ -175,7 +175,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
                         lr = "".join(extra_per_model.get(model, [])[1:])
                         folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
                         if rate != 0.4:
-                            folder = out / "select" / f"rate{rate:g}" / name / model / label / method
+                            folder = out / "select" / f"rate{rate:g}" / name / model / (f"lr{lr}_{label}" if lr else label) / method
                         if run_seed != seed:
                             folder = folder.parent / f"{method}_seed{run_seed}"
                         jobs.append((cfg, str(folder)))
@@ -236,18 +236,15 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     per_model = {m: ["--lr", str(chosen_lr[m])] for m in models}
     dp_runs = grid(per_model, ["data-params"], [(f"dpi{v:g}", ["--dp-instance-lr", str(v)]) for v in DP_INSTANCE_LR_CANDIDATES])
     lines += ["", "## Data parameters: instance learning rate (at the chosen learning rates)", "",
-              f"| instance lr | mean final val. acc (%) | collapsed runs | LeNet-5, {LONG_EPOCHS} epochs, clean "
+              f"| instance lr | mean final val. acc (%) | collapsed runs | {LONG_EPOCHS} epochs, clean "
               "labels: final val. acc (%) | collapsed, all | chosen |", "|---|---|---|---|---|---|"]
-    long_runs = {}
-    if "lenet" in per_model:
-        long_runs = grid({"lenet": per_model["lenet"]}, ["data-params"],
-                         [(f"dpi{v:g}_long", ["--dp-instance-lr", str(v), "--epochs", str(LONG_EPOCHS)])
-                          for v in DP_INSTANCE_LR_CANDIDATES], rate=0.0, only={"lenet"},
-                         names={"digits", "digits-moved"})
+    long_runs = grid(per_model, ["data-params"],
+                     [(f"dpi{v:g}_long", ["--dp-instance-lr", str(v), "--epochs", str(LONG_EPOCHS)])
+                      for v in DP_INSTANCE_LR_CANDIDATES], rate=0.0, names={"digits", "digits-moved"})
     scores = {}
     for v in DP_INSTANCE_LR_CANDIDATES:
         cells = [r for k, r in dp_runs.items() if k[2] == f"dpi{v:g}"]
-        long = {k[0]: r for k, r in long_runs.items() if k[2] == f"dpi{v:g}_long"}
+        long = {f"{k[1]} {k[0]}": r for k, r in long_runs.items() if k[2] == f"dpi{v:g}_long"}
         bad = sum(collapsed(c) for c in cells) + sum(collapsed(c) for c in long.values())
         scores[v] = (float(np.mean([c["final"] for c in cells])), sum(collapsed(c) for c in cells), long, bad)
     best = min(DP_INSTANCE_LR_CANDIDATES, key=lambda v: (scores[v][3], -scores[v][0]))
@@ -309,8 +306,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
     parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
     parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
-    parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03"], metavar="MODEL:LR,LR",
-                        help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03)")
+    parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
+                        help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)

@@ -28,7 +28,7 @@ __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet",
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
 #: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
-DEFAULT_LR = {"mlp": 0.03, "lenet": 0.03, "lenet-torchinit": 0.03, "resnet20": 0.1, "resnet32": 0.1}
+DEFAULT_LR = {"mlp": 0.03, "lenet": 0.01, "lenet-torchinit": 0.03, "resnet20": 0.1, "resnet32": 0.1}
 
 
 def default_lr(name: str) -> float:
