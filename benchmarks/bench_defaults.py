@@ -26,14 +26,15 @@ accuracy over every data set and method wins among the candidates with the fewes
 (diverged, or final accuracy at chance), and every method is run again at that rate on
 ``CHECK_SEEDS`` (a collapse there is reported); then the data parameters' instance learning rate, at that
 learning rate, by the same rule, where the collapsed runs also count those of a longer-training check:
-each candidate trained ``LONG_EPOCHS`` epochs with each model on the clean training labels of
-``digits`` and ``digits-moved`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
+each candidate trained ``LONG_EPOCHS`` epochs on every data set and model, with clean and with 40 %
+noisy training labels, on ``CHECK_SEEDS`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
 instance parameter to the clamp when the learning rate stays high for longer). Results in
 ``OUT/selection.md``.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -236,22 +237,29 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     per_model = {m: ["--lr", str(chosen_lr[m])] for m in models}
     dp_runs = grid(per_model, ["data-params"], [(f"dpi{v:g}", ["--dp-instance-lr", str(v)]) for v in DP_INSTANCE_LR_CANDIDATES])
     lines += ["", "## Data parameters: instance learning rate (at the chosen learning rates)", "",
-              f"| instance lr | mean final val. acc (%) | collapsed runs | {LONG_EPOCHS} epochs, clean "
-              "labels: final val. acc (%) | collapsed, all | chosen |", "|---|---|---|---|---|---|"]
-    long_runs = grid(per_model, ["data-params"],
-                     [(f"dpi{v:g}_long", ["--dp-instance-lr", str(v), "--epochs", str(LONG_EPOCHS)])
-                      for v in DP_INSTANCE_LR_CANDIDATES], rate=0.0, names={"digits", "digits-moved"})
+              f"| instance lr | mean final val. acc (%) | collapsed runs | {LONG_EPOCHS}-epoch check: mean final val. acc, "
+              "clean / 40 % noisy training labels (%) | its worst run (%) | collapsed, all | chosen |",
+              "|---|---|---|---|---|---|---|"]
+    long_variants = [(f"dpi{v:g}_long", ["--dp-instance-lr", str(v), "--epochs", str(LONG_EPOCHS)])
+                     for v in DP_INSTANCE_LR_CANDIDATES]
+    long_runs = {}
+    for long_rate, s in itertools.product((0.0, rate), CHECK_SEEDS):  # clean labels, and the noisy ones DP is for
+        long_runs.update({(*k, long_rate, s): v for k, v in
+                          grid(per_model, ["data-params"], long_variants, rate=long_rate, run_seed=s).items()})
     scores = {}
     for v in DP_INSTANCE_LR_CANDIDATES:
         cells = [r for k, r in dp_runs.items() if k[2] == f"dpi{v:g}"]
-        long = {f"{k[1]} {k[0]}": r for k, r in long_runs.items() if k[2] == f"dpi{v:g}_long"}
+        long = {k: r for k, r in long_runs.items() if k[2] == f"dpi{v:g}_long"}
         bad = sum(collapsed(c) for c in cells) + sum(collapsed(c) for c in long.values())
         scores[v] = (float(np.mean([c["final"] for c in cells])), sum(collapsed(c) for c in cells), long, bad)
     best = min(DP_INSTANCE_LR_CANDIDATES, key=lambda v: (scores[v][3], -scores[v][0]))
     for v in DP_INSTANCE_LR_CANDIDATES:
         mean, bad, long, total = scores[v]
-        longs = ", ".join(f"{name} {100 * r['final']:.1f}{' (collapsed)' if collapsed(r) else ''}" for name, r in long.items())
-        lines.append(f"| {v:g} | {100 * mean:.2f} | {bad} | {longs} | {total} | {'**yes**' if v == best else ''} |")
+        by_rate = [100 * np.mean([r["final"] for k, r in long.items() if k[4] == lr]) for lr in (0.0, rate)]
+        k = min(long, key=lambda k: long[k]["final"])
+        worst = f"{k[1]} {k[0]} {k[4]:.0%} seed {k[5]}: {100 * long[k]['final']:.1f}{' (collapsed)' if collapsed(long[k]) else ''}"
+        lines.append(f"| {v:g} | {100 * mean:.2f} | {bad} | {by_rate[0]:.2f} / {by_rate[1]:.2f} | {worst} | {total} | "
+                     f"{'**yes**' if v == best else ''} |")
     lines += ["", f"Chosen: lr {chosen_lr}, data-parameter instance lr {best:g} "
               f"({(time.perf_counter() - t0) / 60:.1f} min)."]
     (out / "selection.md").write_text("\n".join(lines) + "\n")

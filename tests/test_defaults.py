@@ -27,14 +27,14 @@ def test_superloss_step_defaults_to_normalised():
 
 def test_data_parameter_defaults_and_flags_reach_the_optimizer():
     """The command line's data-parameter defaults are the library harness's (instance level, instance lr
-    10, weight decay per occurrence), and each flag lands in the SparseSGD's parameter groups."""
+    1, weight decay per occurrence), and each flag lands in the SparseSGD's parameter groups."""
     from curriculoss.harness.methods import MethodOptions, build_method
 
     options = _cfg("--method", "data-params").options
     assert options == MethodOptions(sl_normalise=True, smoothing=0.9)
     method = build_method("data-params", options, num_classes=10, num_samples=100)
     (group,) = method.make_optimizer().param_groups  # instance level: the instance parameters only
-    assert (group["lr"], group["weight_decay"]) == (10.0, 0.0)
+    assert (group["lr"], group["weight_decay"]) == (1.0, 0.0)
     options = _cfg("--method", "data-params", "--dp-level", "joint", "--dp-instance-lr", "0.5",
                    "--dp-instance-weight-decay", "1e-3", "--dp-class-weight-decay", "2e-3").options
     groups = build_method("data-params", options, num_classes=10, num_samples=100).make_optimizer().param_groups
