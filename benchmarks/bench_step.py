@@ -79,6 +79,8 @@ def main() -> None:
         """(training step, loss part alone on fixed logits) for one variant."""
         torch.manual_seed(0)
         model = LeNet5(1, 10, 28)
+        # its output layer starts at zero: drawn here, so that the logits, and the losses, vary by sample
+        torch.nn.init.kaiming_normal_(model.fc3.weight, nonlinearity="linear")
         # lr 0: SGD's arithmetic is unchanged but the weights stay where they start, so every variant
         # times the same model. Trained, the variants' models drift apart and their own cost with them
         # (a weighted CE whose weights were random ran 0.90x plain CE), which is no cost of the loss.
