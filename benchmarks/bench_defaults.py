@@ -24,12 +24,12 @@ training set and is scored on the other 20 % with labels carrying the same 40 % 
 reproduce --tune`` does), seed 100; per model, the learning rate with the best mean final validation
 accuracy over every data set and method wins among the candidates with the fewest collapsed runs
 (diverged, or final accuracy at chance), and every method is run again at that rate on
-``CHECK_SEEDS`` (a collapse there is reported); then the data parameters' instance learning rate, at that
-learning rate, by the same rule, where the collapsed runs also count those of a longer-training check:
-each candidate trained ``LONG_EPOCHS`` epochs on every data set and model, with clean and with 40 %
-noisy training labels, on ``CHECK_SEEDS`` (a rate that moves the parameters fast enough to act in 30 epochs can run every
-instance parameter to the clamp when the learning rate stays high for longer). Results in
-``OUT/selection.md``.
+``CHECK_SEEDS`` (a collapse there is reported); then the data parameters' instance learning rate, at
+that learning rate, by the same rule, where the collapsed runs also count those of a longer-training
+check: each candidate trained ``LONG_EPOCHS`` epochs on every data set and model, with clean and with
+40 % noisy training labels, on ``CHECK_SEEDS`` (a rate that moves the parameters fast enough to act in
+30 epochs can run every instance parameter to the clamp when the learning rate stays high for longer).
+Results in ``OUT/selection.md``.
 """
 from __future__ import annotations
 
