@@ -74,6 +74,7 @@ def main() -> None:
     y = torch.randint(0, 10, (b,))
     gen = torch.Generator().manual_seed(0)
     index = lambda: torch.randint(0, N, (b,), generator=gen)  # noqa: E731
+    w = torch.rand(b, generator=torch.Generator().manual_seed(1)) + 0.5  # the floor variants' fixed weights
 
     def make(kind: str) -> tuple[Callable[[], None], Callable[[], None]]:
         """(training step, loss part alone on fixed logits) for one variant."""
@@ -98,10 +99,8 @@ def main() -> None:
             extra = dp.optimizer(class_lr=0.1, instance_lr=0.1)
             loss_fn = lambda out, i: F.cross_entropy(dp(out, y, i), y)  # noqa: E731
         elif kind == "floor_weighted":  # the cheapest reweighting: per-sample CE times fixed weights
-            w = torch.rand(b, generator=torch.Generator().manual_seed(1)) + 0.5
             loss_fn = lambda out, i: (F.cross_entropy(out, y, reduction="none") * w).mean()  # noqa: E731
         elif kind == "floor_node":  # the same with the weights applied by a Python autograd node, as ours are
-            w = torch.rand(b, generator=torch.Generator().manual_seed(1)) + 0.5
             loss_fn = lambda out, i: _Weighted.apply(F.cross_entropy(out, y, reduction="none"), w).mean()  # noqa: E731
         else:
             loss_fn = lambda out, i: imae(out, y, T=8.0)  # noqa: E731
