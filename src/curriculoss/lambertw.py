@@ -108,17 +108,20 @@ def _expm1_compiled(v: Tensor) -> Tensor:
     return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
 
 
-def _halley(v: Tensor, half_delta: Tensor, compiled: bool = False, scale: float = 1.0) -> Tensor:
+def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Tensor, den: Tensor) -> Tensor:
     """One Halley step for ``f(v) = (v - 1) e^v - e x``, every term divided by ``2e`` so that nothing
     overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``), and multiplied by
-    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same)."""
-    em = _expm1_compiled(v) if compiled else torch.expm1(v)
-    vs = v * (_INV_2E * scale)
-    den = torch.addcmul(vs, vs, em)  # f'/(2e) = v (1 + em) / (2e)
-    f = torch.add(den, em, alpha=-_INV_2E * scale).sub_(half_delta)  # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2
+    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same). ``v`` is
+    updated in place and returned; ``em`` and ``den`` are scratch buffers like ``v`` (on large tensors a
+    new buffer costs more than the arithmetic: its pages are faulted in on first touch)."""
+    em = em.copy_(_expm1_compiled(v)) if compiled else torch.expm1(v, out=em)
+    den = torch.mul(v, _INV_2E * scale, out=den)
+    den.addcmul_(den, em)  # f'/(2e) = v (1 + em) / (2e)
+    # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2, written over em (no longer needed)
+    f = torch.add(den, em, alpha=-_INV_2E * scale, out=em).sub_(half_delta)
     # Halley: v - f / (f' - f f'' / (2 f')), f''/f' = (v + 1)/v; only ratios of f, f' enter.
-    den = torch.addcdiv(den, f, v, value=-0.5).add_(f, alpha=-0.5)  # f' - f (v + 1) / (2v), no f v
-    return torch.addcdiv(v, f, den, value=-1.0)
+    den.addcdiv_(f, v, value=-0.5).add_(f, alpha=-0.5)  # f' - f (v + 1) / (2v), no f v
+    return v.addcdiv_(f, den, value=-1.0)
 
 
 def _start_scale(precision: torch.dtype) -> float:
@@ -142,9 +145,13 @@ def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = Fal
     else:
         scale = 1.0
         q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
-    v = torch.addcdiv(q * a, q * torch.log1p(q), q + b, value=-k)
+    # v0 = a q - k q log1p(q) / (b + q), formed over q's memory; the two temporaries are then the
+    # Halley steps' scratch buffers
+    den = q + b
+    t = torch.log1p(q).mul_(q)
+    v = q.mul_(a).addcdiv_(t, den, value=-k)
     for _ in range(iterations):
-        v = _halley(v, half_delta, compiled, scale)
+        v = _halley(v, half_delta, compiled, scale, t, den)
     return v
 
 
@@ -152,14 +159,18 @@ def _lambertw_forward(x: Tensor, compiled: bool = False) -> Tensor:
     hi, lo, tol = _split_inv_e(x.dtype)
     # (x + 1/e)/2, accurately: x/2 + hi/2 is exact near -1/e (Sterbenz), lo/2 restores the rest.
     half_delta = (x * 0.5).add_(0.5 * hi).add_(0.5 * lo)
-    v = _w_plus_one(half_delta.clamp(*_half_delta_bounds(x.dtype)), x.dtype, compiled)
+    # Within tol below -1/e the clamp gives v = tiny, W = -1. Further below, NaN (and NaN stays NaN
+    # through the clamp and the arithmetic).
+    below = half_delta < -0.5 * tol
+    w = _w_plus_one(half_delta.clamp_(*_half_delta_bounds(x.dtype)), x.dtype, compiled).sub_(1.0)
     # Below 2^-24 (float32) / 2^-53 (float64), W = x - x^2 rounds to x: return x itself (v - 1 would
-    # keep only an absolute accuracy there); +inf was clamped to a finite value inside.
+    # keep only an absolute accuracy there); +inf was clamped to a finite value inside. In place:
+    # on large tensors every new buffer costs more than the arithmetic (its pages are faulted in).
     tiny = 2.0 ** -53 if x.dtype == torch.float64 else 2.0 ** -24
-    w = torch.where(x.abs() < tiny, x, v - 1.0)
-    w = torch.where(x == math.inf, x, w)
-    # Within tol below -1/e the clamp gives v = tiny, W = -1. Further below, and for NaN, NaN.
-    return torch.where(half_delta >= -0.5 * tol, w, math.nan)
+    keep_x = torch.abs(x, out=half_delta) < tiny  # half_delta's memory is no longer needed
+    keep_x |= x == math.inf
+    torch.where(keep_x, x, w, out=w)
+    return w.masked_fill_(below, math.nan)
 
 
 @functools.lru_cache(maxsize=None)
