@@ -112,8 +112,11 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     low, high = _half_delta_bounds(src.dtype)
     half_delta = src.mul(0.25 * s / lam).add_(0.5 * s / math.e).clamp_(low * s, high)
     u = torch.rsub(_w_plus_one(half_delta, precision, compiled, scaled=True), 1.0)
-    sigma = torch.exp(u)
-    return torch.addcmul(diff * sigma, u, u, value=lam), sigma
+    # In place where the buffers allow (on large tensors a new buffer costs more than the arithmetic):
+    # sigma* over half_delta, SL over diff when its dtype is the result's.
+    sigma = torch.exp(u, out=half_delta)
+    sl = diff.mul_(sigma) if diff.dtype == sigma.dtype else diff * sigma
+    return sl.addcmul_(u, u, value=lam), sigma
 
 
 def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
