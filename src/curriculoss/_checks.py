@@ -40,8 +40,12 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     return v
 
 
-def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1) -> Tensor:
-    """Check ``logits`` (B, C) floating and ``target`` (B,) integer; return ``target`` as int64."""
+def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1, values: bool = True) -> Tensor:
+    """Check ``logits`` (B, C) floating and ``target`` (B,) integer; return ``target`` as int64.
+
+    ``values=False`` leaves the range of the values to the caller, whose indexing of the logits by
+    ``target`` (``gather``, which refuses any index outside ``[0, C)``) comes first and calls
+    :func:`check_target_values` when it fails: two operations fewer per call."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not isinstance(target, Tensor):
@@ -62,11 +66,17 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1)
     # Values are checked only where that costs no device synchronisation: CPU tensors (a host read),
     # in eager mode. On accelerators and the meta device the check is skipped, as in torch's own losses
     # on CUDA, which report a bad target asynchronously.
-    if target.device.type == "cpu" and target.numel() > 0 and not torch.compiler.is_compiling():
-        lo, hi = (v.item() for v in torch.aminmax(target))
-        if lo < 0 or hi >= logits.shape[1]:
-            raise ValueError(f"target must hold class indices in [0, {logits.shape[1] - 1}], got values in [{lo}, {hi}]")
+    if values and target.device.type == "cpu" and not torch.compiler.is_compiling():
+        check_target_values(target, logits.shape[1])
     return target if target.dtype == torch.int64 else target.long()
+
+
+def check_target_values(target: Tensor, num_classes: int) -> None:
+    """Class indices in ``[0, num_classes)``: a host read (call it on CPU tensors only)."""
+    if target.numel() > 0:
+        lo, hi = (v.item() for v in torch.aminmax(target))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"target must hold class indices in [0, {num_classes - 1}], got values in [{lo}, {hi}]")
 
 
 def check_class_weights(name: str, weights: Tensor, num_classes: int | None = None) -> None:

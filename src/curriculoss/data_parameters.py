@@ -341,7 +341,12 @@ class DataParameters(nn.Module):
         return None if self.log_instance_sigma is None else self.log_instance_sigma.detach().exp()
 
     # ------------------------------------------------------------------ checks
-    def _check(self, batch: int, target: Tensor | None, index: Tensor | None, num_logits: int | None) -> None:
+    def _check(self, batch: int, target: Tensor | None, index: Tensor | None, num_logits: int | None,
+               gathered: bool = False) -> None:
+        """Metadata, then the values' ranges (see ``check_values``). ``gathered``: the caller gathers
+        the parameters with ``index_select``, which refuses an index out of range on the CPU before
+        anything changes; the CPU range checks (a reduction and two host reads each) are then left to
+        it, and the caller runs this check again without ``gathered`` to name the argument."""
         uses_class = self.log_class_sigma is not None
         uses_inst = self.log_instance_sigma is not None
         _check_index("target", target, batch, required=uses_class)
@@ -349,10 +354,13 @@ class DataParameters(nn.Module):
         k = self.num_classes if self.num_classes is not None else num_logits
         if num_logits is not None and self.num_classes is not None and num_logits != self.num_classes:
             raise ValueError(f"logits must have {self.num_classes} columns (num_classes), got {num_logits}")
-        if k is not None:
-            _check_range("target", target, 0, k, self.check_values)
-        if uses_inst:
-            _check_range("index", index, 0, self.num_instances, self.check_values)
+        force = self.check_values
+        on_cpu = gathered and force is None  # then: is the gather that refuses a bad value on the CPU?
+        if k is not None and not (on_cpu and (not uses_class or self.log_class_sigma.device.type == "cpu")):
+            # (an instance-level forward does not use target: the cross-entropy after it checks it)
+            _check_range("target", target, 0, k, force)
+        if uses_inst and not (on_cpu and self.log_instance_sigma.device.type == "cpu"):
+            _check_range("index", index, 0, self.num_instances, force)
 
     @staticmethod
     def _check_logits(logits: Tensor) -> None:
@@ -383,15 +391,20 @@ class DataParameters(nn.Module):
     def forward(self, logits: Tensor, target: Tensor | None, index: Tensor | None = None) -> Tensor:
         """Logits divided row-wise by ``sigma*_i``: ``logits / sigma*[:, None]`` (Eq. 1 / Sec. 2.2)."""
         self._check_logits(logits)
-        self._check(logits.shape[0], target, index, logits.shape[1])
         wc, wi = self.log_class_sigma, self.log_instance_sigma
         if (not _is_compiling() and torch.is_grad_enabled() and logits.device.type != "meta"
                 and all(w is None or w.requires_grad for w in (wc, wi))):
+            self._check(logits.shape[0], target, index, logits.shape[1], gathered=True)
             # One autograd node with sparse gradients (see _ScaledLogits).
-            out, s = _ScaledLogits.apply(logits, wc, None if wc is None else _on(target, wc),
-                                         wi, None if wi is None else _on(index, wi))
+            try:
+                out, s = _ScaledLogits.apply(logits, wc, None if wc is None else _on(target, wc),
+                                             wi, None if wi is None else _on(index, wi))
+            except IndexError:  # a CPU index_select refused a value: say which argument, and its range
+                self._check(logits.shape[0], target, index, logits.shape[1])
+                raise
             self.last_sigma = s
             return out
+        self._check(logits.shape[0], target, index, logits.shape[1])
         s = self._sigma(target, index)
         if not _is_compiling():
             self.last_sigma = s.detach()

@@ -68,7 +68,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from curriculoss._checks import check_logits_target, check_number, check_reduction, reduce
+from curriculoss._checks import check_logits_target, check_number, check_reduction, check_target_values, reduce
 from curriculoss.distributed import all_reduce_sum, is_distributed
 
 __all__ = ["imae", "IMAE", "sample_weight", "VARIANTS", "NORMALIZATIONS"]
@@ -109,8 +109,15 @@ class _IMAEFunction(torch.autograd.Function):
     def forward(ctx, logits: Tensor, target: Tensor, T: float, reduction: str, eps: float,  # type: ignore[override]
                 normalize: str, sync: bool):
         x = logits.float() if logits.dtype in _LOW_PRECISION else logits
-        # expm1(log p_y) = p_y - 1, accurate as p_y -> 1 where 1 - p_y would cancel
-        py_minus_1 = torch.expm1(torch.log_softmax(x, dim=1).gather(1, target))
+        # expm1(log p_y) = p_y - 1, accurate as p_y -> 1 where 1 - p_y would cancel. The gather refuses
+        # a target outside [0, C) (the values are not checked beforehand: two operations fewer).
+        try:
+            log_py = torch.log_softmax(x, dim=1).gather(1, target)
+        except RuntimeError:
+            if target.device.type == "cpu":
+                check_target_values(target, x.shape[1])
+            raise
+        py_minus_1 = torch.expm1(log_py)
         totals = None
         if normalize == "weights" and sync and is_distributed():
             # The weight sum and the sample count of the global batch, one all_reduce of two numbers; the
@@ -182,7 +189,7 @@ def _resolve_variant(variant: str, eps: float | None, normalize: str | None) -> 
 
 def _imae(logits: Tensor, target: Tensor, T: float, reduction: str, eps: float, normalize: str,
           sync: bool = True) -> Tensor:
-    target = check_logits_target(logits, target, min_classes=2)
+    target = check_logits_target(logits, target, min_classes=2, values=False)
     return _IMAEFunction.apply(logits, target.unsqueeze(1), T, reduction, eps, normalize, bool(sync))
 
 
