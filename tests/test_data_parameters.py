@@ -607,3 +607,33 @@ def test_weight_decay_mode_validation_and_old_checkpoints():
         F.cross_entropy(d(z, y, idx), y).backward()
         o.step()
     torch.testing.assert_close(dp.log_class_sigma, dp2.log_class_sigma, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("wd_mode", ["per_row", "per_sample"])
+@pytest.mark.parametrize("clamp", [None, (-0.3, 0.4)])
+def test_sparse_sgd_with_repeated_rows_matches_row_loop(momentum, wd_mode, clamp):
+    """SparseSGD updates the entries of the sparse gradient as they are (rows repeat where the batch
+    repeats them): checked against a loop over the distinct rows, every option combination."""
+    n, lr, wd = 12, 0.7, 0.05
+    gen = torch.Generator().manual_seed(5)
+    p = torch.nn.Parameter(torch.empty(n, dtype=torch.float64).uniform_(-0.5, 0.5, generator=gen))
+    opt = SparseSGD([p], lr=lr, momentum=momentum, weight_decay=wd, log_clamp=clamp, weight_decay_mode=wd_mode)
+    w, buf = p.detach().clone(), torch.zeros(n, dtype=torch.float64)
+    batches = [torch.tensor([3, 3, 3, 7]), torch.tensor([7, 1, 7, 11, 1]), torch.randint(n, (20,), generator=gen)]
+    for step, idx in enumerate(batches):
+        vals = torch.randn(idx.shape[0], dtype=torch.float64, generator=gen)
+        p.grad = torch.sparse_coo_tensor(idx.unsqueeze(0), vals, (n,))
+        opt.step()
+        for r in sorted(set(idx.tolist())):  # the reference, one distinct row at a time
+            hits = idx == r
+            decay = wd * w[r] * (int(hits.sum()) if wd_mode == "per_sample" else 1)
+            buf[r] = momentum * buf[r] + vals[hits].sum() + decay
+            w[r] = w[r] - lr * buf[r]
+            if clamp is not None:
+                w[r] = w[r].clamp(*clamp)
+        if clamp is not None and step == 0:
+            w.clamp_(*clamp)
+        torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-15)
+        if momentum:
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], buf, rtol=1e-13, atol=1e-15)

@@ -519,7 +519,11 @@ class SparseSGD(torch.optim.Optimizer):
     term is :math:`n_r \lambda w_r`, ``n_r`` the number of entries of row ``r`` in the sparse gradient
     (its occurrences in the mini-batch): the gradient of ``0.5 * wd * sum(w[index] ** 2)`` added to the
     loss, as the Data Parameters reference does; ``'per_row'`` (the constructor's default, standard L2)
-    uses :math:`\lambda w_r`. Cost O(nnz log nnz) per step. A dense gradient is
+    uses :math:`\lambda w_r`. Cost O(nnz) per step: the update runs on the gradient's entries as they
+    are, a row repeated where the mini-batch repeats it, through idempotent gathers and writes (every
+    copy of a row carries the same value) and one ``index_add_`` that sums the row's entries into the
+    momentum buffer (into the parameter without momentum); no sort and no ``unique`` of the rows,
+    except for ``class_grad='class_mean'``, which needs each row's count. A dense gradient is
     accepted too: its non-zero rows are then the present ones (O(N); this is the reference
     implementation's rule, used under ``torch.compile``). ``log_clamp`` projects the updated rows, and
     the whole tensor once at a parameter's first step (see the module docstring of
@@ -579,24 +583,29 @@ class SparseSGD(torch.optim.Optimizer):
                     raise ValueError(f"SparseSGD expects 1-D parameters (one value per row), got shape {tuple(p.shape)}")
 
     @staticmethod
-    def _sparse_rows_and_grad(idx: Tensor, vals: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Present rows, their gradient, and how many entries (samples) each row had."""
+    def _sparse_rows_and_grad(idx: Tensor, vals: Tensor, mode: str) -> tuple[Tensor, Tensor, bool | Tensor]:
+        """The entries of a sparse gradient as the update takes them: (rows, values, True), a row
+        repeated where the gradient repeats it; for ``class_mean``, each row once, its summed gradient
+        rescaled, and its count."""
+        if mode != "class_mean":
+            return idx, vals, True
         rows, inv, counts = torch.unique(idx, sorted=True, return_inverse=True, return_counts=True)
         g = torch.zeros(rows.shape[0], dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
-        if mode == "class_mean":
-            g = g * (idx.shape[0] / counts.to(g.dtype))
-        return rows, g, counts
+        return rows, g * (idx.shape[0] / counts.to(g.dtype)), counts
 
     @staticmethod
-    def _dense_rows_and_grad(grad: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _dense_rows_and_grad(grad: Tensor, mode: str) -> tuple[Tensor, Tensor, bool | Tensor]:
         if mode == "class_mean":
             raise ValueError("class_grad='class_mean' needs the sparse gradient of an eager DataParameters.forward; "
                              "with a dense gradient (e.g. under torch.compile) use optimizer(class_grad='batch_mean')")
         rows = grad.nonzero().squeeze(1)
-        return rows, grad.index_select(0, rows), None
+        return rows, grad.index_select(0, rows), False
 
     @classmethod
-    def _rows_and_grad(cls, grad: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _rows_and_grad(cls, grad: Tensor, mode: str) -> tuple[Tensor, Tensor, bool | Tensor]:
+        """(rows, gradient values, counts): ``counts`` is True for a sparse gradient's entries as they
+        are (rows may repeat), False for a dense gradient's non-zero rows (each once, no counts), and
+        each row's count of entries for ``class_mean``'s unique rows."""
         if grad.is_sparse:
             return cls._sparse_rows_and_grad(grad._indices()[0], grad._values(), mode)
         return cls._dense_rows_and_grad(grad, mode)
@@ -611,7 +620,7 @@ class SparseSGD(torch.optim.Optimizer):
             if p.grad is not None:
                 kinds[i, 0 if p.grad.is_sparse else 1] = 1
         all_reduce_sum(kinds)
-        out: list[tuple[Tensor, Tensor] | None] = []
+        out: list[tuple[Tensor, Tensor, bool | Tensor] | None] = []
         # A CPU table read after a collective (which waits for every rank anyway): the optimizer step of
         # the distributed path only, never a loss's forward or backward.
         for (group, p), (any_sparse, any_dense) in zip(params, kinds.tolist()):
@@ -660,28 +669,50 @@ class SparseSGD(torch.optim.Optimizer):
                     if mom != 0:
                         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 first = state["step"] == 0
-                w = p.index_select(0, rows)
-                d = g if g.dtype == p.dtype else g.to(p.dtype)
-                if wd != 0:
-                    # .get: checkpoints from before the option had per-row decay
-                    if group.get("weight_decay_mode", "per_row") == "per_sample":
-                        if counts is None:
-                            raise ValueError(
-                                "weight_decay_mode='per_sample' counts each row's occurrences in the sparse gradient "
-                                "of an eager DataParameters.forward; with a dense gradient (e.g. under torch.compile) "
-                                "use optimizer(weight_decay_mode='per_row') or a zero weight decay")
-                        d = d + (wd * counts.to(w.dtype)) * w
-                    else:
-                        d = torch.add(d, w, alpha=wd)
-                if mom != 0:
-                    buf = state["momentum_buffer"]
-                    d = buf.index_select(0, rows).mul_(mom).add_(d)
-                    buf.index_copy_(0, rows, d)
-                w = w.add_(d, alpha=-lr)  # w is a fresh gather: updating it in place saves an allocation
-                if clamp is not None:
-                    w = w.clamp_(clamp[0], clamp[1])
-                    if first:
-                        p.clamp_(clamp[0], clamp[1])
-                p.index_copy_(0, rows, w)
+                # .get: checkpoints from before the option had per-row decay
+                self._update(p, state, rows, g, counts, lr, mom, wd, group.get("weight_decay_mode", "per_row"), clamp)
+                if clamp is not None and first:
+                    p.clamp_(clamp[0], clamp[1])
                 state["step"] += 1
         return loss
+
+    @staticmethod
+    def _update(p: Tensor, state: dict, rows: Tensor, g: Tensor, counts: bool | Tensor, lr: float, mom: float,
+                wd: float, wd_mode: str, clamp: tuple[float, float] | None) -> None:
+        """The update of the class docstring on ``rows``, which may repeat (``counts`` True: a sparse
+        gradient's entries, summed per row here). What is written per row (momentum times the buffer,
+        the per-row decay, the new value) is the same for every copy of the row, so writes through
+        repeated rows are well defined; the entries' sum enters through one ``index_add_``."""
+        w = p.index_select(0, rows)
+        d = g if g.dtype == p.dtype else g.to(p.dtype)
+        per_row = False  # the decay once per row, lambda w_r, applied below
+        if wd != 0:
+            if wd_mode != "per_sample":
+                per_row = True
+            elif counts is False:
+                raise ValueError(
+                    "weight_decay_mode='per_sample' counts each row's occurrences in the sparse gradient "
+                    "of an eager DataParameters.forward; with a dense gradient (e.g. under torch.compile) "
+                    "use optimizer(weight_decay_mode='per_row') or a zero weight decay")
+            elif counts is True:  # n_r lambda w_r: lambda w_r with each of the row's entries
+                d = torch.add(d, w, alpha=wd)
+            else:  # class_mean's unique rows and their counts
+                d = d + (wd * counts.to(w.dtype)) * w
+        if mom != 0:
+            buf = state["momentum_buffer"]
+            b = buf.index_select(0, rows).mul_(mom)
+            if per_row:
+                b.add_(w, alpha=wd)
+            buf.index_copy_(0, rows, b)  # mu b_r (+ lambda w_r): the same value for each copy of r
+            buf.index_add_(0, rows, d)  # + the row's entries: b_r = mu b_r + d_r
+            w.add_(buf.index_select(0, rows), alpha=-lr)  # w is a fresh gather: updated in place
+        else:
+            if per_row:
+                p.index_copy_(0, rows, w.mul(1.0 - lr * wd))
+            p.index_add_(0, rows, d, alpha=-lr)
+            if clamp is None:
+                return
+            w = p.index_select(0, rows)
+        if clamp is not None:
+            w.clamp_(clamp[0], clamp[1])
+        p.index_copy_(0, rows, w)
