@@ -171,7 +171,7 @@ class _IMAEFunction(torch.autograd.Function):
         # The authors' direction (p - e_y) / (2 (1 - p_y) + eps), with p_y - 1 taken from expm1 (no
         # cancellation) and p_j from the softmax (accurate even where it is tiny).
         q = torch.softmax(x, dim=1).scatter_(1, t, em)
-        return _as(q.mul_(factor.div_(em.mul(-2.0).add_(ctx.eps))), ctx.input_dtype), None, None, None, None, None, None
+        return _as(q.mul_(factor.div_(torch.rsub(em, ctx.eps, alpha=2.0))), ctx.input_dtype), None, None, None, None, None, None
 
 
 def _resolve_variant(variant: str, eps: float | None, normalize: str | None) -> tuple[float, str]:
