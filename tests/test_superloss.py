@@ -62,6 +62,10 @@ def test_below_the_cap_confidence_is_e():
     sigma32 = superloss_confidence(beta32, 0.0, 1.0)
     assert torch.isfinite(sigma32).all()
     assert torch.allclose(sigma32, torch.full_like(sigma32, E), rtol=1e-5)
+    # At and below the cap, float32 gives float32(e) exactly: the clamp's floor (1e-24, which keeps
+    # torch's float32 expm1 off its slow path below 1e-15) still rounds 1 - v to exactly 1.
+    beta32 = torch.tensor([-2 / E, -1.0, -5.0, -1e6, -1e30], dtype=torch.float32)
+    assert torch.equal(superloss_confidence(beta32, 0.0, 1.0), torch.full_like(beta32, E))
 
 
 def test_gradient_is_the_confidence(dtype, device):

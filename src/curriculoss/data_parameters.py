@@ -95,7 +95,11 @@ Synchronisation and validation
 ``forward`` only reads metadata (shapes, dtypes, devices) except for the range check of ``target``,
 ``index`` and the detection indices, which is done on CPU tensors in eager mode (a host-side
 comparison, no device synchronisation), and skipped on meta tensors, under ``torch.compile`` and on
-accelerators (where it would synchronise; set ``check_values=True`` to force it). Under
+accelerators (where it would synchronise; set ``check_values=True`` to force it). In the training
+forward (eager, gradients on) the CPU check of ``target`` and ``index`` is made by the parameters'
+``index_select`` itself, which refuses a value out of range before anything changes; the check then
+runs to name the argument and its range. A ``target`` that the level does not use (``'instance'``)
+is left to the cross-entropy that follows, which refuses it too. Under
 ``torch.compile`` the gather uses a dense gradient (AOTAutograd cannot trace sparse tensors); the
 optimizer then treats rows with a non-zero gradient as present (the reference's rule, O(N)).
 
