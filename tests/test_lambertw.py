@@ -178,3 +178,18 @@ def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
     assert lambertw(torch.tensor(1.0, dtype=torch.float64)).shape == ()
     assert float(lambertw(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(0.5671432904097838, rel=1e-14)
     assert lambertw(torch.ones(2, 3, dtype=torch.float16)).dtype == torch.float16
+
+
+def test_float32_floor_keeps_expm1_off_its_slow_path():
+    """At the clamp's floor (the branch point, SuperLoss's cap) v = W + 1 stays above 1e-14: torch's
+    float32 expm1 on the CPU is about 8 times slower below about 1e-15 (README, Operation counts),
+    and W = v - 1 still rounds to exactly -1."""
+    import sys
+
+    lw = sys.modules["curriculoss.lambertw"]
+    low, _ = lw._half_delta_bounds(torch.float32)
+    for scaled in (False, True):
+        floor = low * (lw._start_scale(torch.float32) if scaled else 1.0)
+        v = lw._w_plus_one(torch.full((4,), floor, dtype=torch.float32), torch.float32, scaled=scaled)
+        assert (v > 1e-14).all() and (v < 1e-9).all(), v
+        assert torch.equal(v - 1.0, torch.full_like(v, -1.0))
