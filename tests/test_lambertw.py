@@ -193,3 +193,14 @@ def test_float32_floor_keeps_expm1_off_its_slow_path():
         v = lw._w_plus_one(torch.full((4,), floor, dtype=torch.float32), torch.float32, scaled=scaled)
         assert (v > 1e-14).all() and (v < 1e-9).all(), v
         assert torch.equal(v - 1.0, torch.full_like(v, -1.0))
+
+
+def test_torch_func_vmap_and_jacrev():
+    """Under torch.func's transforms (whose batching rules have no out= variants) the eager code works
+    in new buffers: vmap gives the unbatched values and jacrev the derivative exp(-W) / (1 + W)."""
+    x = torch.rand(4, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5 - 0.3
+    torch.testing.assert_close(torch.func.vmap(lambertw)(x), lambertw(x), rtol=1e-13, atol=1e-15)
+    x32 = x.float()
+    torch.testing.assert_close(torch.func.vmap(lambertw)(x32), lambertw(x32), rtol=2e-6, atol=1e-6)
+    w = lambertw(x[0, :6])
+    torch.testing.assert_close(torch.func.jacrev(lambertw)(x[0, :6]), torch.diag(torch.exp(-w) / (1 + w)))

@@ -445,3 +445,11 @@ def test_half_precision_state_is_refused_before_any_change():
         module(torch.rand(4), torch.arange(4))
     for k, v in module.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_confidence_under_torch_func_vmap():
+    """vmap over the confidence (the torch code in new buffers: vmap has no out= variants) gives the
+    unbatched values."""
+    loss = torch.rand(4, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 6
+    torch.testing.assert_close(torch.func.vmap(lambda l: superloss_confidence(l, 1.5, 0.5))(loss),
+                               superloss_confidence(loss, 1.5, 0.5), rtol=1e-12, atol=1e-14)

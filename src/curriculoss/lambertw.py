@@ -113,20 +113,30 @@ def _expm1_compiled(v: Tensor) -> Tensor:
     return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
 
 
-def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Tensor, den: Tensor) -> Tensor:
+def _in_place(compiled: bool = False) -> bool:
+    """Whether the eager code may write into buffers it made (``out=``): on large tensors a new buffer
+    costs more than the arithmetic (its pages are faulted in on first touch). Not under ``torch.func``'s
+    transforms, whose batching rules have no ``out=`` variants (``vmap`` refuses them); compiled
+    graphs take ``out=`` (and the transforms' check is not traced)."""
+    return compiled or torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
+
+
+def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Tensor | None,
+            den: Tensor | None) -> Tensor:
     """One Halley step for ``f(v) = (v - 1) e^v - e x``, every term divided by ``2e`` so that nothing
     overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``), and multiplied by
-    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same). ``v`` is
-    updated in place and returned; ``em`` and ``den`` are scratch buffers like ``v`` (on large tensors a
-    new buffer costs more than the arithmetic: its pages are faulted in on first touch)."""
-    em = em.copy_(_expm1_compiled(v)) if compiled else torch.expm1(v, out=em)
+    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same).
+    ``em`` and ``den``: scratch buffers like ``v``, written over along with ``v`` itself (see
+    :func:`_in_place`), or ``None``: every result a new tensor."""
+    into = v if em is not None else None  # where the new v goes
+    em = _expm1_compiled(v) if compiled else torch.expm1(v, out=em)
     den = torch.mul(v, _INV_2E * scale, out=den)
-    den.addcmul_(den, em)  # f'/(2e) = v (1 + em) / (2e)
-    # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2, written over em (no longer needed)
-    f = torch.add(den, em, alpha=-_INV_2E * scale, out=em).sub_(half_delta)
+    den = torch.addcmul(den, den, em, out=den if into is not None else None)  # f'/(2e) = v (1 + em) / (2e)
+    # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2 (over em, no longer needed)
+    f = torch.add(den, em, alpha=-_INV_2E * scale, out=em if into is not None else None).sub_(half_delta)
     # Halley: v - f / (f' - f f'' / (2 f')), f''/f' = (v + 1)/v; only ratios of f, f' enter.
-    den.addcdiv_(f, v, value=-0.5).add_(f, alpha=-0.5)  # f' - f (v + 1) / (2v), no f v
-    return v.addcdiv_(f, den, value=-1.0)
+    den = torch.addcdiv(den, f, v, value=-0.5, out=den if into is not None else None).add_(f, alpha=-0.5)
+    return torch.addcdiv(v, f, den, value=-1.0, out=into)  # f' - f (v + 1) / (2v) above: no f v
 
 
 def _start_scale(precision: torch.dtype) -> float:
@@ -137,11 +147,12 @@ def _start_scale(precision: torch.dtype) -> float:
     return 2.0 * _START[precision][0] ** 2
 
 
-def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False) -> Tensor:
+def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False,
+                inplace: bool = True) -> Tensor:
     """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), already
     clamped to a positive finite range (see :func:`_half_delta_bounds`), accurate to the contract of
     ``precision`` (float32 or float64; the arithmetic is that of ``half_delta``, which may be more
-    precise)."""
+    precise). ``inplace``: work in the buffers it makes (see :func:`_in_place`)."""
     c, a, k, b = _START[precision]
     iterations = _iterations(precision)
     if scaled:  # sqrt(2 c^2 hd) = c sqrt(2 hd)
@@ -154,9 +165,9 @@ def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = Fal
     # Halley steps' scratch buffers
     den = q + b
     t = torch.log1p(q).mul_(q)
-    v = q.mul_(a).addcdiv_(t, den, value=-k)
+    v = torch.addcdiv(q.mul_(a), t, den, value=-k, out=q if inplace else None)
     for _ in range(iterations):
-        v = _halley(v, half_delta, compiled, scale, t, den)
+        v = _halley(v, half_delta, compiled, scale, *((t, den) if inplace else (None, None)))
     return v
 
 
@@ -167,15 +178,17 @@ def _lambertw_forward(x: Tensor, compiled: bool = False) -> Tensor:
     # Within tol below -1/e the clamp gives v = tiny, W = -1. Further below, NaN (and NaN stays NaN
     # through the clamp and the arithmetic).
     below = half_delta < -0.5 * tol
-    w = _w_plus_one(half_delta.clamp_(*_half_delta_bounds(x.dtype)), x.dtype, compiled).sub_(1.0)
+    inplace = _in_place(compiled)
+    clamped = torch.clamp(half_delta, *_half_delta_bounds(x.dtype), out=half_delta if inplace else None)
+    w = _w_plus_one(clamped, x.dtype, compiled, inplace=inplace).sub_(1.0)
     # Below 2^-24 (float32) / 2^-53 (float64), W = x - x^2 rounds to x: return x itself (v - 1 would
-    # keep only an absolute accuracy there); +inf was clamped to a finite value inside. In place:
-    # on large tensors every new buffer costs more than the arithmetic (its pages are faulted in).
+    # keep only an absolute accuracy there); +inf was clamped to a finite value inside. Written over
+    # half_delta (no longer needed) and w.
     tiny = 2.0 ** -53 if x.dtype == torch.float64 else 2.0 ** -24
-    keep_x = torch.abs(x, out=half_delta) < tiny  # half_delta's memory is no longer needed
+    keep_x = torch.abs(x, out=half_delta if inplace else None) < tiny
     keep_x |= x == math.inf
-    torch.where(keep_x, x, w, out=w)
-    return w.masked_fill_(below, math.nan)
+    w = torch.where(keep_x, x, w, out=w if inplace else None)
+    return torch.where(below, math.nan, w) if not inplace else w.masked_fill_(below, math.nan)
 
 
 @functools.lru_cache(maxsize=None)

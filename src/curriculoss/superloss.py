@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
-from curriculoss.lambertw import (_half_delta_bounds, _numpy_ok, _precision, _start_scale, _w_plus_one,
+from curriculoss.lambertw import (_half_delta_bounds, _in_place, _numpy_ok, _precision, _start_scale, _w_plus_one,
                                   _w_plus_one_numpy)
 
 __all__ = ["superloss_confidence", "superloss", "SuperLoss"]
@@ -111,12 +111,13 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
     s = _start_scale(precision)
     low, high = _half_delta_bounds(src.dtype)
     half_delta = src.mul(0.25 * s / lam).add_(0.5 * s / math.e).clamp_(low * s, high)
-    u = torch.rsub(_w_plus_one(half_delta, precision, compiled, scaled=True), 1.0)
+    inplace = _in_place(compiled)
+    u = torch.rsub(_w_plus_one(half_delta, precision, compiled, scaled=True, inplace=inplace), 1.0)
     # In place where the buffers allow (on large tensors a new buffer costs more than the arithmetic):
     # sigma* over half_delta, SL over diff when its dtype is the result's.
-    sigma = torch.exp(u, out=half_delta)
+    sigma = torch.exp(u, out=half_delta if inplace else None)
     sl = diff.mul_(sigma) if diff.dtype == sigma.dtype else diff * sigma
-    return sl.addcmul_(u, u, value=lam), sigma
+    return torch.addcmul(sl, u, u, value=lam, out=sl if inplace else None), sigma
 
 
 def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
