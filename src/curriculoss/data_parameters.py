@@ -359,11 +359,12 @@ class DataParameters(nn.Module):
         if num_logits is not None and self.num_classes is not None and num_logits != self.num_classes:
             raise ValueError(f"logits must have {self.num_classes} columns (num_classes), got {num_logits}")
         force = self.check_values
-        on_cpu = gathered and force is None  # then: is the gather that refuses a bad value on the CPU?
-        if k is not None and not (on_cpu and (not uses_class or self.log_class_sigma.device.type == "cpu")):
-            # (an instance-level forward does not use target: the cross-entropy after it checks it)
+        # Left to the gather where it refuses bad values: on the CPU, unless forced either way. (An
+        # instance-level forward does not use target: the cross-entropy after it checks it.)
+        deferred = gathered and force is None
+        if k is not None and not (deferred and (not uses_class or self.log_class_sigma.device.type == "cpu")):
             _check_range("target", target, 0, k, force)
-        if uses_inst and not (on_cpu and self.log_instance_sigma.device.type == "cpu"):
+        if uses_inst and not (deferred and self.log_instance_sigma.device.type == "cpu"):
             _check_range("index", index, 0, self.num_instances, force)
 
     @staticmethod

@@ -128,15 +128,16 @@ def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Ten
     ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same).
     ``em`` and ``den``: scratch buffers like ``v``, written over along with ``v`` itself (see
     :func:`_in_place`), or ``None``: every result a new tensor."""
-    into = v if em is not None else None  # where the new v goes
+    reuse = em is not None
     em = _expm1_compiled(v) if compiled else torch.expm1(v, out=em)
     den = torch.mul(v, _INV_2E * scale, out=den)
-    den = torch.addcmul(den, den, em, out=den if into is not None else None)  # f'/(2e) = v (1 + em) / (2e)
+    den = torch.addcmul(den, den, em, out=den if reuse else None)  # f'/(2e) = v (1 + em) / (2e)
     # f/(2e) = (v e^v - em)/(2e) - (x + 1/e)/2 (over em, no longer needed)
-    f = torch.add(den, em, alpha=-_INV_2E * scale, out=em if into is not None else None).sub_(half_delta)
+    f = torch.add(den, em, alpha=-_INV_2E * scale, out=em if reuse else None).sub_(half_delta)
     # Halley: v - f / (f' - f f'' / (2 f')), f''/f' = (v + 1)/v; only ratios of f, f' enter.
-    den = torch.addcdiv(den, f, v, value=-0.5, out=den if into is not None else None).add_(f, alpha=-0.5)
-    return torch.addcdiv(v, f, den, value=-1.0, out=into)  # f' - f (v + 1) / (2v) above: no f v
+    # The denominator f' - f (v + 1) / (2v), written without the product f v:
+    den = torch.addcdiv(den, f, v, value=-0.5, out=den if reuse else None).add_(f, alpha=-0.5)
+    return torch.addcdiv(v, f, den, value=-1.0, out=v if reuse else None)
 
 
 def _start_scale(precision: torch.dtype) -> float:
