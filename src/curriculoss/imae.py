@@ -110,7 +110,7 @@ class _IMAEFunction(torch.autograd.Function):
                 normalize: str, sync: bool):
         x = logits.float() if logits.dtype in _LOW_PRECISION else logits
         # expm1(log p_y) = p_y - 1, accurate as p_y -> 1 where 1 - p_y would cancel. The gather refuses
-        # a target outside [0, C) (the values are not checked beforehand: two operations fewer).
+        # a target outside [0, C) (the values are not checked beforehand: three operations fewer).
         log_p = torch.log_softmax(x, dim=1)  # kept for the backward: p = exp(log p), not a second softmax
         try:
             log_py = log_p.gather(1, target)
