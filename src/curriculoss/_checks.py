@@ -27,15 +27,15 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     ok = math.isfinite(v)
     if ok and low is not None:
         ok = v > low if low_open else v >= low
     if ok and high is not None:
         ok = v < high if high_open else v <= high
-    if not ok:
+    if not ok:  # the message is built here only: functional losses check their numbers on every call
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
         raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
     return v
 
