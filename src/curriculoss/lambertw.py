@@ -113,12 +113,18 @@ def _expm1_compiled(v: Tensor) -> Tensor:
     return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
 
 
+# torch's own test for active torch.func transforms (private; absent: assume they may be active)
+_TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def _in_place(compiled: bool = False) -> bool:
     """Whether the eager code may write into buffers it made (``out=``): on large tensors a new buffer
     costs more than the arithmetic (its pages are faulted in on first touch). Not under ``torch.func``'s
     transforms, whose batching rules have no ``out=`` variants (``vmap`` refuses them); compiled
     graphs take ``out=`` (and the transforms' check is not traced)."""
-    return compiled or torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
+    if compiled or torch.compiler.is_compiling():
+        return True
+    return _TRANSFORMS_ACTIVE is not None and not _TRANSFORMS_ACTIVE()
 
 
 def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Tensor | None,
