@@ -448,8 +448,13 @@ def test_half_precision_state_is_refused_before_any_change():
 
 
 def test_confidence_under_torch_func_vmap():
-    """vmap over the confidence (the torch code in new buffers: vmap has no out= variants) gives the
-    unbatched values."""
+    """vmap over the confidence (the torch code in new buffers: vmap has no out= variants) gives Eq. 4
+    with scipy's W: sigma* = exp(-W(max(beta, -2/e) / 2)), beta = (loss - tau) / lam."""
+    import scipy.special
+
     loss = torch.rand(4, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 6
-    torch.testing.assert_close(torch.func.vmap(lambda l: superloss_confidence(l, 1.5, 0.5))(loss),
-                               superloss_confidence(loss, 1.5, 0.5), rtol=1e-12, atol=1e-14)
+    beta = (loss.numpy() - 1.5) / 0.5
+    capped = beta <= -2 / E  # the cap: W = -1, sigma* = e (scipy gives NaN at float(-1/e), just below -1/e)
+    ref = torch.from_numpy(np.where(capped, E, np.exp(-scipy.special.lambertw(np.where(capped, 0.0, beta) / 2).real)))
+    torch.testing.assert_close(torch.func.vmap(lambda l: superloss_confidence(l, 1.5, 0.5))(loss), ref,
+                               rtol=1e-11, atol=1e-12)
