@@ -29,7 +29,7 @@ from curriculoss.harness.cli import main
 from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.imae import imae
 from curriculoss.superloss import SuperLoss
-from curriculoss.harness.train import load_checkpoint
+from curriculoss.harness.train import _end_distributed, load_checkpoint
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers through /proc")
@@ -151,6 +151,7 @@ def _all_scenarios(rank: int, world: int) -> dict:
 def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    finished = False
     try:
         distributed.stats.reset()
         results = _all_scenarios(rank, world)
@@ -160,8 +161,9 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
         results["reduce"] = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 2.0]))
         results["comm"] = (distributed.stats.bytes_sent, distributed.stats.calls)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        finished = True
     finally:
-        dist.destroy_process_group()
+        _end_distributed(finished)  # the harness's teardown: a rank leaving early can abort in interpreter shutdown
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +296,17 @@ def test_no_collective_with_world_size_one(monkeypatch, tmp_path):
         dist.destroy_process_group()
 
 
+def test_teardown_waits_for_the_other_ranks_only_after_a_finished_run(monkeypatch, tmp_path):
+    # After an error a barrier would leave the other ranks (and this one) waiting for a rank that failed.
+    calls = []
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    for finished, expected in ((True, ["barrier"]), (False, [])):
+        calls.clear()
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / str(finished)}", rank=0, world_size=1)
+        _end_distributed(finished)
+        assert calls == expected and not dist.is_initialized()
+
+
 def test_sync_false_keeps_per_process_state():
     assert SuperLoss(sync=False).sync is False
     dp = DataParameters(3, 10)
@@ -308,7 +321,8 @@ TORCHRUN_ARGS = ["--dataset", "digits", "--limit", "801", "--epochs", "3", "--ba
 
 
 def _torchrun(*argv: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    # PYTHONFAULTHANDLER: a rank that dies of a signal prints where it was (Python frames, or none: shutdown).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "curriculoss", "train", *argv]
