@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
 from curriculoss.harness.models import LeNet5
+from curriculoss.harness.train import _end_distributed
 
 N_TRAIN = 60_000
 
@@ -86,11 +87,13 @@ def _run(kind: str, world: int, rank: int, batch: int, steps: int) -> tuple[floa
 def _worker(rank: int, world: int, store: str, batch: int, steps: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    finished = False
     try:
         res = {kind: _run(kind, world, rank, batch, steps) for kind in ("superloss", "data-params")}
         torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+        finished = True
     finally:
-        dist.destroy_process_group()
+        _end_distributed(finished)  # the harness's ordered teardown
 
 
 def _fmt_bytes(b: float) -> str:
