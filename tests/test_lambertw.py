@@ -180,6 +180,47 @@ def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
     assert lambertw(torch.ones(2, 3, dtype=torch.float16)).dtype == torch.float16
 
 
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6)])
+def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol, monkeypatch):
+    """Large CPU tensors are evaluated in cache-sized pieces: torch's operations (several threads) or,
+    with one torch thread, the NumPy copy. Pieces of 37 values here (a remainder included), over the
+    mpmath grid, a non-contiguous 2-D input, and special values on both sides of a piece's edge."""
+    import sys
+
+    module = sys.modules["curriculoss.lambertw"]
+    monkeypatch.setattr(module, "_CPU_PIECE", 37)
+    monkeypatch.setattr(module, "_NUMPY_PIECE", 37)
+    forward, calls = module._lambertw_forward, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].numel())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_lambertw_forward", counted)
+    if evaluation == "numpy":
+        monkeypatch.setattr(module, "_NUMPY_BELOW", 1)  # not the small-tensor copy: the one-thread rule
+    xs = _grid(dtype)
+    xs = xs[:36] + [math.nan, math.inf, -1.0, 0.0, 1e-40] + xs[36:]  # indices 36-40: a piece's edge
+    xs = xs[:len(xs) // 4 * 4]
+    x = torch.tensor(xs, dtype=dtype).reshape(4, -1).t()  # non-contiguous
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if evaluation == "numpy" else 2)
+    try:
+        w = lambertw(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert w.shape == x.shape and w.dtype == dtype
+    ref = _reference([v for v in x.reshape(-1).tolist()]).reshape(x.shape)
+    ref[(x.isnan() | (x < -1.0 / math.e)).numpy()] = math.nan  # mpmath's W(-1) is complex
+    ref[(x == math.inf).numpy()] = math.inf
+    np.testing.assert_allclose(w.numpy(), ref, rtol=rtol, atol=atol, equal_nan=True)
+    assert w[(x == 1e-40) & (x > 0)].tolist() == x[(x == 1e-40) & (x > 0)].tolist()
+    if evaluation == "numpy":
+        assert calls == []
+    else:  # pieces of 37 values per thread, the last one shorter
+        assert calls == [74] * (len(xs) // 74) + ([len(xs) % 74] if len(xs) % 74 else [])
+
+
 def test_float32_floor_keeps_expm1_off_its_slow_path():
     """At the clamp's floor (the branch point, SuperLoss's cap) v = W + 1 stays above 1e-14: torch's
     float32 expm1 on the CPU is about 8 times slower below about 1e-15 (README, Operation counts),

@@ -24,7 +24,7 @@ BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau), torch's code (81)
 # from_numpy's metadata operations (no kernel), the autograd node and the backward's multiplication.
 BUDGET_SUPERLOSS_AVG_SMOOTHING_NUMPY = 21
 BUDGET_SUPERLOSS_FIXED_NUMPY = 14
-BUDGET_LAMBERTW_FLOAT32 = 28  # lambertw forward (61)
+BUDGET_LAMBERTW_FLOAT32 = 29  # lambertw forward (61); 28 with two bool-mask operations, slower on the CPU
 BUDGET_DATA_PARAMETERS_INSTANCE = 35  # CE on DataParameters(level="instance") + SparseSGD.step (55; 43 before the update stopped taking unique rows)
 BUDGET_IMAE = 17  # imae (authors' variant) forward + backward on (128, 10) logits (26; 21 before the target check was left to the gather)
 BUDGET_CE = 5  # CE alone, forward + backward: the reference

@@ -6,7 +6,9 @@ host would copy every batch's losses to the CPU and break ``torch.compile``. Thi
 with a short fixed sequence of element-wise tensor operations: no data-dependent control flow, no
 host-device synchronisation, any device (``meta`` included), any batch shape. At small batch sizes each
 operation costs a few microseconds whatever its arithmetic, so the method is chosen for its operation
-count: 28 in float32 and 36 in float64 (60 for the series-and-iteration method it replaced).
+count: 29 in float32 and 37 in float64 (60 for the series-and-iteration method it replaced). On the CPU,
+where torch's kernels that read or write bool masks are 2-4 times slower than a float addition, the
+special values are handled with float arithmetic where a mask is not needed (step 3).
 
 Method, per element. Everything is solved for ``v = W + 1 >= 0`` from ``h = (x + 1/e) / 2`` (formed as
 ``x/2 + c_hi/2 + c_lo/2`` with ``c_hi + c_lo = 1/e`` split in the working precision, so that the
@@ -24,7 +26,12 @@ well conditioned right up to the branch point:
    next to the branch point (an iteration on ``w e^w - x`` loses ``ulp / sqrt(x + 1/e)`` there). One
    step in float32, two in float64 (cubic convergence).
 3. ``W = v - 1``. Where ``|x| < 2^-24`` (float32) or ``2^-53`` (float64), ``W = x - x^2`` rounds to
-   ``x``, which is returned, so subnormals come back exactly.
+   ``x``, which is returned, so subnormals come back exactly. Below the domain the clamped ``h`` is made
+   negative (so that the start's square root gives NaN), and ``+inf``, clamped to a finite value inside,
+   is restored by a maximum with ``x - max``.
+
+Large CPU tensors are evaluated in cache-sized pieces; with one torch thread, CPU tensors of every size
+take a NumPy copy of the same steps (see ``_NUMPY_BELOW``).
 
 Accuracy, measured against mpmath (50 digits) on the test grids and 700,000 random float32 values:
 at most 0.2 of the float32 contract (2e-6 relative + 1e-6 absolute) and 0.06 of the float64 one
@@ -155,19 +162,20 @@ def _start_scale(precision: torch.dtype) -> float:
 
 
 def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False,
-                inplace: bool = True) -> Tensor:
+                inplace: bool = True, q: Tensor | None = None) -> Tensor:
     """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), already
     clamped to a positive finite range (see :func:`_half_delta_bounds`), accurate to the contract of
     ``precision`` (float32 or float64; the arithmetic is that of ``half_delta``, which may be more
-    precise). ``inplace``: work in the buffers it makes (see :func:`_in_place`)."""
+    precise). ``inplace``: work in the buffers it makes (see :func:`_in_place`), and in ``q``, a buffer
+    like ``half_delta`` free to be written over, when given."""
     c, a, k, b = _START[precision]
     iterations = _iterations(precision)
     if scaled:  # sqrt(2 c^2 hd) = c sqrt(2 hd)
         scale = _start_scale(precision)
-        q = torch.sqrt(half_delta).log1p_()
+        q = torch.sqrt(half_delta, out=q).log1p_()
     else:
         scale = 1.0
-        q = torch.sqrt(half_delta).mul_(c * math.sqrt(2.0)).log1p_()
+        q = torch.sqrt(half_delta, out=q).mul_(c * math.sqrt(2.0)).log1p_()
     # v0 = a q - k q log1p(q) / (b + q), formed over q's memory; the two temporaries are then the
     # Halley steps' scratch buffers
     den = q + b
@@ -178,24 +186,29 @@ def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = Fal
     return v
 
 
-def _lambertw_forward(x: Tensor, compiled: bool = False) -> Tensor:
+def _lambertw_forward(x: Tensor, compiled: bool = False, out: Tensor | None = None) -> Tensor:
     hi, lo, tol = _split_inv_e(x.dtype)
     # (x + 1/e)/2, accurately: x/2 + hi/2 is exact near -1/e (Sterbenz), lo/2 restores the rest.
     half_delta = (x * 0.5).add_(0.5 * hi).add_(0.5 * lo)
-    # Within tol below -1/e the clamp gives v = tiny, W = -1. Further below, NaN (and NaN stays NaN
-    # through the clamp and the arithmetic).
-    below = half_delta < -0.5 * tol
     inplace = _in_place(compiled)
+    # Within tol below -1/e the clamp gives v = tiny, W = -1. Further below, NaN: min(hd + tol/2, 0) is
+    # 0 inside the domain and its tolerance and negative below them (-inf at -inf), so that adding it to
+    # the clamped value leaves a negative number there, of which the start's square root makes NaN; NaN
+    # stays NaN through the clamp and the arithmetic. (Arithmetic instead of a comparison and a masked
+    # fill: torch's CPU kernels writing or reading bool masks are 2-4 times slower than a float add.)
+    below = torch.add(half_delta, 0.5 * tol).clamp_(max=0.0)
     clamped = torch.clamp(half_delta, *_half_delta_bounds(x.dtype), out=half_delta if inplace else None)
-    w = _w_plus_one(clamped, x.dtype, compiled, inplace=inplace).sub_(1.0)
+    clamped = clamped.add_(below)
+    w = _w_plus_one(clamped, x.dtype, compiled, inplace=inplace, q=below if inplace else None).sub_(1.0)
     # Below 2^-24 (float32) / 2^-53 (float64), W = x - x^2 rounds to x: return x itself (v - 1 would
-    # keep only an absolute accuracy there); +inf was clamped to a finite value inside. Written over
-    # half_delta (no longer needed) and w.
+    # keep only an absolute accuracy there). +inf was clamped to a finite value inside: x - max is +inf
+    # there and at most 0 elsewhere, below every W >= -1, so the maximum restores it (NaN stays NaN).
+    # Written over half_delta (no longer needed) and w.
     tiny = 2.0 ** -53 if x.dtype == torch.float64 else 2.0 ** -24
     keep_x = torch.abs(x, out=half_delta if inplace else None) < tiny
-    keep_x |= x == math.inf
     w = torch.where(keep_x, x, w, out=w if inplace else None)
-    return torch.where(below, math.nan, w) if not inplace else w.masked_fill_(below, math.nan)
+    top = torch.sub(x, torch.finfo(x.dtype).max, out=half_delta if inplace else None)
+    return torch.maximum(w, top, out=out if out is not None else w if inplace else None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,9 +223,15 @@ def _compiled_forward():
 
 # Below this many elements a CPU tensor is evaluated with NumPy: the same arithmetic as
 # _lambertw_forward, at about 1 us per operation instead of torch's 4-5 us dispatch, so that a batch-sized
-# call costs no more than scipy's (README, "Benchmarks"). Above it torch's vectorised kernels win.
-# SuperLoss's module and functional forms use the same threshold for their own NumPy copies.
+# call costs no more than scipy's (README, "Benchmarks"). Above it torch's kernels, which run on all of
+# torch's threads, win, except with one thread: NumPy's own float32 expm1 and log1p are 2-4 times faster
+# than torch's (2.13) there, so with one thread lambertw takes the NumPy copy at every size, in pieces of
+# _NUMPY_PIECE elements that stay in the core's cache (1M values: 7.3 ms against 10.5 ms for torch's
+# operations in pieces, and 13 ms whole; benchmarks/bench_lambertw.py --threads 1). 0 turns the NumPy
+# copies off (tests of torch's operations). SuperLoss's module and functional forms use the same
+# threshold for their own NumPy copies.
 _NUMPY_BELOW = 8192
+_NUMPY_PIECE = 1 << 14
 
 
 @functools.lru_cache(maxsize=None)
@@ -288,9 +307,22 @@ def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
     return v.reshape(shape)
 
 
-def _numpy_ok(*tensors) -> bool:
-    """Whether these (CPU) tensors take the NumPy copies: small plain CPU tensors outside torch.compile."""
-    return (not torch.compiler.is_compiling() and tensors[0].numel() < _NUMPY_BELOW
+def _lambertw_numpy_pieces(x: np.ndarray) -> np.ndarray:
+    """:func:`_lambertw_numpy` over pieces of ``_NUMPY_PIECE`` elements, written into one result."""
+    if x.size <= _NUMPY_PIECE:
+        return _lambertw_numpy(x)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    for start in range(0, flat.size, _NUMPY_PIECE):
+        out[start:start + _NUMPY_PIECE] = _lambertw_numpy(flat[start:start + _NUMPY_PIECE])
+    return out.reshape(x.shape)
+
+
+def _numpy_ok(*tensors, any_size: bool = False) -> bool:
+    """Whether these (CPU) tensors take the NumPy copies: small plain CPU tensors outside torch.compile
+    (``any_size``: plain CPU tensors of any size, unless the copies are turned off)."""
+    size_ok = _NUMPY_BELOW > 0 if any_size else tensors[0].numel() < _NUMPY_BELOW
+    return (size_ok and not torch.compiler.is_compiling()
             and all(t is None or (type(t) is Tensor and t.device.type == "cpu") for t in tensors))
 
 
@@ -308,8 +340,27 @@ def _forward(x: Tensor, fused: bool) -> Tensor:
             except Exception:  # compiler missing at run time (no C++ toolchain...): stay eager
                 _compiled_forward.cache_clear()
                 _DISABLED.add(x.device.type)
-    return _lambertw_forward(x)
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or not _in_place():
+        return _lambertw_forward(x)  # one graph when compiled; new buffers under torch.func's transforms
+    threads = torch.get_num_threads()
+    if threads == 1 and _numpy_ok(x, any_size=True):  # see _NUMPY_BELOW
+        try:
+            return torch.from_numpy(_lambertw_numpy_pieces(x.detach().numpy()))
+        except (RuntimeError, TypeError):
+            pass
+    piece = _CPU_PIECE * threads
+    if x.numel() <= piece:
+        return _lambertw_forward(x)
+    flat, out = x.reshape(-1), torch.empty(x.shape, dtype=x.dtype)
+    for src, dst in zip(flat.split(piece), out.view(-1).split(piece)):
+        _lambertw_forward(src, out=dst)
+    return out
 
+
+# Large CPU tensors are evaluated with torch's operations in pieces of this many elements per thread:
+# the buffers of a piece stay in the core's cache across the 29 operations, instead of each operation
+# streaming the whole tensor through memory (1M values, one thread: 10.5 ms against 13 ms whole).
+_CPU_PIECE = 1 << 16
 
 _DISABLED: set[str] = set()
 
@@ -341,7 +392,9 @@ def lambertw(x: Tensor, *, fused: bool = False) -> Tensor:
             first call, about a minute on a small CPU, then cached for every shape; needs a working
             compiler, otherwise the eager code runs). Worth it for large tensors and on GPUs; the
             results equal the eager ones within the accuracy below. CPU tensors of fewer than 8,192
-            values take a NumPy copy of the same steps instead (cheaper than torch's dispatch there).
+            values take a NumPy copy of the same steps instead (cheaper than torch's dispatch there),
+            and so do CPU tensors of every size when torch runs on one thread (NumPy's float32
+            ``expm1`` and ``log1p`` are faster than torch's).
 
     Returns:
         A tensor like ``x``. NaN where ``x < -1/e`` beyond rounding (within two units in the last
