@@ -318,18 +318,18 @@ def _lambertw_numpy_pieces(x: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def _numpy_ok(*tensors, any_size: bool = False) -> bool:
-    """Whether these (CPU) tensors take the NumPy copies: small plain CPU tensors outside torch.compile
-    (``any_size``: plain CPU tensors of any size, unless the copies are turned off)."""
-    size_ok = _NUMPY_BELOW > 0 if any_size else tensors[0].numel() < _NUMPY_BELOW
-    return (size_ok and not torch.compiler.is_compiling()
+def _numpy_ok(*tensors) -> bool:
+    """Whether these (CPU) tensors take the NumPy copies: plain CPU tensors outside torch.compile, small
+    ones, or of any size when torch runs on one thread (see ``_NUMPY_BELOW``; 0 turns the copies off)."""
+    return (not torch.compiler.is_compiling()
+            and (tensors[0].numel() < _NUMPY_BELOW or (_NUMPY_BELOW > 0 and torch.get_num_threads() == 1))
             and all(t is None or (type(t) is Tensor and t.device.type == "cpu") for t in tensors))
 
 
 def _forward(x: Tensor, fused: bool) -> Tensor:
-    if _numpy_ok(x):
+    if _numpy_ok(x) and (x.numel() < _NUMPY_BELOW or not fused):  # fused=True: the kernel for large ones
         try:  # CPU memory only: .numpy() is a view of it, no copy and no device to wait for
-            return torch.from_numpy(_lambertw_numpy(x.detach().numpy()))
+            return torch.from_numpy(_lambertw_numpy_pieces(x.detach().numpy()))
         except (RuntimeError, TypeError):  # a tensor NumPy cannot view (e.g. under torch.func): torch
             pass
     if fused and not torch.compiler.is_compiling():
@@ -342,13 +342,7 @@ def _forward(x: Tensor, fused: bool) -> Tensor:
                 _DISABLED.add(x.device.type)
     if x.device.type != "cpu" or torch.compiler.is_compiling() or not _in_place():
         return _lambertw_forward(x)  # one graph when compiled; new buffers under torch.func's transforms
-    threads = torch.get_num_threads()
-    if threads == 1 and _numpy_ok(x, any_size=True):  # see _NUMPY_BELOW
-        try:
-            return torch.from_numpy(_lambertw_numpy_pieces(x.detach().numpy()))
-        except (RuntimeError, TypeError):
-            pass
-    piece = _CPU_PIECE * threads
+    piece = _CPU_PIECE * torch.get_num_threads()
     if x.numel() <= piece:
         return _lambertw_forward(x)
     flat, out = x.reshape(-1), torch.empty(x.shape, dtype=x.dtype)

@@ -22,8 +22,9 @@ module folds its work into few of them (one autograd node whose backward is ``gr
 solved in place, the state updated with single operations): 52 top-level torch operations for
 ``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
 and the index check's 2 included. On the CPU, batches below 8,192 entries (``lambertw``'s
-``_NUMPY_BELOW``) take a NumPy copy of the same steps on views of the same memory, at about a fifth of
-torch's dispatch cost per operation (21 torch operations left, most of them the views' metadata);
+``_NUMPY_BELOW``; batches of every size when torch runs on one thread) take a NumPy copy of the same
+steps on views of the same memory, at about a fifth of torch's dispatch cost per operation (21 torch
+operations left, most of them the views' metadata);
 ``tests/test_speed.py`` keeps both budgets and every SuperLoss test runs on both evaluations.
 ``fused=True`` runs the whole step as one ``torch.compile``'d kernel.
 
