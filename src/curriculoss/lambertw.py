@@ -345,10 +345,11 @@ def _forward(x: Tensor, fused: bool) -> Tensor:
     piece = _CPU_PIECE * torch.get_num_threads()
     if x.numel() <= piece:
         return _lambertw_forward(x)
-    flat, out = x.reshape(-1), torch.empty(x.shape, dtype=x.dtype)
-    for src, dst in zip(flat.split(piece), out.view(-1).split(piece)):
+    flat = x.reshape(-1)
+    out = torch.empty_like(flat)
+    for src, dst in zip(flat.split(piece), out.split(piece)):
         _lambertw_forward(src, out=dst)
-    return out
+    return out.view(x.shape)
 
 
 # Large CPU tensors are evaluated with torch's operations in pieces of this many elements per thread:
