@@ -183,8 +183,9 @@ def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
 @pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6)])
 def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol, monkeypatch):
     """Large CPU tensors are evaluated in cache-sized pieces: torch's operations (several threads) or,
-    with one torch thread, the NumPy copy. Pieces of 37 values here (a remainder included), over the
-    mpmath grid, a non-contiguous 2-D input, and special values on both sides of a piece's edge."""
+    with one torch thread, the NumPy copy. Pieces of 37 values per thread here (a remainder included),
+    over the mpmath grid, a non-contiguous 2-D input, and special values on both sides of the first
+    piece's edge (37 for NumPy, 74 for torch with two threads)."""
     import sys
 
     module = sys.modules["curriculoss.lambertw"]
@@ -199,10 +200,13 @@ def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol,
     monkeypatch.setattr(module, "_lambertw_forward", counted)
     if evaluation == "numpy":
         monkeypatch.setattr(module, "_NUMPY_BELOW", 1)  # not the small-tensor copy: the one-thread rule
+    special = [math.nan, math.inf, -1.0, 0.0, 1e-40]
     xs = _grid(dtype)
-    xs = xs[:36] + [math.nan, math.inf, -1.0, 0.0, 1e-40] + xs[36:]  # indices 36-40: a piece's edge
+    xs = xs[:35] + special + xs[35:67] + special + xs[67:]  # flat indices 35-39 and 72-76
     xs = xs[:len(xs) // 4 * 4]
-    x = torch.tensor(xs, dtype=dtype).reshape(4, -1).t()  # non-contiguous
+    x = torch.tensor(xs, dtype=dtype).reshape(-1, 4).t().contiguous().t()  # non-contiguous, same order
+    flat = x.reshape(-1)
+    assert not x.is_contiguous() and flat[36] == flat[73] == math.inf and flat[37] == flat[74] == -1.0
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if evaluation == "numpy" else 2)
     try:
@@ -210,11 +214,12 @@ def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol,
     finally:
         torch.set_num_threads(threads)
     assert w.shape == x.shape and w.dtype == dtype
-    ref = _reference([v for v in x.reshape(-1).tolist()]).reshape(x.shape)
+    ref = _reference(x.reshape(-1).tolist()).reshape(x.shape)
     ref[(x.isnan() | (x < -1.0 / math.e)).numpy()] = math.nan  # mpmath's W(-1) is complex
     ref[(x == math.inf).numpy()] = math.inf
     np.testing.assert_allclose(w.numpy(), ref, rtol=rtol, atol=atol, equal_nan=True)
-    assert w[(x == 1e-40) & (x > 0)].tolist() == x[(x == 1e-40) & (x > 0)].tolist()
+    tiny = x == torch.tensor(1e-40, dtype=dtype)  # returned exactly (float32: a subnormal)
+    assert int(tiny.sum()) == 2 and w[tiny].tolist() == x[tiny].tolist()
     if evaluation == "numpy":
         assert calls == []
     else:  # pieces of 37 values per thread, the last one shorter
