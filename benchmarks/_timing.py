@@ -1,9 +1,12 @@
 """Side-by-side timing for the benchmarks.
 
 Variants run interleaved (A B C A B C ...), so a drift of the machine affects every variant alike.
-:func:`compare` reports each variant's time against a baseline as the median of the *per-round*
+:func:`ratio` reports each variant's time against a baseline as the median of the *per-round*
 ratios (variant / baseline within one round) with a bootstrap confidence interval over the rounds:
 pairing cancels the slow drifts of a shared machine, and the interval says what the run can resolve.
+:func:`blocked_samples` makes the variants anew for each block of rounds, and :func:`ratio` then
+resamples blocks: where a variant's objects lie in memory shifts its time by an offset that stays for
+the objects' life and changes from one making to the next, which only blocks can sample.
 :func:`top_level_ops` counts the ``aten::`` operations a call dispatches (``torch.profiler``), the
 figure that does not depend on machine noise, printed beside every timing.
 """
@@ -38,6 +41,32 @@ def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warm
     return times
 
 
+def blocked_samples(make: Callable[[], dict[str, Callable[[], object]]], blocks: int, repeats: int,
+                    warmup: int = 10, max_seconds: float | None = None) -> tuple[dict[str, list[float]], list[int]]:
+    """:func:`interleaved_samples` in ``blocks`` blocks of ``repeats // blocks`` rounds, the variants made
+    anew by ``make()`` for each block: (seconds of every call, the block of each round).
+
+    Why: a variant's objects (model, buffers, the loss's state) land at other addresses each time they
+    are made, and that alone moves a step's time by up to about 1 % on this machine, for the whole life
+    of the objects (two identical cross-entropy variants, made separately, measured 0.988x-1.008x of each
+    other from one making to the next). Rounds within one making share that offset, so an interval over
+    the rounds of one making is too narrow; blocks made anew sample it, and :func:`ratio` resamples whole
+    blocks."""
+    per_block = max(repeats // blocks, 1)
+    times: dict[str, list[float]] = {}
+    block_of: list[int] = []
+    start = time.perf_counter()
+    for block in range(blocks):
+        left = None if max_seconds is None else max(max_seconds - (time.perf_counter() - start), 0.0)
+        got = interleaved_samples(make(), per_block, warmup, max_seconds=left)
+        for name, ts in got.items():
+            times.setdefault(name, []).extend(ts)
+        block_of += [block] * len(next(iter(got.values())))
+        if max_seconds is not None and time.perf_counter() - start > max_seconds and block >= 1:
+            break
+    return times, block_of
+
+
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 10) -> dict[str, float]:
     """Median seconds per call of each function, the functions called in turn ``repeats`` times."""
     return {name: statistics.median(ts) for name, ts in interleaved_samples(fns, repeats, warmup).items()}
@@ -62,12 +91,20 @@ class Ratio:
 
 
 def ratio(times: list[float], base: list[float], confidence: float = 0.95, resamples: int = 2000,
-          seed: int = 0) -> Ratio:
+          seed: int = 0, blocks: list[int] | None = None) -> Ratio:
     """Per-round ratios ``times[i] / base[i]``: their median, with a percentile bootstrap interval
-    (rounds resampled with replacement)."""
+    (rounds resampled with replacement; with ``blocks``, the block of each round from
+    :func:`blocked_samples`, whole blocks are resampled, so that the interval includes the offsets
+    that differ from block to block)."""
     r = np.asarray(times[: len(base)]) / np.asarray(base[: len(times)])
     rng = np.random.default_rng(seed)
-    boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
+    if blocks is None or len(set(blocks)) < 2:
+        boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
+    else:
+        labels = np.asarray(blocks[: len(r)])
+        members = [np.flatnonzero(labels == b) for b in np.unique(labels)]
+        picks = rng.integers(0, len(members), (resamples, len(members)))
+        boot = np.array([np.median(r[np.concatenate([members[i] for i in row])]) for row in picks])
     alpha = (1 - confidence) / 2
     return Ratio(float(np.median(r)), float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha)), len(r))
 

@@ -3,8 +3,13 @@
 Batch 128 of MNIST-sized random input, CPU; a step is zero_grad, forward, loss, backward and the SGD
 steps (the model's, and data parameters' own sparse SGD). The model's learning rate is 0, so that
 every variant times the same weights (see ``make``). All variants run interleaved with the order
-rotated every round; each ratio is the median of the per-round ratios (variant / CE within a round)
-with a 95 % bootstrap interval over the rounds. Beside each timing: the top-level ``aten::``
+rotated every round, in ``--blocks`` blocks for each of which every variant (model, loss, state) is
+made anew; each ratio is the median of the per-round ratios (variant / CE within a round) with a 95 %
+bootstrap interval that resamples whole blocks. Where a variant's objects lie in memory shifts its
+time by up to about 1 % for as long as they live, so rounds of one making share an offset that an
+interval over rounds would not see. ``ce_again``, a second plain CE made on its own, is the control:
+its ratio would be 1 on a perfect bench, and its interval is what the run can resolve. Beside each
+timing: the top-level ``aten::``
 operations of the loss part (loss forward + backward on fixed logits, plus the data-parameter step),
 counted with ``torch.profiler``: the figure that does not depend on the machine's load. Then the loss
 part's own time, called back to back and right after a forward of the model: on this machine code that
@@ -19,7 +24,7 @@ per-sample reweighting can add to CE: ``floor_weighted``, CE per sample times fi
 mean (2 operations more than CE); ``floor_node``, the same multiply inside a minimal Python autograd
 node (what SuperLoss, IMAE and the data parameters need for their hand-written gradients).
 
-    python benchmarks/bench_step.py                 # 400 rounds
+    python benchmarks/bench_step.py                 # 400 rounds in 8 blocks
     python benchmarks/bench_step.py --fused         # also SuperLoss(fused=True)
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
+from _timing import blocked_samples, load_note, ratio, spread, top_level_ops
 
 from curriculoss import DataParameters, SuperLoss, imae
 from curriculoss.harness.models import LeNet5
@@ -61,7 +66,8 @@ class _Weighted(torch.autograd.Function):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=400, help="interleaved rounds")
+    parser.add_argument("--repeats", type=int, default=400, help="interleaved rounds, all blocks together")
+    parser.add_argument("--blocks", type=int, default=8, help="blocks of rounds, the variants made anew for each")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop the rounds after this long")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
@@ -89,7 +95,7 @@ def main() -> None:
         z = torch.randn(b, 10, requires_grad=True)
         idx = index()
         extra = None
-        if kind == "ce":
+        if kind in ("ce", "ce_again"):
             loss_fn = lambda out, i: F.cross_entropy(out, y)  # noqa: E731
         elif kind.startswith("superloss"):
             crit = SuperLoss(tau="avg", lam=1.0, num_samples=N, fused=kind.endswith("fused"))
@@ -150,34 +156,36 @@ def main() -> None:
             warm.append(time.perf_counter() - t1)
         return 1e6 * statistics.median(cold), 1e6 * statistics.median(warm)
 
-    kinds = ["ce", "superloss", "superloss_torch", *(["superloss_fused"] if args.fused else []), "dp_instance", "dp_joint", "imae",
-             "floor_weighted", "floor_node"]
-    steps, ops, parts = {}, {}, {}
-    for kind in kinds:
+    kinds = ["ce", "ce_again", "superloss", "superloss_torch", *(["superloss_fused"] if args.fused else []),
+             "dp_instance", "dp_joint", "imae", "floor_weighted", "floor_node"]
+    ops, parts = {}, {}
+    for kind in kinds:  # the first making: compilation, op counts, and the loss parts timed alone below
         step, part = make(kind)
         parts[kind] = part
         t0 = time.perf_counter()
         step()
-        first = time.perf_counter() - t0
         if kind == "superloss_fused":
-            print(f"SuperLoss(fused=True): first step {first:.1f} s (compilation included)")
-        steps[kind] = step
+            print(f"SuperLoss(fused=True): first step {time.perf_counter() - t0:.1f} s (compilation included)")
         ops[kind] = top_level_ops(part)
 
-    times = interleaved_samples(steps, args.repeats, warmup=20, max_seconds=args.max_seconds)
+    def make_all() -> dict[str, Callable[[], None]]:
+        return {kind: make(kind)[0] for kind in kinds}
+
+    times, blocks = blocked_samples(make_all, args.blocks, args.repeats, warmup=10, max_seconds=args.max_seconds)
     rounds = len(times["ce"])
-    print(f"LeNet-5 step, batch {b}, CPU, {torch.get_num_threads()} threads, {rounds} interleaved rounds; "
-          f"{load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
-    print("| variant | step, median (IQR) | / CE, 95 % CI | resolution (CI half-width) | aten ops, loss part | goal |")
+    print(f"LeNet-5 step, batch {b}, CPU, {torch.get_num_threads()} threads, {rounds} interleaved rounds in "
+          f"{len(set(blocks))} blocks; {load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
+    print("| variant | step, median (IQR) | / CE, 95 % CI over blocks | resolution (CI half-width) | aten ops, loss part | goal |")
     print("|---|---|---|---|---|---|")
     for kind in kinds:
         if kind == "ce":
             print(f"| plain CE | {spread(times[kind])} | 1 | | {ops[kind]} | |")
             continue
-        r = ratio(times[kind], times["ce"])
+        r = ratio(times[kind], times["ce"], blocks=blocks)
         goal = GOALS.get(kind)
         if goal is None:
-            print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | (floor) |")
+            role = "(control: 1 on a perfect bench)" if kind == "ce_again" else "(floor)"
+            print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | {role} |")
             continue
         verdict = "met" if r.high <= goal else ("NOT met" if r.low > goal else "undecided (CI straddles it)")
         print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | <= {goal:.2f}x: {verdict} |")

@@ -21,8 +21,9 @@ from curriculoss import SuperLoss, imae, lambertw, superloss
 BUDGET_SUPERLOSS_AVG_SMOOTHING = 52  # CE + SuperLoss(avg, N), forward + backward, torch's code (113); 2 of them are issue 15's index check
 BUDGET_SUPERLOSS_FIXED = 32  # CE + superloss(fixed tau), torch's code (81)
 # The same on a small CPU batch, which takes the NumPy copy: what is left are CE's 5, the views' and
-# from_numpy's metadata operations (no kernel), the autograd node and the backward's multiplication.
-BUDGET_SUPERLOSS_AVG_SMOOTHING_NUMPY = 21
+# from_numpy's metadata operations (no kernel), and the gradient's native operations (sub, dot, add_,
+# the backward's multiplication; 21 with a Python autograd node, which cost the step more time).
+BUDGET_SUPERLOSS_AVG_SMOOTHING_NUMPY = 22
 BUDGET_SUPERLOSS_FIXED_NUMPY = 14
 BUDGET_LAMBERTW_FLOAT32 = 29  # lambertw forward (61); 28 with two bool-mask operations, slower on the CPU
 BUDGET_DATA_PARAMETERS_INSTANCE = 35  # CE on DataParameters(level="instance") + SparseSGD.step (55; 43 before the update stopped taking unique rows)

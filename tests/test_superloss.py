@@ -215,6 +215,50 @@ def test_non_finite_losses_never_change_state():
     assert not bool(module.seen[4]) and bool(module.seen[5])
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_infinite_losses_give_infinite_outputs(reduction):
+    """SL -> +inf as the loss -> +inf (sigma* ~ 2 lam W / beta: SL ~ 2 lam W) and -> -inf as it -> -inf
+    (the cap, sigma* = e); a NaN loss gives NaN. The module's output keeps that, whichever way its
+    gradient is attached (native operations for finite batches, a Python node otherwise)."""
+    loss = torch.tensor([0.5, math.inf, 2.0, -math.inf, math.nan], requires_grad=True)
+    out = SuperLoss(tau=1.0, reduction=reduction)(loss)
+    if reduction == "none":
+        assert out[1].item() == math.inf and out[3].item() == -math.inf and math.isnan(out[4].item())
+        finite = torch.tensor([0.5, 2.0])
+        torch.testing.assert_close(out[[0, 2]], superloss(finite, 1.0, reduction="none"))
+        out[[0, 2]].sum().backward()
+        torch.testing.assert_close(loss.grad[[0, 2]], superloss_confidence(finite, 1.0))
+    else:
+        assert math.isnan(out.item())  # +inf and -inf entries together
+        # one infinite entry alone: the sum is infinite
+        assert SuperLoss(tau=1.0, reduction="sum")(loss[:2]).item() == math.inf
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_double_backward_weighs_the_task_losss_curvature(masked):
+    """sigma* is a constant (errata 2), so the gradient of a function of SuperLoss's gradient (e.g. a
+    gradient penalty) equals that of CE * sigma*, sigma* held fixed: checked against autograd through
+    torch's own cross-entropy."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = torch.randint(0, 4, (6,), generator=gen)
+    mask = torch.tensor([False, True, False, False, True, False]) if masked else None
+    module = SuperLoss(tau="avg", num_samples=10)
+    index = torch.arange(6)
+    module(torch.nn.functional.cross_entropy(z, y, reduction="none").detach(), index)  # state: tau, smoothed
+    ce = torch.nn.functional.cross_entropy(z, y, reduction="none")
+    out = module(ce, index, mask)
+    (g,) = torch.autograd.grad(out, z, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), z)
+    weight = module.confidence.detach() * (1.0 if mask is None else (~mask).double())
+    count = 6 if mask is None else int((~mask).sum())
+    ref = (torch.nn.functional.cross_entropy(z, y, reduction="none") * weight).sum() / count
+    (g_ref,) = torch.autograd.grad(ref, z, create_graph=True)
+    (gg_ref,) = torch.autograd.grad(g_ref.pow(2).sum(), z)
+    torch.testing.assert_close(g, g_ref)
+    torch.testing.assert_close(gg, gg_ref)
+
+
 def test_mask_ignores_entries():
     loss = torch.tensor([[0.5, 9.0, 1.0], [2.0, float("nan"), 0.1]], dtype=torch.float64, requires_grad=True)
     ignore = torch.tensor([[False, True, False], [False, True, False]])

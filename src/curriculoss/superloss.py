@@ -23,8 +23,9 @@ solved in place, the state updated with single operations): 52 top-level torch o
 ``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
 and the index check's 2 included. On the CPU, batches below 8,192 entries (``lambertw``'s
 ``_NUMPY_BELOW``; batches of every size when torch runs on one thread) take a NumPy copy of the same
-steps on views of the same memory, at about a fifth of torch's dispatch cost per operation (21 torch
-operations left, most of them the views' metadata);
+steps on views of the same memory, at about a fifth of torch's dispatch cost per operation (22 torch
+operations left, most of them the views' metadata, and three native autograd operations in place of
+the Python node: see :func:`_with_gradient`);
 ``tests/test_speed.py`` keeps both budgets and every SuperLoss test runs on both evaluations.
 ``fused=True`` runs the whole step as one ``torch.compile``'d kernel.
 
@@ -42,7 +43,6 @@ from numbers import Real
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed
 from curriculoss.lambertw import (_half_delta_bounds, _in_place, _numpy_ok, _precision, _start_scale, _w_plus_one,
@@ -198,7 +198,7 @@ def _numpy_views(*tensors: Tensor | None) -> list[np.ndarray | None] | None:
     """1-D NumPy views of these CPU tensors (detached, no copy), or ``None`` when one cannot be viewed
     (e.g. a tensor of torch.func's transforms): the caller then runs torch's code."""
     try:  # CPU memory only (callers check _numpy_ok): a view, no copy and no device to wait for
-        return [None if t is None else t.detach().numpy().reshape(-1) for t in tensors]
+        return [None if t is None else (t.detach() if t.requires_grad else t).numpy().reshape(-1) for t in tensors]
     except (RuntimeError, TypeError):
         return None
 
@@ -313,11 +313,13 @@ def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) ->
 
 
 class _SuperLossFunction(torch.autograd.Function):
-    """(loss, source, tau, lam, reduction, keep, fused) -> (reduced SL, sigma* in loss's dtype).
+    r"""(loss, source, tau, lam, reduction, keep, fused) -> (reduced SL, sigma* in loss's dtype).
 
     One autograd node: the backward is ``grad * sigma*`` (errata 2; divided by the count for 'mean'),
     so autograd records none of the forward's arithmetic. ``keep`` (bool, or ``None``) zeroes ignored
-    entries' output and gradient.
+    entries' output and gradient. The backward is itself differentiable: :math:`\sigma^*` is a
+    constant, so :math:`\partial^2 SL / \partial \ell^2 = 0` and a double backward (e.g. a gradient
+    penalty) sees the task loss's own second derivative weighed by :math:`\sigma^*`.
     """
 
     @staticmethod
@@ -332,7 +334,6 @@ class _SuperLossFunction(torch.autograd.Function):
         return out, sigma
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad, _):  # type: ignore[override]
         (sigma,) = ctx.saved_tensors
         if grad is None:
@@ -466,6 +467,7 @@ def _fused_step(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, m
 
 
 _NP_DTYPE = {torch.float64: np.float64, torch.float32: np.float32}  # the dtypes computed in
+_UNSIGNED = {np.dtype(np.int64): np.uint64, np.dtype(np.int32): np.uint32}  # index views for the range check
 
 
 def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray | None,
@@ -522,10 +524,31 @@ class _Precomputed(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):  # type: ignore[override]
         (factor,) = ctx.saved_tensors
         return factor * grad, None, None
+
+
+def _with_gradient(loss: Tensor, detached: Tensor, out: Tensor, factor: Tensor, finite: bool) -> Tensor:
+    """``out`` (computed without autograd) made differentiable w.r.t. ``loss`` with the gradient
+    ``factor * grad`` (``detached``: ``loss.detach()``).
+
+    ``finite``: every entry of ``out`` is finite and none is ignored, which holds only if every loss is
+    finite (an infinite or NaN loss gives an infinite or NaN ``SL``). Then torch's own operations do it,
+    ``out + (loss - detached) * factor`` (summed for a scalar ``out``), whose added term is exactly 0:
+    three native autograd operations cost a training step less than one Python node (about 0.6 % of a
+    LeNet-5 step, ``benchmarks/bench_step.py``). Otherwise the Python node :class:`_Precomputed`, which
+    keeps an infinite entry infinite and an ignored one 0 whatever its loss."""
+    if not (loss.requires_grad and torch.is_grad_enabled()):
+        return out
+    if not finite:
+        return _Precomputed.apply(loss, out, factor)
+    delta = loss - detached
+    if out.dim() == 0:
+        if delta.dim() != 1:
+            delta, factor = delta.reshape(-1), factor.reshape(-1)
+        return torch.dot(delta, factor).add_(out)
+    return torch.addcmul(out, delta, factor)
 
 
 class SuperLoss(nn.Module):
@@ -753,15 +776,15 @@ class SuperLoss(nn.Module):
         """The single-process forward in NumPy, for small CPU batches: the same state update and
         Eqs. 3-4 as the torch code, on views of the buffers (updated in place, no copy); ``None`` when a
         tensor cannot be viewed (the caller then runs torch's code, nothing changed)."""
-        views = _numpy_views(loss, index, mask)
+        detached = loss.detach()
+        views = _numpy_views(detached, index, mask)
         state = self._buffer_views()
         if views is None or state is None:
             return None
         x, idx, kp = views
-        if idx is not None and idx.size:
-            lo, hi = int(idx.min()), int(idx.max())
-            if lo < 0 or hi >= self.num_samples:
-                raise IndexError(_index_message(self.num_samples, lo, hi))
+        # One reduction checks both ends: seen as unsigned, a negative index is larger than any other.
+        if idx is not None and idx.size and idx.view(_UNSIGNED[idx.dtype]).max() >= self.num_samples:
+            raise IndexError(_index_message(self.num_samples, int(idx.min()), int(idx.max())))
         kp = None if kp is None else ~kp
         loss_sum, count, tau, smoothed, seen = state
         source = _local_state_numpy(x, idx, kp, smoothed, seen, loss_sum, count, tau, self.tau_mode,
@@ -770,14 +793,15 @@ class SuperLoss(nn.Module):
         out, sigma, factor = _superloss_forward_numpy(x, source, t, self.lam, _precision(loss.dtype),
                                                       self.reduction, kp, loss.dtype)
         shape = loss.shape
-        src = loss.detach() if source is None else torch.from_numpy(source.reshape(shape))
+        src = detached if source is None else torch.from_numpy(source.reshape(shape))
         keep = None if mask is None else torch.from_numpy(kp.reshape(shape))
         tau_t = self._buffers["tau"]
         # plain attributes (nn.Module's __setattr__ costs microseconds a call)
         self.__dict__["confidence"] = torch.from_numpy(sigma.reshape(shape))
         self.__dict__["_cap_inputs"] = (src, _tau_for(loss, index, tau_t) if loss.dim() == 0 else tau_t, keep)
+        finite = mask is None and bool(np.isfinite(out).all())  # host memory: no device to wait for
         out = torch.from_numpy(out.reshape(shape) if self.reduction == "none" else out)
-        return _Precomputed.apply(loss, out, torch.from_numpy(factor.reshape(shape)))
+        return _with_gradient(loss, detached, out, torch.from_numpy(factor.reshape(shape)), finite)
 
     def _buffer_views(self) -> list[np.ndarray | None] | None:
         """NumPy views of the state buffers, made once and reused while the buffers are the same
