@@ -4,15 +4,18 @@ Variants run interleaved (A B C A B C ...), so a drift of the machine affects ev
 :func:`ratio` reports each variant's time against a baseline as the median of the *per-round*
 ratios (variant / baseline within one round) with a bootstrap confidence interval over the rounds:
 pairing cancels the slow drifts of a shared machine, and the interval says what the run can resolve.
-:func:`blocked_samples` makes the variants anew for each block of rounds, and :func:`ratio` then
-resamples blocks: where a variant's objects lie in memory shifts its time by an offset that stays for
-the objects' life and changes from one making to the next, which only blocks can sample.
+:func:`samples_in_processes` runs the rounds in several processes, and :func:`ratio` then resamples
+processes: where the code and the objects lie in memory shifts a step's time by an offset that lasts
+as long as the process, which only several processes can sample.
 :func:`top_level_ops` counts the ``aten::`` operations a call dispatches (``torch.profiler``), the
 figure that does not depend on machine noise, printed beside every timing.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,30 +44,31 @@ def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warm
     return times
 
 
-def blocked_samples(make: Callable[[], dict[str, Callable[[], object]]], blocks: int, repeats: int,
-                    warmup: int = 10, max_seconds: float | None = None) -> tuple[dict[str, list[float]], list[int]]:
-    """:func:`interleaved_samples` in ``blocks`` blocks of ``repeats // blocks`` rounds, the variants made
-    anew by ``make()`` for each block: (seconds of every call, the block of each round).
+def print_samples(times: dict[str, list[float]]) -> None:
+    """A child process's samples, as the one line :func:`samples_in_processes` reads."""
+    print("SAMPLES " + json.dumps(times), flush=True)
 
-    Why: a variant's objects (model, buffers, the loss's state) land at other addresses each time they
-    are made, and that alone moves a step's time by up to about 1 % on this machine, for the whole life
-    of the objects (two identical cross-entropy variants, made separately, measured 0.988x-1.008x of each
-    other from one making to the next). Rounds within one making share that offset, so an interval over
-    the rounds of one making is too narrow; blocks made anew sample it, and :func:`ratio` resamples whole
-    blocks."""
-    per_block = max(repeats // blocks, 1)
+
+def samples_in_processes(argv: list[str], processes: int) -> tuple[dict[str, list[float]], list[int]]:
+    """Run ``python *argv`` ``processes`` times, one after the other, each printing its samples with
+    :func:`print_samples`: (the samples pooled, the process of each round).
+
+    Why: where a variant's objects, and the interpreter's and libraries' code, lie in memory shifts a
+    step's time by an offset that lasts as long as the process (up to about 1 % for a LeNet-5 step
+    here: two plain cross-entropy variants measured 0.988x-1.008x of each other from one making to the
+    next, and SuperLoss's ratio 1.027x-1.042x from one process to the next). Rounds of one process share
+    that offset, so an interval over them is too narrow; :func:`ratio` with ``groups`` resamples whole
+    processes."""
     times: dict[str, list[float]] = {}
-    block_of: list[int] = []
-    start = time.perf_counter()
-    for block in range(blocks):
-        left = None if max_seconds is None else max(max_seconds - (time.perf_counter() - start), 0.0)
-        got = interleaved_samples(make(), per_block, warmup, max_seconds=left)
+    groups: list[int] = []
+    for k in range(processes):
+        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("SAMPLES ")]
+        got = json.loads(lines[-1][len("SAMPLES "):])
         for name, ts in got.items():
             times.setdefault(name, []).extend(ts)
-        block_of += [block] * len(next(iter(got.values())))
-        if max_seconds is not None and time.perf_counter() - start > max_seconds and block >= 1:
-            break
-    return times, block_of
+        groups += [k] * len(next(iter(got.values())))
+    return times, groups
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 10) -> dict[str, float]:
@@ -91,17 +95,17 @@ class Ratio:
 
 
 def ratio(times: list[float], base: list[float], confidence: float = 0.95, resamples: int = 2000,
-          seed: int = 0, blocks: list[int] | None = None) -> Ratio:
+          seed: int = 0, groups: list[int] | None = None) -> Ratio:
     """Per-round ratios ``times[i] / base[i]``: their median, with a percentile bootstrap interval
-    (rounds resampled with replacement; with ``blocks``, the block of each round from
-    :func:`blocked_samples`, whole blocks are resampled, so that the interval includes the offsets
-    that differ from block to block)."""
+    (rounds resampled with replacement; with ``groups``, the process of each round from
+    :func:`samples_in_processes`, whole processes are resampled, so that the interval includes the
+    offsets that differ from one process to the next)."""
     r = np.asarray(times[: len(base)]) / np.asarray(base[: len(times)])
     rng = np.random.default_rng(seed)
-    if blocks is None or len(set(blocks)) < 2:
+    if groups is None or len(set(groups)) < 2:
         boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
     else:
-        labels = np.asarray(blocks[: len(r)])
+        labels = np.asarray(groups[: len(r)])
         members = [np.flatnonzero(labels == b) for b in np.unique(labels)]
         picks = rng.integers(0, len(members), (resamples, len(members)))
         boot = np.array([np.median(r[np.concatenate([members[i] for i in row])]) for row in picks])

@@ -3,13 +3,12 @@
 Batch 128 of MNIST-sized random input, CPU; a step is zero_grad, forward, loss, backward and the SGD
 steps (the model's, and data parameters' own sparse SGD). The model's learning rate is 0, so that
 every variant times the same weights (see ``make``). All variants run interleaved with the order
-rotated every round, in ``--blocks`` blocks for each of which every variant (model, loss, state) is
-made anew; each ratio is the median of the per-round ratios (variant / CE within a round) with a 95 %
-bootstrap interval that resamples whole blocks. Where a variant's objects lie in memory shifts its
-time by up to about 1 % for as long as they live, so rounds of one making share an offset that an
-interval over rounds would not see. ``ce_again``, a second plain CE made on its own, is the control:
-its ratio would be 1 on a perfect bench, and its interval is what the run can resolve. Beside each
-timing: the top-level ``aten::``
+rotated every round, in ``--processes`` processes run one after the other; each ratio is the median
+of the per-round ratios (variant / CE within a round) with a 95 % bootstrap interval that resamples
+whole processes. Where the code and a variant's objects lie in memory shifts its time by up to about
+1 % for as long as the process lives, so rounds of one process share an offset that an interval over
+rounds would not see. ``ce_again``, a second plain CE made on its own, is the control: its ratio would
+be 1 on a perfect bench. Beside each timing: the top-level ``aten::``
 operations of the loss part (loss forward + backward on fixed logits, plus the data-parameter step),
 counted with ``torch.profiler``: the figure that does not depend on the machine's load. Then the loss
 part's own time, called back to back and right after a forward of the model: on this machine code that
@@ -24,7 +23,7 @@ per-sample reweighting can add to CE: ``floor_weighted``, CE per sample times fi
 mean (2 operations more than CE); ``floor_node``, the same multiply inside a minimal Python autograd
 node (what SuperLoss, IMAE and the data parameters need for their hand-written gradients).
 
-    python benchmarks/bench_step.py                 # 400 rounds in 8 blocks
+    python benchmarks/bench_step.py                 # 480 rounds in 6 processes
     python benchmarks/bench_step.py --fused         # also SuperLoss(fused=True)
 """
 from __future__ import annotations
@@ -38,7 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _timing import blocked_samples, load_note, ratio, spread, top_level_ops
+from _timing import interleaved_samples, load_note, print_samples, ratio, samples_in_processes, spread, top_level_ops
 
 from curriculoss import DataParameters, SuperLoss, imae
 from curriculoss.harness.models import LeNet5
@@ -66,9 +65,10 @@ class _Weighted(torch.autograd.Function):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=400, help="interleaved rounds, all blocks together")
-    parser.add_argument("--blocks", type=int, default=8, help="blocks of rounds, the variants made anew for each")
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop the rounds after this long")
+    parser.add_argument("--repeats", type=int, default=480, help="interleaved rounds, all processes together")
+    parser.add_argument("--processes", type=int, default=6, help="processes that run the rounds, one after the other")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop each process's rounds after this long")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process's rounds
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
     args = parser.parse_args()
@@ -158,8 +158,12 @@ def main() -> None:
 
     kinds = ["ce", "ce_again", "superloss", "superloss_torch", *(["superloss_fused"] if args.fused else []),
              "dp_instance", "dp_joint", "imae", "floor_weighted", "floor_node"]
+    if args.child:
+        print_samples(interleaved_samples({kind: make(kind)[0] for kind in kinds}, args.repeats, warmup=20,
+                                          max_seconds=args.max_seconds))
+        return
     ops, parts = {}, {}
-    for kind in kinds:  # the first making: compilation, op counts, and the loss parts timed alone below
+    for kind in kinds:  # op counts, compilation, and the loss parts timed alone below
         step, part = make(kind)
         parts[kind] = part
         t0 = time.perf_counter()
@@ -168,20 +172,20 @@ def main() -> None:
             print(f"SuperLoss(fused=True): first step {time.perf_counter() - t0:.1f} s (compilation included)")
         ops[kind] = top_level_ops(part)
 
-    def make_all() -> dict[str, Callable[[], None]]:
-        return {kind: make(kind)[0] for kind in kinds}
-
-    times, blocks = blocked_samples(make_all, args.blocks, args.repeats, warmup=10, max_seconds=args.max_seconds)
+    child = [__file__, "--child", "--batch-size", str(b), "--repeats", str(max(args.repeats // args.processes, 1)),
+             "--threads", str(args.threads), *(["--fused"] if args.fused else []),
+             *(["--max-seconds", str(args.max_seconds / args.processes)] if args.max_seconds else [])]
+    times, processes = samples_in_processes(child, args.processes)
     rounds = len(times["ce"])
     print(f"LeNet-5 step, batch {b}, CPU, {torch.get_num_threads()} threads, {rounds} interleaved rounds in "
-          f"{len(set(blocks))} blocks; {load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
-    print("| variant | step, median (IQR) | / CE, 95 % CI over blocks | resolution (CI half-width) | aten ops, loss part | goal |")
+          f"{len(set(processes))} processes; {load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
+    print("| variant | step, median (IQR) | / CE, 95 % CI over processes | resolution (CI half-width) | aten ops, loss part | goal |")
     print("|---|---|---|---|---|---|")
     for kind in kinds:
         if kind == "ce":
             print(f"| plain CE | {spread(times[kind])} | 1 | | {ops[kind]} | |")
             continue
-        r = ratio(times[kind], times["ce"], blocks=blocks)
+        r = ratio(times[kind], times["ce"], groups=processes)
         goal = GOALS.get(kind)
         if goal is None:
             role = "(control: 1 on a perfect bench)" if kind == "ce_again" else "(floor)"

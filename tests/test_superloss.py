@@ -259,6 +259,20 @@ def test_double_backward_weighs_the_task_losss_curvature(masked):
     torch.testing.assert_close(gg, gg_ref)
 
 
+def test_functional_double_backward_holds_sigma_constant():
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(5, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = torch.randint(0, 3, (5,), generator=gen)
+    ce = torch.nn.functional.cross_entropy(z, y, reduction="none")
+    (g,) = torch.autograd.grad(superloss(ce, 1.0, 0.5, reduction="sum"), z, create_graph=True)
+    (gg,) = torch.autograd.grad(g.pow(2).sum(), z)
+    weight = superloss_confidence(ce.detach(), 1.0, 0.5)
+    ref = (torch.nn.functional.cross_entropy(z, y, reduction="none") * weight).sum()
+    (g_ref,) = torch.autograd.grad(ref, z, create_graph=True)
+    (gg_ref,) = torch.autograd.grad(g_ref.pow(2).sum(), z)
+    torch.testing.assert_close(gg, gg_ref)
+
+
 def test_mask_ignores_entries():
     loss = torch.tensor([[0.5, 9.0, 1.0], [2.0, float("nan"), 0.1]], dtype=torch.float64, requires_grad=True)
     ignore = torch.tensor([[False, True, False], [False, True, False]])

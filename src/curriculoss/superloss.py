@@ -347,7 +347,8 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
     :math:`SL_\lambda(\ell_i) = (\ell_i - \tau)\sigma^*_i + \lambda (\log \sigma^*_i)^2`.
 
     :math:`\tau` and :math:`\sigma^*` are constants for autograd: :math:`\partial SL/\partial\ell_i =
-    \sigma^*_i`.
+    \sigma^*_i`, for second derivatives too (a double backward, e.g. a gradient penalty, works, as with
+    the :class:`SuperLoss` module).
 
     Args:
         loss: per-sample input losses (``reduction='none'`` output of the task loss), any shape.
