@@ -62,7 +62,9 @@ def samples_in_processes(argv: list[str], processes: int) -> tuple[dict[str, lis
     times: dict[str, list[float]] = {}
     groups: list[int] = []
     for k in range(processes):
-        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmark process {k} exited with {done.returncode}:\n{done.stderr[-3000:]}")
         lines = [line for line in done.stdout.splitlines() if line.startswith("SAMPLES ")]
         got = json.loads(lines[-1][len("SAMPLES "):])
         for name, ts in got.items():
