@@ -159,7 +159,7 @@ def test_metrics_record_the_share_at_the_cap_and_the_mean_confidence(tmp_path):
 def test_harness_step_is_the_confidence_weighted_mean(normalise):
     torch.manual_seed(0)
     loss = (torch.rand(16, dtype=torch.float64) * 4).requires_grad_()
-    method = SuperLossMethod(lambda z, y: z, SuperLoss(tau=2.0, lam=1.0), normalise=normalise)
+    method = SuperLossMethod(lambda z, y: z, SuperLoss(tau=2.0, lam=1.0, step="normalised" if normalise else "paper"))
     method(loss, None, torch.arange(16)).backward()
     # independent: sigma* = exp(-W(max(-2/e, beta)/2)) from scipy
     from scipy.special import lambertw as scipy_w

@@ -1,5 +1,6 @@
 """SuperLoss against independent references: brute-force minimisation of Eq. 1, the paper's
 properties (Sec. 2.2), finite differences, and plain-Python recomputations of the running state."""
+import functools
 import math
 
 import numpy as np
@@ -7,7 +8,13 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from curriculoss import SuperLoss, superloss, superloss_confidence
+import curriculoss
+from curriculoss import superloss_confidence
+
+# The equations' tests run Eq. 3 as written (step='paper'); the normalised step, the default, is
+# tested against them below (test_normalised_step_*).
+SuperLoss = functools.partial(curriculoss.SuperLoss, step="paper")
+superloss = functools.partial(curriculoss.superloss, step="paper")
 
 
 @pytest.fixture(autouse=True, params=["torch", "numpy"])
@@ -287,8 +294,10 @@ def test_mask_ignores_entries():
     assert torch.all(none[ignore] == 0)
 
 
-def test_compiled_module_equals_eager():
-    eager, compiled = SuperLoss(tau="ema", num_samples=16), SuperLoss(tau="ema", num_samples=16)
+@pytest.mark.parametrize("step", ["normalised", "paper"])
+def test_compiled_module_equals_eager(step):
+    eager = curriculoss.SuperLoss(tau="ema", num_samples=16, step=step)
+    compiled = curriculoss.SuperLoss(tau="ema", num_samples=16, step=step)
     fn = torch.compile(compiled, fullgraph=True, backend="aot_eager")
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -516,3 +525,110 @@ def test_confidence_under_torch_func_vmap():
     ref = torch.from_numpy(np.where(capped, E, np.exp(-scipy.special.lambertw(np.where(capped, 0.0, beta) / 2).real)))
     torch.testing.assert_close(torch.func.vmap(lambda l: superloss_confidence(l, 1.5, 0.5))(loss), ref,
                                rtol=1e-11, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The normalised step (the default) and evaluation mode.
+
+
+def scipy_sigma(loss: np.ndarray, tau: float, lam: float) -> np.ndarray:
+    """Eq. 4 with scipy's Lambert W, the cap written out (an independent implementation)."""
+    from scipy.special import lambertw as scipy_w
+
+    beta = (loss - tau) / lam
+    capped = beta <= -2 / E
+    return np.where(capped, E, np.exp(-np.real(scipy_w(np.where(capped, 0.0, beta) / 2))))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("form,masked", [("functional", False), ("module", False), ("module", True)])
+def test_normalised_step_weighs_by_sigma_over_its_sum(reduction, masked, form):
+    gen = torch.Generator().manual_seed(3)
+    loss = (torch.rand(32, generator=gen, dtype=torch.float64) * 4).requires_grad_()
+    mask = torch.rand(32, generator=gen) < 0.3 if masked else None
+    if form == "functional":
+        out = curriculoss.superloss(loss, 2.0, 1.0, reduction)
+        paper = superloss(loss.detach(), 2.0, 1.0, reduction)
+    else:
+        out = curriculoss.SuperLoss(tau=2.0, reduction=reduction)(loss, mask=mask)
+        paper = SuperLoss(tau=2.0, reduction=reduction)(loss.detach(), mask=mask)
+    out.sum().backward()
+    sigma = scipy_sigma(loss.detach().numpy(), 2.0, 1.0)
+    keep = np.ones(32, bool) if mask is None else ~mask.numpy()
+    assert 0 < (sigma[keep] == E).sum() < keep.sum()  # some at the cap, some not
+    scale = keep.sum() / sigma[keep].sum()
+    expected = np.where(keep, sigma, 0.0) * scale / (keep.sum() if reduction == "mean" else 1)
+    np.testing.assert_allclose(loss.grad.numpy(), expected, rtol=1e-7)
+    np.testing.assert_allclose(out.detach().numpy(), paper.numpy() * scale, rtol=1e-7)
+
+
+def test_normalised_step_of_an_all_ignored_batch_is_zero():
+    loss = torch.rand(8, requires_grad=True)
+    out = curriculoss.SuperLoss(reduction="sum")(loss, mask=torch.ones(8, dtype=torch.bool))
+    out.backward()
+    assert out.item() == 0 and torch.all(loss.grad == 0)
+
+
+def test_step_is_validated():
+    with pytest.raises(ValueError, match="step must be one of"):
+        curriculoss.SuperLoss(step="normalized")
+    with pytest.raises(ValueError, match="step must be one of"):
+        curriculoss.superloss(torch.rand(3), 1.0, step="mean")
+
+
+@pytest.mark.parametrize("tau", ["avg", "ema", 1.5])
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_eval_mode_changes_no_state(tau, smoothing):
+    module = curriculoss.SuperLoss(tau=tau, num_samples=64 if smoothing else None)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        index = torch.randperm(64, generator=gen)[:16]
+        module(torch.rand(16, generator=gen, dtype=torch.float64) * 3, index if smoothing else None)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    tau_now = float(module.tau)
+    module.eval()
+    for _ in range(10):
+        index = torch.randperm(64, generator=gen)[:16]
+        loss = (torch.rand(16, generator=gen, dtype=torch.float64) * 30).requires_grad_()
+        out = module(loss, index if smoothing else None)
+        out.backward()
+        # computed with the current threshold; the confidence from the stored smoothed loss blended in
+        source = loss.detach().numpy()
+        if smoothing:
+            seen = before["seen"][index].numpy()
+            stored = before["smoothed_loss"][index].numpy()
+            source = np.where(seen, 0.9 * stored + 0.1 * source, source)
+        sigma = scipy_sigma(source, tau_now, 1.0)
+        np.testing.assert_allclose(module.confidence.numpy(), sigma, rtol=1e-7)
+        np.testing.assert_allclose(loss.grad.numpy(), sigma / sigma.sum(), rtol=1e-7)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    module(torch.rand(16, dtype=torch.float64))  # no index needed in eval, even with smoothing
+    module.train()
+    with torch.no_grad():  # train mode updates, also without gradients (as BatchNorm's statistics)
+        module(torch.rand(16, dtype=torch.float64) + 50, torch.arange(16) if smoothing else None)
+    assert tau == 1.5 or float(module.tau) != tau_now
+
+
+def test_contrastive_eval_mode_changes_no_state():
+    criterion = curriculoss.SuperContrastiveLoss(tau="avg")
+    gen = torch.Generator().manual_seed(1)
+    criterion(torch.randn(16, 8, generator=gen), torch.randn(16, 8, generator=gen), torch.randint(0, 2, (16,)))
+    before = {k: v.clone() for k, v in criterion.state_dict().items()}
+    criterion.eval()
+    for _ in range(10):
+        criterion(torch.randn(16, 8, generator=gen) * 5, torch.randn(16, 8, generator=gen),
+                  torch.randint(0, 2, (16,), generator=gen))
+    assert all(torch.equal(v, before[k]) for k, v in criterion.state_dict().items())
+
+
+def test_misuse_gets_a_sentence_that_names_the_fix():
+    logits, target = torch.randn(8, 10), torch.randint(10, (8,))
+    with pytest.raises(ValueError, match="per-sample losses, not logits"):
+        curriculoss.SuperLoss()(logits, target)
+    with pytest.raises(ValueError, match="on the loss's device"):
+        curriculoss.SuperLoss(num_samples=10)(torch.rand(8), torch.zeros(8, dtype=torch.long, device="meta"))
+    module, reference = curriculoss.SuperLoss(num_samples=10), curriculoss.SuperLoss(num_samples=10)
+    loss = torch.rand(8, dtype=torch.float64)
+    out = module(loss, np.arange(8, dtype=np.int32))  # a NumPy index is converted
+    assert torch.equal(out, reference(loss, torch.arange(8)))

@@ -1,4 +1,5 @@
 """SuperLoss on every task of the paper (Sec. 2.4): regression, detection, metric learning."""
+import functools
 import math
 
 import numpy as np
@@ -7,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from scipy.special import lambertw as scipy_lambertw
 
-from curriculoss import SuperContrastiveLoss, SuperLoss, contrastive_loss
+import curriculoss
+from curriculoss import contrastive_loss
+
+# Eq. 3 as written (step='paper'), against the equations' references; the normalised step (the
+# default) is tested in test_superloss.py and by test_contrastive_normalised_step below.
+SuperLoss = functools.partial(curriculoss.SuperLoss, step="paper")
+SuperContrastiveLoss = functools.partial(curriculoss.SuperContrastiveLoss, step="paper")
 
 
 @pytest.fixture(autouse=True, params=["torch", "numpy"])

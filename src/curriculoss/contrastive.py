@@ -89,6 +89,8 @@ class SuperContrastiveLoss(nn.Module):
         momentum: :math:`\alpha` of the ``'ema'`` thresholds.
         squared: square both terms.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'`` over all pairs.
+        step: ``'normalised'`` (default) or ``'paper'``, as in :class:`~curriculoss.SuperLoss`; each
+            threshold's pairs are normalised by their own mean :math:`\sigma^*`.
 
     ``forward(x1, x2, label)`` with embeddings ``(P, D)`` and pair labels ``(P,)``. There is no per-pair
     state beyond the two thresholds (pairs are too many to remember, Sec. 2.4). After each forward,
@@ -105,7 +107,8 @@ class SuperContrastiveLoss(nn.Module):
     confidence: Tensor | None
 
     def __init__(self, margin: float = 0.7, lam: float = 1.0, tau: str | float | tuple = "avg",
-                 momentum: float = 0.9, squared: bool = False, reduction: str = "mean"):
+                 momentum: float = 0.9, squared: bool = False, reduction: str = "mean", *,
+                 step: str = "normalised"):
         super().__init__()
         _check_margin(margin)
         _check_reduction(reduction)
@@ -113,8 +116,8 @@ class SuperContrastiveLoss(nn.Module):
         self.margin = float(margin)
         self.squared = squared
         self.reduction = reduction
-        self.positive = SuperLoss(tau=tau_pos, lam=lam, momentum=momentum, reduction="none")
-        self.negative = SuperLoss(tau=tau_neg, lam=lam, momentum=momentum, reduction="none")
+        self.positive = SuperLoss(tau=tau_pos, lam=lam, momentum=momentum, reduction="none", step=step)
+        self.negative = SuperLoss(tau=tau_neg, lam=lam, momentum=momentum, reduction="none", step=step)
         self.confidence = None
 
     def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:

@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curriculoss.data_parameters import DataParameters
-from curriculoss.distributed import all_reduce_sum, is_distributed
 from curriculoss.focal import focal_loss
 from curriculoss.gce import gce_loss
 from curriculoss.imae import imae
@@ -88,9 +87,7 @@ class MethodOptions:
     tau: str = "avg"  # 'avg', 'ema', a number, or 'logC'
     lam: float = 1.0
     smoothing: float | None = 0.9  # None: no per-sample smoothing
-    # SuperLoss's batch objective divided by the batch's mean sigma* (a detached constant): the same
-    # per-sample weights (Eq. 4), a step never larger than the base loss's (see SuperLossMethod)
-    sl_normalise: bool = True
+    sl_normalise: bool = True  # SuperLoss(step='normalised'), the library's default; False: step='paper'
     imae_T: float = 8.0
     dp_level: str = "instance"  # the paper's choice under label noise (Sec. 3.4)
     dp_class_lr: float = 0.1
@@ -152,26 +149,12 @@ class IMAEMethod(Method):
 
 
 class SuperLossMethod(Method):
-    r"""SuperLoss (Eqs. 1-4) on a per-sample base loss, with the step normalised by default.
+    """SuperLoss (Eqs. 1-4) on a per-sample base loss; the batch objective (``step``) is the
+    criterion's own (:class:`~curriculoss.SuperLoss`, normalised by default)."""
 
-    The gradient of the paper's batch mean of :math:`SL` w.r.t. sample i's loss is
-    :math:`\sigma^*_i / B`, with :math:`\sigma^*_i \in (0, e]`: when most of a batch is easy
-    (:math:`\beta_i \le -2/e`, as happens when the running threshold 'avg' trails the falling losses
-    early in training) the step is up to e times the base loss's at the same learning rate, and a rate
-    the base loss tolerates can diverge (``docs/superloss-collapse``). With ``normalise=True`` the
-    batch's :math:`SL` is divided by its mean :math:`\sigma^*` (detached, like :math:`\sigma^*`
-    itself), so the model's gradient is :math:`\sum_i w_i \nabla\ell_i` with
-    :math:`w_i = \sigma^*_i / \sum_j \sigma^*_j`: the same relative weights, the step of a weighted
-    mean of the base loss's per-sample gradients, never larger in scale than the base loss's. The
-    paper's protocol trains SuperLoss with the baseline's hyper-parameters; the normalised step makes
-    that learning rate mean the same thing. Under ``torch.distributed`` the mean is over the global batch.
-    ``normalise=False`` is the paper's batch mean of :math:`SL`.
-    """
-
-    def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss, normalise: bool = True):
+    def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss):
         super().__init__(base)
         self.criterion = criterion
-        self.normalise = normalise
         self._epoch_count = 0  # samples this epoch: known on the host, so never a tensor per step
 
     def start_epoch(self) -> None:
@@ -183,21 +166,12 @@ class SuperLossMethod(Method):
         self.per_sample_loss = loss.detach()
         out = self.criterion(loss, index if self.criterion.num_samples is not None else None)
         self.confidence = self.criterion.confidence
-        n = self.confidence.numel()
         # A handful of operations per step: the batch's (share at the cap, sum of sigma*) as one tensor
         # added to the epoch's sums, the count on the host.
         with torch.no_grad():
             sigma_sum = self.confidence.sum()
             self._accumulate(torch.stack([self.criterion.at_cap.sum(dtype=sigma_sum.dtype), sigma_sum]))
-            self._epoch_count += n
-        if self.normalise:
-            if is_distributed():  # the global batch's mean sigma*, as one process would see it
-                acc = accumulator_dtype(sigma_sum.device)
-                total = sigma_sum.to(acc)
-                batch = all_reduce_sum(torch.stack([total, total.new_full((), float(n))]))  # filled on the device
-                out = out / (batch[0] / batch[1].clamp_min(1.0)).to(out.dtype)
-            elif n:
-                out = out / (sigma_sum / n)  # sigma* has the loss's dtype
+            self._epoch_count += self.confidence.numel()
         return out
 
     def epoch_sums(self) -> Tensor | None:
@@ -267,9 +241,9 @@ def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> M
     smoothing = o.smoothing
     criterion = SuperLoss(
         tau=tau, lam=o.lam, num_samples=num_samples if smoothing is not None else None,
-        smoothing=smoothing if smoothing is not None else 0.9,
+        smoothing=smoothing if smoothing is not None else 0.9, step="normalised" if o.sl_normalise else "paper",
     )
-    return SuperLossMethod(BASE_LOSSES[base], criterion, normalise=o.sl_normalise)
+    return SuperLossMethod(BASE_LOSSES[base], criterion)
 
 
 def _data_params(o: MethodOptions, num_classes: int | None, num_samples: int) -> Method:
