@@ -15,7 +15,7 @@ K, N = 5, 40
 def _dp(level, **kw):
     dp = DataParameters(K, N, level=level, **kw).double()
     with torch.no_grad():  # random parameters, so the closed forms are not checked only at sigma = 1
-        for p in dp.parameters():
+        for p in dp.data_parameters():
             p.copy_(torch.empty_like(p).uniform_(-0.7, 0.7))
     return dp
 
@@ -67,7 +67,7 @@ def test_every_logit_dtype_against_eqs_3_4_5(level, dtype):
     # the logits come back in their own dtype, the gradients reach the float32 parameters.
     dp = DataParameters(K, N, level=level)
     with torch.no_grad():
-        for p in dp.parameters():
+        for p in dp.data_parameters():
             p.copy_(torch.empty_like(p).uniform_(-0.7, 0.7))
     B = 12
     z = (3 * torch.randn(B, K, dtype=torch.float64)).to(dtype).requires_grad_()
@@ -81,7 +81,7 @@ def test_every_logit_dtype_against_eqs_3_4_5(level, dtype):
     # the loss in float32 (float64 for float64 logits), as under autocast
     F.cross_entropy(out.to(torch.promote_types(dtype, torch.float32)), y, reduction="sum").backward()
     assert z.grad.dtype == dtype
-    assert all(p.grad.dtype == torch.float32 for p in dp.parameters())
+    assert all(p.grad.dtype == torch.float32 for p in dp.data_parameters())
     dL_ds, p = _eq4_5(z.detach().double(), y, s)
     tol = dict(rtol=16 * eps, atol=16 * eps)
     torch.testing.assert_close(z.grad.double(), (p - F.one_hot(y, K)) / s[:, None], **tol)
@@ -113,7 +113,7 @@ def test_gradcheck_forward():
 
 
 def test_initial_values_and_views():
-    j = DataParameters(K, N)
+    j = DataParameters(K, N, level="joint")
     torch.testing.assert_close(j.class_sigma, torch.ones(K))
     torch.testing.assert_close(j.instance_sigma, torch.full((N,), 0.001))  # erratum 4
     assert j.class_sigma.requires_grad is False
@@ -131,11 +131,11 @@ def test_initial_values_and_views():
 
 
 def test_backward_is_sparse_with_one_entry_per_sample():
-    dp = DataParameters(K, 10_000)
+    dp = DataParameters(K, 10_000, level="joint")
     y = torch.randint(K, (16,))
     idx = torch.randint(10_000, (16,))
     F.cross_entropy(dp(torch.randn(16, K), y, idx), y).backward()
-    for p in dp.parameters():
+    for p in dp.data_parameters():
         assert p.grad.is_sparse and p.grad._nnz() == 16
 
 
@@ -278,7 +278,7 @@ def test_clamp_matches_reference_projection():
     F.cross_entropy(dp(z, y, torch.tensor([5, 6])), y).backward()
     opt.step()
     assert torch.equal(dp.log_instance_sigma.detach(), before)  # lr 0: unchanged, still in range
-    off = DataParameters(K, N, clamp=None)
+    off = DataParameters(K, N, clamp=None, level="joint")
     o2 = off.optimizer(class_lr=1e3)
     F.cross_entropy(off(z, y, torch.tensor([0, 1])), y).backward()
     o2.step()
@@ -297,23 +297,23 @@ def _train(dp, opt, steps, seed):
 
 
 def test_state_dict_round_trip_continues_bit_identically():
-    dp = DataParameters(K, N)
+    dp = DataParameters(K, N, level="joint")
     opt = dp.optimizer(class_lr=0.2, instance_lr=0.4)
     _train(dp, opt, 6, seed=1)
     buf = io.BytesIO()
     torch.save({"dp": dp.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
     saved = torch.load(buf, weights_only=True)
-    dp2 = DataParameters(K, N)
+    dp2 = DataParameters(K, N, level="joint")
     opt2 = dp2.optimizer(class_lr=0.2, instance_lr=0.4)
     dp2.load_state_dict(saved["dp"])
     opt2.load_state_dict(saved["opt"])
     assert opt2.state[dp2.log_instance_sigma]["step"] == 6
     _train(dp, opt, 5, seed=2)
     _train(dp2, opt2, 5, seed=2)
-    for a, b in zip(dp.parameters(), dp2.parameters()):
+    for a, b in zip(dp.data_parameters(), dp2.data_parameters()):
         assert torch.equal(a, b)
-    for p, q in zip(dp.parameters(), dp2.parameters()):
+    for p, q in zip(dp.data_parameters(), dp2.data_parameters()):
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
 
 
@@ -375,11 +375,11 @@ def test_detection_joint_and_empty_batch():
     (dict(logits=torch.randn(3, K + 1)), "logits"),
 ])
 def test_bad_inputs_raise_before_state_changes(bad, match):
-    dp = DataParameters(K, N)
+    dp = DataParameters(K, N, level="joint")
     opt = dp.optimizer()
     _train(dp, opt, 2, seed=0)
     snap = {k: v.clone() for k, v in dp.state_dict().items()}
-    osnap = [opt.state[p]["momentum_buffer"].clone() for p in dp.parameters()]
+    osnap = [opt.state[p]["momentum_buffer"].clone() for p in dp.data_parameters()]
     args = dict(logits=torch.randn(3, K), target=torch.tensor([0, 1, 2]), index=torch.tensor([0, 1, 2]))
     args.update(bad)
     opt.zero_grad()
@@ -388,7 +388,7 @@ def test_bad_inputs_raise_before_state_changes(bad, match):
     opt.step()  # nothing has a gradient: nothing may change
     for k, v in dp.state_dict().items():
         assert torch.equal(v, snap[k])
-    for p, b in zip(dp.parameters(), osnap):
+    for p, b in zip(dp.data_parameters(), osnap):
         assert torch.equal(opt.state[p]["momentum_buffer"], b)
 
 
@@ -398,12 +398,12 @@ def test_bad_constructor_and_detection_args():
     with pytest.raises(ValueError, match="num_instances"):
         DataParameters(K, None, level="joint")
     with pytest.raises(ValueError, match="init_instance"):
-        DataParameters(K, N, init_instance=0.0)
+        DataParameters(K, N, init_instance=0.0, level="joint")
     with pytest.raises(ValueError, match="clamp"):
-        DataParameters(K, N, clamp=(2.0, 1.0))
+        DataParameters(K, N, clamp=(2.0, 1.0), level="joint")
     with pytest.raises(ValueError, match="class_grad"):
-        DataParameters(K, N).optimizer(class_grad="median")
-    dp = DataParameters(K, N)
+        DataParameters(K, N, level="joint").optimizer(class_grad="median")
+    dp = DataParameters(K, N, level="joint")
     z = torch.randn(3, K)
     t = torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match="anchor_box"):
@@ -415,7 +415,7 @@ def test_bad_constructor_and_detection_args():
 
 
 def test_meta_device():
-    dp = DataParameters(K, 2_400_000, device="meta")
+    dp = DataParameters(K, 2_400_000, device="meta", level="joint")
     z = torch.randn(4, K, device="meta", requires_grad=True)
     y = torch.zeros(4, dtype=torch.long, device="meta")
     out = dp(z, y, torch.zeros(4, dtype=torch.long, device="meta"))
@@ -427,27 +427,27 @@ def test_meta_device():
 
 
 def test_device_and_dense_gradient_fallback(device):
-    dp = DataParameters(K, N).to(device)
+    dp = DataParameters(K, N, level="joint").to(device)
     opt = dp.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean")
     y = torch.tensor([0, 3], device=device)
     idx = torch.tensor([2, 9], device=device)
     z = torch.randn(2, K, device=device)
     F.cross_entropy(dp(z, y, idx), y).backward()
-    sparse_grads = [_dense(p.grad).clone() for p in dp.parameters()]
+    sparse_grads = [_dense(p.grad).clone() for p in dp.data_parameters()]
     # a dense gradient (as under torch.compile): its non-zero rows are the present ones
-    dp2 = DataParameters(K, N).to(device)
+    dp2 = DataParameters(K, N, level="joint").to(device)
     opt2 = dp2.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean", weight_decay_mode="per_row")
     opt = dp.optimizer(class_lr=0.5, instance_lr=0.5, class_grad="batch_mean", weight_decay_mode="per_row")
-    for p, g in zip(dp2.parameters(), sparse_grads):
+    for p, g in zip(dp2.data_parameters(), sparse_grads):
         p.grad = g
     opt.step()
     opt2.step()
-    for a, b in zip(dp.parameters(), dp2.parameters()):
+    for a, b in zip(dp.data_parameters(), dp2.data_parameters()):
         torch.testing.assert_close(a, b)
     # the class mean needs the per-sample entries of the sparse gradient: a dense one is refused
-    dp3 = DataParameters(K, N).to(device)
+    dp3 = DataParameters(K, N, level="joint").to(device)
     opt3 = dp3.optimizer(class_grad="class_mean")
-    for p, g in zip(dp3.parameters(), sparse_grads):
+    for p, g in zip(dp3.data_parameters(), sparse_grads):
         p.grad = g
     with pytest.raises(ValueError, match="class_mean"):
         opt3.step()
@@ -458,7 +458,7 @@ def test_device_and_dense_gradient_fallback(device):
 
 
 def test_torch_compile_fullgraph():
-    dp = DataParameters(K, N)
+    dp = DataParameters(K, N, level="joint")
     y = torch.tensor([0, 1, 1, 4])
     idx = torch.tensor([3, 8, 8, 20])
     z = torch.randn(4, K, requires_grad=True)
@@ -469,12 +469,12 @@ def test_torch_compile_fullgraph():
     compiled = torch.compile(f, fullgraph=True, backend="eager" if False else "inductor")
     out = compiled(z, y, idx)
     out.backward()
-    dense = [p.grad.clone() for p in dp.parameters()]
+    dense = [p.grad.clone() for p in dp.data_parameters()]
     dp.zero_grad()
     ref = f(z, y, idx)
     ref.backward()
     torch.testing.assert_close(out, ref)
-    for g, p in zip(dense, dp.parameters()):
+    for g, p in zip(dense, dp.data_parameters()):
         torch.testing.assert_close(_dense(g), _dense(p.grad))
 
 
@@ -589,7 +589,7 @@ def test_default_weight_decay_matches_reference_per_occurrence():
 
 
 def test_weight_decay_mode_validation_and_old_checkpoints():
-    dp = DataParameters(K, N)
+    dp = DataParameters(K, N, level="joint")
     with pytest.raises(ValueError, match="weight_decay_mode"):
         dp.optimizer(weight_decay_mode="per_class")
     # an optimizer state saved before the option existed resumes with per-row decay (its behaviour then)
@@ -597,7 +597,7 @@ def test_weight_decay_mode_validation_and_old_checkpoints():
     state = opt.state_dict()
     for g in state["param_groups"]:
         del g["weight_decay_mode"]
-    dp2 = DataParameters(K, N)
+    dp2 = DataParameters(K, N, level="joint")
     dp2.load_state_dict(dp.state_dict())
     opt_old = dp2.optimizer()
     opt_old.load_state_dict(state)
@@ -637,3 +637,101 @@ def test_sparse_sgd_with_repeated_rows_matches_row_loop(momentum, wd_mode, clamp
         torch.testing.assert_close(p.detach(), w, rtol=1e-13, atol=1e-15)
         if momentum:
             torch.testing.assert_close(opt.state[p]["momentum_buffer"], buf, rtol=1e-13, atol=1e-15)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Held inside a model: any optimizer of the model's, state and evaluation.
+
+
+class _Net(torch.nn.Module):
+    """A model that holds its data parameters, as Lightning modules and Trainer models do."""
+
+    def __init__(self, dp=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, K))
+        self.dp = dp
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _train_20_steps(make_optimizer, inside: bool, level: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    dp = DataParameters(K, N, level=level)
+    net = _Net(dp if inside else None)
+    opt, dp_opt = make_optimizer(net.parameters()), dp.optimizer()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(N, 6, generator=gen), torch.randint(0, K, (N,), generator=gen)
+    for _ in range(20):
+        index = torch.randperm(N, generator=gen)[:8]
+        loss = F.cross_entropy(dp(net(x[index]), y[index], index), y[index])
+        opt.zero_grad()
+        dp_opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        dp_opt.step()
+    return [p.detach().clone() for p in dp.data_parameters()], [p.detach().clone() for p in net.body.parameters()]
+
+
+OPTIMIZERS = {
+    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2),
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    "adam_weight_decay": lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("level", ["instance", "joint"])
+def test_a_model_holding_data_parameters_trains_with_any_optimizer(name, level):
+    inside, inside_model = _train_20_steps(OPTIMIZERS[name], True, level)
+    outside, outside_model = _train_20_steps(OPTIMIZERS[name], False, level)
+    assert any(not torch.equal(p, torch.full_like(p, p[0])) for p in inside)  # they did learn
+    for a, b in zip(inside, outside, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip(inside_model, outside_model, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_data_parameters_are_state_but_not_parameters(tmp_path):
+    net = _Net(DataParameters(K, N, level="joint"))
+    assert [n for n, _ in net.named_parameters()] == ["body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias"]
+    state = net.state_dict()
+    assert {"dp.log_class_sigma", "dp.log_instance_sigma"} <= set(state)
+    with torch.no_grad():
+        net.dp.log_instance_sigma.uniform_(-1, 1)
+    torch.save(net.state_dict(), tmp_path / "ckpt.pt")
+    other = _Net(DataParameters(K, N, level="joint"))
+    other.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))  # strict
+    assert torch.equal(other.dp.log_instance_sigma, net.dp.log_instance_sigma)
+    missing = other.load_state_dict({k: v for k, v in state.items() if k != "dp.log_class_sigma"}, strict=False)
+    assert missing.missing_keys == ["dp.log_class_sigma"] and missing.unexpected_keys == []  # as torch reports
+    with pytest.raises(RuntimeError, match="dp.log_class_sigma"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "dp.log_class_sigma"})
+    with pytest.raises(RuntimeError, match="size mismatch for dp.log_instance_sigma"):
+        other.load_state_dict({**state, "dp.log_instance_sigma": torch.zeros(N + 1)})
+
+
+def test_device_and_dtype_moves_keep_the_optimizers_references():
+    dp = DataParameters(K, N, level="instance")
+    opt = dp.optimizer()
+    parameter = dp.log_instance_sigma
+    dp.double()
+    assert dp.log_instance_sigma is parameter and parameter.dtype == torch.float64
+    F.cross_entropy(dp(torch.randn(4, K, dtype=torch.float64), torch.zeros(4, dtype=torch.long),
+                       torch.arange(4)), torch.zeros(4, dtype=torch.long)).backward()
+    opt.step()
+    assert not torch.equal(parameter[:4], torch.zeros(4, dtype=torch.float64))
+    dp.zero_grad()
+    assert parameter.grad is None
+
+
+def test_eval_mode_uses_the_logits_as_they_are():
+    dp = DataParameters(K, N, level="joint")
+    logits = torch.randn(4, K)
+    train_out = dp(logits, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    assert not torch.equal(train_out, logits)
+    last = dp.last_sigma
+    dp.eval()
+    out = dp(logits, torch.zeros(4, dtype=torch.long), torch.full((4,), 10 * N))  # a validation set's indices
+    assert out is logits and dp.last_sigma is last

@@ -126,8 +126,8 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
         result["state"] = dict(crit.state_dict())
     if dp is not None:
         result["state"] = dict(dp.state_dict())
-        result["momentum"] = [dp_opt.state[p]["momentum_buffer"].clone() for p in dp.parameters()]
-        result["steps"] = [dp_opt.state[p]["step"] for p in dp.parameters()]
+        result["momentum"] = [dp_opt.state[p]["momentum_buffer"].clone() for p in dp.data_parameters()]
+        result["steps"] = [dp_opt.state[p]["step"] for p in dp.data_parameters()]
     return result
 
 

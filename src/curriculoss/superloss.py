@@ -140,7 +140,8 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
     if keep is not None:
         sl = torch.where(keep, sl, 0.0)
         grad_sigma = torch.where(keep, sigma, 0.0)
-    scale = _step_scale(grad_sigma, keep) if normalise else None
+    if normalise:
+        return _normalised(sl, sigma, grad_sigma, keep, reduction, out_dtype)
     if reduction == "none":
         out = sl if sl.dtype == out_dtype else sl.to(out_dtype)
     elif reduction == "sum":
@@ -152,18 +153,22 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
         count = keep.sum().clamp_min(1)
         out = (sl.sum() / count).to(out_dtype)
         grad_sigma = grad_sigma / count
-    if scale is not None:
-        out, grad_sigma = out * scale, grad_sigma * scale
     return out, sigma, grad_sigma
 
 
-def _step_scale(kept_sigma: Tensor, keep: Tensor | None) -> Tensor:
-    """``1 / mean(sigma*)`` over the kept entries, the normalised step's constant (0 when none is kept)."""
-    count = kept_sigma.numel() if keep is None else keep.sum()
-    return count / kept_sigma.sum().clamp_min(torch.finfo(kept_sigma.dtype).tiny)
+def _normalised(sl: Tensor, sigma: Tensor, kept_sigma: Tensor, keep: Tensor | None, reduction: str,
+                out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The normalised step: the reduction of ``sl`` and the backward factor divided by the kept
+    entries' mean sigma*; for 'mean', sum(SL) / sum(sigma*) and sigma* / sum(sigma*). An entry kept
+    has sigma* > 0, so the sum is 0 only when none is (clamped then: output and factor 0)."""
+    total = kept_sigma.sum() if keep is None else kept_sigma.sum().clamp_min(torch.finfo(kept_sigma.dtype).tiny)
+    if reduction == "mean":
+        return sl.sum(dtype=out_dtype) / total, sigma, kept_sigma / total
+    scale = (kept_sigma.numel() if keep is None else keep.sum()) / total
+    out = sl.sum(dtype=out_dtype) * scale if reduction == "sum" else sl * scale
+    return (out if out.dtype == out_dtype else out.to(out_dtype)), sigma, kept_sigma * scale
 
 
-@functools.lru_cache(maxsize=64)
 def _superloss_numpy_constants(dtype: np.dtype, precision: torch.dtype, lam: float) -> tuple[np.ndarray, ...]:
     """:func:`_superloss_forward_numpy`'s constants as 0-d arrays of ``dtype`` (NumPy's arithmetic with
     them costs about half of that with Python floats)."""
