@@ -140,11 +140,42 @@ def test_errors(call, match):
         call()
 
 
-def test_out_of_range_index_is_caught_at_the_end_of_the_epoch():
+def test_out_of_range_index_on_the_cpu_is_refused_at_the_call_and_loses_nothing(tmp_path):
     rec = Recorder(3)
-    rec.update(torch.tensor([0, 5]), torch.randn(2, 2), torch.tensor([0, 1]))  # no host sync here
-    with pytest.raises(ValueError, match=r"index must be in \[0, 3\)"):
+    rec.update(torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"index must be in \[0, 3\).*\[0, 5\]"):
+        rec.update(torch.tensor([0, 5]), torch.randn(2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"got values in \[-1, 2\]"):
+        rec.update(np.array([-1, 2]), torch.randn(2, 2), torch.tensor([0, 1]))
+    rec.end_epoch()
+    np.testing.assert_allclose(rec.last("margin").numpy()[:2], [2.0, 1.0])  # the good batch is kept
+    assert np.isnan(rec.last("margin")[2])
+
+
+def test_out_of_range_index_off_the_cpu_is_refused_at_the_end_of_the_epoch_naming_its_batch(monkeypatch):
+    rec = Recorder(3)
+    rec.update(torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+    # as on an accelerator, where update does not read the indices: a batch appended unchecked
+    rec._pending.append((torch.tensor([2, 7]), torch.zeros(2, 3), torch.tensor([0, 0]), torch.tensor([0, 0])))
+    with pytest.raises(ValueError, match=r"update call 2 of this epoch had values in \[2, 7\].*1 kept"):
         rec.end_epoch()
+    rec.end_epoch()
+    np.testing.assert_allclose(rec.last("margin").numpy()[:2], [2.0, 1.0])
+
+
+def test_save_creates_the_folder_and_refuses_an_open_epoch_or_bad_extras(tmp_path):
+    rec = Recorder(3)
+    rec.update(torch.arange(3), torch.randn(3, 2), torch.tensor([0, 1, 0]))
+    with pytest.raises(RuntimeError, match="end_epoch"):
+        rec.save(tmp_path / "run" / "signals.npz")
+    rec.end_epoch()
+    with pytest.raises(ValueError, match=r"labels must have shape \(3,\)"):
+        rec.save(tmp_path / "run", labels=[0, 1])
+    with pytest.raises(ValueError, match="numeric or bool"):
+        rec.save(tmp_path / "run", extra=np.array([object(), 1, 2], dtype=object))
+    rec.save(tmp_path / "new" / "deeper" / "signals.npz")
+    rec.save(tmp_path / "folder")
+    assert (tmp_path / "new" / "deeper" / "signals.npz").exists() and (tmp_path / "folder" / "signals.npz").exists()
 
 
 def _ddp_worker(rank: int, world: int, store: str, out_dir: str) -> None:

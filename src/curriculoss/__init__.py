@@ -11,7 +11,9 @@ Losses and their per-sample signals:
 Finding the mislabelled samples: :class:`Recorder` (:mod:`curriculoss.recorder`) records the per-sample
 loss, confidence and margin of any training loop; :mod:`curriculoss.flag` ranks the samples.
 
-Around them: :mod:`curriculoss.noise` (label noise). The modules above are the library; none of them
+Around them: :class:`IndexedDataset` (a dataset that also returns each sample's index, which the
+stateful methods and the recorder need), :mod:`curriculoss.noise` (label noise), and
+:mod:`curriculoss.integrations` (Lightning and Hugging Face ``Trainer`` callbacks). The modules above are the library; none of them
 imports :mod:`curriculoss.harness`, the training harness built on them (data readers, models, methods,
 the training loop, bench, reproduce and the command line, ``curriculoss --help``).
 """
@@ -20,6 +22,7 @@ from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.focal import FocalLoss, focal_loss
 from curriculoss.gce import GCELoss, gce_loss
 from curriculoss.imae import IMAE, imae, sample_weight
+from curriculoss.indexed import IndexedDataset
 from curriculoss.lambertw import lambertw
 from curriculoss.mae import MAELoss, mae_loss
 from curriculoss.recorder import Recorder
@@ -49,4 +52,5 @@ __all__ = [
     "focal_loss",
     "FocalLoss",
     "Recorder",
+    "IndexedDataset",
 ]

@@ -113,6 +113,11 @@ class Recorder:
             raise ValueError(f"index must be a 1-D integer tensor of sample indices, got dtype {index.dtype} "
                              f"and shape {tuple(index.shape)}")
         b = index.shape[0]
+        if device.type == "cpu" and b:  # host memory: checked now, at no device synchronisation
+            lo, hi = (int(v) for v in torch.aminmax(index))
+            if lo < 0 or hi >= self.num_samples:
+                raise ValueError(f"index must be in [0, {self.num_samples}) (num_samples), got values in [{lo}, {hi}]; "
+                                 "nothing was recorded for this batch")
         if outputs.shape[:1] != (b,):
             raise ValueError(f"outputs must have {b} rows, one per index, got shape {tuple(outputs.shape)}")
         labels = torch.as_tensor(labels, device=device)
@@ -139,8 +144,12 @@ class Recorder:
         """Close the epoch: gather the ranks' batches (distributed), move them to the CPU once, add a row.
 
         A sample not seen in the epoch gets NaN; one seen twice keeps its last batch's values.
-        Under ``torch.distributed`` every rank must call it, also a rank that saw no batch.
+        Under ``torch.distributed`` every rank must call it, also a rank that saw no batch. An index
+        out of range on an accelerator (checked here, not at ``update``, which would wait for the device)
+        is refused naming its batch; that batch is dropped, the others are kept and the epoch stays open.
         """
+        if not dist_utils.is_distributed():  # (distributed: checked after the gather, on every rank alike)
+            self._drop_bad_batches()
         if self._pending:
             index, values, given, predicted = (torch.cat(parts) for parts in zip(*self._pending))
         else:
@@ -152,7 +161,7 @@ class Recorder:
         index, values, given, predicted = index.cpu(), values.cpu(), given.cpu(), predicted.cpu()
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise ValueError(f"index must be in [0, {self.num_samples}) (num_samples); this epoch had indices "
-                             f"from {int(index.min())} to {int(index.max())}")
+                             f"from {int(index.min())} to {int(index.max())} on some rank")
         for k, name in enumerate(SIGNALS):
             row = torch.full((self.num_samples,), float("nan"))
             row[index] = values[:, k]
@@ -160,6 +169,20 @@ class Recorder:
         known = given >= 0
         self.labels[index[known]] = given[known]
         self.predicted[index] = predicted
+
+    def _drop_bad_batches(self) -> None:
+        """Refuse the pending batches whose indices are out of range (one host read for the epoch)."""
+        if not self._pending:
+            return
+        bounds = torch.stack([torch.stack(torch.aminmax(i)) if i.numel() else torch.zeros(2, dtype=i.dtype, device=i.device)
+                              for i, *_ in self._pending]).cpu()
+        bad = [k for k, (lo, hi) in enumerate(bounds.tolist()) if lo < 0 or hi >= self.num_samples]
+        if bad:
+            lo, hi = bounds[bad[0]].tolist()
+            self._pending = [batch for k, batch in enumerate(self._pending) if k not in bad]
+            raise ValueError(f"index must be in [0, {self.num_samples}) (num_samples); update call {bad[0] + 1} of "
+                             f"this epoch had values in [{lo}, {hi}] ({len(bad)} such batch(es) dropped, the other "
+                             f"{len(self._pending)} kept: call end_epoch() again to close the epoch)")
 
     def signal(self, name: str) -> Tensor:
         """The ``(epochs, N)`` table of ``'loss'``, ``'confidence'`` or ``'margin'`` over the closed epochs."""
@@ -185,19 +208,32 @@ class Recorder:
         out["predicted"] = self.predicted.numpy().copy()
         for key, value in extra.items():
             if value is not None:
-                out[key] = np.asarray(value)
+                out[key] = self._extra_array(key, value)
         return out
 
+    def _extra_array(self, key: str, value) -> np.ndarray:
+        """An extra array for ``signals.npz``: numeric or bool, one entry per sample when it is per sample."""
+        array = np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value)
+        if array.dtype == object or array.dtype.kind not in "biuf":
+            raise ValueError(f"{key} must be a numeric or bool array, got dtype {array.dtype}")
+        if key in ("labels", "noise_mask", "true_labels") and array.shape != (self.num_samples,):
+            raise ValueError(f"{key} must have shape ({self.num_samples},), one entry per sample, got {array.shape}")
+        return array
+
     def save(self, path: str | Path, **extra) -> None:
-        """Write ``signals.npz`` (atomically; rank 0 only under ``torch.distributed``). ``extra`` as in
+        """Write ``signals.npz`` (atomically; rank 0 only under ``torch.distributed``) at ``path``, a
+        file or a folder (created if missing; a path without a suffix is a folder). ``extra`` as in
         :meth:`arrays`; pass ``noise_mask`` when the wrong labels are known, for ``curriculoss flag``
-        to score its ranking."""
+        to score its ranking. Refused while an epoch is open (its batches would be lost)."""
+        if self._pending:
+            raise RuntimeError(f"save() with {len(self._pending)} batch(es) of an open epoch: call end_epoch() first")
         if dist_utils.rank() != 0:
             return
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() or not path.suffix:
             path = path / "signals.npz"
         arrays = self.arrays(**extra)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
