@@ -39,3 +39,53 @@ def test_data_parameter_defaults_and_flags_reach_the_optimizer():
                    "--dp-instance-weight-decay", "1e-3", "--dp-class-weight-decay", "2e-3").options
     groups = build_method("data-params", options, num_classes=10, num_samples=100).make_optimizer().param_groups
     assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 2e-3), (0.5, 1e-3)]
+
+
+def _default(fn, name):
+    import inspect
+
+    return inspect.signature(fn).parameters[name].default
+
+
+def test_every_library_default_is_the_command_lines():
+    """A user who builds the methods with the library's defaults gets what `curriculoss train` runs."""
+    from curriculoss import IMAE, DataParameters, SuperLoss
+
+    args = build_parser().parse_args(["train"])
+    assert _default(SuperLoss, "tau") == args.tau and _default(SuperLoss, "lam") == args.lam
+    assert _default(SuperLoss, "smoothing") == 0.9 and not args.no_smoothing
+    assert _default(SuperLoss, "step") == args.sl_step == "normalised"
+    assert _default(DataParameters, "level") == args.dp_level
+    optimizer = DataParameters.optimizer
+    assert _default(optimizer, "class_lr") == args.dp_class_lr
+    assert _default(optimizer, "instance_lr") == args.dp_instance_lr
+    assert _default(optimizer, "class_weight_decay") == args.dp_class_weight_decay
+    assert _default(optimizer, "instance_weight_decay") == args.dp_instance_weight_decay
+    assert _default(optimizer, "weight_decay_mode") == args.dp_weight_decay_mode
+    assert _default(IMAE, "T") == args.imae_T
+
+
+def test_library_superloss_and_the_command_line_take_the_same_step():
+    """The same batch through `SuperLoss()` (library defaults) and through the method `curriculoss train
+    --method superloss` builds from its default options: the same gradient w.r.t. the per-sample losses."""
+    import torch
+
+    from curriculoss import SuperLoss
+    from curriculoss.harness.methods import build_method
+
+    n = 500
+    method = build_method("superloss", _cfg("--method", "superloss").options, num_classes=10, num_samples=n)
+    library = SuperLoss(num_samples=n)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):  # a few steps, so the running threshold and the smoothing matter
+        index = torch.randperm(n, generator=gen)[:64]
+        logits = torch.randn(64, 10, generator=gen) * 3
+        target = torch.randint(0, 10, (64,), generator=gen)
+        grads = []
+        for run in (lambda z: method(z, target, index),
+                    lambda z: library(torch.nn.functional.cross_entropy(z, target, reduction="none"), index)):
+            z = logits.clone().requires_grad_()
+            run(z).backward()
+            grads.append(z.grad)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
+    assert float(method.criterion.tau) == float(library.tau)

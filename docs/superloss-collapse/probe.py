@@ -54,7 +54,7 @@ def run(variant: str, seed: int) -> tuple[list[dict], float]:
     model = build_model(model_name, tuple(data.input_shape), data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=schedule_epochs)
-    sl = SuperLoss(tau="avg", lam=1.0, num_samples=n)
+    sl = SuperLoss(tau="avg", lam=1.0, num_samples=n, step="normalised" if variant == "normalised" else "paper")
     log, step = [], 0
     for epoch in range(args.epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -65,8 +65,6 @@ def run(variant: str, seed: int) -> tuple[list[dict], float]:
                 loss = ce.mean()
             else:
                 loss = sl(ce, idx)
-                if variant == "normalised":
-                    loss = loss / sl.confidence.mean()
             opt.zero_grad()
             loss.backward()
             grad = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
