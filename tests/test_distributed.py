@@ -73,6 +73,17 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, N_CLASSES)).double()
 
 
+class _Holder(nn.Module):
+    """A model that holds its data parameters (DDP then wraps both; the data parameters stay SparseSGD's)."""
+
+    def __init__(self, body: nn.Module, dp: DataParameters):
+        super().__init__()
+        self.body, self.dp = body, dp
+
+    def forward(self, x):
+        return self.body(x)
+
+
 def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
     """A small model (DDP-wrapped when distributed) trained a few steps with ``method``.
 
@@ -84,8 +95,6 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
     x = torch.randn(N_SAMPLES, 6, generator=g, dtype=torch.float64)
     y = torch.randint(N_CLASSES, (N_SAMPLES,), generator=g)
     model = _model()
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-3)
     crit, dp, dp_opt = None, None, None
     if method.startswith("sl-"):
         tau = {"sl-avg": "avg", "sl-ema": "ema", "sl-fixed": math.log(N_CLASSES), "sl-avg-nosmooth": "avg"}[method]
@@ -97,6 +106,9 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
                               instance_weight_decay=1e-3,
                               class_grad="batch_mean" if method.endswith("batch_mean") else "class_mean")
         dp_opt.sync = sync
+    held = _Holder(model, dp) if method.endswith("-inside") else model
+    net = nn.parallel.DistributedDataParallel(held) if world > 1 else held
+    opt = torch.optim.SGD(held.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-3)
     confs = []
     for b in _batch_sizes():
         idx = torch.randint(N_SAMPLES, (b,), generator=g)  # duplicates within and across ranks
@@ -133,7 +145,7 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
 
 SL_MODULE_CASES = [(tau, s) for tau in ("avg", "ema", 0.7) for s in (True, False)]
 TRAIN_CASES = ["sl-avg", "sl-ema", "sl-fixed", "sl-avg-nosmooth", "dp-class", "dp-instance", "dp-joint",
-               "dp-joint-batch_mean", "imae"]
+               "dp-joint-batch_mean", "dp-instance-inside", "imae"]
 
 
 def _all_scenarios(rank: int, world: int) -> dict:
