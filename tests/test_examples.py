@@ -12,6 +12,7 @@ SHORT = {
     "metric_learning_digits.py": ["--steps", "30"],
     "detection_data_parameters.py": ["--epochs", "3"],
     "flag_own_loop.py": ["--epochs", "5"],
+    "own_loop_digits.py": ["--epochs", "5"],
 }
 
 

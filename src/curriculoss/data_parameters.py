@@ -292,6 +292,10 @@ class DataParameters(nn.Module):
     too, and a parameter-group helper would leave every framework that collects ``parameters()`` to
     crash.
 
+    After each training forward, ``.last_sigma`` holds the batch's ``sigma*_i`` as the forward used
+    them (detached, ``(B,)``): the per-sample confidence to record (e.g. ``Recorder.update(...,
+    confidence=dp.last_sigma)``).
+
     Training and evaluation: in ``eval()`` mode :meth:`forward` and :meth:`forward_detection` return
     the logits as they are (inference uses no data parameters, Sec. 2.2), so a validation step may
     call the module as the training step does.
