@@ -154,7 +154,7 @@ def test_module_entry_point_matches_console_script():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Robustness (issue 15): one run per folder, validated rates, one-line errors, closed pipes, grid duplicates
+# Robustness: one run per folder, validated rates, one-line errors, closed pipes, grid duplicates
 # ----------------------------------------------------------------------------------------------------------
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

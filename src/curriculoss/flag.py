@@ -222,6 +222,9 @@ def run_scores(signals: Mapping, score: str | None = None, *, method: str | None
     if name not in signals:
         raise ValueError(f"score {score!r} needs the {name!r} table, which these signals lack (a run recorded "
                          "before curriculoss recorded margins: train again, or pick --score loss)")
+    if not np.isfinite(np.asarray(signals[name], dtype=np.float64)).any():
+        raise ValueError(f"score {score!r} needs the {name!r} table, which holds no value in these signals (a run "
+                         "of a method that does not record it: pick --score aum or loss)")
     margin = signals["margin"] if "margin" in signals else None
     if margin is not None and not np.isfinite(margin).any():
         margin = None

@@ -1,7 +1,9 @@
 """A grid of runs (methods x noise rates x seeds), summarised as a table and a plot.
 
 Each cell is a run folder ``OUT/<method>/rate<r>/seed<s>``; a cell with ``results.json`` is finished and
-never recomputed, an interrupted one resumes from its checkpoint. The summary (mean +- std over seeds of
+never recomputed (its ``args.json`` must be the cell's configuration: a grid folder is keyed by its whole
+configuration), an interrupted one resumes from its checkpoint. Two noise rates that would share a
+``rate<r>`` folder (equal in 6 significant digits) are refused. The summary (mean +- std over seeds of
 the best and final test metric per method and rate) is written as ``summary.md`` and ``summary.csv``,
 and ``summary.png`` plots the final test metric against the noise rate per method. A cell whose run
 collapsed (``diverged`` in its results, see :mod:`curriculoss.harness.divergence`) stays in the means and is
@@ -11,18 +13,59 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.train import TrainConfig, train
+from curriculoss.harness.methods import METHODS
+from curriculoss.harness.train import TrainConfig, _same_run, stderr_is_terminal, train
 
-__all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps"]
+__all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps", "check_rates", "clear_grid", "GRID_FILES"]
+
+#: The files of a grid folder besides its cells (``OUT/<method>/...``): what ``clear_grid`` removes with them.
+GRID_FILES = ("grid.json", "summary.md", "summary.csv", "summary.png")
+
+
+def rate_folder(rate: float) -> str:
+    return f"rate{rate:g}"
 
 
 def cell_dir(out: Path, method: str, rate: float, seed: int) -> Path:
-    return out / method / f"rate{rate:g}" / f"seed{seed}"
+    return out / method / rate_folder(rate) / f"seed{seed}"
+
+
+def check_rates(rates: list[float]) -> None:
+    """Refuse distinct noise rates that would share a cell folder (equal in 6 significant digits)."""
+    seen: dict[str, float] = {}
+    for rate in rates:
+        other = seen.setdefault(rate_folder(rate), rate)
+        if other != rate:
+            raise ValueError(f"the rates {other!r} and {rate!r} would share the folder {rate_folder(rate)}; give "
+                             "rates that differ within 6 significant digits")
+
+
+def clear_grid(out: str | Path) -> None:
+    """Remove a grid's files and its cells' folders (one per method) from ``out``; any other file stays."""
+    out = Path(out)
+    for name in GRID_FILES:
+        (out / name).unlink(missing_ok=True)
+    for method in METHODS:
+        if (out / method).is_dir():
+            shutil.rmtree(out / method)
+
+
+def _finished(folder: Path, cfg: TrainConfig) -> dict:
+    """The results of a finished cell, if it was trained with ``cfg`` (a grid is keyed by its configuration)."""
+    try:
+        recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict) or not _same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json()):
+        raise ValueError(f"{folder} holds a finished run of another configuration (or none readable); give "
+                         "another --out, or --overwrite")
+    return json.loads((folder / "results.json").read_text())
 
 
 def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: list[int], out: str | Path,
@@ -34,19 +77,19 @@ def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: l
     from tqdm.auto import tqdm
 
     methods, rates, seeds = (list(dict.fromkeys(v)) for v in (methods, rates, seeds))
+    check_rates(rates)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(m, r, s) for r in rates for m in methods for s in seeds]
     rows = []
-    grid = tqdm(cells, desc="grid", disable=not progress, position=0, dynamic_ncols=True)
+    grid = tqdm(cells, desc="grid", disable=not progress or not stderr_is_terminal(), position=0, dynamic_ncols=True)
     for method, rate, seed in grid:
         grid.set_postfix_str(f"{method} rate={rate:g} seed={seed}")
         folder = cell_dir(out, method, rate, seed)
-        done = folder / "results.json"
-        if done.exists():
-            results = json.loads(done.read_text())
+        cfg = replace(base, method=method, noise_rate=rate, seed=seed)
+        if (folder / "results.json").exists():
+            results = _finished(folder, cfg)
         else:
-            cfg = replace(base, method=method, noise_rate=rate, seed=seed)
             results = train(cfg, folder, resume=True, progress=progress, position=1)
         rows.append({"method": method, "noise_rate": rate, "seed": seed, **results})
     return rows
@@ -80,10 +123,15 @@ def format_table(summary: list[dict]) -> str:
         diverged = s.get("diverged", 0)
         flag = f"**{diverged}/{s['seeds']}**" if diverged else f"0/{s['seeds']}"
         lines.append(
-            f"| {s['method']} | {s['noise_rate']:.0%} | {_pm(s, 'best', scale)} | {_pm(s, 'final', scale)} "
+            f"| {s['method']} | {_percent(s['noise_rate'])} | {_pm(s, 'best', scale)} | {_pm(s, 'final', scale)} "
             f"| {s['seeds']} | {flag} | {s['seconds']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _percent(rate: float) -> str:
+    """A noise rate in percent, to the digits that tell the grid's rates apart (0.125: 12.5%)."""
+    return f"{100 * rate:g}%"
 
 
 def _pm(s: dict, key: str, scale: float) -> str:
@@ -100,7 +148,7 @@ def memorisation_gaps(summary: list[dict], method: str = "ce") -> str:
         return ""
     scale = 100.0 if cells[0]["metric"] == "accuracy" else 1.0
     sign = 1.0 if cells[0]["metric"] == "accuracy" else -1.0  # MAE: lower is better
-    parts = [f"{c['noise_rate']:.0%} noise {sign * scale * (c['best_mean'] - c['final_mean']):+.2f}" for c in cells]
+    parts = [f"{_percent(c['noise_rate'])} noise {sign * scale * (c['best_mean'] - c['final_mean']):+.2f}" for c in cells]
     unit = "points" if scale == 100.0 else "MAE"
     return f"{method} best minus final ({unit}, mean over seeds; memorisation of the noisy labels): " + ", ".join(parts)
 

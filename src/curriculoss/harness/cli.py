@@ -50,6 +50,16 @@ _positive_int = _int_at_least(1, "a positive integer")
 _nonnegative_int = _int_at_least(0, "an integer >= 0")
 
 
+def _workers(text: str) -> int:
+    """An argparse type: DataLoader worker processes, at most 64 and 4 per CPU core of this machine."""
+    bound = min(64, 4 * (os.cpu_count() or 1))
+    value = _nonnegative_int(text)
+    if value > bound:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {bound}] (at most 64, and 4 per CPU core "
+                                         f"here), got {text!r}")
+    return value
+
+
 def _number(low: float, high: float = 3.4028234663852886e38, *, low_open: bool = False):
     """An argparse type: a finite number in [low, high] ((low, high] with low_open); the default high
     is float32's largest value, which the parameters and the optimizer's steps must fit in."""
@@ -108,13 +118,14 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
 
     data = p.add_argument_group("data and noise")
     data.add_argument("--dataset", choices=DATASETS, default="digits", help="default: digits (scikit-learn, offline)")
-    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, cifar100, imagefolder, npz, csv")
+    data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, cifar100, imagefolder, "
+                                         "npz, csv (default: none, for digits)")
     data.add_argument("--augment", choices=("none", "crop-flip"),
                       help="batch-wise augmentation on the device (default: crop-flip for cifar10/cifar100, else none)")
     data.add_argument("--image-size", type=_positive_int, default=32, help="imagefolder: resize images to this side (default 32)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="imagefolder: skip unreadable images (counted) instead of stopping at the first")
-    data.add_argument("--workers", type=_nonnegative_int, default=0,
+    data.add_argument("--workers", type=_workers, default=0,
                       help="imagefolder: DataLoader worker processes decoding the images, when the set is read and, "
                            "streamed, per batch (default 0: in this process)")
     data.add_argument("--stream", choices=("auto", "yes", "no"),
@@ -122,16 +133,20 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                            "(with --workers) in the run's seeded order; 'no' holds the decoded set in memory on the "
                            "device; 'auto' (default) streams when the decoded set (N x 3 x S x S float32) exceeds a "
                            "quarter of the available host (and GPU) memory. Both give identical results")
-    data.add_argument("--task", choices=("classification", "regression"), default="classification")
-    data.add_argument("--limit", type=_positive_int, help="use only the first N training samples")
+    data.add_argument("--task", choices=("classification", "regression"), default="classification",
+                      help="classification, or regression of the label's value (digits: the digit)")
+    data.add_argument("--limit", type=_positive_int, help="use only the first N training samples (default: all)")
     data.add_argument("--noise", choices=NOISES, default="symmetric",
                       help="symmetric (the new class may be the true one), pair (y -> y+1), asymmetric (class map), "
                            "or file (--noise-file)")
-    data.add_argument("--noise-file", help="noisy training labels for --noise file: .npy or .csv, one per training sample")
+    data.add_argument("--noise-file", help="noisy training labels for --noise file: .npy or .csv, one per training "
+                                           "sample (default: none)")
     if grid:
-        data.add_argument("--noise-rates", type=_rate, nargs="+", default=[0.0, 0.4], metavar="RATE")
+        data.add_argument("--noise-rates", type=_rate, nargs="+", default=[0.0, 0.4], metavar="RATE",
+                          help="shares of training labels to corrupt, one grid column each")
     else:
-        data.add_argument("--noise-rate", type=_rate, default=0.0, metavar="RATE")
+        data.add_argument("--noise-rate", type=_rate, default=0.0, metavar="RATE",
+                          help="share of training labels to corrupt, in [0, 1]")
 
     run = p.add_argument_group("model and optimisation")
     run.add_argument("--model", type=_model, default="mlp", metavar="MODEL",
@@ -144,24 +159,26 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                          help="default 0 1 2: mean ± std over 3 seeds")
     else:
         run.add_argument("--method", choices=list(METHODS), default="ce", metavar="METHOD", help=f"choices: {', '.join(METHODS)}")
-        run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--epochs", type=_positive_int, default=30)
-    run.add_argument("--batch-size", type=_positive_int, default=64)
+        run.add_argument("--seed", type=int, default=0,
+                         help="seed of the label noise, the initialisation and the sample order")
+    run.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
+    run.add_argument("--batch-size", type=_positive_int, default=64, help="samples per SGD step")
     run.add_argument("--lr", type=_number(0.0, low_open=True), default=None,
                      help="SGD learning rate (default: per model, " +
                           ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ", others 0.1; see the README's Defaults)")
-    run.add_argument("--weight-decay", type=_number(0.0), default=5e-4)
+    run.add_argument("--weight-decay", type=_number(0.0), default=5e-4, help="SGD weight decay (L2) of the network")
     run.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
                      help="learning-rate schedule per epoch (default cosine annealing to 0)")
     run.add_argument("--milestones", type=_milestones, default=[], metavar="E1,E2,...",
-                     help="step schedule: epochs after which lr is multiplied by --gamma")
+                     help="with --schedule step: epochs after which lr is multiplied by --gamma (default: none)")
     run.add_argument("--gamma", type=_number(0.0, 1.0, low_open=True), default=0.1, help="step schedule factor (default 0.1)")
     run.add_argument("--warmup", type=_nonnegative_int, default=0, help="epochs of linear learning-rate warmup (default 0)")
 
     hw = p.add_argument_group("hardware")
     hw.add_argument("--device", help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps; "
                                      "with --resume it may differ from the run's")
-    hw.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision: the model under torch.autocast")
+    hw.add_argument("--amp", choices=("bf16", "fp16"),
+                    help="mixed precision: the model under torch.autocast (default: none, float32)")
     hw.add_argument("--compile", action="store_true", help="wrap the model in torch.compile (and run SuperLoss's step as one compiled graph, fused=True)")
 
     m = p.add_argument_group("method options")
@@ -176,7 +193,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--imae-T", type=_number(0.0, 300.0), default=8.0, help="IMAE temperature (default 8: the paper's value on noisy data)")
     m.add_argument("--dp-level", choices=("class", "instance", "joint"), default="instance",
                    help="data-parameter curriculum (default instance: the paper's choice under label noise)")
-    m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1)
+    m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1, help="class-level data-parameter learning rate")
     m.add_argument("--dp-instance-lr", type=_number(0.0), default=1.0,
                    help="instance-level data-parameter learning rate (default 1, selected on validation splits "
                         "with a 100-epoch check in which 10 collapsed; see the README's Defaults)")
@@ -189,9 +206,17 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                         "implementation's) or once per present row (plain L2)")
 
     out = p.add_argument_group("output")
-    out.add_argument("--out", help="run folder (train) or grid folder (bench)")
-    out.add_argument("--resume", metavar="DIR", help="continue the run (or grid) in DIR from its checkpoints")
-    out.add_argument("--quiet", action="store_true", help="no progress bars")
+    out.add_argument("--out", help="run folder (train; default: runs/DATASET-METHOD-rateR-seedS) or grid folder "
+                                   "(bench; default: runs/bench); an existing one is refused, see --resume, --overwrite")
+    again = out.add_mutually_exclusive_group()
+    again.add_argument("--resume", metavar="DIR",
+                       help="continue the run (or grid) in DIR from its checkpoints, with the options it was started "
+                            "with (default: none, a new run); options given must match them, except --device, "
+                            "--compile, --stream, --workers and, for a run, more --epochs")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run (or grid) already in --out: its files are removed first")
+    out.add_argument("--quiet", action="store_true",
+                     help="no progress (else a bar on a terminal, one line per epoch into a file or a pipe)")
 
 
 def _config(args: argparse.Namespace, method: str = "ce", rate: float = 0.0, seed: int = 0):
@@ -261,26 +286,96 @@ def _check_data_dir(args: argparse.Namespace) -> None:
         raise SystemExit(f"curriculoss: error: --noise-file {args.noise_file}: no such file")
 
 
+#: Options that are not part of what a run trains.
+_NOT_CONFIG = {"out", "resume", "overwrite", "quiet", "stop_on_divergence"}
+#: The configuration field of an option whose name differs from it.
+_FIELD_OF = {"no_smoothing": "smoothing", "sl_step": "sl_normalise"}
+#: What a resume may change: where the run trains and, for a run (not a grid), more epochs.
+_RESUME_MAY_CHANGE = ("device", "compile", "stream", "workers")
+
+
+def _flat(cfg) -> dict:
+    """A configuration's fields, its method options among them."""
+    data = cfg.to_json()
+    return {**{k: v for k, v in data.items() if k != "options"}, **data["options"]}
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _given_fields(args: argparse.Namespace, values: dict) -> dict:
+    """The configuration fields that the command line's options set: field -> (option, value)."""
+    fields = {}
+    for dest in args.given - _NOT_CONFIG:
+        field = _FIELD_OF.get(dest, dest)
+        fields[field] = (_option(dest), values[field])
+    return fields
+
+
+def _differences(recorded: dict, wanted: dict, may_change: tuple[str, ...], whose: str) -> list[str]:
+    """The given options that differ from the recorded configuration and may not change it."""
+    found = []
+    for field, (option, value) in sorted(wanted.items()):
+        old = recorded.get(field)
+        if value == old or (field in may_change and (field != "epochs" or value > old)):
+            continue
+        found.append(f"{option} ({field} {value!r}, {whose} {old!r})")
+    return found
+
+
+def _refuse_differences(folder: Path, found: list[str], may: str) -> None:
+    if found:
+        raise SystemExit(f"curriculoss: error: --resume {folder}: options differ from the ones it was started with: "
+                         f"{', '.join(found)}; a resume may change only {may}; start anew with another --out, or "
+                         f"with --out {folder} --overwrite")
+
+
+def _check_user_model(model: str, args: argparse.Namespace, where: str) -> None:
+    """A folder's files are data: a model that is code is imported only when the command line names it."""
+    from curriculoss.harness.models import is_factory
+
+    if is_factory(model) and "model" not in args.given:
+        raise SystemExit(f"curriculoss: error: {where}: its model {model!r} is code, which is never imported "
+                         f"because a folder names it; give --model {model} to import it from your Python path")
+
+
+def _resume_config(args: argparse.Namespace):
+    """The run folder and configuration of ``train --resume``: the recorded one, with the changes allowed."""
+    run_dir = Path(args.resume)
+    if args.out and Path(args.out) != run_dir:
+        raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {run_dir} name different folders")
+    if not (run_dir / "args.json").exists():
+        raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
+    recorded = _read_config(run_dir / "args.json")
+    wanted = _given_fields(args, _flat(_config(args, args.method, args.noise_rate, args.seed)))
+    found = _differences(_flat(recorded), wanted, ("epochs", *_RESUME_MAY_CHANGE), "the run's")
+    _refuse_differences(run_dir, found, "--device, --compile, --stream, --workers and --epochs (more)")
+    _check_user_model(recorded.model, args, f"--resume {run_dir}")
+    changes = {f: value for f, (_, value) in wanted.items() if f in ("epochs", *_RESUME_MAY_CHANGE)}
+    return run_dir, replace(recorded, **changes)
+
+
+def _check_new_run(args: argparse.Namespace) -> None:
+    """The options of a new run (or grid) that argparse cannot check one by one."""
+    _check_data_dir(args)
+    if args.milestones and args.schedule != "step":
+        raise SystemExit(f"curriculoss: error: argument --milestones: only used with --schedule step (the schedule "
+                         f"is {args.schedule}); add --schedule step or drop --milestones")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from curriculoss.harness.train import train
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "args.json").exists():
-            raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
-        cfg = _read_config(run_dir / "args.json")
-        if args.device:  # where to continue is the user's choice; what is trained stays the run's
-            cfg = replace(cfg, device=args.device)
-        if args.compile:
-            cfg = replace(cfg, compile=True)
-        if args.stream:  # streamed or in memory, the run replays the same
-            cfg = replace(cfg, stream=args.stream)
+        run_dir, cfg = _resume_config(args)
     else:
-        _check_data_dir(args)
+        _check_new_run(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
     results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet,
-                    stop_on_divergence=args.stop_on_divergence)
+                    stop_on_divergence=args.stop_on_divergence, overwrite=args.overwrite,
+                    more_epochs=bool(args.resume))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 reports (and writes the run folder)
         print(json.dumps(results, indent=2))
         print(f"run folder: {run_dir}")
@@ -300,35 +395,95 @@ def _report_divergence(results: dict) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
-    from curriculoss.harness.bench import format_table, memorisation_gaps, run_grid, summarise, write_summary
+def _read_grid(spec: Path):
+    """The configuration, methods, noise rates and seeds of a grid.json."""
+    saved = _read_json(spec, "grid specification")
+    base = _read_config(spec)
+    try:
+        methods, rates, seeds = (_unique(f"{spec} {key}", saved[key]) for key in ("methods", "noise_rates", "seeds"))
+    except (KeyError, TypeError) as exc:
+        raise SystemExit(f"curriculoss: error: {spec}: not a curriculoss grid specification (no {exc})") from None
+    return base, methods, rates, seeds
+
+
+def _grid_fields(base, methods: list, rates: list, seeds: list) -> dict:
+    return {**_flat(base), "methods": methods, "noise_rates": rates, "seeds": seeds}
+
+
+def _resume_grid(args: argparse.Namespace):
+    """``bench --resume``: the recorded grid, with the changes allowed."""
+    out = Path(args.resume)
+    if args.out and Path(args.out) != out:
+        raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {out} name different folders")
+    spec = out / "grid.json"
+    if not spec.exists():
+        raise SystemExit(f"curriculoss: error: --resume {out}: no grid.json there (not a bench folder)")
+    base, methods, rates, seeds = _read_grid(spec)
+    distinct = (list(dict.fromkeys(v)) for v in (args.methods, args.noise_rates, args.seeds))
+    wanted = _given_fields(args, _grid_fields(_config(args), *distinct))
+    found = _differences(_grid_fields(base, methods, rates, seeds), wanted, _RESUME_MAY_CHANGE, "the grid's")
+    _refuse_differences(out, found, "--device, --compile, --stream and --workers")
+    _check_user_model(base.model, args, f"--resume {out}")
+    base = replace(base, **{f: value for f, (_, value) in wanted.items() if f in _RESUME_MAY_CHANGE})
+    return out, base, methods, rates, seeds
+
+
+def _check_grid_folder(out: Path, fields: dict, overwrite: bool) -> None:
+    """``bench --out``: never a training run's folder; a grid there must be this one, or be overwritten."""
+    from curriculoss.harness.train import RUNTIME_FIELDS, run_files_in
+
+    spec = out / "grid.json"
+    if not spec.exists():
+        held = run_files_in(out)
+        if held:
+            raise SystemExit(f"curriculoss: error: --out {out}: a training run folder ({', '.join(held)}), not a "
+                             "bench folder; choose another --out")
+        return
+    if overwrite:
+        return
+    saved = _grid_fields(*_read_grid(spec))
+    found = [f"{k} {fields[k]!r} (the grid's {saved.get(k)!r})" for k in sorted(fields)
+             if k not in RUNTIME_FIELDS and fields[k] != saved.get(k)]
+    if found:
+        raise SystemExit(f"curriculoss: error: --out {out} holds a grid of another configuration: {', '.join(found)}; "
+                         f"continue that one with --resume {out}, or give --overwrite to replace it")
+    print(f"curriculoss: note: {out} holds this grid already; its finished runs are kept", file=sys.stderr)
+
+
+def _new_grid(args: argparse.Namespace, default_out: str):
+    """``bench --out``: the grid of the command line, checked before anything is written."""
+    from curriculoss.harness.bench import check_rates
     from curriculoss.harness.train import prepare_data
 
-    if args.resume:
-        out = Path(args.resume)
-        spec = out / "grid.json"
-        if not spec.exists():
-            raise SystemExit(f"curriculoss: error: --resume {out}: no grid.json there (not a bench folder)")
-        saved = _read_json(spec, "grid specification")
-        base = _read_config(spec)
-        try:
-            methods, rates, seeds = (_unique(f"{spec} {key}", saved[key]) for key in ("methods", "noise_rates", "seeds"))
-        except (KeyError, TypeError) as exc:
-            raise SystemExit(f"curriculoss: error: {spec}: not a curriculoss grid specification (no {exc})") from None
-    else:
-        _check_data_dir(args)
-        out = Path(args.out or default_out)
-        base = _config(args)
-        methods = _unique("--methods", args.methods)
-        rates = _unique("--noise-rates", args.noise_rates)
-        seeds = _unique("--seeds", args.seeds)
-        prepare_data(replace(base, noise_rate=max(rates)))  # a bad data set or noise fails before anything is written
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "grid.json").write_text(json.dumps(
-            {"base": base.to_json(), "methods": methods, "noise_rates": rates, "seeds": seeds}, indent=2) + "\n")
-    rows = run_grid(base, methods, rates, seeds, out, progress=not args.quiet)
-    summary = summarise(rows)
-    write_summary(summary, out)
+    _check_new_run(args)
+    out = Path(args.out or default_out)
+    base = _config(args)
+    methods = _unique("--methods", args.methods)
+    rates = _unique("--noise-rates", args.noise_rates)
+    seeds = _unique("--seeds", args.seeds)
+    try:
+        check_rates(rates)
+    except ValueError as exc:
+        raise SystemExit(f"curriculoss: error: argument --noise-rates: {exc}") from None
+    _check_grid_folder(out, _grid_fields(base, methods, rates, seeds), args.overwrite)
+    prepare_data(replace(base, noise_rate=max(rates)))  # a bad data set or noise fails before anything is written
+    return out, base, methods, rates, seeds
+
+
+def cmd_bench(args: argparse.Namespace, default_out: str = "runs/bench") -> int:
+    from curriculoss.harness.bench import clear_grid, format_table, memorisation_gaps, run_grid, summarise, write_summary
+    from curriculoss.harness.runlock import run_folder_lock
+
+    out, base, methods, rates, seeds = _resume_grid(args) if args.resume else _new_grid(args, default_out)
+    with run_folder_lock(out):  # one bench per grid folder
+        if args.overwrite:
+            clear_grid(out)
+        if not args.resume:
+            (out / "grid.json").write_text(json.dumps(
+                {"base": base.to_json(), "methods": methods, "noise_rates": rates, "seeds": seeds}, indent=2) + "\n")
+        rows = run_grid(base, methods, rates, seeds, out, progress=not args.quiet)
+        summary = summarise(rows)
+        write_summary(summary, out)
     print(f"\n{base.dataset}, {base.model}, {base.epochs} epochs, {base.noise} noise, seeds {seeds}:\n")
     print(format_table(summary))
     gaps = memorisation_gaps(summary)
@@ -374,7 +529,8 @@ def cmd_flag(args: argparse.Namespace) -> int:
         cfg = _read_config(run_dir / "args.json")
         if cfg.task != "classification":
             raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
-    signals = dict(np.load(signals_path))
+    _check_score(args.score, cfg, target)
+    signals = dict(np.load(signals_path, allow_pickle=False))
     window = _parse_window(args.window)
     try:
         method, scores = flag.run_scores(signals, args.score, method=cfg.method if cfg else None,
@@ -383,8 +539,7 @@ def cmd_flag(args: argparse.Namespace) -> int:
         raise SystemExit(f"curriculoss: error: {exc}")
     labels = signals["labels"]
     noise_mask = signals.get("noise_mask", np.zeros(len(labels), bool))
-    predicted = _predictions(run_dir, cfg) if cfg is not None and (run_dir / "checkpoint.pt").exists() \
-        else signals.get("predicted", np.full(len(labels), -1))
+    predicted = _flag_predictions(run_dir, cfg, signals)
 
     filled = np.where(np.isnan(scores), 1.0, scores)
     order = np.argsort(filled, kind="stable")
@@ -415,8 +570,35 @@ def cmd_flag(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The scores that read a method's own confidence or loss: for a run of that method only.
+_METHOD_SCORES = ("superloss", "data-params", "imae")
+
+
+def _check_score(score: str | None, cfg, target: Path) -> None:
+    if score in _METHOD_SCORES and cfg is not None and cfg.method != score:
+        raise SystemExit(f"curriculoss: error: argument --score: {score!r} reads the signal of a {score} run; "
+                         f"{target} was trained with {cfg.method} (aum and loss fit any run)")
+
+
+def _flag_predictions(run_dir: Path, cfg, signals: dict):
+    """Each training sample's predicted class: the final model's for a built-in model, else (the run's model
+    is user code, which is never imported because a folder names it) the one recorded in the last epoch."""
+    import numpy as np
+
+    from curriculoss.harness.models import is_factory
+
+    recorded = signals.get("predicted", np.full(len(signals["labels"]), -1))
+    if cfg is None or not (run_dir / "checkpoint.pt").exists():
+        return recorded
+    if is_factory(cfg.model):
+        print(f"curriculoss: note: predicted_label is the last epoch's: the run's model {cfg.model!r} is code, "
+              "which flag never imports", file=sys.stderr)
+        return recorded
+    return _predictions(run_dir, cfg)
+
+
 def _predictions(run_dir: Path, cfg):
-    """The final model's predicted class of every training sample."""
+    """The final model's predicted class of every training sample (a built-in model only)."""
     import torch
 
     from curriculoss.harness.models import build_model
@@ -425,7 +607,7 @@ def _predictions(run_dir: Path, cfg):
     from curriculoss.harness.train import _stream_loader, load_checkpoint, prepare_data
 
     data, _ = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
-    model = build_model(cfg.model, tuple(data.input_shape), data.num_classes)
+    model = build_model(cfg.model, tuple(data.input_shape), data.num_classes, allow_import=False)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     model.eval()
     x, n = data.x_train, len(data.x_train)
@@ -496,9 +678,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``run``'s options and the ``bench`` options they stand for.
+_RUN_AS_BENCH = {"noise_rate": "noise_rates", "seed": "seeds"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     args.methods = ["ce", "superloss"]
     args.noise_rates = [args.noise_rate]
+    args.seeds = [args.seed]
+    args.given = {_RUN_AS_BENCH.get(dest, dest) for dest in args.given - {"method"}}
     return cmd_bench(args, default_out="runs/run")
 
 
@@ -509,25 +697,51 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"curriculoss: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or "default" in text or default is None or default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: {_shown(default).replace('%', '%%')})".lstrip()
+
+
+def _shown(default) -> str:
+    if default is False:
+        return "off"
+    return " ".join(map(str, default)) if isinstance(default, list) else str(default)
+
+
+def _given_options(argv: list[str] | None) -> set[str]:
+    """The options that the command line names (whatever their values), by argparse destination."""
+    return set(vars(build_parser(defaults=False).parse_args(argv))) - {"command"}
+
+
+def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``defaults=False`` leaves out every option's default (to see which were given)."""
     parser = _Parser(prog="curriculoss", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"curriculoss {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="quick demo: CE vs SuperLoss on digits with 40 %% symmetric noise")
+    p = sub.add_parser("run", help="quick demo: CE vs SuperLoss on digits with 40 %% symmetric noise",
+                       formatter_class=_HelpFormatter)
     _add_common(p, grid=False)
     p.set_defaults(func=cmd_run, noise_rate=0.4)
-    p = sub.add_parser("train", help="one training run into a run folder")
+    p = sub.add_parser("train", help="one training run into a run folder", formatter_class=_HelpFormatter)
     _add_common(p, grid=False)
     p.add_argument("--stop-on-divergence", action="store_true",
                    help="stop the run at the first epoch where it has collapsed (training loss not finite, or "
                         "training accuracy back at chance after being clearly above it), with exit status 3")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("bench", help="a grid of methods x noise rates x seeds, with a summary table and plot")
+    p = sub.add_parser("bench", help="a grid of methods x noise rates x seeds, with a summary table and plot",
+                       formatter_class=_HelpFormatter)
     _add_common(p, grid=True)
     p.set_defaults(func=cmd_bench)
-    p = sub.add_parser("flag", help="rank a run's training samples by how likely their label is wrong")
+    p = sub.add_parser("flag", help="rank a run's training samples by how likely their label is wrong",
+                       formatter_class=_HelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished `curriculoss train` run folder, or a signals.npz "
                    "(or its folder) written by curriculoss.recorder.Recorder in your own loop")
     p.add_argument("--score", choices=("aum", "loss", "superloss", "data-params", "imae"),
@@ -540,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from curriculoss.harness.reproduce import PRESETS, TUNE_SEEDS
 
-    p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)")
+    p = sub.add_parser("reproduce", help="reproduce a paper's claim at reduced scale (3 seeds, table, plot, verdict)",
+                       formatter_class=_HelpFormatter)
     p.add_argument("name", choices=[*PRESETS, "all"], metavar="NAME", help=f"one of: {', '.join(PRESETS)}, all")
     p.add_argument("--quick", action="store_true", help="fewer epochs and noise rates: minutes, not the full preset")
     p.add_argument("--data-dir", help="MNIST as IDX files (LeNet-5, 10,000 training samples); default: digits (MLP)")
@@ -555,6 +770,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      "shipped with curriculoss), written by --tune (default OUT/hparams.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
+    if not defaults:
+        for command in sub.choices.values():
+            for action in command._actions:
+                action.default = argparse.SUPPRESS
+            command._defaults.clear()
     return parser
 
 
@@ -564,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        args.given = _given_options(argv)
         try:
             code = args.func(args)
         except (ValueError, FileNotFoundError, CheckpointError, RunFolderInUse) as exc:

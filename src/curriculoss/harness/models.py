@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import re
-import sys
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS",
-           "check_model_name", "DEFAULT_LR", "default_lr"]
+           "check_model_name", "is_factory", "DEFAULT_LR", "default_lr"]
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
 #: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
@@ -244,20 +242,20 @@ def _factory_parts(name: str) -> tuple[str, str] | None:
     return module, attr
 
 
+def is_factory(name: str) -> bool:
+    """Whether ``name`` is a user's ``package.module:factory``, which building imports (runs) that code."""
+    return isinstance(name, str) and name not in MODELS and not _WRN.fullmatch(name) and _factory_parts(name) is not None
+
+
 def _import_factory(name: str):
+    """The user's callable, imported from the interpreter's own ``sys.path``: neither the working
+    directory nor any run folder is added to it, so a folder's files are never imported by accident."""
     module_name, attr = _factory_parts(name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        # The console script does not put the working directory on sys.path (python -m does): a
-        # user's ./mypkg/nets.py is found either way.
-        if exc.name != module_name.split(".")[0] or os.getcwd() in sys.path:
-            raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc})") from None
-        sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc2:
-            raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc2}); is it on PYTHONPATH?") from None
+        raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH? "
+                         "(the working directory is not searched: PYTHONPATH=. adds it)") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -268,12 +266,13 @@ def _import_factory(name: str):
     return obj
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, allow_import: bool = True) -> nn.Module:
     """A network by name for inputs of ``input_shape`` (without the batch).
 
     ``name`` is one of :data:`MODELS`, ``wrnDEPTH-WIDTH``, or ``package.module:factory``: the factory is
     called as ``factory(num_classes=num_outputs)`` and must return an ``nn.Module`` (for example
-    ``timm.create_model`` wrapped in a function, when timm is installed).
+    ``timm.create_model`` wrapped in a function, when timm is installed). ``allow_import=False`` refuses
+    a factory instead of importing it (a name read from a run folder, which must never run code).
     """
     check_model_name(name)
     if name == "mlp":
@@ -288,6 +287,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn
     if wrn:
         channels, _ = _image_dims(input_shape, name)
         return WideResNet(int(wrn.group(1)), int(wrn.group(2)), channels, num_outputs)
+    if not allow_import:
+        raise ValueError(f"model {name!r} is user code, which is imported only when named on the command line")
     factory = _import_factory(name)
     model = factory(num_classes=num_outputs)
     if not isinstance(model, nn.Module):

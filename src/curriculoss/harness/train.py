@@ -13,8 +13,15 @@ Run folder::
                    (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
+    resumes.json   what each resume changed (more epochs, another device, ...), at which epoch
     .lock          held by the run writing the folder (a second run is refused; see curriculoss.harness.runlock)
     curves.png     learning curves (with matplotlib installed)
+
+A new run in a folder that holds one is refused (:class:`RunFolderExists`) unless ``overwrite=True``;
+a resume continues the checkpoint's configuration, changed at most in where it trains
+(:data:`RUNTIME_FIELDS`) and, with ``more_epochs=True``, in more epochs (recorded in ``resumes.json``).
+Progress goes to stderr: a tqdm bar on a terminal, else one plain line per epoch (no carriage return or
+escape code, for log files and pipes).
 
 Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
 initialised process group): ``batch_size`` stays the *global* batch, with the single-process sample
@@ -62,6 +69,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -84,8 +92,8 @@ from curriculoss.harness.runlock import run_folder_lock
 from curriculoss.recorder import Recorder
 from curriculoss.superloss import SuperLoss
 
-__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "check_config",
-           "resolve_device", "RUNTIME_FIELDS"]
+__all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "RunFolderExists",
+           "check_config", "resolve_device", "RUNTIME_FIELDS", "RUN_FILES", "run_files_in", "clear_run_folder"]
 
 
 @dataclass
@@ -139,10 +147,10 @@ STREAM_MODES = ("auto", "yes", "no")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same_run(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
     # Fields a configuration did not have yet (an older args.json) count as their defaults.
     defaults = TrainConfig().to_json()
-    keys = (set(a) | set(b)) - set(RUNTIME_FIELDS)
+    keys = (set(a) | set(b)) - set(RUNTIME_FIELDS) - set(ignore)
     return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)
 
 
@@ -219,6 +227,71 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read (corrupt, truncated or from another configuration)."""
 
 
+class RunFolderExists(ValueError):
+    """A new run was asked for in a folder that holds a run (or a bench grid) already."""
+
+
+#: The files a run writes into its folder; with ``curriculoss flag``'s, what ``overwrite=True`` removes.
+RUN_FILES = ("args.json", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "resumes.json", "curves.png")
+_FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
+
+
+def run_files_in(run_dir: str | Path) -> list[str]:
+    """The run files that ``run_dir`` holds (none: it holds no run)."""
+    return [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+
+
+def clear_run_folder(run_dir: str | Path) -> None:
+    """Remove a run's files (and ``curriculoss flag``'s) from ``run_dir``; any other file stays."""
+    for name in (*RUN_FILES, *_FLAG_FILES):
+        for path in (Path(run_dir) / name, Path(run_dir) / (name + ".tmp")):
+            path.unlink(missing_ok=True)
+
+
+def _claim_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a bench folder, and a new run in a folder holding one unless it is to be overwritten."""
+    if (run_dir / "grid.json").exists():
+        raise RunFolderExists(f"{run_dir} is a bench folder (grid.json), not a run folder; choose another --out")
+    held = run_files_in(run_dir)
+    if held and not (resume or overwrite):
+        raise RunFolderExists(f"{run_dir} holds a run already ({', '.join(held)}); continue it with --resume "
+                              f"{run_dir}, or give --overwrite to replace it")
+
+
+def _check_resume(previous: "TrainConfig", cfg: "TrainConfig", path: Path, more_epochs: bool) -> None:
+    """A checkpoint continues only its own configuration (with ``more_epochs``, possibly longer)."""
+    if not _same_run(previous.to_json(), cfg.to_json(), ("epochs",) if more_epochs else ()):
+        raise CheckpointError(f"{path} was written by another configuration; start a new run folder")
+    if cfg.epochs < previous.epochs:
+        raise CheckpointError(f"{path}: the run has {previous.epochs} epochs; a resume may add epochs, not "
+                              f"remove them (got {cfg.epochs})")
+
+
+def _resume_changes(previous: "TrainConfig", cfg: "TrainConfig") -> dict[str, dict[str, Any]]:
+    """What a resume changes: the number of epochs and where the run trains."""
+    return {name: {"from": getattr(previous, name), "to": getattr(cfg, name)}
+            for name in ("epochs", *RUNTIME_FIELDS) if getattr(previous, name) != getattr(cfg, name)}
+
+
+def _record_resume(run_dir: Path, epoch: int, changes: dict[str, dict[str, Any]]) -> None:
+    path = run_dir / "resumes.json"
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable ({exc}); the file is damaged") from None
+    entries.append({"epoch": epoch, "changed": changes})
+    _atomic_write(path, lambda fh: fh.write((json.dumps(entries, indent=2) + "\n").encode()))
+
+
+def _reschedule(optimizer, scheduler, cfg: "TrainConfig", epoch: int) -> None:
+    """After a resume that changed the number of epochs: the new total's schedule from ``epoch`` on."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = cfg.epochs
+    factor = _lr_lambda(cfg)(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
                   "train_acc_peak", *EPOCH_COLUMNS)
 
@@ -271,6 +344,8 @@ def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
     data = datasets.load(cfg.dataset, data_dir=cfg.data_dir, task=cfg.task, limit=cfg.limit, **extra)
     if len(data.y_train) == 0:
         raise ValueError(f"{cfg.data_dir or cfg.dataset}: the training set is empty; nothing to train on")
+    if len(data.y_test) == 0:
+        raise ValueError(f"{cfg.data_dir or cfg.dataset}: the test set is empty (0 rows); nothing to score the run on")
     y_true = data.y_train
     if cfg.task == "regression":
         noisy = noise.regression(y_true, cfg.noise_rate, low=float(y_true.min()), high=float(y_true.max()), seed=cfg.seed) \
@@ -394,12 +469,18 @@ def _init_distributed_from_env(device: torch.device) -> bool:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-          position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
+          position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
+          more_epochs: bool = False) -> dict[str, Any]:
     """Train one model; returns ``{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}``.
 
     With ``run_dir`` the run folder is written; with ``resume=True`` the run continues from its
     ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
     :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
+    A new run (``resume=False``) in a folder holding one raises :class:`RunFolderExists`, unless
+    ``overwrite=True``: the old run's files are then removed once the data and model are ready.
+    ``more_epochs=True`` lets a resume raise ``cfg.epochs`` above the checkpoint's: the schedule becomes
+    the new total's from the resumed epoch on. A resume that changes the epochs or where the run trains
+    (:data:`RUNTIME_FIELDS`) is recorded in ``resumes.json``.
 
     A run that collapses (:mod:`curriculoss.harness.divergence`: non-finite training loss, or training accuracy
     back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
@@ -407,13 +488,18 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     (``stopped_early: True``, the epochs trained in ``epochs_trained``).
     """
     check_config(cfg)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
     started = _init_distributed_from_env(resolve_device(cfg.device))
     finished = False
+    writer = run_dir is not None and dist_utils.rank() == 0
     try:
         # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
-        with run_folder_lock(run_dir) if run_dir is not None and dist_utils.rank() == 0 else nullcontext():
+        with run_folder_lock(run_dir) if writer else nullcontext():
+            if writer:
+                _claim_folder(Path(run_dir), resume, overwrite)
             results = _train(cfg, run_dir, resume=resume, progress=progress, position=position,
-                             stop_on_divergence=stop_on_divergence)
+                             stop_on_divergence=stop_on_divergence, overwrite=overwrite, more_epochs=more_epochs)
         finished = True
         return results
     finally:
@@ -443,9 +529,8 @@ def _end_distributed(finished: bool) -> None:
 
 
 def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
-           position: int = 0, stop_on_divergence: bool = False) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
+           position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
+           more_epochs: bool = False) -> dict[str, Any]:
     world, rank = dist_utils.world_size(), dist_utils.rank()
     distributed = dist_utils.is_distributed()
     writer = rank == 0  # only rank 0 writes the run folder
@@ -502,15 +587,18 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     history: list[dict[str, float]] = []
     recorder = Recorder(n)  # the per-sample signals, exactly as a user's own loop records them
     start_epoch = 0
+    changes: dict[str, dict[str, Any]] = {}
 
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
         if writer:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                clear_run_folder(run_dir)
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
-            if not _same_run(TrainConfig.from_json(state["config"]).to_json(), cfg.to_json()):
-                raise CheckpointError(f"{ckpt_path} was written by another configuration; start a new run folder")
+            previous = TrainConfig.from_json(state["config"])
+            _check_resume(previous, cfg, ckpt_path, more_epochs)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -525,13 +613,17 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             torch.set_rng_state(state["rng"]["torch"])
             if dev.type == "cuda" and "cuda" in state["rng"]:
                 torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
+            if cfg.epochs != previous.epochs:
+                _reschedule(optimizer, scheduler, cfg, start_epoch)
+            changes = _resume_changes(previous, cfg)
         if writer:
             _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
+            if changes:
+                _record_resume(run_dir, start_epoch, changes)
 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress or not writer,
-               desc=f"{cfg.method} r={cfg.noise_rate:g} s={cfg.seed}", position=position, leave=False,
-               dynamic_ncols=True)
+    bar = _progress(progress and writer, f"{cfg.method} r={cfg.noise_rate:g} s={cfg.seed}", cfg.epochs,
+                    steps_per_epoch, start_epoch, position)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         order_host = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
@@ -611,7 +703,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
             **_epoch_columns(method, distributed),
         }
         history.append(row)
-        bar.set_postfix(test=f"{row['test_metric']:.4f}")
+        bar.end_epoch(row)
         if run_dir is not None and writer:
             state = {
                 "config": cfg.to_json(), "epoch": epoch + 1, "model": model.state_dict(),
@@ -643,6 +735,66 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress (written to stderr) reaches a terminal, where a redrawn bar belongs."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+
+
+class _Silent:
+    """No progress (``progress=False``, or a rank that does not write)."""
+
+    def update(self, steps: int = 1) -> None:
+        pass
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _EpochLines(_Silent):
+    """Progress into a file or a pipe: one plain line per epoch, no carriage return or escape code."""
+
+    def __init__(self, desc: str, epochs: int):
+        self.desc, self.epochs = desc, epochs
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        print(f"{self.desc} epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f}, train acc "
+              f"{row['train_acc_noisy']:.4f}, test {row['test_metric']:.4f}, {row['seconds']:.1f} s",
+              file=sys.stderr, flush=True)
+
+
+class _Bar(_Silent):
+    """A tqdm bar on a terminal, one step per batch, the last test metric in its postfix."""
+
+    def __init__(self, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(**kwargs)
+
+    def update(self, steps: int = 1) -> None:
+        self.bar.update(steps)
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        self.bar.set_postfix(test=f"{row['test_metric']:.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(enabled: bool, desc: str, epochs: int, steps: int, start: int, position: int) -> _Silent:
+    if not enabled:
+        return _Silent()
+    if not stderr_is_terminal():
+        return _EpochLines(desc, epochs)
+    return _Bar(total=epochs * steps, initial=start * steps, desc=desc, position=position, leave=False,
+                dynamic_ncols=True)
 
 
 def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[str, float]:
