@@ -2,20 +2,20 @@
 
 Losses and their per-sample signals:
 
-- :func:`superloss`, :class:`SuperLoss`, :func:`superloss_confidence` (Castells et al. 2020)
-- :class:`DataParameters` (Saxena et al. 2019)
-- :func:`imae`, :class:`IMAE`, :func:`sample_weight` (Wang et al., IMAE)
-- baselines: :func:`mae_loss`, :func:`gce_loss`, :func:`sce_loss`, :func:`focal_loss` and their modules
-- :func:`lambertw`, the principal branch of the Lambert W function, tensor-native
+- `superloss`, `SuperLoss`, `superloss_confidence` (Castells et al. 2020)
+- `DataParameters` (Saxena et al. 2019)
+- `imae`, `IMAE`, `sample_weight` (Wang et al., IMAE)
+- baselines: `mae_loss`, `gce_loss`, `sce_loss`, `focal_loss` and their modules
+- `lambertw`, the principal branch of the Lambert W function, tensor-native
 
-Finding the mislabelled samples: :class:`Recorder` (:mod:`curriculoss.recorder`) records the per-sample
-loss, confidence and margin of any training loop; :mod:`curriculoss.flag` ranks the samples.
+Finding the mislabelled samples: `Recorder` (`curriculoss.recorder`) records the per-sample
+loss, confidence and margin of any training loop; `curriculoss.flag` ranks the samples.
 
-Around them: :class:`IndexedDataset` (a dataset that also returns each sample's index, which the
-stateful methods and the recorder need), :mod:`curriculoss.noise` (label noise), and
-:mod:`curriculoss.integrations` (Lightning and Hugging Face ``Trainer`` callbacks). The modules above are the library; none of them
-imports :mod:`curriculoss.harness`, the training harness built on them (data readers, models, methods,
-the training loop, bench, reproduce and the command line, ``curriculoss --help``).
+Around them: `IndexedDataset` (a dataset that also returns each sample's index, which the
+stateful methods and the recorder need), `curriculoss.noise` (label noise), and
+`curriculoss.integrations` (Lightning and Hugging Face `Trainer` callbacks). The modules above are the library; none of them
+imports `curriculoss.harness`, the training harness built on them (data readers, models, methods,
+the training loop, bench, reproduce and the command line, `curriculoss --help`).
 """
 from curriculoss.contrastive import SuperContrastiveLoss, contrastive_loss
 from curriculoss.data_parameters import DataParameters, SparseSGD

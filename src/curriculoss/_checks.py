@@ -1,7 +1,7 @@
 """Input checks and the reduction shared by the classification losses (MAE, GCE, SCE, focal, IMAE).
 
 Checks look at metadata only (type, dtype, shape, device), so they never synchronise with a device.
-The one value check, targets in ``[0, C)``, runs only on CPU tensors outside ``torch.compile``:
+The one value check, targets in `[0, C)`, runs only on CPU tensors outside `torch.compile`:
 there it costs no synchronisation, and elsewhere the indexing kernels report bad targets themselves.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def check_reduction(reduction: str) -> None:
 
 def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
-    """Return ``value`` as a float after checking it is a finite real number within the bounds."""
+    """Return `value` as a float after checking it is a finite real number within the bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
@@ -41,11 +41,11 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
 
 
 def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1, values: bool = True) -> Tensor:
-    """Check ``logits`` (B, C) floating and ``target`` (B,) integer; return ``target`` as int64.
+    """Check `logits` (B, C) floating and `target` (B,) integer; return `target` as int64.
 
-    ``values=False`` leaves the range of the values to the caller, whose indexing of the logits by
-    ``target`` (``gather``, which refuses any index outside ``[0, C)``) comes first and calls
-    :func:`check_target_values` when it fails: an ``aminmax`` and two host reads fewer per call."""
+    `values=False` leaves the range of the values to the caller, whose indexing of the logits by
+    `target` (`gather`, which refuses any index outside `[0, C)`) comes first and calls
+    `check_target_values` when it fails: an `aminmax` and two host reads fewer per call."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not isinstance(target, Tensor):
@@ -72,7 +72,7 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1,
 
 
 def check_target_values(target: Tensor, num_classes: int) -> None:
-    """Class indices in ``[0, num_classes)``: a host read (call it on CPU tensors only)."""
+    """Class indices in `[0, num_classes)`: a host read (call it on CPU tensors only)."""
     if target.numel() > 0:
         lo, hi = (v.item() for v in torch.aminmax(target))
         if lo < 0 or hi >= num_classes:

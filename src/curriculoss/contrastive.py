@@ -1,17 +1,19 @@
 r"""SuperLoss for metric learning: the contrastive loss of SuperLoss Eq. 5.
 
-Pairs :math:`(x_i, x_j, y_{ij})` are positive (:math:`y_{ij} = 1`) or negative (:math:`y_{ij} = 0`); with
-:math:`d = \|f(x_i) - f(x_j)\|`, the contrastive loss (Hadsell et al. 2006, as written in Sec. 2.4 of the
+Pairs $(x_i, x_j, y_{ij})$ are positive ($y_{ij} = 1$) or negative ($y_{ij} = 0$); with
+$d = \|f(x_i) - f(x_j)\|$, the contrastive loss (Hadsell et al. 2006, as written in Sec. 2.4 of the
 SuperLoss paper, null margin for positives) is
 
-.. math::  \ell_+ = [d]_+ ,\qquad \ell_- = [m - d]_+ ,
+$$
+\ell_+ = [d]_+ ,\qquad \ell_- = [m - d]_+ ,
+$$
 
-and the SuperLoss goes on top of each with its own threshold, :math:`\tau_+` and :math:`\tau_-`, and a
-shared :math:`\lambda` (Eq. 5). ``squared=True`` uses :math:`d^2` and :math:`[m-d]_+^2` instead, the
+and the SuperLoss goes on top of each with its own threshold, $\tau_+$ and $\tau_-$, and a
+shared $\lambda$ (Eq. 5). `squared=True` uses $d^2$ and $[m-d]_+^2$ instead, the
 form of Radenović et al. that retrieval code often uses.
 
 The same wrapper works for a triplet loss: there is one loss per triplet, so a plain
-:class:`~curriculoss.SuperLoss` (no smoothing) on ``F.triplet_margin_loss(a, p, n, reduction='none')``
+`SuperLoss` (no smoothing) on `F.triplet_margin_loss(a, p, n, reduction='none')`
 is the SuperLoss triplet loss.
 
 float16 and bfloat16 embeddings are computed in float32 (distances near the margin and the SuperLoss
@@ -57,14 +59,15 @@ def _pair_losses(x1: Tensor, x2: Tensor, margin: float, squared: bool) -> tuple[
 
 def contrastive_loss(x1: Tensor, x2: Tensor, label: Tensor, margin: float = 0.7, squared: bool = False,
                      reduction: str = "mean") -> Tensor:
-    r"""Contrastive loss per pair: :math:`[d]_+` for positive pairs, :math:`[m - d]_+` for negative ones.
+    r"""Contrastive loss per pair: $[d]_+$ for positive pairs, $[m - d]_+$ for negative ones.
 
     Args:
-        x1, x2: embeddings of the two sides of each pair, ``(P, D)``.
-        label: ``(P,)`` bool or integer, 1 (True) for positive pairs, 0 for negative ones.
-        margin: :math:`m > 0` (0.7 is the retrieval default of Radenović et al. for GeM embeddings).
+        x1: embeddings of the first side of each pair, `(P, D)`.
+        x2: embeddings of the second side of each pair, `(P, D)`.
+        label: `(P,)` bool or integer, 1 (True) for positive pairs, 0 for negative ones.
+        margin: $m > 0$ (0.7 is the retrieval default of Radenović et al. for GeM embeddings).
         squared: square both terms.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        reduction: `'none'` | `'mean'` | `'sum'`.
     """
     _check_pairs(x1, x2, label)
     _check_margin(margin)
@@ -78,27 +81,26 @@ def contrastive_loss(x1: Tensor, x2: Tensor, label: Tensor, margin: float = 0.7,
 
 
 class SuperContrastiveLoss(nn.Module):
-    r"""SuperLoss on the contrastive loss (Eq. 5): two thresholds, :math:`\tau_+` and :math:`\tau_-`,
-    kept apart, and one :math:`\lambda`.
+    r"""SuperLoss on the contrastive loss (Eq. 5): two thresholds, $\tau_+$ and $\tau_-$,
+    kept apart, and one $\lambda$.
 
     Args:
-        margin: :math:`m > 0` of the negative term.
-        lam: :math:`\lambda > 0`, shared by both terms.
-        tau: ``'avg'`` (the paper's choice for retrieval, Sec. 3.4), ``'ema'``, a number, or a pair
-            ``(tau_pos, tau_neg)`` of those; each threshold is estimated from its own pairs only.
-        momentum: :math:`\alpha` of the ``'ema'`` thresholds.
+        margin: $m > 0$ of the negative term.
+        lam: $\lambda > 0$, shared by both terms.
+        tau: `'avg'` (the paper's choice for retrieval, Sec. 3.4), `'ema'`, a number, or a pair
+            `(tau_pos, tau_neg)` of those; each threshold is estimated from its own pairs only.
+        momentum: $\alpha$ of the `'ema'` thresholds.
         squared: square both terms.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'`` over all pairs.
-        step: ``'normalised'`` (default) or ``'paper'``, as in :class:`~curriculoss.SuperLoss`; each
-            threshold's pairs are normalised by their own mean :math:`\sigma^*`.
+        reduction: `'none'` | `'mean'` | `'sum'` over all pairs.
+        step: `'normalised'` (default) or `'paper'`, as in `SuperLoss`; each
+            threshold's pairs are normalised by their own mean $\sigma^*$.
 
-    ``forward(x1, x2, label)`` with embeddings ``(P, D)`` and pair labels ``(P,)``. There is no per-pair
+    `forward(x1, x2, label)` with embeddings `(P, D)` and pair labels `(P,)`. There is no per-pair
     state beyond the two thresholds (pairs are too many to remember, Sec. 2.4). After each forward,
-    ``.confidence`` holds each pair's :math:`\sigma^*`, and ``.positive`` / ``.negative`` are the two
-    :class:`~curriculoss.SuperLoss` modules (their ``.tau`` is :math:`\tau_\pm`).
+    `.confidence` holds each pair's $\sigma^*$, and `.positive` / `.negative` are the two
+    `SuperLoss` modules (their `.tau` is $\tau_\pm$).
 
-    Examples::
-
+    Examples:
         >>> criterion = SuperContrastiveLoss(margin=1.0, lam=1.0, tau="avg")
         >>> a, b = torch.randn(16, 8, requires_grad=True), torch.randn(16, 8)
         >>> criterion(a, b, torch.randint(0, 2, (16,))).backward()
@@ -121,6 +123,13 @@ class SuperContrastiveLoss(nn.Module):
         self.confidence = None
 
     def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:
+        """The SuperLoss of the pairs' contrastive losses, reduced by `reduction`; sets `confidence`.
+
+        Args:
+            x1: embeddings of the first side of each pair, `(P, D)`.
+            x2: embeddings of the second side of each pair, `(P, D)`.
+            label: `(P,)` bool or integer, 1 (True) for positive pairs, 0 for negative ones.
+        """
         _check_pairs(x1, x2, label)
         dtype = torch.promote_types(x1.dtype, x2.dtype)
         if dtype in _LOW_PRECISION:

@@ -1,119 +1,114 @@
 r"""Data Parameters (Saxena, Tuzel & DeCoste, NeurIPS 2019): learnable class and instance temperatures.
 
-Every class ``c`` and every training sample ``i`` owns a temperature; during training the logits of
-sample ``i`` are divided by its effective parameter ``sigma*_i`` before the softmax cross-entropy:
+Every class `c` and every training sample `i` owns a temperature; during training the logits of
+sample `i` are divided by its effective parameter `sigma*_i` before the softmax cross-entropy:
 
-.. math::
+$$
+L^i = -\log \operatorname{softmax}(z^i / \sigma^*_i)_{y^i}, \qquad
+\sigma^*_i = \begin{cases}
+    \sigma^{class}_{y^i} & \text{level='class' (Sec. 2.1, Eq. 1)} \\
+    \sigma^{inst}_i & \text{level='instance' (Sec. 2.2)} \\
+    \sigma^{class}_{y^i} + \sigma^{inst}_i & \text{level='joint' (Sec. 2.2)}
+\end{cases}
+$$
 
-    L^i = -\log \operatorname{softmax}(z^i / \sigma^*_i)_{y^i}, \qquad
-    \sigma^*_i = \begin{cases}
-        \sigma^{class}_{y^i} & \text{level='class' (Sec. 2.1, Eq. 1)} \\
-        \sigma^{inst}_i & \text{level='instance' (Sec. 2.2)} \\
-        \sigma^{class}_{y^i} + \sigma^{inst}_i & \text{level='joint' (Sec. 2.2)}
-    \end{cases}
-
-Every logit of the sample is divided by the *same* parameter (erratum 5 in
-``shared/papers/README.md``: the transcription of Eq. 1 misprints ``sigma_j`` under ``z_j``). The
-gradients are Eq. 3, :math:`\partial L^i/\partial z^i_j = (p^i_j - 1[j=y^i])/\sigma^*_i`, and Eq. 4/5,
-:math:`\partial L^i/\partial\sigma^*_i = (1-p^i_{y^i})/\sigma^{*2}_i\,(z^i_{y^i} - \sum_{j\ne y^i} q^i_j z^i_j)`
-with :math:`q^i_j = p^i_j/(1-p^i_{y^i})`. At inference the model's logits are used as they are
+Every logit of the sample is divided by the *same* parameter (an erratum of the paper's
+transcription: its Eq. 1 misprints `sigma_j` under `z_j`, where the text, Eq. 3 and Eq. 4 all require
+the target class's parameter under every logit). The gradients are Eq. 3, $\partial L^i/\partial z^i_j = (p^i_j - 1[j=y^i])/\sigma^*_i$, and Eq. 4/5,
+$\partial L^i/\partial\sigma^*_i = (1-p^i_{y^i})/\sigma^{*2}_i\,(z^i_{y^i} - \sum_{j\ne y^i} q^i_j z^i_j)$
+with $q^i_j = p^i_j/(1-p^i_{y^i})$. At inference the model's logits are used as they are
 (Sec. 2.2, "Inference with data parameters"): data parameters exist only for training samples.
 
-Implementation (Sec. 3.1)
--------------------------
-- The learnable tensors are ``log sigma`` (``log_class_sigma`` of shape ``(num_classes,)`` and
-  ``log_instance_sigma`` of shape ``(num_instances,)``); ``class_sigma`` / ``instance_sigma`` give
-  ``sigma`` (detached).
-- Initial values (Sec. 3.1 and erratum 4): 1 for the level that is learned alone; in the joint
-  curriculum class parameters start at 1 and instance parameters at 0.001, so ``sigma*`` starts at
+**Implementation (Sec. 3.1)**
+
+- The learnable tensors are `log sigma` (`log_class_sigma` of shape `(num_classes,)` and
+  `log_instance_sigma` of shape `(num_instances,)`); `class_sigma` / `instance_sigma` give
+  `sigma` (detached).
+- Initial values (Sec. 3.1, and an erratum of the paper's transcription): 1 for the level that is learned alone; in the joint
+  curriculum class parameters start at 1 and instance parameters at 0.001, so `sigma*` starts at
   about 1 (the ordinary softmax).
-- :meth:`DataParameters.optimizer` returns a :class:`SparseSGD`: SGD with momentum on ``log sigma``,
-  weight decay as an L2 penalty on ``log sigma``, and for every class or instance absent from the
+- `DataParameters.optimizer` returns a `SparseSGD`: SGD with momentum on `log sigma`,
+  weight decay as an L2 penalty on `log sigma`, and for every class or instance absent from the
   mini-batch nothing changes (parameter, momentum buffer, no weight decay). The forward pass gathers
   the rows of the batch through an autograd function whose backward returns a *sparse* (COO) gradient
   with one entry per sample, so neither the backward pass nor the step touches the other rows:
-  cost O(batch), independent of ``num_instances``.
+  cost O(batch), independent of `num_instances`.
 
-What the reference implementation (github.com/apple/ml-data-parameters) does, and what we do
-------------------------------------------------------------------------------------------
-- **Clamping.** After every optimizer step it projects ``log sigma`` (class and instance tensors
-  separately, the whole tensor) onto ``[log(1/20), log(20)]``, i.e. ``sigma`` in ``[0.05, 20]``; this
-  is on by default (``--skip_clamp_data_param`` turns it off) and the bounds are the same in its CIFAR
-  and ImageNet scripts. We match it: ``clamp=(0.05, 20.0)`` (in ``sigma`` units, ``None`` disables)
+**What the reference implementation (github.com/apple/ml-data-parameters) does, and what we do**
+
+- **Clamping.** After every optimizer step it projects `log sigma` (class and instance tensors
+  separately, the whole tensor) onto `[log(1/20), log(20)]`, i.e. `sigma` in `[0.05, 20]`; this
+  is on by default (`--skip_clamp_data_param` turns it off) and the bounds are the same in its CIFAR
+  and ImageNet scripts. We match it: `clamp=(0.05, 20.0)` (in `sigma` units, `None` disables)
   is a projection of the parameter after each step, not a clamp inside the forward (the gradient is
   never zeroed by it). Rows the step updates are projected; because the reference projects the whole
   tensor, a value initialised outside the range (the joint curriculum's 0.001 < 0.05 !) is lifted to
   the bound by its first step. We reproduce that with one projection of the whole tensor at each
   parameter's first step (a single O(N) pass, never again): from then on every row is in range and
   only updated rows can leave it, so projecting those is exactly the reference's projection.
-- **Initialisation.** ``log(init)`` broadcast to every row (its defaults are 1 and 1; the paper's
-  joint runs use class 1 / instance 0.001, erratum 4).
-- **Weight decay.** Its SGD runs with ``weight_decay=0`` and it adds ``0.5 * wd * sum(log_sigma**2)``
-  over the parameters *gathered for the mini-batch* to the loss (``shared/papers/README.md`` note 7),
-  so a class present ``n_c`` times in the batch is decayed by ``n_c * wd * log sigma_c`` and an
-  instance that appears twice, twice. That is our default, ``weight_decay_mode='per_sample'``: the
+- **Initialisation.** `log(init)` broadcast to every row (its defaults are 1 and 1; the paper's
+  joint runs use class 1 / instance 0.001, an erratum of the paper's transcription).
+- **Weight decay.** Its SGD runs with `weight_decay=0` and it adds `0.5 * wd * sum(log_sigma**2)`
+  over the parameters *gathered for the mini-batch* to the loss (in its training loop),
+  so a class present `n_c` times in the batch is decayed by `n_c * wd * log sigma_c` and an
+  instance that appears twice, twice. That is our default, `weight_decay_mode='per_sample'`: the
   optimizer counts each row's occurrences in the (uncoalesced) sparse gradient, one entry per
   gathered sample, O(batch). The paper's hyper-parameters were tuned with it, and it is much the
   stronger decay for classes (about B / C times): with the weaker one a class parameter of the joint
-  curriculum can run away to the clamp. ``weight_decay_mode='per_row'`` is standard L2 weight decay,
-  ``wd * log sigma_r`` once per present row and step (Sec. 3.1 read as an L2 regulariser on
-  ``log sigma``). A dense gradient (``torch.compile``) carries no counts: ``'per_sample'`` with a
-  non-zero decay then raises an error that says to use ``'per_row'``.
-- **Which rows are "present".** Its ``SparseSGD`` runs a dense SGD step on the whole tensor and then
+  curriculum can run away to the clamp. `weight_decay_mode='per_row'` is standard L2 weight decay,
+  `wd * log sigma_r` once per present row and step (Sec. 3.1 read as an L2 regulariser on
+  `log sigma`). A dense gradient (`torch.compile`) carries no counts: `'per_sample'` with a
+  non-zero decay then raises an error that says to use `'per_row'`.
+- **Which rows are "present".** Its `SparseSGD` runs a dense SGD step on the whole tensor and then
   reverts parameter and momentum wherever the gradient is exactly zero (O(N) per step, and a present
   row whose gradient happens to be exactly 0 is treated as absent). We use the rows of the batch.
-  Its momentum buffer starts at zero, so a row's first update uses ``buf = grad`` as ours does.
-- **Class-parameter gradient.** It backpropagates ``F.cross_entropy`` (batch mean) through
-  ``class_parameters[target]``, so class ``c`` receives ``(1/B) * sum_{i in batch, y_i = c} dL_i/d
-  log sigma_c``: its samples' per-sample gradients summed and divided by the batch size, i.e. the
-  mean over the class's samples weighted by the class's share ``n_c / B`` of the batch. That is our
-  default, ``class_grad='batch_mean'``, because the paper's learning rates were tuned with it.
-  ``class_grad='class_mean'`` steps with the plain mean over the class's samples in the batch
-  (the optimizer rescales the class gradient by ``B / n_c``, ``B`` = samples that contributed to the
-  gradient, ``n_c`` = those of class ``c``), the literal reading of Sec. 2.2 ("class parameters
+  Its momentum buffer starts at zero, so a row's first update uses `buf = grad` as ours does.
+- **Class-parameter gradient.** It backpropagates `F.cross_entropy` (batch mean) through
+  `class_parameters[target]`, so class `c` receives
+  `(1/B) * sum_{i in batch, y_i = c} dL_i/d log sigma_c`: its samples' per-sample gradients summed and divided by the batch size, i.e. the
+  mean over the class's samples weighted by the class's share `n_c / B` of the batch. That is our
+  default, `class_grad='batch_mean'`, because the paper's learning rates were tuned with it.
+  `class_grad='class_mean'` steps with the plain mean over the class's samples in the batch
+  (the optimizer rescales the class gradient by `B / n_c`, `B` = samples that contributed to the
+  gradient, `n_c` = those of class `c`), the literal reading of Sec. 2.2 ("class parameters
   average the gradient from all samples of the class present in a mini-batch"). It makes class steps
-  about C times larger: divide ``class_lr`` accordingly (measured on digits at 40 % noise, joint
+  about C times larger: divide `class_lr` accordingly (measured on digits at 40 % noise, joint
   curriculum, class_lr 0.1, 8 epochs: final test accuracy 0.90 with 'batch_mean', 0.64 with
   'class_mean', whose class parameters run to the clamp). Autograd itself is left exact in both
-  modes: ``.grad`` holds the true gradient of the loss (Eqs. 4-5); only the step rescales. An
-  instance receives ``(1/B) dL_i/d log sigma_i`` from its own sample only.
+  modes: `.grad` holds the true gradient of the loss (Eqs. 4-5); only the step rescales. An
+  instance receives `(1/B) dL_i/d log sigma_i` from its own sample only.
 
-Detection (Sec. 3.3)
---------------------
-:meth:`DataParameters.forward_detection` ``(logits (A, C), anchor_target (A,), anchor_box (A,),
-box_index (M,))``: ``box_index`` holds the dataset-wide ids (rows of the instance parameters) of
-the ``M`` ground-truth boxes of the mini-batch, ``anchor_box`` the position in ``box_index`` of the
-box each anchor is assigned to, or ``-1`` for a background (negative) anchor. Anchors assigned to a
-box divide their logits by that box's parameter (plus the class parameter of ``anchor_target`` in the
-joint curriculum); background anchors use the mean instance parameter of the ``M`` boxes of the
-mini-batch (each box counted once). The mean is detached by default (``background_grad=False``), so a
+**Detection (Sec. 3.3).**
+`DataParameters.forward_detection`
+`(logits (A, C), anchor_target (A,), anchor_box (A,), box_index (M,))`: `box_index` holds the dataset-wide ids (rows of the instance parameters) of
+the `M` ground-truth boxes of the mini-batch, `anchor_box` the position in `box_index` of the
+box each anchor is assigned to, or `-1` for a background (negative) anchor. Anchors assigned to a
+box divide their logits by that box's parameter (plus the class parameter of `anchor_target` in the
+joint curriculum); background anchors use the mean instance parameter of the `M` boxes of the
+mini-batch (each box counted once). The mean is detached by default (`background_grad=False`), so a
 box's parameter learns only from the anchors assigned to it, as the paper's per-instance curriculum
-intends. A mini-batch with no box (``M = 0``) gives background anchors the initial instance value.
+intends. A mini-batch with no box (`M = 0`) gives background anchors the initial instance value.
 
-Synchronisation and validation
-------------------------------
-``forward`` only reads metadata (shapes, dtypes, devices) except for the range check of ``target``,
-``index`` and the detection indices, which is done on CPU tensors in eager mode (a host-side
-comparison, no device synchronisation), and skipped on meta tensors, under ``torch.compile`` and on
-accelerators (where it would synchronise; set ``check_values=True`` to force it). In the training
-forward (eager, gradients on) the CPU check of ``target`` and ``index`` is made by the parameters'
-``index_select`` itself, which refuses a value out of range before anything changes; the check then
-runs to name the argument and its range. A ``target`` that the level does not use (``'instance'``)
+**Synchronisation and validation.** `forward` only reads metadata (shapes, dtypes, devices) except for the range check of `target`,
+`index` and the detection indices, which is done on CPU tensors in eager mode (a host-side
+comparison, no device synchronisation), and skipped on meta tensors, under `torch.compile` and on
+accelerators (where it would synchronise; set `check_values=True` to force it). In the training
+forward (eager, gradients on) the CPU check of `target` and `index` is made by the parameters'
+`index_select` itself, which refuses a value out of range before anything changes; the check then
+runs to name the argument and its range. A `target` that the level does not use (`'instance'`)
 is left to the cross-entropy that follows, which refuses it too. Under
-``torch.compile`` the gather uses a dense gradient (AOTAutograd cannot trace sparse tensors); the
+`torch.compile` the gather uses a dense gradient (AOTAutograd cannot trace sparse tensors); the
 optimizer then treats rows with a non-zero gradient as present (the reference's rule, O(N)).
 
-Distributed training
---------------------
-Do not wrap :class:`DataParameters` in ``DistributedDataParallel`` (its gradients are sparse; wrap
-the model only): :class:`SparseSGD` synchronises it. When a process group with more than one process
-is initialised, each ``step`` gathers every rank's sparse gradient entries (row, value), O(global
+**Distributed training.** Do not wrap `DataParameters` in `DistributedDataParallel` (its gradients are sparse; wrap
+the model only): `SparseSGD` synchronises it. When a process group with more than one process
+is initialised, each `step` gathers every rank's sparse gradient entries (row, value), O(global
 batch) communication, and applies the combined update on every rank, so parameters and momentum
 buffers stay identical on every rank and equal to one process fed the global batch (class-parameter
-gradients are thereby reduced across ranks, and ``class_grad='class_mean'`` counts the class's samples
+gradients are thereby reduced across ranks, and `class_grad='class_mean'` counts the class's samples
 over the global batch). The rule for the loss is DDP's: each rank backpropagates the mean loss of
-its own samples (scaled by ``world_size * n_local / n_global`` when the local batches differ in size),
-and the gradients are *averaged* over the ranks. ``forward`` itself never communicates.
+its own samples (scaled by `world_size * n_local / n_global` when the local batches differ in size),
+and the gradients are *averaged* over the ranks. `forward` itself never communicates.
 """
 from __future__ import annotations
 
@@ -139,8 +134,8 @@ def _is_compiling() -> bool:
 
 
 class _SparseGather(torch.autograd.Function):
-    """``weight[index]`` whose gradient w.r.t. ``weight`` is a sparse COO tensor with one entry per
-    element of ``index`` (uncoalesced), so the backward costs O(len(index)), not O(len(weight))."""
+    """`weight[index]` whose gradient w.r.t. `weight` is a sparse COO tensor with one entry per
+    element of `index` (uncoalesced), so the backward costs O(len(index)), not O(len(weight))."""
 
     @staticmethod
     def forward(ctx, weight: Tensor, index: Tensor) -> Tensor:
@@ -159,11 +154,11 @@ class _SparseGather(torch.autograd.Function):
 
 
 class _ScaledLogits(torch.autograd.Function):
-    """``logits / sigma*[:, None]`` with ``sigma* = exp(w_c[target]) (+ exp(w_i[index]))``, as one
-    autograd node whose backward gives the logits ``grad / sigma*`` and each ``log sigma`` gather a
-    sparse COO gradient (one entry per sample, as :class:`_SparseGather`):
-    ``dL/d log sigma_part = -(sum_j grad_ij out_ij) * exp(w_part) / sigma*`` (Eqs. 3-5: the logits'
-    derivative w.r.t. ``sigma*`` is ``-out / sigma*``). Every step is one tensor operation: at the
+    """`logits / sigma*[:, None]` with `sigma* = exp(w_c[target]) (+ exp(w_i[index]))`, as one
+    autograd node whose backward gives the logits `grad / sigma*` and each `log sigma` gather a
+    sparse COO gradient (one entry per sample, as `_SparseGather`):
+    `dL/d log sigma_part = -(sum_j grad_ij out_ij) * exp(w_part) / sigma*` (Eqs. 3-5: the logits'
+    derivative w.r.t. `sigma*` is `-out / sigma*`). Every step is one tensor operation: at the
     batch sizes of a training step their count is the cost."""
 
     @staticmethod
@@ -215,7 +210,7 @@ def _gather(weight: Tensor, index: Tensor) -> Tensor:
 
 
 def _on(index: Tensor, weight: Tensor) -> Tensor:
-    """``index`` on ``weight``'s device (no operation when it is there already)."""
+    """`index` on `weight`'s device (no operation when it is there already)."""
     return index if index.device == weight.device else index.to(weight.device)
 
 
@@ -254,54 +249,53 @@ def _check_range(name: str, x: Tensor | None, low: int, high: int, force: bool |
 class DataParameters(nn.Module):
     r"""Learnable class- and/or instance-level temperatures on the logits (Saxena et al. 2019).
 
-    ``F.cross_entropy(dp(logits, target, index), target)`` is Eq. 1 (``level='class'``) or Eq. 1
-    with ``sigma*_i`` (instance / joint, Sec. 2.2); its gradients are Eqs. 3-5. At inference, use the
+    `F.cross_entropy(dp(logits, target, index), target)` is Eq. 1 (`level='class'`) or Eq. 1
+    with `sigma*_i` (instance / joint, Sec. 2.2); its gradients are Eqs. 3-5. At inference, use the
     model's logits as they are (Sec. 2.2): data parameters are not applied to test samples.
 
     Args:
-        num_classes: number of classes ``k`` (rows of the class parameters; required for the
-            ``'class'`` and ``'joint'`` levels, otherwise only used to check ``logits``).
-        num_instances: number of training samples ``N`` (or ground-truth boxes for detection);
-            required for ``'instance'`` and ``'joint'``.
-        level: ``'instance'`` (default, the command line's and the paper's choice under label noise,
-            Sec. 3.4), ``'class'`` or ``'joint'`` (``sigma*_i = sigma^class_{y_i} + sigma^inst_i``).
-        init_class: initial class ``sigma`` (default 1, Sec. 3.1).
-        init_instance: initial instance ``sigma`` (default 1 for ``'instance'``, 0.001 for ``'joint'``:
-            Sec. 3.1, erratum 4).
-        clamp: ``(min, max)`` range of ``sigma`` that :class:`SparseSGD` projects the parameters onto
-            after every step (default ``(1/20, 20)``, the reference implementation's); ``None`` to
+        num_classes: number of classes `k` (rows of the class parameters; required for the
+            `'class'` and `'joint'` levels, otherwise only used to check `logits`).
+        num_instances: number of training samples `N` (or ground-truth boxes for detection);
+            required for `'instance'` and `'joint'`.
+        level: `'instance'` (default, the command line's and the paper's choice under label noise,
+            Sec. 3.4), `'class'` or `'joint'` (`sigma*_i = sigma^class_{y_i} + sigma^inst_i`).
+        init_class: initial class `sigma` (default 1, Sec. 3.1).
+        init_instance: initial instance `sigma` (default 1 for `'instance'`, 0.001 for `'joint'`:
+            Sec. 3.1, and an erratum of the paper's transcription).
+        clamp: `(min, max)` range of `sigma` that [`SparseSGD`][curriculoss.SparseSGD] projects the parameters onto
+            after every step (default `(1/20, 20)`, the reference implementation's); `None` to
             disable. See the module docstring for the exact semantics.
-            Under ``torch.distributed`` the optimizer keeps every rank's parameters identical (see
-            :class:`SparseSGD`); ``forward`` makes no collective call.
-        check_values: range-check ``target``/``index`` values in ``forward``: ``None`` (default) on CPU
-            tensors only (no device sync), ``True`` everywhere (syncs on accelerators), ``False`` never.
+            Under `torch.distributed` the optimizer keeps every rank's parameters identical (see
+            `SparseSGD`); `forward` makes no collective call.
+        check_values: range-check `target`/`index` values in `forward`: `None` (default) on CPU
+            tensors only (no device sync), `True` everywhere (syncs on accelerators), `False` never.
 
     Shape:
-        - logits: ``(B, C)``, target: ``(B,)`` integer in ``[0, C)``, index: ``(B,)`` integer in
-          ``[0, N)`` (may be ``None`` for ``level='class'``). Output: ``(B, C)``.
+        - logits: `(B, C)`, target: `(B,)` integer in `[0, C)`, index: `(B,)` integer in
+          `[0, N)` (may be `None` for `level='class'`). Output: `(B, C)`.
 
-    Your model's optimizer: the learnable tensors are not in ``parameters()`` (of this module, or of a
-    model that holds it as a submodule), so ``AdamW(model.parameters())``, SGD with momentum and weight
-    decay, gradient clipping, ``model.zero_grad()``, ``DistributedDataParallel(model)``, Lightning's
-    and the Hugging Face ``Trainer``'s optimizers never see them: their gradients are sparse, which
-    Adam and dense weight decay refuse, and their update is :class:`SparseSGD`'s own (Sec. 3.1). They
-    are trained only by :meth:`optimizer` (step it, and zero its gradients, next to your optimizer),
-    and still follow ``.to()`` and appear in ``state_dict()`` under their names, so a checkpoint of the
-    model holds them. :meth:`data_parameters` lists them. Of the alternatives, a dense gradient would
+    **Your model's optimizer**: the learnable tensors are not in `parameters()` (of this module, or of a
+    model that holds it as a submodule), so `AdamW(model.parameters())`, SGD with momentum and weight
+    decay, gradient clipping, `model.zero_grad()`, `DistributedDataParallel(model)`, Lightning's
+    and the Hugging Face `Trainer`'s optimizers never see them: their gradients are sparse, which
+    Adam and dense weight decay refuse, and their update is `SparseSGD`'s own (Sec. 3.1). They
+    are trained only by `optimizer` (step it, and zero its gradients, next to your optimizer),
+    and still follow `.to()` and appear in `state_dict()` under their names, so a checkpoint of the
+    model holds them. `data_parameters` lists them. Of the alternatives, a dense gradient would
     cost O(N) per step and let the model's optimizer (Adam's moments, its weight decay) update them
-    too, and a parameter-group helper would leave every framework that collects ``parameters()`` to
+    too, and a parameter-group helper would leave every framework that collects `parameters()` to
     crash.
 
-    After each training forward, ``.last_sigma`` holds the batch's ``sigma*_i`` as the forward used
-    them (detached, ``(B,)``): the per-sample confidence to record (e.g. ``Recorder.update(...,
-    confidence=dp.last_sigma)``).
+    After each training forward, `.last_sigma` holds the batch's `sigma*_i` as the forward used
+    them (detached, `(B,)`): the per-sample confidence to record (e.g.
+    `Recorder.update(..., confidence=dp.last_sigma)`).
 
-    Training and evaluation: in ``eval()`` mode :meth:`forward` and :meth:`forward_detection` return
+    **Training and evaluation**: in `eval()` mode `forward` and `forward_detection` return
     the logits as they are (inference uses no data parameters, Sec. 2.2), so a validation step may
     call the module as the training step does.
 
-    Examples::
-
+    Examples:
         >>> dp = DataParameters(10, 1000)
         >>> opt = dp.optimizer()
         >>> logits = torch.randn(8, 10, requires_grad=True)
@@ -353,22 +347,22 @@ class DataParameters(nn.Module):
 
     @property
     def log_class_sigma(self) -> nn.Parameter | None:
-        """The learnable ``log sigma^class``, ``(num_classes,)``; ``None`` for ``level='instance'``."""
+        """The learnable `log sigma^class`, `(num_classes,)`; `None` for `level='instance'`."""
         return self._data_params["log_class_sigma"]
 
     @property
     def log_instance_sigma(self) -> nn.Parameter | None:
-        """The learnable ``log sigma^inst``, ``(num_instances,)``; ``None`` for ``level='class'``."""
+        """The learnable `log sigma^inst`, `(num_instances,)`; `None` for `level='class'`."""
         return self._data_params["log_instance_sigma"]
 
     def data_parameters(self) -> list[nn.Parameter]:
-        """The learnable tensors, which ``parameters()`` does not list: for :meth:`optimizer` or a
-        :class:`SparseSGD` of your own."""
+        """The learnable tensors, which `parameters()` does not list: for `optimizer` or a
+        `SparseSGD` of your own."""
         return [p for p in self._data_params.values() if p is not None]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the data parameters' gradients too (``model.zero_grad()`` does not reach them: the
-        optimizer's ``zero_grad()`` does)."""
+        """Clear the data parameters' gradients too (`model.zero_grad()` does not reach them: the
+        optimizer's `zero_grad()` does)."""
         super().zero_grad(set_to_none)
         for p in self.data_parameters():
             if p.grad is not None:
@@ -423,21 +417,21 @@ class DataParameters(nn.Module):
     # ------------------------------------------------------------------ views
     @property
     def class_sigma(self) -> Tensor | None:
-        """``sigma^class`` (detached), ``(num_classes,)``; ``None`` for ``level='instance'``."""
+        """`sigma^class` (detached), `(num_classes,)`; `None` for `level='instance'`."""
         return None if self.log_class_sigma is None else self.log_class_sigma.detach().exp()
 
     @property
     def instance_sigma(self) -> Tensor | None:
-        """``sigma^inst`` (detached), ``(num_instances,)``; ``None`` for ``level='class'``."""
+        """`sigma^inst` (detached), `(num_instances,)`; `None` for `level='class'`."""
         return None if self.log_instance_sigma is None else self.log_instance_sigma.detach().exp()
 
     # ------------------------------------------------------------------ checks
     def _check(self, batch: int, target: Tensor | None, index: Tensor | None, num_logits: int | None,
                gathered: bool = False) -> None:
-        """Metadata, then the values' ranges (see ``check_values``). ``gathered``: the caller gathers
-        the parameters with ``index_select``, which refuses an index out of range on the CPU before
+        """Metadata, then the values' ranges (see `check_values`). `gathered`: the caller gathers
+        the parameters with `index_select`, which refuses an index out of range on the CPU before
         anything changes; the CPU range checks (a reduction and two host reads each) are then left to
-        it, and the caller runs this check again without ``gathered`` to name the argument."""
+        it, and the caller runs this check again without `gathered` to name the argument."""
         uses_class = self.log_class_sigma is not None
         uses_inst = self.log_instance_sigma is not None
         _check_index("target", target, batch, required=uses_class)
@@ -472,7 +466,7 @@ class DataParameters(nn.Module):
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     def sigma(self, target: Tensor | None, index: Tensor | None = None) -> Tensor:
-        """``sigma*_i`` of the samples, shape ``(B,)`` (differentiable; ``index`` unused for 'class')."""
+        """`sigma*_i` of the samples, shape `(B,)` (differentiable; `index` unused for 'class')."""
         ref = target if target is not None else index
         if ref is None:
             raise ValueError("target or index is required")
@@ -481,9 +475,9 @@ class DataParameters(nn.Module):
         return self._sigma(target, index)
 
     def forward(self, logits: Tensor, target: Tensor | None, index: Tensor | None = None) -> Tensor:
-        """Logits divided row-wise by ``sigma*_i``: ``logits / sigma*[:, None]`` (Eq. 1 / Sec. 2.2) in
-        ``train()`` mode; in ``eval()`` mode the logits as they are (Sec. 2.2: data parameters exist for
-        training samples only), whatever ``target`` and ``index`` hold."""
+        """Logits divided row-wise by `sigma*_i`: `logits / sigma*[:, None]` (Eq. 1 / Sec. 2.2) in
+        `train()` mode; in `eval()` mode the logits as they are (Sec. 2.2: data parameters exist for
+        training samples only), whatever `target` and `index` hold."""
         self._check_logits(logits)
         if not self.training:
             return logits
@@ -509,7 +503,7 @@ class DataParameters(nn.Module):
     # ------------------------------------------------------------------ detection (Sec. 3.3)
     def sigma_detection(self, anchor_target: Tensor, anchor_box: Tensor, box_index: Tensor,
                         background_grad: bool = False) -> Tensor:
-        """Per-anchor ``sigma*`` for detection, shape ``(A,)`` (see :meth:`forward_detection`)."""
+        """Per-anchor `sigma*` for detection, shape `(A,)` (see `forward_detection`)."""
         if not isinstance(anchor_box, Tensor):
             raise TypeError(f"anchor_box must be a torch.Tensor, got {type(anchor_box).__name__}")
         a = anchor_box.shape[0] if anchor_box.dim() == 1 else -1
@@ -545,16 +539,16 @@ class DataParameters(nn.Module):
         """Detection variant (Sec. 3.3): anchor logits divided by their box's parameter.
 
         Args:
-            logits: ``(A, C)`` classification logits of the ``A`` anchors of the mini-batch.
-            anchor_target: ``(A,)`` class of each anchor (the background class for negatives).
-            anchor_box: ``(A,)`` integer in ``[-1, M)``: position in ``box_index`` of the box the anchor
-                is assigned to, ``-1`` for background anchors.
-            box_index: ``(M,)`` dataset-wide ids in ``[0, num_instances)`` of the mini-batch's boxes.
+            logits: `(A, C)` classification logits of the `A` anchors of the mini-batch.
+            anchor_target: `(A,)` class of each anchor (the background class for negatives).
+            anchor_box: `(A,)` integer in `[-1, M)`: position in `box_index` of the box the anchor
+                is assigned to, `-1` for background anchors.
+            box_index: `(M,)` dataset-wide ids in `[0, num_instances)` of the mini-batch's boxes.
             background_grad: let background anchors' gradient flow into the boxes' mean parameter.
 
-        Positive anchors use their box's ``sigma^inst`` (+ ``sigma^class`` of their class when joint);
-        background anchors use the mean ``sigma^inst`` over the ``M`` boxes (+ their class parameter when
-        joint). Use ``F.cross_entropy(dp.forward_detection(...), anchor_target)``.
+        Positive anchors use their box's `sigma^inst` (+ `sigma^class` of their class when joint);
+        background anchors use the mean `sigma^inst` over the `M` boxes (+ their class parameter when
+        joint). Use `F.cross_entropy(dp.forward_detection(...), anchor_target)`.
         """
         self._check_logits(logits)
         if not self.training:
@@ -572,21 +566,28 @@ class DataParameters(nn.Module):
     def optimizer(self, class_lr: float = 0.1, instance_lr: float = 1.0, momentum: float = 0.9,
                   class_weight_decay: float = 5e-4, instance_weight_decay: float = 0.0,
                   class_grad: str = "batch_mean", weight_decay_mode: str = "per_sample") -> "SparseSGD":
-        """A :class:`SparseSGD` over this module's parameters (Sec. 3.1).
+        """A `SparseSGD` over this module's parameters (Sec. 3.1), with the clamp range of the module.
 
-        Defaults, the command line's: class learning rate 0.1 (the reference implementation's),
-        instance learning rate 1 (selected on validation splits of the digits and MNIST, LeNet-5 and an
-        MLP at SGD lr 0.01 / 0.03, clean and 40 % noisy labels: 0.1 / 1 / 10 gave 49.5 / 50.1 / 52.7 %
-        mean final validation accuracy over 240 runs, but 10 collapsed in 3 runs of the 100-epoch
-        check, 1 in none; the paper uses 0.1 / 0.8 on ImageNet and 0.2 for instances under label noise
-        with its own schedules), momentum 0.9 (Sec. 3.1), and the clamp range of the module. ``class_grad``: ``'batch_mean'`` (default, the reference
-        implementation's: the class's per-sample gradients summed over the batch / batch size) or
-        ``'class_mean'`` (their mean over the class's samples in the batch, Sec. 2.2 read literally;
-        scale ``class_lr`` down about C times); see the module docstring. ``weight_decay_mode``:
-        ``'per_sample'`` (default, the reference implementation's: the L2 penalty counted once per
-        occurrence of a class or instance in the mini-batch) or ``'per_row'`` (once per present row).
+        The defaults are the command line's. Rates and weight decays must be finite and >= 0,
+        `momentum` in [0, 1).
 
-        Rates and weight decays must be finite and >= 0, ``momentum`` in [0, 1).
+        Args:
+            class_lr: class learning rate; default 0.1 (the reference implementation's).
+            instance_lr: instance learning rate; default 1 (selected on validation splits of the digits
+                and MNIST, LeNet-5 and an MLP at SGD lr 0.01 / 0.03, clean and 40 % noisy labels:
+                0.1 / 1 / 10 gave 49.5 / 50.1 / 52.7 % mean final validation accuracy over 240 runs, but
+                10 collapsed in 3 runs of the 100-epoch check, 1 in none; the paper uses 0.1 / 0.8 on
+                ImageNet and 0.2 for instances under label noise with its own schedules).
+            momentum: default 0.9 (Sec. 3.1).
+            class_weight_decay: weight decay of the class parameters.
+            instance_weight_decay: weight decay of the instance parameters.
+            class_grad: `'batch_mean'` (default, the reference implementation's: the class's per-sample
+                gradients summed over the batch / batch size) or `'class_mean'` (their mean over the
+                class's samples in the batch, Sec. 2.2 read literally; scale `class_lr` down about C
+                times); see the module docstring.
+            weight_decay_mode: `'per_sample'` (default, the reference implementation's: the L2 penalty
+                counted once per occurrence of a class or instance in the mini-batch) or `'per_row'`
+                (once per present row).
         """
         for name, value in (("class_lr", class_lr), ("instance_lr", instance_lr),
                             ("class_weight_decay", class_weight_decay),
@@ -608,47 +609,47 @@ class DataParameters(nn.Module):
 class SparseSGD(torch.optim.Optimizer):
     r"""SGD with momentum for embedding-like parameters of which a mini-batch touches a few rows.
 
-    For the rows ``r`` present in the (sparse COO) gradient, with ``g_r`` their summed gradient:
+    For the rows `r` present in the (sparse COO) gradient, with `g_r` their summed gradient:
 
-    .. math::
+    $$
+    d_r = g_r + \lambda\,w_r,\qquad b_r \leftarrow \mu\,b_r + d_r,\qquad
+    w_r \leftarrow \Pi_{[lo,hi]}(w_r - \eta\,b_r)
+    $$
 
-        d_r = g_r + \lambda\,w_r,\qquad b_r \leftarrow \mu\,b_r + d_r,\qquad
-        w_r \leftarrow \Pi_{[lo,hi]}(w_r - \eta\,b_r)
-
-    (PyTorch's SGD without dampening, ``b`` starting at 0); the other rows keep parameter and momentum
-    buffer untouched and receive no weight decay. With ``weight_decay_mode='per_sample'`` the decay
-    term is :math:`n_r \lambda w_r`, ``n_r`` the number of entries of row ``r`` in the sparse gradient
-    (its occurrences in the mini-batch): the gradient of ``0.5 * wd * sum(w[index] ** 2)`` added to the
-    loss, as the Data Parameters reference does; ``'per_row'`` (the constructor's default, standard L2)
-    uses :math:`\lambda w_r`. Cost O(nnz) per step: the update runs on the gradient's entries as they
+    (PyTorch's SGD without dampening, `b` starting at 0); the other rows keep parameter and momentum
+    buffer untouched and receive no weight decay. With `weight_decay_mode='per_sample'` the decay
+    term is $n_r \lambda w_r$, `n_r` the number of entries of row `r` in the sparse gradient
+    (its occurrences in the mini-batch): the gradient of `0.5 * wd * sum(w[index] ** 2)` added to the
+    loss, as the Data Parameters reference does; `'per_row'` (the constructor's default, standard L2)
+    uses $\lambda w_r$. Cost O(nnz) per step: the update runs on the gradient's entries as they
     are, a row repeated where the mini-batch repeats it, through idempotent gathers and writes (every
-    copy of a row carries the same value) and one ``index_add_`` that sums the row's entries into the
-    momentum buffer (into the parameter without momentum); no sort and no ``unique`` of the rows,
-    except for ``class_grad='class_mean'``, which needs each row's count. A dense gradient is
+    copy of a row carries the same value) and one `index_add_` that sums the row's entries into the
+    momentum buffer (into the parameter without momentum); no sort and no `unique` of the rows,
+    except for `class_grad='class_mean'`, which needs each row's count. A dense gradient is
     accepted too: its non-zero rows are then the present ones (O(N); this is the reference
-    implementation's rule, used under ``torch.compile``). ``log_clamp`` projects the updated rows, and
+    implementation's rule, used under `torch.compile`). `log_clamp` projects the updated rows, and
     the whole tensor once at a parameter's first step (see the module docstring of
-    :mod:`curriculoss.data_parameters`). ``class_grad='class_mean'`` rescales each row's gradient by
-    ``nnz / count(row)``, turning the batch mean of a class's per-sample gradients into their mean over
+    `curriculoss.data_parameters`). `class_grad='class_mean'` rescales each row's gradient by
+    `nnz / count(row)`, turning the batch mean of a class's per-sample gradients into their mean over
     that class's samples.
 
-    State (``state_dict``): per parameter ``momentum_buffer`` (dense, allocated at the first step) and
-    ``step`` (int).
+    **State** (`state_dict`): per parameter `momentum_buffer` (dense, allocated at the first step) and
+    `step` (int).
 
-    Distributed (``sync=True``, default, and a ``torch.distributed`` process group with more than one
-    process initialised when ``step`` runs): every rank must call ``step``, which makes one
-    ``all_reduce`` of a (parameters x 2) int64 table saying which kind of gradient the ranks hold, then
-    for each parameter with a sparse gradient on some rank one ``all_gather`` of the (row, value) entries
+    **Distributed** (`sync=True`, default, and a `torch.distributed` process group with more than one
+    process initialised when `step` runs): every rank must call `step`, which makes one
+    `all_reduce` of a (parameters x 2) int64 table saying which kind of gradient the ranks hold, then
+    for each parameter with a sparse gradient on some rank one `all_gather` of the (row, value) entries
     of every rank (16 bytes per entry after a one-int64 size exchange: O(global batch), never
-    O(``num_rows``)). The entries are concatenated in rank order, the values divided by the world size
-    (the average over ranks, as ``DistributedDataParallel`` does for dense gradients), and the update
+    O(`num_rows`)). The entries are concatenated in rank order, the values divided by the world size
+    (the average over ranks, as `DistributedDataParallel` does for dense gradients), and the update
     above is applied with them on every rank: parameters, momentum buffers and step counts stay
     identical across ranks and equal the single-process result on the global batch when each rank's
-    loss is its local mean (times ``world_size * n_local / n_global`` if local batch sizes differ).
-    ``class_grad='class_mean'`` then uses the global ``nnz`` and per-row counts. A rank without a
+    loss is its local mean (times `world_size * n_local / n_global` if local batch sizes differ).
+    `class_grad='class_mean'` then uses the global `nnz` and per-row counts. A rank without a
     gradient contributes no entry; a parameter no rank has a gradient for is skipped, as in one
-    process. Dense gradients (``torch.compile``) are averaged with an ``all_reduce`` instead, which is
-    O(``num_rows``). Outside a process group, with world size 1 or with ``sync=False``, no collective
+    process. Dense gradients (`torch.compile`) are averaged with an `all_reduce` instead, which is
+    O(`num_rows`). Outside a process group, with world size 1 or with `sync=False`, no collective
     call is made.
     """
 
@@ -686,7 +687,7 @@ class SparseSGD(torch.optim.Optimizer):
     @staticmethod
     def _sparse_rows_and_grad(idx: Tensor, vals: Tensor, mode: str) -> tuple[Tensor, Tensor, bool | Tensor]:
         """The entries of a sparse gradient as the update takes them: (rows, values, True), a row
-        repeated where the gradient repeats it; for ``class_mean``, each row once, its summed gradient
+        repeated where the gradient repeats it; for `class_mean`, each row once, its summed gradient
         rescaled, and its count."""
         if mode != "class_mean":
             return idx, vals, True
@@ -704,9 +705,9 @@ class SparseSGD(torch.optim.Optimizer):
 
     @classmethod
     def _rows_and_grad(cls, grad: Tensor, mode: str) -> tuple[Tensor, Tensor, bool | Tensor]:
-        """(rows, gradient values, counts): ``counts`` is True for a sparse gradient's entries as they
+        """(rows, gradient values, counts): `counts` is True for a sparse gradient's entries as they
         are (rows may repeat), False for a dense gradient's non-zero rows (each once, no counts), and
-        each row's count of entries for ``class_mean``'s unique rows."""
+        each row's count of entries for `class_mean`'s unique rows."""
         if grad.is_sparse:
             return cls._sparse_rows_and_grad(grad._indices()[0], grad._values(), mode)
         return cls._dense_rows_and_grad(grad, mode)
@@ -780,10 +781,10 @@ class SparseSGD(torch.optim.Optimizer):
     @staticmethod
     def _update(p: Tensor, state: dict, rows: Tensor, g: Tensor, counts: bool | Tensor, lr: float, mom: float,
                 wd: float, wd_mode: str, clamp: tuple[float, float] | None) -> None:
-        """The update of the class docstring on ``rows``, which may repeat (``counts`` True: a sparse
+        """The update of the class docstring on `rows`, which may repeat (`counts` True: a sparse
         gradient's entries, summed per row here). What is written per row (momentum times the buffer,
         the per-row decay, the new value) is the same for every copy of the row, so writes through
-        repeated rows are well defined; the entries' sum enters through one ``index_add_``."""
+        repeated rows are well defined; the entries' sum enters through one `index_add_`."""
         w = p.index_select(0, rows)
         d = g if g.dtype == p.dtype else g.to(p.dtype)
         per_row = False  # the decay once per row, lambda w_r, applied below

@@ -1,21 +1,21 @@
-"""Small helpers for ``torch.distributed``, used by the stateful modules to stay identical on every rank.
+"""Small helpers for `torch.distributed`, used by the stateful modules to stay identical on every rank.
 
-Every helper is a no-op (no collective call, no host synchronisation) unless :func:`is_distributed`
-is true: ``torch.distributed`` is available, a default process group is initialised and its world
+Every helper is a no-op (no collective call, no host synchronisation) unless `is_distributed`
+is true: `torch.distributed` is available, a default process group is initialised and its world
 size is above 1. The check is made in Python on the process-group state, never on tensor values, so
 the single-process path of the callers is unchanged (and stays sync-free and compile-friendly).
 
 What is exchanged, and when:
 
-- :func:`all_reduce_sum`: one ``all_reduce`` (sum) of a small tensor, in place.
-- :func:`all_gather_cat`: the concatenation, in rank order, of each rank's tensors (whose first
-  dimensions may differ from rank to rank): one ``all_gather`` of the sizes (one int64 per rank),
-  then one ``all_gather`` per tensor of the rows padded to the largest size, trimmed afterwards.
+- `all_reduce_sum`: one `all_reduce` (sum) of a small tensor, in place.
+- `all_gather_cat`: the concatenation, in rank order, of each rank's tensors (whose first
+  dimensions may differ from rank to rank): one `all_gather` of the sizes (one int64 per rank),
+  then one `all_gather` per tensor of the rows padded to the largest size, trimmed afterwards.
   Its cost is O(world size x largest local size), i.e. O(global batch) for mini-batch data.
 
-Under the ``gloo`` backend, CUDA tensors are moved to the CPU for the exchange (under ``nccl``, CPU
+Under the `gloo` backend, CUDA tensors are moved to the CPU for the exchange (under `nccl`, CPU
 tensors to the current CUDA device) and the results back to the tensors' device.
-:data:`stats` counts the bytes each rank sends (the sizes of the tensors given to the collectives),
+`stats` counts the bytes each rank sends (the sizes of the tensors given to the collectives),
 for benchmarks.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class CommStats:
         self.calls += 1
 
 
-#: Communication counters of this process (see :class:`CommStats`).
+#: Communication counters of this process (see `CommStats`).
 stats = CommStats()
 
 
@@ -75,7 +75,7 @@ def _comm_device(t: Tensor) -> torch.device:
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` over the ranks, in place, and return it; returns it untouched when not distributed."""
+    """Sum `tensor` over the ranks, in place, and return it; returns it untouched when not distributed."""
     if not is_distributed():
         return tensor
     dev = _comm_device(tensor)
@@ -88,7 +88,7 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 
 def all_gather_cat(*tensors: Tensor) -> tuple[Tensor, ...] | Tensor:
-    """Concatenate, along dim 0 and in rank order, each rank's ``tensors``.
+    """Concatenate, along dim 0 and in rank order, each rank's `tensors`.
 
     The tensors given by one rank share their first dimension, which may differ between ranks (the
     sizes are exchanged first). Not distributed: the tensors are returned as they are. Returns one
@@ -133,7 +133,7 @@ def shard(batch: Tensor, rank_: int | None = None, world: int | None = None) -> 
     """This rank's contiguous slice of a global batch (sizes differ by at most one; may be empty).
 
     Concatenating the slices in rank order gives the global batch back, which is the order in which
-    :func:`all_gather_cat`, :class:`~curriculoss.SuperLoss` and :class:`~curriculoss.SparseSGD`
+    `all_gather_cat`, `SuperLoss` and `SparseSGD`
     combine the ranks' entries: the single-process order.
     """
     world = world_size() if world is None else world
@@ -144,13 +144,13 @@ def shard(batch: Tensor, rank_: int | None = None, world: int | None = None) -> 
 class GlobalBatchSampler(torch.utils.data.Sampler):
     """Batch sampler giving every rank its slice of the single-process batches.
 
-    Epoch ``e``'s order is ``torch.randperm(num_samples)`` drawn from a generator seeded with
-    ``seed * 100_003 + e`` (the order of ``curriculoss.harness.train``), cut into global batches of
-    ``batch_size``; each rank yields the :func:`shard` of every global batch, so the ranks together
-    see exactly the batches one process sees (``torch.utils.data.DistributedSampler`` instead deals
-    the samples round-robin and pads, which changes the batches). Call :meth:`set_epoch` every epoch.
-    Use as ``DataLoader(dataset, batch_sampler=GlobalBatchSampler(len(dataset), 128, seed=0))``;
-    ``drop_last`` is off, so a rank's last batch may be smaller, or empty when the last global batch
+    Epoch `e`'s order is `torch.randperm(num_samples)` drawn from a generator seeded with
+    `seed * 100_003 + e` (the order of `curriculoss.harness.train`), cut into global batches of
+    `batch_size`; each rank yields the `shard` of every global batch, so the ranks together
+    see exactly the batches one process sees (`torch.utils.data.DistributedSampler` instead deals
+    the samples round-robin and pads, which changes the batches). Call `set_epoch` every epoch.
+    Use as `DataLoader(dataset, batch_sampler=GlobalBatchSampler(len(dataset), 128, seed=0))`;
+    `drop_last` is off, so a rank's last batch may be smaller, or empty when the last global batch
     has fewer samples than there are ranks.
     """
 

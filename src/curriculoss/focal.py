@@ -1,20 +1,20 @@
 r"""Focal loss of Lin et al., *Focal Loss for Dense Object Detection* (RetinaNet), ICCV 2017, Eq. (5),
 in its multi-class softmax form:
 
-.. math::
+$$
+\mathrm{FL}(p_t) = -\alpha_t\,(1 - p_t)^\gamma \log p_t,
+$$
 
-    \mathrm{FL}(p_t) = -\alpha_t\,(1 - p_t)^\gamma \log p_t,
-
-with :math:`p_t = \mathrm{softmax}(\mathbf{z})_y`. ``gamma = 2`` by default (the paper's choice);
-``gamma = 0`` with no ``alpha`` is cross-entropy. ``alpha`` is ``None`` (:math:`\alpha_t = 1`), a float
-(the same factor for every sample) or a per-class tensor of shape (C,) (:math:`\alpha_t = \alpha_y`).
+with $p_t = \mathrm{softmax}(\mathbf{z})_y$. `gamma = 2` by default (the paper's choice);
+`gamma = 0` with no `alpha` is cross-entropy. `alpha` is `None` ($\alpha_t = 1$), a float
+(the same factor for every sample) or a per-class tensor of shape (C,) ($\alpha_t = \alpha_y$).
 The paper's binary alpha-balance (0.25 for foreground, 0.75 for background) is the per-class tensor
-``[0.75, 0.25, ..., 0.25]`` when class 0 is the background.
+`[0.75, 0.25, ..., 0.25]` when class 0 is the background.
 
-Only :math:`\log p_t` of each row is kept from the (N, C) logits (``log_softmax`` then ``gather``), so
-200,000 anchors x 80 classes cost one softmax pass forward and one backward. ``1 - p_t`` is computed as
-``-expm1(log p_t)``: accurate when ``p_t -> 1``; it is floored at the smallest normal float so that
-``gamma < 1`` has a finite gradient at ``p_t = 1``.
+Only $\log p_t$ of each row is kept from the (N, C) logits (`log_softmax` then `gather`), so
+200,000 anchors x 80 classes cost one softmax pass forward and one backward. `1 - p_t` is computed as
+`-expm1(log p_t)`: accurate when `p_t -> 1`; it is floored at the smallest normal float so that
+`gamma < 1` has a finite gradient at `p_t = 1`.
 """
 from __future__ import annotations
 
@@ -39,23 +39,22 @@ def _check_alpha(alpha: Tensor | float | None, num_classes: int | None = None) -
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: Tensor | float | None = None,
                reduction: str = "mean") -> Tensor:
-    r"""Focal loss :math:`-\alpha_t (1 - p_t)^\gamma \log p_t` (Lin et al. 2017, Eq. 5), softmax form.
+    r"""Focal loss $-\alpha_t (1 - p_t)^\gamma \log p_t$ (Lin et al. 2017, Eq. 5), softmax form.
 
     Args:
         logits: unnormalised scores, shape (N, C), floating point (e.g. anchors x classes);
             float16/bfloat16 are computed in float32.
         target: class indices in [0, C), shape (N,), integer.
         gamma: focusing parameter, >= 0; default 2.0 (Lin et al. 2017).
-        alpha: ``None`` (no balancing), a float >= 0 (one factor for all samples), or a floating tensor of
-            shape (C,) of per-class factors on the device of ``logits``.
-        reduction: ``'none'`` | ``'mean'`` (over the N samples) | ``'sum'``. RetinaNet normalises the sum
-            by the number of foreground anchors: use ``'sum'`` and divide.
+        alpha: `None` (no balancing), a float >= 0 (one factor for all samples), or a floating tensor of
+            shape (C,) of per-class factors on the device of `logits`.
+        reduction: `'none'` | `'mean'` (over the N samples) | `'sum'`. RetinaNet normalises the sum
+            by the number of foreground anchors: use `'sum'` and divide.
 
     Returns:
-        The loss, shape (N,) for ``'none'``, else a scalar, in the dtype of ``logits``.
+        The loss, shape (N,) for `'none'`, else a scalar, in the dtype of `logits`.
 
-    Examples::
-
+    Examples:
         >>> z = torch.randn(6, 80, requires_grad=True)
         >>> focal_loss(z, torch.randint(0, 80, (6,)), gamma=2.0).backward()
     """
@@ -80,7 +79,7 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: Tensor
 
 
 class FocalLoss(nn.Module):
-    """Module form of :func:`focal_loss` (Lin et al. 2017). A per-class ``alpha`` is a buffer."""
+    """Module form of `focal_loss` (Lin et al. 2017). A per-class `alpha` is a buffer."""
 
     alpha: Tensor | None
 
@@ -100,4 +99,6 @@ class FocalLoss(nn.Module):
         return f"gamma={self.gamma}, alpha={a}, reduction={self.reduction!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """`focal_loss` of `logits` `(N, C)` and `target` `(N,)` with this module's `gamma`, `alpha` and
+        `reduction`."""
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha, reduction=self.reduction)

@@ -1,14 +1,14 @@
-r"""Generalized cross-entropy (the :math:`L_q` loss) of Zhang & Sabuncu, *Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels*, NeurIPS 2018:
+r"""Generalized cross-entropy (the $L_q$ loss) of Zhang & Sabuncu, *Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels*, NeurIPS 2018:
 
-.. math::
+$$
+L_q(\mathbf{x}_i) = \frac{1 - p(y_i|\mathbf{x}_i)^q}{q}, \qquad q \in (0, 1].
+$$
 
-    L_q(\mathbf{x}_i) = \frac{1 - p(y_i|\mathbf{x}_i)^q}{q}, \qquad q \in (0, 1].
-
-It tends to cross-entropy as :math:`q \to 0` and equals MAE / 2 (Eq. 11 of the IMAE paper) at
-:math:`q = 1`. Default ``q = 0.7``, the value Zhang & Sabuncu use in their experiments. (Their
+It tends to cross-entropy as $q \to 0$ and equals MAE / 2 (Eq. 11 of the IMAE paper) at
+$q = 1$. Default `q = 0.7`, the value Zhang & Sabuncu use in their experiments. (Their
 truncated variant with pruning is not implemented.)
 
-Computed as ``-expm1(q log p_y) / q``: accurate when ``p_y -> 1`` and finite when ``p_y -> 0``.
+Computed as `-expm1(q log p_y) / q`: accurate when `p_y -> 1` and finite when `p_y -> 0`.
 """
 from __future__ import annotations
 
@@ -26,19 +26,18 @@ def _check_q(q: float) -> float:
 
 
 def gce_loss(logits: Tensor, target: Tensor, q: float = 0.7, reduction: str = "mean") -> Tensor:
-    r"""Generalized cross-entropy :math:`(1 - p_y^q) / q` (Zhang & Sabuncu 2018), in [0, 1/q].
+    r"""Generalized cross-entropy $(1 - p_y^q) / q$ (Zhang & Sabuncu 2018), in [0, 1/q].
 
     Args:
         logits: unnormalised scores, shape (B, C), floating point; float16/bfloat16 are computed in float32.
         target: class indices in [0, C), shape (B,), integer.
         q: exponent in (0, 1]; default 0.7 (Zhang & Sabuncu 2018).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        reduction: `'none'` | `'mean'` | `'sum'`.
 
     Returns:
-        The loss, shape (B,) for ``'none'``, else a scalar, in the dtype of ``logits``.
+        The loss, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
 
-    Examples::
-
+    Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> gce_loss(z, torch.tensor([1, 0, 4, 9]), q=0.7).backward()
     """
@@ -50,7 +49,7 @@ def gce_loss(logits: Tensor, target: Tensor, q: float = 0.7, reduction: str = "m
 
 
 class GCELoss(nn.Module):
-    """Module form of :func:`gce_loss` (Zhang & Sabuncu 2018), ``q = 0.7`` by default."""
+    """Module form of `gce_loss` (Zhang & Sabuncu 2018), `q = 0.7` by default."""
 
     def __init__(self, q: float = 0.7, reduction: str = "mean"):
         super().__init__()
@@ -62,4 +61,5 @@ class GCELoss(nn.Module):
         return f"q={self.q}, reduction={self.reduction!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """`gce_loss` of `logits` `(B, C)` and `target` `(B,)` with this module's `q` and `reduction`."""
         return gce_loss(logits, target, q=self.q, reduction=self.reduction)

@@ -1,61 +1,59 @@
 r"""Improved MAE (IMAE) of Wang, Kodirov, Hua and Robertson, *Improving MAE against CCE under Label Noise*.
 
-The forward value is MAE (Eq. 11), :math:`L = 2 (1 - p_y)`. Only the gradient w.r.t. the logits changes:
+The forward value is MAE (Eq. 11), $L = 2 (1 - p_y)$. Only the gradient w.r.t. the logits changes:
 it keeps MAE's direction (Eq. 18),
 
-.. math::
-
-    \frac{\partial L_\mathrm{MAE}}{\partial z_j} = 2 p_y (p_j - [j = y]), \qquad
-    \Big\lVert \frac{\partial L_\mathrm{MAE}}{\partial \mathbf{z}} \Big\rVert_1 = w_\mathrm{MAE} = 4 p_y (1 - p_y)
-    \quad \text{(Eq. 20)},
+$$
+\frac{\partial L_\mathrm{MAE}}{\partial z_j} = 2 p_y (p_j - [j = y]), \qquad
+\Big\lVert \frac{\partial L_\mathrm{MAE}}{\partial \mathbf{z}} \Big\rVert_1 = w_\mathrm{MAE} = 4 p_y (1 - p_y)
+\quad \text{(Eq. 20)},
+$$
 
 and its L1 norm is replaced by (Eqs. 21-22)
 
-.. math::
+$$
+w_\mathrm{IMAE} = \exp\big(T\,p_y (1 - p_y)\big).
+$$
 
-    w_\mathrm{IMAE} = \exp\big(T\,p_y (1 - p_y)\big).
-
-So the gradient is :math:`w_\mathrm{IMAE}\,\mathbf{d}` with the unit-L1 direction :math:`d_y = -1/2` and
-:math:`d_j = p_j / (2 (1 - p_y)) = \tfrac12\,\mathrm{softmax}(\mathbf{z}_{\setminus y})_j` for
-:math:`j \neq y`. The direction is computed as a softmax over the non-target logits, never as
-:math:`\nabla L_\mathrm{MAE} / w_\mathrm{MAE}`, so there is no 0/0 when :math:`p_y \to 0` or
-:math:`p_y \to 1` (not even at :math:`p_y = 1` exactly in floating point). The IMAE gradient is not the
-gradient of any loss with MAE's value, so it is a custom :class:`torch.autograd.Function`; it is
+So the gradient is $w_\mathrm{IMAE}\,\mathbf{d}$ with the unit-L1 direction $d_y = -1/2$ and
+$d_j = p_j / (2 (1 - p_y)) = \tfrac12\,\mathrm{softmax}(\mathbf{z}_{\setminus y})_j$ for
+$j \neq y$. The direction is computed as a softmax over the non-target logits, never as
+$\nabla L_\mathrm{MAE} / w_\mathrm{MAE}$, so there is no 0/0 when $p_y \to 0$ or
+$p_y \to 1$ (not even at $p_y = 1$ exactly in floating point). The IMAE gradient is not the
+gradient of any loss with MAE's value, so it is a custom `torch.autograd.Function`; it is
 differentiable once (no double backward).
 
-:func:`sample_weight` gives the implicit weights of CCE (Eq. 19), MAE (Eq. 20) and IMAE (Eq. 21);
-with :math:`p \sim U[0, 1]` their variances (Eqs. 23-24) are the paper's 0.0889 (MAE) and, for
+`sample_weight` gives the implicit weights of CCE (Eq. 19), MAE (Eq. 20) and IMAE (Eq. 21);
+with $p \sim U[0, 1]$ their variances (Eqs. 23-24) are the paper's 0.0889 (MAE) and, for
 T = 16, 8, 4, 2, 1, 0.5, 0, the 354.113, 4.546, 0.299, 0.040, 0.007, 0.002, 0 of its Table 4.
 
-Defaults: ``T = 8`` on noisy training data, ``T = 0.5`` on clean data (Sec. 5).
+Defaults: `T = 8` on noisy training data, `T = 0.5` on clean data (Sec. 5).
 
-Two variants (``variant=``)
----------------------------
-``'authors'`` (the default) is what the authors' training layer computes (their Caffe
-``UnifiedWeightLoss``, ``shared/papers/README.md`` note 6), i.e. the code that produced the paper's
-numbers. For a batch of B samples, ``'mean'`` reduction:
+**Two variants (`variant=`).** `'authors'` (the default) is what the authors' training layer computes
+(their Caffe loss layer `UnifiedWeightLoss`, in github.com/XinshaoAmosWang/Improving-Mean-Absolute-Error-against-CCE
+at commit 507074ca), i.e. the code that produced the paper's numbers. For a batch of B samples, `'mean'` reduction:
 
-.. math::
+$$
+\frac{\partial L}{\partial \mathbf{z}_i} = \frac{w_i}{S}\,
+\frac{\mathbf{p}_i - \mathbf{e}_{y_i}}{2 (1 - p_{y_i}) + \epsilon}, \qquad
+S = 10^{-8} + \sum_{j=1}^{B} w_j, \quad \epsilon = 10^{-6}.
+$$
 
-    \frac{\partial L}{\partial \mathbf{z}_i} = \frac{w_i}{S}\,
-    \frac{\mathbf{p}_i - \mathbf{e}_{y_i}}{2 (1 - p_{y_i}) + \epsilon}, \qquad
-    S = 10^{-8} + \sum_{j=1}^{B} w_j, \quad \epsilon = 10^{-6}.
-
-It differs from Eq. 22 read literally (``variant='paper'``) in two ways that change training, each an
+It differs from Eq. 22 read literally (`variant='paper'`) in two ways that change training, each an
 argument of its own:
 
-- ``eps`` (authors: ``1e-6``; paper: ``0``): the unit-L1 direction is damped by
-  :math:`2(1-p_y) / (2(1-p_y) + \epsilon)`, so a sample the network already fits
-  (:math:`1 - p_y \ll 10^{-6}`) stops pulling. With ``eps=0`` every sample keeps a gradient of L1
-  norm :math:`w \ge 1` forever, and nothing bounds the logits: on the plain MLP and LeNet-5 of this
+- `eps` (authors: `1e-6`; paper: `0`): the unit-L1 direction is damped by
+  $2(1-p_y) / (2(1-p_y) + \epsilon)$, so a sample the network already fits
+  ($1 - p_y \ll 10^{-6}$) stops pulling. With `eps=0` every sample keeps a gradient of L1
+  norm $w \ge 1$ forever, and nothing bounds the logits: on the plain MLP and LeNet-5 of this
   project the paper-literal form drove the logits past 1e3 within a few epochs and accuracy to chance.
-- ``normalize`` (authors: ``'weights'``; paper: ``'batch'``): the batch gradient is divided by the sum
-  of the weights :math:`S` instead of by B, i.e. the weights are rescaled to mean 1 over the batch
-  (at T = 8 and typical logits the paper's form is :math:`\bar w \approx 1.7` times larger, and up to
-  :math:`e^{T/4}` times). With ``'weights'``, ``reduction='none'`` returns per-sample values whose
-  gradients carry the factor :math:`w_i B / S` (so ``.mean()`` of them is the authors' batch gradient)
-  and ``'sum'`` is B times ``'mean'``. The sum runs over the batch the function is given; under
-  ``torch.distributed`` over the global batch (``sync=True``, one ``all_reduce`` in the forward).
+- `normalize` (authors: `'weights'`; paper: `'batch'`): the batch gradient is divided by the sum
+  of the weights $S$ instead of by B, i.e. the weights are rescaled to mean 1 over the batch
+  (at T = 8 and typical logits the paper's form is $\bar w \approx 1.7$ times larger, and up to
+  $e^{T/4}$ times). With `'weights'`, `reduction='none'` returns per-sample values whose
+  gradients carry the factor $w_i B / S$ (so `.mean()` of them is the authors' batch gradient)
+  and `'sum'` is B times `'mean'`. The sum runs over the batch the function is given; under
+  `torch.distributed` over the global batch (`sync=True`, one `all_reduce` in the forward).
 
 The value the authors' layer reports is weighted CE; it has no effect on training, so both variants
 return the MAE value of Eq. 11.
@@ -94,7 +92,7 @@ _WEIGHT_SUM_EPS = 1e-8  # the authors' layer: S = 1e-8 + sum of the weights
 
 
 def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """``x`` in ``dtype``, without an operation when it is already."""
+    """`x` in `dtype`, without an operation when it is already."""
     return x if x.dtype == dtype else x.to(dtype)
 
 
@@ -198,40 +196,40 @@ def _imae(logits: Tensor, target: Tensor, T: float, reduction: str, eps: float, 
 
 def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean", *, variant: str = "authors",
          eps: float | None = None, normalize: str | None = None, sync: bool = True) -> Tensor:
-    r"""IMAE: the MAE value :math:`2 (1 - p_y)` (Eq. 11) with the gradient of Eq. (22).
+    r"""IMAE: the MAE value $2 (1 - p_y)$ (Eq. 11) with the gradient of Eq. (22).
 
-    The gradient w.r.t. ``logits`` of each sample's loss has MAE's direction (Eq. 18) and L1 norm
-    :math:`\exp(T p_y (1 - p_y))` (Eq. 21), times the upstream gradient. By default it is computed as the
-    authors' training layer does (``variant='authors'``: direction damped by ``eps``, batch normalised by
-    the sum of the weights); ``variant='paper'`` is Eq. 22 read literally (``'mean'`` divides by B).
+    The gradient w.r.t. `logits` of each sample's loss has MAE's direction (Eq. 18) and L1 norm
+    $\exp(T p_y (1 - p_y))$ (Eq. 21), times the upstream gradient. By default it is computed as the
+    authors' training layer does (`variant='authors'`: direction damped by `eps`, batch normalised by
+    the sum of the weights); `variant='paper'` is Eq. 22 read literally (`'mean'` divides by B).
     See the module docstring for the equations.
 
     Args:
         logits: unnormalised scores, shape (B, C) with C >= 2, floating point; float16/bfloat16 are
             computed in float32, and the loss and gradient come back in the input dtype.
         target: class indices in [0, C), shape (B,), integer.
-        T: scale of the exponential weight, >= 0. The paper uses ``T = 8`` on noisy training data
-            (the default) and ``T = 0.5`` on clean data (Sec. 5). ``T = 0`` weights every sample by 1.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        variant: ``'authors'`` (default: the code that produced the paper's numbers) or ``'paper'``
+        T: scale of the exponential weight, >= 0. The paper uses `T = 8` on noisy training data
+            (the default) and `T = 0.5` on clean data (Sec. 5). `T = 0` weights every sample by 1.
+        reduction: `'none'` | `'mean'` | `'sum'`.
+        variant: `'authors'` (default: the code that produced the paper's numbers) or `'paper'`
             (Eq. 22 literally); it sets the defaults of the next two arguments.
-        eps: the damping of the direction's denominator ``2 (1 - p_y) + eps``, >= 0; ``None``: the
-            variant's (``1e-6`` authors, ``0`` paper: the exact unit-L1 direction).
-        normalize: ``'weights'`` (divide the batch gradient by the sum of the weights) or ``'batch'``
-            (by B, for ``'mean'``); ``None``: the variant's (``'weights'`` authors, ``'batch'`` paper).
-        sync: with ``normalize='weights'`` inside an initialised ``torch.distributed`` process group of
-            more than one process, sum the weights over the global batch (one ``all_reduce`` of two
+        eps: the damping of the direction's denominator `2 (1 - p_y) + eps`, >= 0; `None`: the
+            variant's (`1e-6` authors, `0` paper: the exact unit-L1 direction).
+        normalize: `'weights'` (divide the batch gradient by the sum of the weights) or `'batch'`
+            (by B, for `'mean'`); `None`: the variant's (`'weights'` authors, `'batch'` paper).
+        sync: with `normalize='weights'` inside an initialised `torch.distributed` process group of
+            more than one process, sum the weights over the global batch (one `all_reduce` of two
             numbers in the forward; every rank must call it, an empty local batch included), so that
-            DDP's gradient average, with each rank's loss its local mean (times ``world_size * n_local /
-            n_global`` when the local batches differ in size), equals one process on the global batch.
-            ``False``: each rank normalises by its own weight sum. Outside a process group nothing is
+            DDP's gradient average, with each rank's loss its local mean (times
+            `world_size * n_local / n_global` when the local batches differ in size), equals one process on
+            the global batch.
+            `False`: each rank normalises by its own weight sum. Outside a process group nothing is
             exchanged.
 
     Returns:
-        The MAE value, shape (B,) for ``'none'``, else a scalar, in the dtype of ``logits``.
+        The MAE value, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
 
-    Examples::
-
+    Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> imae(z, torch.tensor([1, 0, 4, 9]), T=8.0).backward()
         >>> imae(z, torch.tensor([1, 0, 4, 9]), T=8.0, variant="paper").backward()
@@ -243,11 +241,11 @@ def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean"
 
 
 class IMAE(nn.Module):
-    """Module form of :func:`imae`; ``T = 8`` (noisy data) by default, 0.5 on clean data (Sec. 5).
+    """Module form of `imae`; `T = 8` (noisy data) by default, 0.5 on clean data (Sec. 5).
 
-    ``variant``, ``eps`` and ``normalize`` as in :func:`imae` (default: the authors' layer).
-    After each forward, ``confidence`` holds the batch's per-sample weights
-    :math:`w_\\mathrm{IMAE} = \\exp(T p_y (1 - p_y))` (Eq. 21), detached, shape (B,), float32 (float64 for
+    `variant`, `eps` and `normalize` as in [`imae`][curriculoss.imae.imae] (default: the authors' layer).
+    After each forward, `confidence` holds the batch's per-sample weights
+    $w_\\mathrm{IMAE} = \\exp(T p_y (1 - p_y))$ (Eq. 21), detached, shape (B,), float32 (float64 for
     float64 logits), before any normalisation.
     """
 
@@ -267,6 +265,7 @@ class IMAE(nn.Module):
                f"normalize={self.normalize!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """`imae` of `logits` `(B, C)` and `target` `(B,)` with this module's settings; sets `confidence`."""
         # The reduction stays inside the autograd function: with normalize='weights', 'none' carries
         # the factor B / S, which 'mean' and 'sum' apply themselves.
         loss = _imae(logits, target, self.T, "none", self.eps, self.normalize, self.sync)
@@ -283,21 +282,20 @@ _WEIGHTS = ("cce", "mae", "imae")
 def sample_weight(p: Tensor | float, loss: str = "imae", T: float = 8.0) -> Tensor:
     r"""The implicit weight of a sample, the L1 norm of its loss's gradient w.r.t. the logits.
 
-    - ``'cce'``: :math:`w_\mathrm{CCE} = 2 (1 - p)` (Eq. 19);
-    - ``'mae'``: :math:`w_\mathrm{MAE} = 4 p (1 - p)` (Eq. 20);
-    - ``'imae'``: :math:`w_\mathrm{IMAE} = \exp(T p (1 - p))` (Eq. 21).
+    - `'cce'`: $w_\mathrm{CCE} = 2 (1 - p)$ (Eq. 19);
+    - `'mae'`: $w_\mathrm{MAE} = 4 p (1 - p)$ (Eq. 20);
+    - `'imae'`: $w_\mathrm{IMAE} = \exp(T p (1 - p))$ (Eq. 21).
 
     Args:
-        p: the probability of the labelled class, :math:`p(y|\mathbf{x})` in [0, 1]; a tensor of any
+        p: the probability of the labelled class, $p(y|\mathbf{x})$ in [0, 1]; a tensor of any
             shape, or a number (values are not checked).
-        loss: ``'cce'`` | ``'mae'`` | ``'imae'``.
-        T: IMAE's scale, >= 0 (used by ``'imae'`` only); default 8 (the paper, noisy data).
+        loss: `'cce'` | `'mae'` | `'imae'`.
+        T: IMAE's scale, >= 0 (used by `'imae'` only); default 8 (the paper, noisy data).
 
     Returns:
-        The weights, shaped like ``p`` (a 0-d float tensor for a number).
+        The weights, shaped like `p` (a 0-d float tensor for a number).
 
-    Examples::
-
+    Examples:
         >>> sample_weight(torch.tensor([0.0, 0.5, 1.0]), "imae", T=8.0)
         tensor([1.0000, 7.3891, 1.0000])
     """

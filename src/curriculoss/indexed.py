@@ -1,8 +1,8 @@
 """Datasets that also return each sample's index, which the stateful methods and the recorder need.
 
-SuperLoss's smoothing, the instance data parameters and :class:`~curriculoss.Recorder` keep one value
-per training sample, so every batch must say which samples it holds. :class:`IndexedDataset` wraps any
-map-style dataset so that the index travels with the sample through any ``DataLoader``, sampler or
+SuperLoss's smoothing, the instance data parameters and `Recorder` keep one value
+per training sample, so every batch must say which samples it holds. `IndexedDataset` wraps any
+map-style dataset so that the index travels with the sample through any `DataLoader`, sampler or
 collate function (shuffled, distributed or not).
 """
 from __future__ import annotations
@@ -16,15 +16,14 @@ __all__ = ["IndexedDataset"]
 
 
 class IndexedDataset(Dataset):
-    """``dataset[i]`` with ``i`` added: ``(x, y)`` becomes ``(x, y, i)``, any tuple gets ``i`` appended,
-    a dict (Hugging Face style) gets the key ``key``; any other sample becomes ``(sample, i)``.
+    """`dataset[i]` with `i` added: `(x, y)` becomes `(x, y, i)`, any tuple gets `i` appended,
+    a dict (Hugging Face style) gets the key `key`; any other sample becomes `(sample, i)`.
 
     Args:
-        dataset: a map-style dataset (``__getitem__`` and ``__len__``).
-        key: the dict key that holds the index (default ``'index'``); refused if the sample has it.
+        dataset: a map-style dataset (`__getitem__` and `__len__`).
+        key: the dict key that holds the index (default `'index'`); refused if the sample has it.
 
-    Examples::
-
+    Examples:
         >>> loader = DataLoader(IndexedDataset(train_set), batch_size=128, shuffle=True)
         >>> for x, y, index in loader:
         ...     loss = criterion(F.cross_entropy(model(x), y, reduction="none"), index)

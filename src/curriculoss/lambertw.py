@@ -1,52 +1,52 @@
 """The principal branch W0 of the Lambert W function, tensor-native and differentiable.
 
-``W(x)`` is the solution ``w >= -1`` of ``w * exp(w) = x``, defined for ``x >= -1/e``. The SuperLoss
+`W(x)` is the solution `w >= -1` of `w * exp(w) = x`, defined for `x >= -1/e`. The SuperLoss
 needs it for its closed-form confidence (Castells et al. 2020, Eq. 4); computing it with scipy on the
-host would copy every batch's losses to the CPU and break ``torch.compile``. This module evaluates it
+host would copy every batch's losses to the CPU and break `torch.compile`. This module evaluates it
 with a short fixed sequence of element-wise tensor operations: no data-dependent control flow, no
-host-device synchronisation, any device (``meta`` included), any batch shape. At small batch sizes each
+host-device synchronisation, any device (`meta` included), any batch shape. At small batch sizes each
 operation costs a few microseconds whatever its arithmetic, so the method is chosen for its operation
 count: 29 in float32 and 37 in float64 (60 for the series-and-iteration method it replaced). On the CPU,
 where torch's kernels that read or write bool masks are 2-4 times slower than a float addition, the
 special values are handled with float arithmetic where a mask is not needed (step 3).
 
-Method, per element. Everything is solved for ``v = W + 1 >= 0`` from ``h = (x + 1/e) / 2`` (formed as
-``x/2 + c_hi/2 + c_lo/2`` with ``c_hi + c_lo = 1/e`` split in the working precision, so that the
-cancellation near ``-1/e`` costs nothing), because in ``v`` the equation ``(v - 1) e^v = e x`` stays
+Method, per element. Everything is solved for `v = W + 1 >= 0` from `h = (x + 1/e) / 2` (formed as
+`x/2 + c_hi/2 + c_lo/2` with `c_hi + c_lo = 1/e` split in the working precision, so that the
+cancellation near `-1/e` costs nothing), because in `v` the equation `(v - 1) e^v = e x` stays
 well conditioned right up to the branch point:
 
-1. Start: ``q = log1p(c sqrt(2 e (x + 1/e)))`` and ``v0 = a q - k q log1p(q) / (b + q)``.
-   ``sqrt(2 (e x + 1))`` is the variable of the branch-point series (Corless et al. 1996, Eq. 4.22),
-   in which ``v = p - p^2/3 + ...``; the form also follows ``W + 1 ~ 2 log p - log log p`` for large
-   ``x``. The constants ``a, b, c, k`` are fitted per dtype (minimax of the error after step 2).
-2. Halley's iteration on ``f(v) = (v - 1) e^v - e x``, written with ``em = expm1(v)`` as
-   ``f = v + v em - em - 2 e h`` and ``f' = v (1 + em)``, ``f''/f' = (v + 1)/v``, every term divided
-   by ``2e`` so that nothing overflows below the largest float. Through ``expm1`` the rounding errors
-   of ``f`` scale with ``v``, so the step is accurate to a few units in the last place of ``v`` even
-   next to the branch point (an iteration on ``w e^w - x`` loses ``ulp / sqrt(x + 1/e)`` there). One
+1. Start: `q = log1p(c sqrt(2 e (x + 1/e)))` and `v0 = a q - k q log1p(q) / (b + q)`.
+   `sqrt(2 (e x + 1))` is the variable of the branch-point series (Corless et al. 1996, Eq. 4.22),
+   in which `v = p - p^2/3 + ...`; the form also follows `W + 1 ~ 2 log p - log log p` for large
+   `x`. The constants `a, b, c, k` are fitted per dtype (minimax of the error after step 2).
+2. Halley's iteration on `f(v) = (v - 1) e^v - e x`, written with `em = expm1(v)` as
+   `f = v + v em - em - 2 e h` and `f' = v (1 + em)`, `f''/f' = (v + 1)/v`, every term divided
+   by `2e` so that nothing overflows below the largest float. Through `expm1` the rounding errors
+   of `f` scale with `v`, so the step is accurate to a few units in the last place of `v` even
+   next to the branch point (an iteration on `w e^w - x` loses `ulp / sqrt(x + 1/e)` there). One
    step in float32, two in float64 (cubic convergence).
-3. ``W = v - 1``. Where ``|x| < 2^-24`` (float32) or ``2^-53`` (float64), ``W = x - x^2`` rounds to
-   ``x``, which is returned, so subnormals come back exactly. Below the domain the clamped ``h`` is made
-   negative (so that the start's square root gives NaN), and ``+inf``, clamped to a finite value inside,
-   is restored by a maximum with ``x - max``.
+3. `W = v - 1`. Where `|x| < 2^-24` (float32) or `2^-53` (float64), `W = x - x^2` rounds to
+   `x`, which is returned, so subnormals come back exactly. Below the domain the clamped `h` is made
+   negative (so that the start's square root gives NaN), and `+inf`, clamped to a finite value inside,
+   is restored by a maximum with `x - max`.
 
 Large CPU tensors are evaluated in cache-sized pieces; with one torch thread, CPU tensors of every size
-take a NumPy copy of the same steps (see ``_NUMPY_BELOW``).
+take a NumPy copy of the same steps (see `_NUMPY_BELOW`).
 
 Accuracy, measured against mpmath (50 digits) on the test grids and 700,000 random float32 values:
 at most 0.2 of the float32 contract (2e-6 relative + 1e-6 absolute) and 0.06 of the float64 one
 (1e-12 + 1e-12).
 
-Domain: ``x < -1/e`` gives NaN, except within two units in the last place of ``-1/e`` in the input's
-dtype (an input that is ``-1/e`` rounded to that dtype, such as ``float32(-1/e)`` or ``float16(-1/e)``,
-which lie just below it), which gives ``-1``. ``W(+inf) = +inf``; NaN propagates.
+Domain: `x < -1/e` gives NaN, except within two units in the last place of `-1/e` in the input's
+dtype (an input that is `-1/e` rounded to that dtype, such as `float32(-1/e)` or `float16(-1/e)`,
+which lie just below it), which gives `-1`. `W(+inf) = +inf`; NaN propagates.
 
 Float32 and float64 are computed in their own precision; float16 and bfloat16 are computed in
-float32 and rounded back. The derivative is ``dW/dx = W / (x (1 + W)) = exp(-W) / (1 + W)`` (1 at
-``x = 0``, infinite at ``-1/e``), itself differentiable, so double backward works.
+float32 and rounded back. The derivative is `dW/dx = W / (x (1 + W)) = exp(-W) / (1 + W)` (1 at
+`x = 0`, infinite at `-1/e`), itself differentiable, so double backward works.
 
-``fused=True`` evaluates the same operations as one compiled kernel (``torch.compile``, see
-:func:`lambertw`); the result equals the eager one within the accuracy contract.
+`fused=True` evaluates the same operations as one compiled kernel (`torch.compile`, see
+`lambertw`); the result equals the eager one within the accuracy contract.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ _HALF_ULP_INV_E = {torch.float16: 2.0 ** -12, torch.bfloat16: 2.0 ** -9}
 
 
 def _split_inv_e(dtype: torch.dtype) -> tuple[float, float, float]:
-    """(hi, lo, tolerance) with hi + lo = 1/e, hi exact in ``dtype``; tolerance = 2 ulp of 1/e."""
+    """(hi, lo, tolerance) with hi + lo = 1/e, hi exact in `dtype`; tolerance = 2 ulp of 1/e."""
     if dtype == torch.float64:
         return _INV_E, _INV_E_LO64, 2 * 2.0 ** -54
     return _INV_E_F32, _INV_E_LO32, 2 * 2.0 ** -25
@@ -95,17 +95,17 @@ def _iterations(dtype: torch.dtype) -> int:
 
 
 def _precision(dtype: torch.dtype) -> torch.dtype:
-    """The accuracy contract a result in ``dtype`` needs: float64's, or float32's for every other dtype."""
+    """The accuracy contract a result in `dtype` needs: float64's, or float32's for every other dtype."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _half_delta_bounds(dtype: torch.dtype) -> tuple[float, float]:
-    """Clamp range of ``(x + 1/e) / 2``: a tiny floor keeps ``v > 0`` (Halley divides by ``v``; at
-    ``v = tiny`` its step is 0, so the branch point gives ``W = -1`` exactly), and half the largest
-    float makes ``x = +inf`` finite inside (the caller restores the infinity).
+    """Clamp range of `(x + 1/e) / 2`: a tiny floor keeps `v > 0` (Halley divides by `v`; at
+    `v = tiny` its step is 0, so the branch point gives `W = -1` exactly), and half the largest
+    float makes `x = +inf` finite inside (the caller restores the infinity).
 
-    The float32 floor, 1e-24, leaves ``v`` near 3e-12 at the branch point: ``W = v - 1`` and
-    ``1 - v`` still round to exactly -1 and 1, and torch's float32 ``expm1`` on the CPU stays on its
+    The float32 floor, 1e-24, leaves `v` near 3e-12 at the branch point: `W = v - 1` and
+    `1 - v` still round to exactly -1 and 1, and torch's float32 `expm1` on the CPU stays on its
     fast path, which it leaves below about 1e-15 (8 times slower there, measured at 200,000 values;
     the cap of SuperLoss, where every easy sample lies, sat on that slow path with a floor of 1e-37)."""
     if dtype == torch.float64:
@@ -114,8 +114,8 @@ def _half_delta_bounds(dtype: torch.dtype) -> tuple[float, float]:
 
 
 def _expm1_compiled(v: Tensor) -> Tensor:
-    """``expm1`` for the compiled path: ``tanh(v/2) (e^v + 1)``, accurate to a few ulp for small ``v``.
-    (TorchInductor's vectorised CPU code computes ``expm1`` as ``exp(v) - 1`` (torch 2.13), which loses
+    """`expm1` for the compiled path: `tanh(v/2) (e^v + 1)`, accurate to a few ulp for small `v`.
+    (TorchInductor's vectorised CPU code computes `expm1` as `exp(v) - 1` (torch 2.13), which loses
     all accuracy near 0, exactly where the branch point needs it.)"""
     return torch.tanh(v * 0.5) * (torch.exp(v) + 1.0)
 
@@ -125,10 +125,10 @@ _TRANSFORMS_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
 def _in_place(compiled: bool = False) -> bool:
-    """Whether the eager code may write into buffers it made (``out=``): on large tensors a new buffer
-    costs more than the arithmetic (its pages are faulted in on first touch). Not under ``torch.func``'s
-    transforms, whose batching rules have no ``out=`` variants (``vmap`` refuses them); compiled
-    graphs take ``out=`` (and the transforms' check is not traced)."""
+    """Whether the eager code may write into buffers it made (`out=`): on large tensors a new buffer
+    costs more than the arithmetic (its pages are faulted in on first touch). Not under `torch.func`'s
+    transforms, whose batching rules have no `out=` variants (`vmap` refuses them); compiled
+    graphs take `out=` (and the transforms' check is not traced)."""
     if compiled or torch.compiler.is_compiling():
         return True
     return _TRANSFORMS_ACTIVE is not None and not _TRANSFORMS_ACTIVE()
@@ -136,11 +136,11 @@ def _in_place(compiled: bool = False) -> bool:
 
 def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Tensor | None,
             den: Tensor | None) -> Tensor:
-    """One Halley step for ``f(v) = (v - 1) e^v - e x``, every term divided by ``2e`` so that nothing
-    overflows below the largest float (``f'/(2e) = v e^v / (2e) ~ x v / (2 W)``), and multiplied by
-    ``scale`` when ``half_delta`` holds ``scale (x + 1/e) / 2`` (the step f/f'' is the same).
-    ``em`` and ``den``: scratch buffers like ``v``, written over along with ``v`` itself (see
-    :func:`_in_place`), or ``None``: every result a new tensor."""
+    """One Halley step for `f(v) = (v - 1) e^v - e x`, every term divided by `2e` so that nothing
+    overflows below the largest float (`f'/(2e) = v e^v / (2e) ~ x v / (2 W)`), and multiplied by
+    `scale` when `half_delta` holds `scale (x + 1/e) / 2` (the step f/f'' is the same).
+    `em` and `den`: scratch buffers like `v`, written over along with `v` itself (see
+    `_in_place`), or `None`: every result a new tensor."""
     reuse = em is not None
     em = _expm1_compiled(v) if compiled else torch.expm1(v, out=em)
     den = torch.mul(v, _INV_2E * scale, out=den)
@@ -154,20 +154,20 @@ def _halley(v: Tensor, half_delta: Tensor, compiled: bool, scale: float, em: Ten
 
 
 def _start_scale(precision: torch.dtype) -> float:
-    """The factor ``s = 2 c^2`` of the start's square root: a caller that forms ``s (x + 1/e) / 2``
-    directly (SuperLoss folds it into its own affine map) and passes ``scaled=True`` to
-    :func:`_w_plus_one` saves the start's one multiplication. Only for arguments below
-    ``max / (2 s)``: the standalone :func:`lambertw` keeps the unscaled form for its whole range."""
+    """The factor `s = 2 c^2` of the start's square root: a caller that forms `s (x + 1/e) / 2`
+    directly (SuperLoss folds it into its own affine map) and passes `scaled=True` to
+    `_w_plus_one` saves the start's one multiplication. Only for arguments below
+    `max / (2 s)`: the standalone `lambertw` keeps the unscaled form for its whole range."""
     return 2.0 * _START[precision][0] ** 2
 
 
 def _w_plus_one(half_delta: Tensor, precision: torch.dtype, compiled: bool = False, scaled: bool = False,
                 inplace: bool = True, q: Tensor | None = None) -> Tensor:
-    """``v = W(x) + 1`` from ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), already
-    clamped to a positive finite range (see :func:`_half_delta_bounds`), accurate to the contract of
-    ``precision`` (float32 or float64; the arithmetic is that of ``half_delta``, which may be more
-    precise). ``inplace``: work in the buffers it makes (see :func:`_in_place`), and in ``q``, a buffer
-    like ``half_delta`` free to be written over, when given."""
+    """`v = W(x) + 1` from `(x + 1/e) / 2` (times `_start_scale` when `scaled`), already
+    clamped to a positive finite range (see `_half_delta_bounds`), accurate to the contract of
+    `precision` (float32 or float64; the arithmetic is that of `half_delta`, which may be more
+    precise). `inplace`: work in the buffers it makes (see `_in_place`), and in `q`, a buffer
+    like `half_delta` free to be written over, when given."""
     c, a, k, b = _START[precision]
     iterations = _iterations(precision)
     if scaled:  # sqrt(2 c^2 hd) = c sqrt(2 hd)
@@ -213,8 +213,8 @@ def _lambertw_forward(x: Tensor, compiled: bool = False, out: Tensor | None = No
 
 @functools.lru_cache(maxsize=None)
 def _compiled_forward():
-    """``_lambertw_forward`` as one fused kernel, compiled once per process (dynamic shapes, so a new
-    batch size does not recompile); ``None`` when ``torch.compile`` is unavailable or fails."""
+    """`_lambertw_forward` as one fused kernel, compiled once per process (dynamic shapes, so a new
+    batch size does not recompile); `None` when `torch.compile` is unavailable or fails."""
     try:
         return torch.compile(_lambertw_forward, dynamic=True, fullgraph=True)
     except Exception:  # pragma: no cover - no compiler on this platform
@@ -236,7 +236,7 @@ _NUMPY_PIECE = 1 << 14
 
 @functools.lru_cache(maxsize=None)
 def _numpy_constants(dtype: np.dtype, precision: torch.dtype, scaled: bool) -> tuple[np.ndarray, ...]:
-    """The constants of :func:`_w_plus_one_numpy` as 0-d arrays of ``dtype``: NumPy multiplies an
+    """The constants of `_w_plus_one_numpy` as 0-d arrays of `dtype`: NumPy multiplies an
     array by a 0-d array of its own dtype in about half the time it takes with a Python float."""
     c, a, k, b = _START[precision]
     scale = _start_scale(precision) if scaled else 1.0
@@ -245,9 +245,9 @@ def _numpy_constants(dtype: np.dtype, precision: torch.dtype, scaled: bool) -> t
 
 
 def _w_plus_one_numpy(hd: np.ndarray, precision: torch.dtype, scaled: bool = False) -> np.ndarray:
-    """:func:`_w_plus_one` in NumPy, step for step (in place where torch's code allocates): ``hd`` is the
-    clamped ``(x + 1/e) / 2`` (times :func:`_start_scale` when ``scaled``), a 1-D float32 or float64
-    array; the arithmetic is ``hd``'s, the constants and step count ``precision``'s."""
+    """`_w_plus_one` in NumPy, step for step (in place where torch's code allocates): `hd` is the
+    clamped `(x + 1/e) / 2` (times `_start_scale` when `scaled`), a 1-D float32 or float64
+    array; the arithmetic is `hd`'s, the constants and step count `precision`'s."""
     c, a, mk, b, inv_2e, minus_inv_2e, minus_half = _numpy_constants(hd.dtype, precision, scaled)
     q = np.sqrt(hd)
     if not scaled:
@@ -278,7 +278,7 @@ def _w_plus_one_numpy(hd: np.ndarray, precision: torch.dtype, scaled: bool = Fal
 
 @functools.lru_cache(maxsize=None)
 def _lambertw_constants(dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """:func:`_lambertw_numpy`'s constants as 0-d arrays of ``dtype`` (see :func:`_numpy_constants`)."""
+    """`_lambertw_numpy`'s constants as 0-d arrays of `dtype` (see `_numpy_constants`)."""
     prec = torch.float64 if dtype == np.float64 else torch.float32
     hi, lo, tol = _split_inv_e(prec)
     low, high = _half_delta_bounds(prec)
@@ -287,7 +287,7 @@ def _lambertw_constants(dtype: np.dtype) -> tuple[np.ndarray, ...]:
 
 
 def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
-    """:func:`_lambertw_forward` in NumPy, step for step, for float32 or float64 ``x``."""
+    """`_lambertw_forward` in NumPy, step for step, for float32 or float64 `x`."""
     shape, x = x.shape, x.reshape(-1)  # 1-D: NumPy turns 0-d results into scalars, which copyto cannot fill
     half, half_hi, half_lo, low, high, one, tiny, floor = _lambertw_constants(x.dtype)
     with np.errstate(all="ignore"):  # NaN and inf inputs flow through as in torch
@@ -308,7 +308,7 @@ def _lambertw_numpy(x: np.ndarray) -> np.ndarray:
 
 
 def _lambertw_numpy_pieces(x: np.ndarray) -> np.ndarray:
-    """:func:`_lambertw_numpy` over pieces of ``_NUMPY_PIECE`` elements, written into one result."""
+    """`_lambertw_numpy` over pieces of `_NUMPY_PIECE` elements, written into one result."""
     if x.size <= _NUMPY_PIECE:
         return _lambertw_numpy(x)
     flat = x.reshape(-1)
@@ -320,7 +320,7 @@ def _lambertw_numpy_pieces(x: np.ndarray) -> np.ndarray:
 
 def _numpy_ok(*tensors) -> bool:
     """Whether these (CPU) tensors take the NumPy copies: plain CPU tensors outside torch.compile, small
-    ones, or of any size when torch runs on one thread (see ``_NUMPY_BELOW``; 0 turns the copies off)."""
+    ones, or of any size when torch runs on one thread (see `_NUMPY_BELOW`; 0 turns the copies off)."""
     return (not torch.compiler.is_compiling()
             and (tensors[0].numel() < _NUMPY_BELOW or (_NUMPY_BELOW > 0 and torch.get_num_threads() == 1))
             and all(t is None or (type(t) is Tensor and t.device.type == "cpu") for t in tensors))
@@ -376,30 +376,30 @@ class _LambertW(torch.autograd.Function):
 
 
 def lambertw(x: Tensor, *, fused: bool = False) -> Tensor:
-    """Principal branch ``W0(x)`` of the Lambert W function, element-wise.
+    """Principal branch `W0(x)` of the Lambert W function, element-wise.
 
-    ``w = lambertw(x)`` solves ``w * exp(w) = x`` with ``w >= -1``, for ``x >= -1/e``.
+    `w = lambertw(x)` solves `w * exp(w) = x` with `w >= -1`, for `x >= -1/e`.
 
     Args:
         x: a floating-point tensor of any shape and device. float32 and float64 are computed in their
             own precision; float16 and bfloat16 in float32, rounded back.
-        fused: evaluate the element-wise sequence as one ``torch.compile``'d kernel (compiled on the
+        fused: evaluate the element-wise sequence as one `torch.compile`'d kernel (compiled on the
             first call, about a minute on a small CPU, then cached for every shape; needs a working
             compiler, otherwise the eager code runs). Worth it for large tensors and on GPUs; the
             results equal the eager ones within the accuracy below. CPU tensors of fewer than 8,192
             values take a NumPy copy of the same steps instead (cheaper than torch's dispatch there),
             and so do CPU tensors of every size when torch runs on one thread (NumPy's float32
-            ``expm1`` and ``log1p`` are faster than torch's).
+            `expm1` and `log1p` are faster than torch's).
 
     Returns:
-        A tensor like ``x``. NaN where ``x < -1/e`` beyond rounding (within two units in the last
-        place of ``-1/e`` the result is ``-1``), ``+inf`` at ``+inf``.
+        A tensor like `x`. NaN where `x < -1/e` beyond rounding (within two units in the last
+        place of `-1/e` the result is `-1`), `+inf` at `+inf`.
 
     Accuracy against a 50-digit reference (tests/test_lambertw.py): float64 within 1e-12 relative +
-    1e-12 absolute on ``[-1/e, 1e300]``, float32 within 2e-6 relative + 1e-6 absolute on
-    ``[-1/e, 3e38]``, subnormals included.
+    1e-12 absolute on `[-1/e, 1e300]`, float32 within 2e-6 relative + 1e-6 absolute on
+    `[-1/e, 3e38]`, subnormals included.
 
-    Differentiable: ``dW/dx = W / (x (1 + W))``, equal to 1 at 0 and infinite at ``-1/e``.
+    Differentiable: `dW/dx = W / (x (1 + W))`, equal to 1 at 0 and infinite at `-1/e`.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"lambertw: x must be a torch.Tensor, got {type(x).__name__}")

@@ -2,14 +2,14 @@ r"""Mean absolute error between the one-hot label and the softmax probabilities.
 
 IMAE paper (Wang et al., *Improving MAE against CCE under Label Noise*), Eq. (11):
 
-.. math::
+$$
+L_\mathrm{MAE}(\mathbf{x}_i) = \lVert \mathbf{e}_{y_i} - \mathbf{p}_i \rVert_1 = 2\,(1 - p(y_i|\mathbf{x}_i)),
+$$
 
-    L_\mathrm{MAE}(\mathbf{x}_i) = \lVert \mathbf{e}_{y_i} - \mathbf{p}_i \rVert_1 = 2\,(1 - p(y_i|\mathbf{x}_i)),
+with $\mathbf{p}_i = \mathrm{softmax}(\mathbf{z}_i)$. MAE is noise-tolerant (Ghosh et al. 2017) but
+weights samples by $4 p (1 - p)$ (Eq. 20), too flat to fit noisy data well; see `curriculoss.imae`.
 
-with :math:`\mathbf{p}_i = \mathrm{softmax}(\mathbf{z}_i)`. MAE is noise-tolerant (Ghosh et al. 2017) but
-weights samples by :math:`4 p (1 - p)` (Eq. 20), too flat to fit noisy data well; see :mod:`curriculoss.imae`.
-
-``1 - p_y`` is computed as ``-expm1(log p_y)``, so the loss and its gradient stay accurate when ``p_y -> 1``.
+`1 - p_y` is computed as `-expm1(log p_y)`, so the loss and its gradient stay accurate when `p_y -> 1`.
 """
 from __future__ import annotations
 
@@ -27,18 +27,17 @@ def _log_prob_target(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def mae_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    r"""MAE loss of Eq. (11) of the IMAE paper: :math:`2 (1 - p_y)`, in [0, 2].
+    r"""MAE loss of Eq. (11) of the IMAE paper: $2 (1 - p_y)$, in [0, 2].
 
     Args:
         logits: unnormalised scores, shape (B, C), floating point; float16/bfloat16 are computed in float32.
         target: class indices in [0, C), shape (B,), integer.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        reduction: `'none'` | `'mean'` | `'sum'`.
 
     Returns:
-        The loss, shape (B,) for ``'none'``, else a scalar, in the dtype of ``logits``.
+        The loss, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
 
-    Examples::
-
+    Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> mae_loss(z, torch.tensor([1, 0, 4, 9])).backward()
     """
@@ -49,7 +48,7 @@ def mae_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 
 class MAELoss(nn.Module):
-    """Module form of :func:`mae_loss` (IMAE paper, Eq. 11)."""
+    """Module form of `mae_loss` (IMAE paper, Eq. 11)."""
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
@@ -60,4 +59,5 @@ class MAELoss(nn.Module):
         return f"reduction={self.reduction!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """`mae_loss` of `logits` `(B, C)` and `target` `(B,)`, reduced by `reduction`."""
         return mae_loss(logits, target, reduction=self.reduction)

@@ -1,30 +1,29 @@
 """Synthetic and user-given label noise, seeded and reproducible.
 
-Every function takes the clean labels (a 1-D integer array, classes ``0 .. C-1``) and returns a
-:class:`NoisyLabels`: the noisy labels, the boolean mask of the samples whose label was actually
+Every function takes the clean labels (a 1-D integer array, classes `0 .. C-1`) and returns a
+`NoisyLabels`: the noisy labels, the boolean mask of the samples whose label was actually
 changed, and the realised noise rate (the mask's mean). Randomness comes from
-``numpy.random.default_rng(seed)`` only, so the same call with the same ``seed`` gives the same labels
+`numpy.random.default_rng(seed)` only, so the same call with the same `seed` gives the same labels
 on every platform and numpy version that keeps the Generator's stream.
 
 Kinds of noise:
 
-- :func:`symmetric`: with probability ``rate`` a label is replaced by a class drawn uniformly from all
-  ``C`` classes, which may be the true one, as in the IMAE paper (Sec. 4) and the Data Parameters
-  paper (Sec. 4.2). The realised rate is then ``rate * (C - 1) / C``; ``exclude_true=True`` draws
-  among the other ``C - 1`` classes, so the realised rate is ``rate``.
-- :func:`pair_flip`: ``y -> (y + 1) mod C`` with probability ``rate``.
-- :func:`asymmetric`: ``y -> class_map[y]`` with probability ``rate``; :data:`CIFAR10_MAP` and
-  :data:`MNIST_MAP` are the class-dependent flips of Patrini et al. (CVPR 2017).
-- :func:`from_matrix`: a general transition matrix, ``matrix[i, j] = P(noisy = j | true = i)``
+- `symmetric`: with probability `rate` a label is replaced by a class drawn uniformly from all
+  `C` classes, which may be the true one, as in the IMAE paper (Sec. 4) and the Data Parameters
+  paper (Sec. 4.2). The realised rate is then `rate * (C - 1) / C`; `exclude_true=True` draws
+  among the other `C - 1` classes, so the realised rate is `rate`.
+- `pair_flip`: `y -> (y + 1) mod C` with probability `rate`.
+- `asymmetric`: `y -> class_map[y]` with probability `rate`; `CIFAR10_MAP` and
+  `MNIST_MAP` are the class-dependent flips of Patrini et al. (CVPR 2017).
+- `from_matrix`: a general transition matrix, `matrix[i, j] = P(noisy = j | true = i)`
   (rows are the true class, each row sums to 1).
-- :func:`regression`: with probability ``rate`` a real target is replaced by a uniform draw in
-  ``[low, high]`` (the SuperLoss paper's digit regression uses 1..10, Sec. 3.2).
-- :func:`from_file`: noisy labels a person gave, e.g. CIFAR-10N, from ``.npy`` or ``.csv``.
+- `regression`: with probability `rate` a real target is replaced by a uniform draw in
+  `[low, high]` (the SuperLoss paper's digit regression uses 1..10, Sec. 3.2).
+- `from_file`: noisy labels a person gave, e.g. CIFAR-10N, from `.npy` or `.csv`.
 
-:func:`apply` dispatches by name; it is what the training command line calls.
+`apply` dispatches by name; it is what the training command line calls.
 
-Example::
-
+Examples:
     >>> import numpy as np
     >>> from curriculoss import noise
     >>> y = np.arange(10).repeat(1000)
@@ -63,7 +62,7 @@ CIFAR10_MAP: dict[int, int] = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 #: MNIST class-dependent flips of Patrini et al. (2017), Sec. 6: 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1.
 MNIST_MAP: dict[int, int] = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
 
-#: The kinds :func:`apply` knows.
+#: The kinds `apply` knows.
 KINDS = ("none", "symmetric", "pair", "asymmetric", "file")
 
 
@@ -72,10 +71,10 @@ class NoisyLabels:
     """Noisy targets with the mask of the corrupted samples.
 
     Attributes:
-        labels: the noisy labels (int64 for classification, float for regression), shape ``(N,)``.
-        mask: ``True`` where the sample was corrupted (its label differs from the true one; for
-            regression, where its target was replaced), shape ``(N,)``.
-        rate: the realised noise rate, ``mask.mean()`` (0.0 for an empty set).
+        labels: the noisy labels (int64 for classification, float for regression), shape `(N,)`.
+        mask: `True` where the sample was corrupted (its label differs from the true one; for
+            regression, where its target was replaced), shape `(N,)`.
+        rate: the realised noise rate, `mask.mean()` (0.0 for an empty set).
     """
 
     labels: np.ndarray
@@ -124,7 +123,7 @@ def _check_num_classes(num_classes, minimum: int = 1) -> int:
 
 
 def _as_labels(labels, name: str = "labels") -> np.ndarray:
-    """``labels`` as a 1-D int64 array of non-negative class indices (a copy is not made)."""
+    """`labels` as a 1-D int64 array of non-negative class indices (a copy is not made)."""
     arr = np.asarray(labels)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of class indices; got shape {arr.shape}")
@@ -136,7 +135,7 @@ def _as_labels(labels, name: str = "labels") -> np.ndarray:
 
 
 def _resolve_classes(y: np.ndarray, num_classes, minimum: int = 1, name: str = "labels") -> int:
-    """The number of classes: ``num_classes`` checked against ``y``, or ``max(y) + 1``."""
+    """The number of classes: `num_classes` checked against `y`, or `max(y) + 1`."""
     top = int(y.max()) + 1 if y.size else 0
     if num_classes is None:
         return max(top, minimum)
@@ -151,7 +150,7 @@ def _resolve_classes(y: np.ndarray, num_classes, minimum: int = 1, name: str = "
 
 
 def _flip(y: np.ndarray, candidates: np.ndarray, rate: float, rng: np.random.Generator) -> NoisyLabels:
-    """Take ``candidates`` where a Bernoulli(rate) draw says so; the draw comes first in the stream."""
+    """Take `candidates` where a Bernoulli(rate) draw says so; the draw comes first in the stream."""
     chosen = rng.random(len(y)) < rate
     noisy = np.where(chosen, candidates, y)
     return NoisyLabels(noisy, noisy != y)
@@ -161,16 +160,16 @@ def symmetric(labels, rate: float, num_classes: int | None = None, *, seed: int 
               exclude_true: bool = False) -> NoisyLabels:
     """Uniform label noise.
 
-    With probability ``rate`` each label is replaced by a class drawn uniformly from the ``C`` classes;
+    With probability `rate` each label is replaced by a class drawn uniformly from the `C` classes;
     the draw may return the true class (IMAE paper Sec. 4, Data Parameters paper Sec. 4.2), so the
-    expected realised rate is ``rate * (C - 1) / C``. With ``exclude_true=True`` the new class is drawn
-    among the ``C - 1`` other classes and the expected realised rate is ``rate``.
+    expected realised rate is `rate * (C - 1) / C`. With `exclude_true=True` the new class is drawn
+    among the `C - 1` other classes and the expected realised rate is `rate`.
 
     Args:
-        labels: clean labels, shape ``(N,)``, integers in ``[0, num_classes)``.
-        rate: probability of replacement, in ``[0, 1]``.
-        num_classes: ``C``; default ``max(labels) + 1``.
-        seed: seed of ``numpy.random.default_rng``.
+        labels: clean labels, shape `(N,)`, integers in `[0, num_classes)`.
+        rate: probability of replacement, in `[0, 1]`.
+        num_classes: `C`; default `max(labels) + 1`.
+        seed: seed of `numpy.random.default_rng`.
         exclude_true: draw only among the other classes.
     """
     rate = _check_rate(rate)
@@ -187,13 +186,13 @@ def symmetric(labels, rate: float, num_classes: int | None = None, *, seed: int 
 
 
 def pair_flip(labels, rate: float, num_classes: int | None = None, *, seed: int = 0) -> NoisyLabels:
-    """Pair flipping: ``y -> (y + 1) mod C`` with probability ``rate`` (expected realised rate ``rate``).
+    """Pair flipping: `y -> (y + 1) mod C` with probability `rate` (expected realised rate `rate`).
 
     Args:
-        labels: clean labels, shape ``(N,)``, integers in ``[0, num_classes)``.
-        rate: probability of a flip, in ``[0, 1]``.
-        num_classes: ``C`` (at least 2); default ``max(labels) + 1``.
-        seed: seed of ``numpy.random.default_rng``.
+        labels: clean labels, shape `(N,)`, integers in `[0, num_classes)`.
+        rate: probability of a flip, in `[0, 1]`.
+        num_classes: `C` (at least 2); default `max(labels) + 1`.
+        seed: seed of `numpy.random.default_rng`.
     """
     rate = _check_rate(rate)
     rng = _check_seed(seed)
@@ -203,7 +202,7 @@ def pair_flip(labels, rate: float, num_classes: int | None = None, *, seed: int 
 
 
 def _map_array(class_map, c_min: int) -> np.ndarray:
-    """``class_map`` (dict ``{source: target}`` or a sequence ``target = class_map[source]``) as an array."""
+    """`class_map` (dict `{source: target}` or a sequence `target = class_map[source]`) as an array."""
     if isinstance(class_map, Mapping):
         items = list(class_map.items())
     elif isinstance(class_map, (Sequence, np.ndarray)) and not isinstance(class_map, (str, bytes)):
@@ -222,18 +221,18 @@ def _map_array(class_map, c_min: int) -> np.ndarray:
 
 
 def asymmetric(labels, rate: float, class_map, *, seed: int = 0, num_classes: int | None = None) -> NoisyLabels:
-    """Class-dependent flips: ``y -> class_map[y]`` with probability ``rate``.
+    """Class-dependent flips: `y -> class_map[y]` with probability `rate`.
 
-    Classes absent from ``class_map`` (or mapped to themselves) are never changed, so the expected
-    realised rate is ``rate`` times the fraction of samples whose class the map moves.
+    Classes absent from `class_map` (or mapped to themselves) are never changed, so the expected
+    realised rate is `rate` times the fraction of samples whose class the map moves.
 
     Args:
-        labels: clean labels, shape ``(N,)``.
-        rate: probability of a flip for a mapped class, in ``[0, 1]``.
-        class_map: ``{source: target}``, or a sequence whose item ``i`` is the target of class ``i``;
-            :data:`CIFAR10_MAP` and :data:`MNIST_MAP` are Patrini et al.'s (2017).
-        seed: seed of ``numpy.random.default_rng``.
-        num_classes: if given, labels and the map's classes must lie in ``[0, num_classes)``.
+        labels: clean labels, shape `(N,)`.
+        rate: probability of a flip for a mapped class, in `[0, 1]`.
+        class_map: `{source: target}`, or a sequence whose item `i` is the target of class `i`;
+            `CIFAR10_MAP` and `MNIST_MAP` are Patrini et al.'s (2017).
+        seed: seed of `numpy.random.default_rng`.
+        num_classes: if given, labels and the map's classes must lie in `[0, num_classes)`.
     """
     rate = _check_rate(rate)
     rng = _check_seed(seed)
@@ -264,15 +263,15 @@ def _check_matrix(matrix, c_min: int) -> np.ndarray:
 
 
 def from_matrix(labels, matrix, *, seed: int = 0) -> NoisyLabels:
-    """Noise from a transition matrix: ``matrix[i, j] = P(noisy = j | true = i)``.
+    """Noise from a transition matrix: `matrix[i, j] = P(noisy = j | true = i)`.
 
     Rows are the true class (the orientation of Patrini et al. 2017 and most deep-learning code);
     each row must be non-negative and sum to 1 (to within 1e-6).
 
     Args:
-        labels: clean labels, shape ``(N,)``, integers in ``[0, C)``.
-        matrix: ``(C, C)`` row-stochastic, ``C >= max(labels) + 1``.
-        seed: seed of ``numpy.random.default_rng``.
+        labels: clean labels, shape `(N,)`, integers in `[0, C)`.
+        matrix: `(C, C)` row-stochastic, `C >= max(labels) + 1`.
+        seed: seed of `numpy.random.default_rng`.
     """
     rng = _check_seed(seed)
     y = _as_labels(labels)
@@ -295,17 +294,18 @@ def from_matrix(labels, matrix, *, seed: int = 0) -> NoisyLabels:
 
 
 def regression(targets, rate: float, low: float, high: float, *, seed: int = 0) -> NoisyLabels:
-    """Regression noise: with probability ``rate`` a target is replaced by ``Uniform[low, high]``.
+    """Regression noise: with probability `rate` a target is replaced by `Uniform[low, high]`.
 
     The SuperLoss paper (Sec. 3.2) corrupts digit-regression targets with draws in [1, 10].
-    ``mask`` marks the replaced samples (a draw that happens to equal the old target still counts).
+    `mask` marks the replaced samples (a draw that happens to equal the old target still counts).
 
     Args:
-        targets: real targets, shape ``(N,)`` (any numeric dtype; a float dtype is kept, integers
+        targets: real targets, shape `(N,)` (any numeric dtype; a float dtype is kept, integers
             become float64).
-        rate: probability of replacement, in ``[0, 1]``.
-        low, high: the range of the replacement draws, ``low <= high``, finite.
-        seed: seed of ``numpy.random.default_rng``.
+        rate: probability of replacement, in `[0, 1]`.
+        low: the lower end of the range of the replacement draws, `low <= high`, finite.
+        high: the upper end of the range of the replacement draws, finite.
+        seed: seed of `numpy.random.default_rng`.
     """
     rate = _check_rate(rate)
     rng = _check_seed(seed)
@@ -357,15 +357,15 @@ def _read_csv_labels(path: str) -> np.ndarray:
 def from_file(path, labels=None, *, num_classes: int | None = None) -> NoisyLabels:
     """Noisy labels given in a file, one per training sample in training-set order.
 
-    ``.npy``: a 1-D integer array (or ``(N, 1)``; integral floats are accepted), read without pickle.
-    ``.csv``: one column, one label per line, an optional header line.
+    `.npy`: a 1-D integer array (or `(N, 1)`; integral floats are accepted), read without pickle.
+    `.csv`: one column, one label per line, an optional header line.
 
     Args:
         path: the file.
-        labels: the true labels, if known: the file must have as many labels, and ``mask`` marks where
-            they differ. Without them ``mask`` is all ``False`` (the corruption is unknown) and
-            ``rate`` is 0.
-        num_classes: if given, every label must lie in ``[0, num_classes)``.
+        labels: the true labels, if known: the file must have as many labels, and `mask` marks where
+            they differ. Without them `mask` is all `False` (the corruption is unknown) and
+            `rate` is 0.
+        num_classes: if given, every label must lie in `[0, num_classes)`.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -409,15 +409,15 @@ def from_file(path, labels=None, *, num_classes: int | None = None) -> NoisyLabe
 
 def apply(kind: str, labels, rate: float, *, num_classes: int, seed: int = 0, path=None, data_dir=None,
           class_map=None) -> NoisyLabels:
-    """Noise of kind ``kind`` (one of :data:`KINDS`), as the training command line asks for it.
+    """Noise of kind `kind` (one of `KINDS`), as the training command line asks for it.
 
-    - ``'none'``: the labels unchanged (a copy), mask all ``False``;
-    - ``'symmetric'``: :func:`symmetric` (the new class may be the true one);
-    - ``'pair'``: :func:`pair_flip`;
-    - ``'asymmetric'``: :func:`asymmetric` with ``class_map``; by default :data:`MNIST_MAP`
-      (digits, MNIST); pass :data:`CIFAR10_MAP` for CIFAR-10. Needs 10 classes with a default map;
-    - ``'file'``: :func:`from_file` on ``path`` (or ``data_dir`` when ``path`` is not given; the
-      command line's ``--data-dir`` names the file for ``--noise file``); ``rate`` is then not used.
+    - `'none'`: the labels unchanged (a copy), mask all `False`;
+    - `'symmetric'`: `symmetric` (the new class may be the true one);
+    - `'pair'`: `pair_flip`;
+    - `'asymmetric'`: `asymmetric` with `class_map`; by default `MNIST_MAP`
+      (digits, MNIST); pass `CIFAR10_MAP` for CIFAR-10. Needs 10 classes with a default map;
+    - `'file'`: `from_file` on `path` (or `data_dir` when `path` is not given; the
+      command line's `--data-dir` names the file for `--noise file`); `rate` is then not used.
     """
     if kind not in KINDS:
         raise ValueError(f"noise kind must be one of {', '.join(KINDS)}; got {kind!r}")

@@ -1,34 +1,36 @@
-"""Record the per-sample training signals of any training loop, for :mod:`curriculoss.flag`.
+"""Record the per-sample training signals of any training loop, for [`curriculoss.flag`][curriculoss.flag].
 
 Training-dynamics detectors of mislabelled samples need, for every training sample and epoch, what the
 model said about it while it trained on it:
 
-- ``loss``: the task loss of the sample, by default the cross-entropy ``-log softmax(z)_y``;
-- ``confidence``: the method's own per-sample confidence (SuperLoss sigma*, an instance data
+- `loss`: the task loss of the sample, by default the cross-entropy `-log softmax(z)_y`;
+- `confidence`: the method's own per-sample confidence (SuperLoss sigma*, an instance data
   parameter), when there is one;
-- ``margin``: the logit of the given label minus the largest other logit,
-  ``M(x, y) = z_y - max_{i != y} z_i``, whose mean over the epochs is the Area Under the Margin
+- `margin`: the logit of the given label minus the largest other logit,
+  `M(x, y) = z_y - max_{i != y} z_i`, whose mean over the epochs is the Area Under the Margin
   (AUM; Pleiss et al., "Identifying Mislabeled Data using the Area Under the Margin Ranking",
   NeurIPS 2020, Eqs. 1-2). A sample the model fits against its label has a negative margin.
 
-:class:`Recorder` collects them batch by batch (``update``), closes each epoch (``end_epoch``) and
-writes the ``signals.npz`` file that ``curriculoss train`` writes and ``curriculoss flag`` reads::
+`Recorder` collects them batch by batch (`update`), closes each epoch (`end_epoch`) and
+writes the `signals.npz` file that `curriculoss train` writes and `curriculoss flag` reads:
 
-    recorder = Recorder(len(train_set))
-    for epoch in range(epochs):
-        for x, y, index in loader:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            ...
-            recorder.update(index, logits, y)
-        recorder.end_epoch()
-    recorder.save("run/signals.npz", noise_mask=known_mask)  # then: curriculoss flag run/
+```python
+recorder = Recorder(len(train_set))
+for epoch in range(epochs):
+    for x, y, index in loader:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        ...
+        recorder.update(index, logits, y)
+    recorder.end_epoch()
+recorder.save("run/signals.npz", noise_mask=known_mask)  # then: curriculoss flag run/
+```
 
 Per batch the recorder only keeps detached device tensors, so it adds no host-device synchronisation
-to the loop; ``end_epoch`` moves the epoch to the CPU once. Under ``torch.distributed`` every rank
-records the samples of its own shard and ``end_epoch`` gathers them, so every rank holds the whole
-table and rank 0 writes the file (``save`` does nothing on the other ranks). Its state (the table so far)
-is in ``state_dict`` for exact resume.
+to the loop; `end_epoch` moves the epoch to the CPU once. Under `torch.distributed` every rank
+records the samples of its own shard and `end_epoch` gathers them, so every rank holds the whole
+table and rank 0 writes the file (`save` does nothing on the other ranks). Its state (the table so far)
+is in `state_dict` for exact resume.
 
 This module needs numpy and torch only.
 """
@@ -46,19 +48,19 @@ from curriculoss import distributed as dist_utils
 
 __all__ = ["Recorder", "SIGNALS", "margins"]
 
-#: The per-epoch signals a recorder keeps, each ``(epochs, N)`` in ``signals.npz``.
+#: The per-epoch signals a recorder keeps, each `(epochs, N)` in `signals.npz`.
 SIGNALS = ("loss", "confidence", "margin")
 
 
 def margins(logits: Tensor, labels: Tensor) -> Tensor:
-    """The AUM margin ``z_y - max_{i != y} z_i`` of each row (Pleiss et al. 2020, Eq. 1).
+    """The AUM margin `z_y - max_{i != y} z_i` of each row (Pleiss et al. 2020, Eq. 1).
 
     Args:
-        logits: ``(B, C)`` with ``C >= 2``.
-        labels: ``(B,)`` integer labels (the given, possibly wrong, ones).
+        logits: `(B, C)` with `C >= 2`.
+        labels: `(B,)` integer labels (the given, possibly wrong, ones).
 
     Returns:
-        ``(B,)`` float32; negative when another class has the larger logit.
+        `(B,)` float32; negative when another class has the larger logit.
     """
     if logits.dim() != 2 or logits.shape[1] < 2:
         raise ValueError(f"logits must have shape (B, C) with C >= 2 classes, got {tuple(logits.shape)}")
@@ -75,7 +77,7 @@ class Recorder:
     """Per-sample, per-epoch loss, confidence and margin of a training run.
 
     Args:
-        num_samples: the number of training samples; ``update``'s indices are in ``[0, num_samples)``.
+        num_samples: the number of training samples; `update`'s indices are in `[0, num_samples)`.
 
     Attributes:
         epochs: the number of closed epochs.
@@ -100,12 +102,12 @@ class Recorder:
         """Record one batch.
 
         Args:
-            index: ``(B,)`` the samples' indices in the training set (a tensor, array or list).
-            outputs: ``(B, C)`` the model's logits for a classification; for anything else (e.g. a
-                regression's ``(B,)`` or ``(B, 1)`` output) no margin is recorded and ``loss`` is needed.
-            labels: ``(B,)`` the labels trained on (the given ones, possibly wrong).
-            confidence: ``(B,)`` the method's per-sample confidence, optional.
-            loss: ``(B,)`` the per-sample loss to record; default the cross-entropy of ``outputs``.
+            index: `(B,)` the samples' indices in the training set (a tensor, array or list).
+            outputs: `(B, C)` the model's logits for a classification; for anything else (e.g. a
+                regression's `(B,)` or `(B, 1)` output) no margin is recorded and `loss` is needed.
+            labels: `(B,)` the labels trained on (the given ones, possibly wrong).
+            confidence: `(B,)` the method's per-sample confidence, optional.
+            loss: `(B,)` the per-sample loss to record; default the cross-entropy of `outputs`.
         """
         device = outputs.device
         index = torch.as_tensor(index, device=device)
@@ -144,8 +146,8 @@ class Recorder:
         """Close the epoch: gather the ranks' batches (distributed), move them to the CPU once, add a row.
 
         A sample not seen in the epoch gets NaN; one seen twice keeps its last batch's values.
-        Under ``torch.distributed`` every rank must call it, also a rank that saw no batch. An index
-        out of range on an accelerator (checked here, not at ``update``, which would wait for the device)
+        Under `torch.distributed` every rank must call it, also a rank that saw no batch. An index
+        out of range on an accelerator (checked here, not at `update`, which would wait for the device)
         is refused naming its batch; that batch is dropped, the others are kept and the epoch stays open.
         """
         if not dist_utils.is_distributed():  # (distributed: checked after the gather, on every rank alike)
@@ -185,14 +187,23 @@ class Recorder:
                              f"{len(self._pending)} kept: call end_epoch() again to close the epoch)")
 
     def signal(self, name: str) -> Tensor:
-        """The ``(epochs, N)`` table of ``'loss'``, ``'confidence'`` or ``'margin'`` over the closed epochs."""
+        """The `(epochs, N)` table of `'loss'`, `'confidence'` or `'margin'` over the closed epochs.
+
+        Raises:
+            ValueError: `name` is not one of `SIGNALS`.
+        """
         if name not in SIGNALS:
             raise ValueError(f"name must be one of {', '.join(SIGNALS)}; got {name!r}")
         rows = self._rows[name]
         return torch.stack(rows) if rows else torch.empty(0, self.num_samples)
 
     def last(self, name: str) -> Tensor:
-        """The ``(N,)`` row of ``'loss'``, ``'confidence'`` or ``'margin'`` of the last closed epoch."""
+        """The `(N,)` row of `'loss'`, `'confidence'` or `'margin'` of the last closed epoch.
+
+        Raises:
+            ValueError: `name` is not one of `SIGNALS`.
+            RuntimeError: no epoch has been closed yet.
+        """
         if name not in SIGNALS:
             raise ValueError(f"name must be one of {', '.join(SIGNALS)}; got {name!r}")
         if not self._rows[name]:
@@ -200,9 +211,9 @@ class Recorder:
         return self._rows[name][-1]
 
     def arrays(self, **extra) -> dict[str, np.ndarray]:
-        """The contents of ``signals.npz``: the three tables, ``labels`` (the last label each sample
-        was trained with, -1 if never seen), ``predicted`` (the argmax of its last recorded output) and
-        the ``extra`` arrays (e.g. ``noise_mask``, ``true_labels``; ``labels=`` replaces the recorded ones)."""
+        """The contents of `signals.npz`: the three tables, `labels` (the last label each sample
+        was trained with, -1 if never seen), `predicted` (the argmax of its last recorded output) and
+        the `extra` arrays (e.g. `noise_mask`, `true_labels`; `labels=` replaces the recorded ones)."""
         out = {name: self.signal(name).numpy() for name in SIGNALS}
         out["labels"] = self.labels.numpy().copy()
         out["predicted"] = self.predicted.numpy().copy()
@@ -212,7 +223,7 @@ class Recorder:
         return out
 
     def _extra_array(self, key: str, value) -> np.ndarray:
-        """An extra array for ``signals.npz``: numeric or bool, one entry per sample when it is per sample."""
+        """An extra array for `signals.npz`: numeric or bool, one entry per sample when it is per sample."""
         array = np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value)
         if array.dtype == object or array.dtype.kind not in "biuf":
             raise ValueError(f"{key} must be a numeric or bool array, got dtype {array.dtype}")
@@ -221,10 +232,16 @@ class Recorder:
         return array
 
     def save(self, path: str | Path, **extra) -> None:
-        """Write ``signals.npz`` (atomically; rank 0 only under ``torch.distributed``) at ``path``, a
-        file or a folder (created if missing; a path without a suffix is a folder). ``extra`` as in
-        :meth:`arrays`; pass ``noise_mask`` when the wrong labels are known, for ``curriculoss flag``
-        to score its ranking. Refused while an epoch is open (its batches would be lost)."""
+        """Write `signals.npz` (atomically; rank 0 only under `torch.distributed`).
+
+        Args:
+            path: a file or a folder (created if missing; a path without a suffix is a folder).
+            **extra: as in `arrays`; pass `noise_mask` when the wrong labels are known, for
+                `curriculoss flag` to score its ranking.
+
+        Raises:
+            RuntimeError: an epoch is open (its batches would be lost).
+        """
         if self._pending:
             raise RuntimeError(f"save() with {len(self._pending)} batch(es) of an open epoch: call end_epoch() first")
         if dist_utils.rank() != 0:
@@ -242,7 +259,7 @@ class Recorder:
         os.replace(tmp, path)
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The closed epochs (tensors only: loads with ``torch.load(weights_only=True)``)."""
+        """The closed epochs (tensors only: loads with `torch.load(weights_only=True)`)."""
         if self._pending:
             raise RuntimeError("state_dict() in the middle of an epoch: call end_epoch() first")
         return {**{name: self.signal(name) for name in SIGNALS}, "labels": self.labels.clone(),

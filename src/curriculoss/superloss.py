@@ -1,37 +1,41 @@
 r"""SuperLoss (Castells, Weinzaepfel and Revaud, NeurIPS 2020), Eqs. 1-4.
 
-Put on top of any per-sample task loss :math:`\ell_i`, the SuperLoss weighs each sample by a confidence
-:math:`\sigma_i` that minimises
+Put on top of any per-sample task loss $\ell_i$, the SuperLoss weighs each sample by a confidence
+$\sigma_i$ that minimises
 
-.. math::  L_\lambda(\ell_i, \sigma_i) = (\ell_i - \tau)\,\sigma_i + \lambda (\log \sigma_i)^2    \qquad (1)
+$$
+L_\lambda(\ell_i, \sigma_i) = (\ell_i - \tau)\,\sigma_i + \lambda (\log \sigma_i)^2    \qquad (1)
+$$
 
 in closed form through the principal branch of the Lambert W function:
 
-.. math::  \sigma^*_\lambda(\ell_i) = e^{-W(\frac12 \max(-\frac2e,\ \beta_i))},
-           \quad \beta_i = \frac{\ell_i - \tau}{\lambda}                                          \qquad (4)
+$$
+\sigma^*_\lambda(\ell_i) = e^{-W(\frac12 \max(-\frac2e,\ \beta_i))},
+\quad \beta_i = \frac{\ell_i - \tau}{\lambda}                                          \qquad (4)
+$$
 
-and :math:`SL_\lambda(\ell_i) = L_\lambda(\ell_i, \sigma^*_\lambda(\ell_i))` (Eq. 3). The cap is
-:math:`-2/e`, not the :math:`-2/\lambda` of the transcription (errata 1): below it the minimum is
-unbounded and the cap gives :math:`\sigma^* = e`, the largest confidence SuperLoss ever assigns.
-:math:`\tau` and :math:`\sigma^*` are computed from the detached loss and treated as constants, so
-:math:`\partial SL / \partial \ell_i = \sigma^*_i` (errata 2). Since :math:`\log \sigma^* = -W`, the
-regulariser is :math:`\lambda W^2`.
+and $SL_\lambda(\ell_i) = L_\lambda(\ell_i, \sigma^*_\lambda(\ell_i))$ (Eq. 3). The cap is
+$-2/e$, not the $-2/\lambda$ of the paper's transcription (an erratum of that transcription): below it
+the minimum is unbounded and the cap gives $\sigma^* = e$, the largest confidence SuperLoss ever
+assigns. $\tau$ and $\sigma^*$ are computed from the detached loss and treated as constants, so
+$\partial SL / \partial \ell_i = \sigma^*_i$ (a clarification of the paper's transcription). Since
+$\log \sigma^* = -W$, the regulariser is $\lambda W^2$.
 
 Cost: at the batch sizes of a training step, the number of operations dispatched is the cost, so the
-module folds its work into few of them (one autograd node whose backward is ``grad * sigma*``, Lambert W
+module folds its work into few of them (one autograd node whose backward is `grad * sigma*`, Lambert W
 solved in place, the state updated with single operations): 52 top-level torch operations for
-``SuperLoss(tau='avg', num_samples=N)`` on a cross-entropy, forward and backward, the cross-entropy's 5
-and the index check's 2 included. On the CPU, batches below 8,192 entries (``lambertw``'s
-``_NUMPY_BELOW``; batches of every size when torch runs on one thread) take a NumPy copy of the same
+`SuperLoss(tau='avg', num_samples=N)` on a cross-entropy, forward and backward, the cross-entropy's 5
+and the index check's 2 included. On the CPU, batches below 8,192 entries (`lambertw`'s
+`_NUMPY_BELOW`; batches of every size when torch runs on one thread) take a NumPy copy of the same
 steps on views of the same memory, at about a fifth of torch's dispatch cost per operation (22 torch
 operations left, most of them the views' metadata, and three native autograd operations in place of
-the Python node: see :func:`_with_gradient`);
-``tests/test_speed.py`` keeps both budgets and every SuperLoss test runs on both evaluations.
-``fused=True`` runs the whole step as one ``torch.compile``'d kernel.
+the Python node: see `_with_gradient`);
+`tests/test_speed.py` keeps both budgets and every SuperLoss test runs on both evaluations.
+`fused=True` runs the whole step as one `torch.compile`'d kernel.
 
-Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on ``meta`` tensors
-and under ``torch.compile(fullgraph=True)``. The only exception is :class:`SuperLoss` under
-``torch.distributed`` with more than one process, which exchanges its batch statistics between the
+Everything here is tensor-native: no host synchronisation, so it runs on CUDA, on `meta` tensors
+and under `torch.compile(fullgraph=True)`. The only exception is `SuperLoss` under
+`torch.distributed` with more than one process, which exchanges its batch statistics between the
 ranks (see its docstring); outside a process group it makes no collective call.
 """
 from __future__ import annotations
@@ -103,14 +107,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float,
                     precision: torch.dtype, compiled: bool = False) -> tuple[Tensor, Tensor]:
-    r"""Element-wise :math:`SL` (Eq. 3) at ``loss`` and :math:`\sigma^*` (Eq. 4) of ``source`` (``None``:
-    of ``loss`` itself), both without autograd; ``precision`` is the accuracy contract of ``W``.
+    r"""Element-wise $SL$ (Eq. 3) at `loss` and $\sigma^*$ (Eq. 4) of `source` (`None`:
+    of `loss` itself), both without autograd; `precision` is the accuracy contract of `W`.
 
-    With :math:`x = \beta/2` and the cap :math:`x \ge -1/e` (errata 1), :func:`~curriculoss.lambertw`'s
-    internal variable :math:`(x + 1/e)/2 = \beta/4 + 1/(2e)` is formed directly and clamped at a tiny
-    positive value, which is the cap (:math:`W = -1`, :math:`\sigma^* = e`); at
-    :math:`\beta = -2/e` exactly the sum is exactly 0 (``0.5/e`` rounds to half of the dtype's ``1/e``).
-    Then :math:`u = -W = 1 - v`, :math:`\sigma^* = e^{u}` and :math:`\lambda (\log\sigma^*)^2 = \lambda u^2`.
+    With $x = \beta/2$ and the cap $x \ge -1/e$ (the module docstring's erratum), `lambertw`'s
+    internal variable $(x + 1/e)/2 = \beta/4 + 1/(2e)$ is formed directly and clamped at a tiny
+    positive value, which is the cap ($W = -1$, $\sigma^* = e$); at
+    $\beta = -2/e$ exactly the sum is exactly 0 (`0.5/e` rounds to half of the dtype's `1/e`).
+    Then $u = -W = 1 - v$, $\sigma^* = e^{u}$ and $\lambda (\log\sigma^*)^2 = \lambda u^2$.
     """
     diff = loss - tau
     src = diff if source is None else source - tau
@@ -131,9 +135,9 @@ def _superloss_core(loss: Tensor, source: Tensor | None, tau: Tensor | float, la
 def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float, precision: torch.dtype,
                        reduction: str, keep: Tensor | None, out_dtype: torch.dtype,
                        compiled: bool = False, normalise: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`_superloss_core` reduced: (output, sigma* in ``out_dtype``, the factor of the backward
-    ``grad -> factor * grad``: sigma*, zero where ignored, divided by the count for 'mean').
-    ``normalise``: output and factor divided by the mean sigma* of the kept entries (``step='normalised'``)."""
+    """`_superloss_core` reduced: (output, sigma* in `out_dtype`, the factor of the backward
+    `grad -> factor * grad`: sigma*, zero where ignored, divided by the count for 'mean').
+    `normalise`: output and factor divided by the mean sigma* of the kept entries (`step='normalised'`)."""
     sl, sigma = _superloss_core(loss, source, tau, lam, precision, compiled)
     sigma = sigma if sigma.dtype == out_dtype else sigma.to(out_dtype)
     grad_sigma = sigma
@@ -158,7 +162,7 @@ def _superloss_forward(loss: Tensor, source: Tensor | None, tau: Tensor | float,
 
 def _normalised(sl: Tensor, sigma: Tensor, kept_sigma: Tensor, keep: Tensor | None, reduction: str,
                 out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """The normalised step: the reduction of ``sl`` and the backward factor divided by the kept
+    """The normalised step: the reduction of `sl` and the backward factor divided by the kept
     entries' mean sigma*; for 'mean', sum(SL) / sum(sigma*) and sigma* / sum(sigma*). An entry kept
     has sigma* > 0, so the sum is 0 only when none is (clamped then: output and factor 0)."""
     total = kept_sigma.sum() if keep is None else kept_sigma.sum().clamp_min(torch.finfo(kept_sigma.dtype).tiny)
@@ -170,7 +174,7 @@ def _normalised(sl: Tensor, sigma: Tensor, kept_sigma: Tensor, keep: Tensor | No
 
 
 def _superloss_numpy_constants(dtype: np.dtype, precision: torch.dtype, lam: float) -> tuple[np.ndarray, ...]:
-    """:func:`_superloss_forward_numpy`'s constants as 0-d arrays of ``dtype`` (NumPy's arithmetic with
+    """`_superloss_forward_numpy`'s constants as 0-d arrays of `dtype` (NumPy's arithmetic with
     them costs about half of that with Python floats)."""
     s = _start_scale(precision)
     low, high = _half_delta_bounds(torch.float64 if dtype == np.float64 else torch.float32)
@@ -180,9 +184,9 @@ def _superloss_numpy_constants(dtype: np.dtype, precision: torch.dtype, lam: flo
 def _superloss_forward_numpy(x: np.ndarray, source: np.ndarray | None, tau: np.ndarray | float, lam: float,
                              precision: torch.dtype, reduction: str, keep: np.ndarray | None,
                              out_dtype: torch.dtype, normalise: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_superloss_forward` in NumPy, step for step, on 1-D arrays (NumPy turns 0-d results into
+    """`_superloss_forward` in NumPy, step for step, on 1-D arrays (NumPy turns 0-d results into
     scalars): (output, sigma*, backward factor), the latter two 1-D. Used for small CPU tensors (see
-    :func:`_numpy_views`), where torch's 2-6 us of dispatch per operation is the whole cost."""
+    `_numpy_views`), where torch's 2-6 us of dispatch per operation is the whole cost."""
     out_np = _NP_DTYPE[out_dtype]
     with np.errstate(all="ignore"):  # NaN and inf losses flow through as in torch
         diff = x - tau
@@ -222,7 +226,7 @@ def _superloss_forward_numpy(x: np.ndarray, source: np.ndarray | None, tau: np.n
 
 
 def _numpy_views(*tensors: Tensor | None) -> list[np.ndarray | None] | None:
-    """1-D NumPy views of these CPU tensors (detached, no copy), or ``None`` when one cannot be viewed
+    """1-D NumPy views of these CPU tensors (detached, no copy), or `None` when one cannot be viewed
     (e.g. a tensor of torch.func's transforms): the caller then runs torch's code."""
     try:  # CPU memory only (callers check _numpy_ok): a view, no copy and no device to wait for
         return [None if t is None else (t.detach() if t.requires_grad else t).numpy().reshape(-1) for t in tensors]
@@ -231,13 +235,13 @@ def _numpy_views(*tensors: Tensor | None) -> list[np.ndarray | None] | None:
 
 
 def _compile(fn, dynamic: bool):
-    """``fn`` compiled as one graph; ``None`` when ``torch.compile`` is unavailable.
+    """`fn` compiled as one graph; `None` when `torch.compile` is unavailable.
 
-    ``dynamic=True`` makes sizes and Python floats symbolic: a functional call's ``tau`` and ``lam``
+    `dynamic=True` makes sizes and Python floats symbolic: a functional call's `tau` and `lam`
     may change from call to call without recompiling, but every float constant of the arithmetic then
     becomes a tensor argument made anew on each call (three operations apiece). The module's step, whose
-    floats are fixed, is compiled with ``dynamic=False`` and its sizes marked dynamic per call
-    (:func:`_dynamic`), so a new batch size still reuses the graph."""
+    floats are fixed, is compiled with `dynamic=False` and its sizes marked dynamic per call
+    (`_dynamic`), so a new batch size still reuses the graph."""
     try:
         return torch.compile(fn, dynamic=dynamic, fullgraph=True)
     except Exception:  # pragma: no cover - no compiler on this platform
@@ -254,14 +258,14 @@ def _dynamic(*tensors: Tensor | None) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _compiled_forward():
-    """:func:`_superloss_forward` as one compiled graph (inductor fuses it into one or two kernels),
-    compiled once per process for every batch size, ``tau`` and ``lam``."""
+    """`_superloss_forward` as one compiled graph (inductor fuses it into one or two kernels),
+    compiled once per process for every batch size, `tau` and `lam`."""
     return _compile(_superloss_forward, dynamic=True)
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_step():
-    """:func:`_fused_step`, the module's whole forward (state updates included), as one compiled graph."""
+    """`_fused_step`, the module's whole forward (state updates included), as one compiled graph."""
     return _compile(_fused_step, dynamic=False)
 
 
@@ -319,16 +323,16 @@ def _index_message(num_samples: int, lo: int, hi: int) -> str:
 
 
 def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> Tensor:
-    r"""Optimal confidence :math:`\sigma^*_\lambda(\ell)` of Eq. 4, elementwise, detached.
+    r"""Optimal confidence $\sigma^*_\lambda(\ell)$ of Eq. 4, elementwise, detached.
 
     Args:
         loss: per-sample input losses, any shape, floating point.
-        tau: threshold, a number or a tensor broadcastable to ``loss``.
-        lam: regularisation :math:`\lambda > 0` (the paper uses 1 for 10 classes, 0.25 for 100).
+        tau: threshold, a number or a tensor broadcastable to `loss`.
+        lam: regularisation $\lambda > 0$ (the paper uses 1 for 10 classes, 0.25 for 100).
 
     Returns:
-        :math:`\sigma^*` in :math:`(0, e]`, same shape as ``loss`` (NaN where ``loss`` is NaN).
-        :math:`\sigma^* > 1` for easy samples (:math:`\ell < \tau`), :math:`< 1` for hard ones.
+        $\sigma^*$ in $(0, e]$, same shape as `loss` (NaN where `loss` is NaN).
+        $\sigma^* > 1$ for easy samples ($\ell < \tau$), $< 1$ for hard ones.
     """
     _check_loss(loss)
     _check_lam(lam)
@@ -344,11 +348,12 @@ def superloss_confidence(loss: Tensor, tau: Tensor | float, lam: float = 1.0) ->
 class _SuperLossFunction(torch.autograd.Function):
     r"""(loss, source, tau, lam, reduction, keep, fused, normalise) -> (reduced SL, sigma* in loss's dtype).
 
-    One autograd node: the backward is ``grad * sigma*`` (errata 2; divided by the count for 'mean'),
-    so autograd records none of the forward's arithmetic. ``keep`` (bool, or ``None``) zeroes ignored
-    entries' output and gradient. The backward is itself differentiable: :math:`\sigma^*` is a
-    constant, so :math:`\partial^2 SL / \partial \ell^2 = 0` and a double backward (e.g. a gradient
-    penalty) sees the task loss's own second derivative weighed by :math:`\sigma^*`.
+    One autograd node: the backward is `grad * sigma*` ($\tau$ and $\sigma^*$ are constants, see the
+    module docstring; divided by the count for 'mean'),
+    so autograd records none of the forward's arithmetic. `keep` (bool, or `None`) zeroes ignored
+    entries' output and gradient. The backward is itself differentiable: $\sigma^*$ is a
+    constant, so $\partial^2 SL / \partial \ell^2 = 0$ and a double backward (e.g. a gradient
+    penalty) sees the task loss's own second derivative weighed by $\sigma^*$.
     """
 
     @staticmethod
@@ -373,30 +378,29 @@ class _SuperLossFunction(torch.autograd.Function):
 def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: str = "mean", *,
               step: str = "normalised", fused: bool = False) -> Tensor:
     r"""SuperLoss of Eq. 3 with a given threshold:
-    :math:`SL_\lambda(\ell_i) = (\ell_i - \tau)\sigma^*_i + \lambda (\log \sigma^*_i)^2`.
+    $SL_\lambda(\ell_i) = (\ell_i - \tau)\sigma^*_i + \lambda (\log \sigma^*_i)^2$.
 
-    :math:`\tau` and :math:`\sigma^*` are constants for autograd: :math:`\partial SL/\partial\ell_i =
-    \sigma^*_i`, for second derivatives too (a double backward, e.g. a gradient penalty, works, as with
-    the :class:`SuperLoss` module).
+    $\tau$ and $\sigma^*$ are constants for autograd:
+    $\partial SL/\partial\ell_i = \sigma^*_i$, for second derivatives too (a double backward, e.g. a gradient penalty, works, as with
+    the `SuperLoss` module).
 
     Args:
-        loss: per-sample input losses (``reduction='none'`` output of the task loss), any shape.
-        tau: threshold, a number (e.g. :math:`\log C` for classification, Sec. 2.4; 0.5 for digit
-            regression, Sec. 3.2) or a tensor broadcastable to ``loss``.
-        lam: regularisation :math:`\lambda > 0`.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        step: ``'normalised'`` (default) divides the output by the batch's mean :math:`\sigma^*`, a
-            detached constant, so the gradient w.r.t. :math:`\ell_i` is
-            :math:`\sigma^*_i / \sum_j \sigma^*_j` for ``'mean'``; ``'paper'`` is Eq. 3 as written.
-            See :class:`SuperLoss` for why the default differs from the paper.
-        fused: compute the element-wise part as one ``torch.compile``'d kernel (compiled once per
+        loss: per-sample input losses (`reduction='none'` output of the task loss), any shape.
+        tau: threshold, a number (e.g. $\log C$ for classification, Sec. 2.4; 0.5 for digit
+            regression, Sec. 3.2) or a tensor broadcastable to `loss`.
+        lam: regularisation $\lambda > 0$.
+        reduction: `'none'` | `'mean'` | `'sum'`.
+        step: `'normalised'` (default) divides the output by the batch's mean $\sigma^*$, a
+            detached constant, so the gradient w.r.t. $\ell_i$ is
+            $\sigma^*_i / \sum_j \sigma^*_j$ for `'mean'`; `'paper'` is Eq. 3 as written.
+            See [`SuperLoss`][curriculoss.SuperLoss] for why the default differs from the paper.
+        fused: compute the element-wise part as one `torch.compile`'d kernel (compiled once per
             process, dynamic batch sizes; eager code when no compiler works).
 
     Shape:
-        loss: any shape; output: same shape for ``'none'``, scalar otherwise.
+        loss: any shape; output: same shape for `'none'`, scalar otherwise.
 
-    Examples::
-
+    Examples:
         >>> logits = torch.randn(8, 10, requires_grad=True)
         >>> target = torch.randint(10, (8,))
         >>> ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
@@ -421,7 +425,7 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0, reduction: st
 
 def _valid(loss: Tensor, keep: Tensor | None, state: torch.dtype) -> Tensor:
     """Entries that may change the state: finite, not ignored, and not so large that the running sums
-    of dtype ``state`` could overflow (see ``_MAX_LOSS``)."""
+    of dtype `state` could overflow (see `_MAX_LOSS`)."""
     valid = torch.isfinite(loss) if keep is None else torch.isfinite(loss) & keep
     if loss.dtype == torch.float64 or state == torch.float32:
         valid = valid & (loss.abs() <= _MAX_LOSS[state])
@@ -444,8 +448,8 @@ def _smoothed(loss: Tensor, index: Tensor, valid: Tensor, smoothed: Tensor, seen
 
 def _next_tau(mode: str, momentum: float, source: Tensor, valid: Tensor, loss_sum: Tensor, count: Tensor,
               tau: Tensor, reduce: bool = False) -> Tensor:
-    """Update the running threshold (``tau``, in place) with this batch's valid ``source`` values and
-    return it; ``reduce``: sum the batch's (sum, count) over the process group first."""
+    """Update the running threshold (`tau`, in place) with this batch's valid `source` values and
+    return it; `reduce`: sum the batch's (sum, count) over the process group first."""
     if mode == "fixed":
         return tau
     state = loss_sum.dtype
@@ -480,7 +484,7 @@ def _local_state(loss: Tensor, index: Tensor | None, keep: Tensor | None, smooth
                  seen: Tensor | None, loss_sum: Tensor, count: Tensor, tau: Tensor, mode: str, momentum: float,
                  smoothing: float) -> tuple[Tensor | None, Tensor]:
     """One process's state update (no collective): the buffers change in place; returns (source: the
-    smoothed losses, or ``None`` without smoothing; the threshold to use)."""
+    smoothed losses, or `None` without smoothing; the threshold to use)."""
     valid = _valid(loss, keep, loss_sum.dtype)
     source = None
     if index is not None:
@@ -494,7 +498,7 @@ def _local_state(loss: Tensor, index: Tensor | None, keep: Tensor | None, smooth
 
 def _fused_step(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, momentum, smoothing, lam, precision,
                 reduction, out_dtype, normalise):
-    """The module's whole forward without autograd, for ``fused=True``: the state update and Eqs. 3-4.
+    """The module's whole forward without autograd, for `fused=True`: the state update and Eqs. 3-4.
     Compiled, it is one kernel on the CPU (state gathers and scatters included)."""
     source, tau = _local_state(loss, index, keep, smoothed, seen, loss_sum, count, tau, mode, momentum, smoothing)
     out, sigma, factor = _superloss_forward(loss, source, tau, lam, precision, reduction, keep, out_dtype, True,
@@ -510,8 +514,8 @@ def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray
                        smoothed: np.ndarray | None, seen: np.ndarray | None, loss_sum: np.ndarray,
                        count: np.ndarray, tau: np.ndarray, mode: str, momentum: float,
                        smoothing: float) -> np.ndarray | None:
-    """:func:`_local_state` in NumPy on views of the buffers (1-D ``x``, ``index``, ``keep``); updates
-    them in place and returns the smoothed source (``None`` without smoothing). Gathers come first, so
+    """`_local_state` in NumPy on views of the buffers (1-D `x`, `index`, `keep`); updates
+    them in place and returns the smoothed source (`None` without smoothing). Gathers come first, so
     an out-of-range index fails with the state untouched."""
     if mode == "fixed" and index is None:
         return None  # nothing to update
@@ -551,7 +555,7 @@ def _local_state_numpy(x: np.ndarray, index: np.ndarray | None, keep: np.ndarray
 
 
 class _Precomputed(torch.autograd.Function):
-    """(loss, out, factor) -> ``out``, with the backward ``grad -> factor * grad``: the fused step
+    """(loss, out, factor) -> `out`, with the backward `grad -> factor * grad`: the fused step
     computed both without autograd."""
 
     @staticmethod
@@ -566,15 +570,15 @@ class _Precomputed(torch.autograd.Function):
 
 
 def _with_gradient(loss: Tensor, detached: Tensor, out: Tensor, factor: Tensor, finite: bool) -> Tensor:
-    """``out`` (computed without autograd) made differentiable w.r.t. ``loss`` with the gradient
-    ``factor * grad`` (``detached``: ``loss.detach()``).
+    """`out` (computed without autograd) made differentiable w.r.t. `loss` with the gradient
+    `factor * grad` (`detached`: `loss.detach()`).
 
-    ``finite``: every entry of ``out`` is finite and none is ignored, which holds only if every loss is
-    finite (an infinite or NaN loss gives an infinite or NaN ``SL``). Then torch's own operations do it,
-    ``out + (loss - detached) * factor`` (summed for a scalar ``out``), whose added term is exactly 0:
+    `finite`: every entry of `out` is finite and none is ignored, which holds only if every loss is
+    finite (an infinite or NaN loss gives an infinite or NaN `SL`). Then torch's own operations do it,
+    `out + (loss - detached) * factor` (summed for a scalar `out`), whose added term is exactly 0:
     three native autograd operations cost less than one Python node (6 us of 190 for CE + SuperLoss
     forward + backward at batch 128; in a LeNet-5 step about 0.2 %, within what
-    ``benchmarks/bench_step.py`` resolves). Otherwise the Python node :class:`_Precomputed`, which
+    `benchmarks/bench_step.py` resolves). Otherwise the Python node `_Precomputed`, which
     keeps an infinite entry infinite and an ignored one 0 whatever its loss."""
     if not (loss.requires_grad and torch.is_grad_enabled()):
         return out
@@ -591,115 +595,115 @@ def _with_gradient(loss: Tensor, detached: Tensor, out: Tensor, factor: Tensor, 
 class SuperLoss(nn.Module):
     r"""SuperLoss with a running threshold and optional per-sample loss smoothing (Sec. 3.1).
 
-    ``forward(loss, index=None, mask=None)`` takes per-sample losses of any shape and returns
-    :math:`SL_\lambda` (Eq. 3) reduced by ``reduction``.
+    `forward(loss, index=None, mask=None)` takes per-sample losses of any shape and returns
+    $SL_\lambda$ (Eq. 3) reduced by `reduction`.
 
-    Threshold ``tau``:
-        * ``'avg'``: the global average of every input loss seen so far ("Avg" in the paper);
-        * ``'ema'``: an exponential running average of the batch means,
-          :math:`\tau \leftarrow m\,\tau + (1-m)\,\bar\ell_{batch}` with ``momentum`` :math:`m = 0.9`,
-          the paper's :math:`\alpha` ("ExpAvg"); the first batch sets :math:`\tau = \bar\ell_{batch}`;
-        * a number: a fixed threshold, e.g. :math:`\log C` for classification (Sec. 2.4) or 0.5 for
-          digit regression (Sec. 3.2).
+    **Threshold** `tau`:
 
-        The running thresholds are updated with this batch's losses *before* they are used, so the
-        first batch is weighed against its own mean. The losses averaged are the ones the confidence
-        is computed from (the smoothed ones when smoothing is on).
+    * `'avg'`: the global average of every input loss seen so far ("Avg" in the paper);
+    * `'ema'`: an exponential running average of the batch means,
+      $\tau \leftarrow m\,\tau + (1-m)\,\bar\ell_{batch}$ with `momentum` $m = 0.9$,
+      the paper's $\alpha$ ("ExpAvg"); the first batch sets $\tau = \bar\ell_{batch}$;
+    * a number: a fixed threshold, e.g. $\log C$ for classification (Sec. 2.4) or 0.5 for
+      digit regression (Sec. 3.2).
 
-    Smoothing (when ``num_samples`` is given): each sample's loss is smoothed over the epochs by an
-    exponential average with :math:`\alpha' =` ``smoothing`` (0.9 in the paper, after SELF),
-    :math:`\tilde\ell_i \leftarrow \alpha'\tilde\ell_i + (1-\alpha')\ell_i`, initialised with the first
-    loss seen; ``forward`` must then get each sample's dataset ``index``, in ``[0, num_samples)``
+    The running thresholds are updated with this batch's losses *before* they are used, so the
+    first batch is weighed against its own mean. The losses averaged are the ones the confidence
+    is computed from (the smoothed ones when smoothing is on).
+
+    **Smoothing** (when `num_samples` is given): each sample's loss is smoothed over the epochs by an
+    exponential average with $\alpha' =$ `smoothing` (0.9 in the paper, after SELF),
+    $\tilde\ell_i \leftarrow \alpha'\tilde\ell_i + (1-\alpha')\ell_i$, initialised with the first
+    loss seen; `forward` must then get each sample's dataset `index`, in `[0, num_samples)`
     (checked on CPU tensors in eager mode; on accelerators the check would synchronise with the host,
     so it is skipped and, as in tensor indexing, a negative index there counts from the end). The
-    confidence comes from :math:`\tilde\ell_i`; the gradient still flows through the raw loss
-    (:math:`\partial SL/\partial\ell_i = \sigma^*(\tilde\ell_i)`). Leave ``num_samples=None`` for
+    confidence comes from $\tilde\ell_i$; the gradient still flows through the raw loss
+    ($\partial SL/\partial\ell_i = \sigma^*(\tilde\ell_i)$). Leave `num_samples=None` for
     unbounded sample sets (detection anchors, metric-learning pairs), as the paper does. When an index
     appears twice in one batch, both entries read the previous smoothed value and one of them is stored.
 
-    Step (``step``): the paper's batch mean of :math:`SL` (``step='paper'``) has gradient
-    :math:`\sigma^*_i / B` w.r.t. :math:`\ell_i`, and :math:`\sigma^*_i` reaches :math:`e` for every
-    sample below :math:`\tau - 2\lambda/e`. Early in training, while ``'avg'`` trails the falling
+    **Step** (`step`): the paper's batch mean of $SL$ (`step='paper'`) has gradient
+    $\sigma^*_i / B$ w.r.t. $\ell_i$, and $\sigma^*_i$ reaches $e$ for every
+    sample below $\tau - 2\lambda/e$. Early in training, while `'avg'` trails the falling
     losses, half or more of a batch sits there and the step is about twice the base loss's at the same
     learning rate: LeNet-5 on 10,000 MNIST images, SGD lr 0.1, momentum 0.9, batch 64, died (test
     accuracy 9.6-11.4 % after 2 epochs in 3 of 3 seeds) where plain cross-entropy trained (85-88 %).
-    The default, ``step='normalised'``, divides the batch's output by its mean :math:`\sigma^*` (a
-    detached constant, like :math:`\sigma^*` itself; over the kept entries of the *global* batch under
-    ``torch.distributed`` with ``sync``): the same relative weights (Eq. 4), and the step of a weighted
-    mean of the base loss's per-sample gradients, :math:`\sum_i w_i \nabla\ell_i` with
-    :math:`w_i = \sigma^*_i / \sum_j \sigma^*_j`, never larger in scale than the base loss's. The
+    The default, `step='normalised'`, divides the batch's output by its mean $\sigma^*$ (a
+    detached constant, like $\sigma^*$ itself; over the kept entries of the *global* batch under
+    `torch.distributed` with `sync`): the same relative weights (Eq. 4), and the step of a weighted
+    mean of the base loss's per-sample gradients, $\sum_i w_i \nabla\ell_i$ with
+    $w_i = \sigma^*_i / \sum_j \sigma^*_j$, never larger in scale than the base loss's. The
     same runs then reached 84.8-94.1 %. The paper trains SuperLoss with its baseline's
     hyper-parameters; the normalised step keeps that learning rate meaning the same thing. For
-    ``reduction='none'`` every entry is divided by the same constant, so a later ``.mean()`` gives the
+    `reduction='none'` every entry is divided by the same constant, so a later `.mean()` gives the
     normalised step.
 
-    Training and evaluation, as ``nn.BatchNorm``'s running statistics: in ``train()`` mode (the
-    default) ``forward`` updates the threshold, counts and smoothing buffers, also under
-    ``torch.no_grad()``; in ``eval()`` mode it computes with the current state and changes nothing,
-    makes no collective call and needs no ``index`` (without one, the confidence comes from the loss
+    **Training and evaluation**, as `nn.BatchNorm`'s running statistics: in `train()` mode (the
+    default) `forward` updates the threshold, counts and smoothing buffers, also under
+    `torch.no_grad()`; in `eval()` mode it computes with the current state and changes nothing,
+    makes no collective call and needs no `index` (without one, the confidence comes from the loss
     itself; with one, from the stored smoothed loss blended with it, as a training step would). A
     validation step may therefore call the criterion as the training step does.
 
-    ``mask``: a boolean tensor shaped like ``loss`` where ``True`` marks entries to **ignore** (e.g.
+    **Mask.** `mask`: a boolean tensor shaped like `loss` where `True` marks entries to **ignore** (e.g.
     anchors assigned to neither foreground nor background). Ignored entries return 0, are left out of
     the mean and update no state. Entries whose loss is NaN or infinite never change the threshold,
     the counts or the smoothing buffers (their own output may be NaN, as in PyTorch's losses); nor do
-    float64 losses beyond ``1e290`` in magnitude, which would overflow the float64 running sums.
+    float64 losses beyond `1e290` in magnitude, which would overflow the float64 running sums.
 
-    dtypes: float16 and bfloat16 losses are computed in float32 and the output and ``.confidence``
-    returned in the loss's dtype (in half precision the cap of Eq. 4 does not land on ``-1/e``); the
-    state stays float64. On a device without float64 (Apple's MPS) call ``.float()`` first: the state
-    is then float32 and no float64 tensor is made; the ``'avg'`` threshold's running sum then carries
+    **dtypes**: float16 and bfloat16 losses are computed in float32 and the output and `.confidence`
+    returned in the loss's dtype (in half precision the cap of Eq. 4 does not land on `-1/e`); the
+    state stays float64. On a device without float64 (Apple's MPS) call `.float()` first: the state
+    is then float32 and no float64 tensor is made; the `'avg'` threshold's running sum then carries
     float32's 7 digits (over 10^7 losses its rounding reaches about 1e-3 relative), and under
-    distributed training with smoothing ``num_samples`` must stay below 2**24.
+    distributed training with smoothing `num_samples` must stay below `2**24`.
 
-    State: the threshold, the running sums and counts (float64) and the smoothing buffers are
-    registered buffers: they follow ``.to()``, are saved by ``state_dict`` and restore bit-exactly.
-    After each forward, ``.confidence`` holds the batch's :math:`\sigma^*` (detached, shaped like
-    ``loss``) and ``.tau`` the threshold used (a one-element float64 tensor: ``float(module.tau)``), and
-    ``.at_cap`` marks (bool, shaped like ``loss``) the entries whose :math:`\beta` is at or below the
-    cap :math:`-2/e`, i.e. :math:`\sigma^* = e`, the largest confidence (``False`` for ignored entries).
+    **State**: the threshold, the running sums and counts (float64) and the smoothing buffers are
+    registered buffers: they follow `.to()`, are saved by `state_dict` and restore bit-exactly.
+    After each forward, `.confidence` holds the batch's $\sigma^*$ (detached, shaped like
+    `loss`) and `.tau` the threshold used (a one-element float64 tensor: `float(module.tau)`), and
+    `.at_cap` marks (bool, shaped like `loss`) the entries whose $\beta$ is at or below the
+    cap $-2/e$, i.e. $\sigma^* = e$, the largest confidence (`False` for ignored entries).
 
-    Distributed training (``torch.distributed``, any backend): when ``sync=True`` (default) and a
-    process group with more than one process is initialised at the time of ``forward``, the state is
+    **Distributed training** (`torch.distributed`, any backend): when `sync=True` (default) and a
+    process group with more than one process is initialised at the time of `forward`, the state is
     kept identical on every rank and equal to that of one process fed the *global* batch (the
     concatenation of the ranks' batches in rank order), to float tolerance:
 
-    * running threshold without smoothing (``'avg'``, ``'ema'``): one ``all_reduce`` of the batch's
-      (sum, count) of valid losses (16 bytes), so ``tau`` is computed from the global batch;
-    * with smoothing: one ``all_gather`` of every entry's (index, new smoothed loss, seen flag, loss
-      entering ``tau`` or NaN if invalid), 32 bytes per entry after a one-int64 size exchange, i.e.
-      O(global batch) per step, never O(``num_samples``); every rank then writes all of the global
+    * running threshold without smoothing (`'avg'`, `'ema'`): one `all_reduce` of the batch's
+      (sum, count) of valid losses (16 bytes), so `tau` is computed from the global batch;
+    * with smoothing: one `all_gather` of every entry's (index, new smoothed loss, seen flag, loss
+      entering `tau` or NaN if invalid), 32 bytes per entry after a one-int64 size exchange, i.e.
+      O(global batch) per step, never O(`num_samples`); every rank then writes all of the global
       batch's entries into its buffers in the single-process order (duplicates, also across ranks,
-      behave as within one batch) and computes ``tau`` from the gathered losses;
-    * fixed ``tau`` without smoothing: no communication.
+      behave as within one batch) and computes `tau` from the gathered losses;
+    * fixed `tau` without smoothing: no communication.
 
-    Every rank must call ``forward`` the same number of times (a collective per call; an empty local
-    batch is allowed). The output and ``.confidence`` are those of the local entries, and
-    ``reduction='mean'`` is the local mean, as for any PyTorch loss: DDP's gradient averaging then
-    gives the global mean when the ranks' batches have equal sizes (otherwise scale rank ``r``'s loss
-    by ``world_size * n_r / n_global``, as ``curriculoss.harness.train`` does). With ``sync=False``, or
+    Every rank must call `forward` the same number of times (a collective per call; an empty local
+    batch is allowed). The output and `.confidence` are those of the local entries, and
+    `reduction='mean'` is the local mean, as for any PyTorch loss: DDP's gradient averaging then
+    gives the global mean when the ranks' batches have equal sizes (otherwise scale rank `r`'s loss
+    by `world_size * n_r / n_global`, as `curriculoss.harness.train` does). With `sync=False`, or
     outside a process group, or with world size 1, no collective call is made and each process keeps
     its own state. Collectives synchronise with the host, so only the distributed path does.
 
     Args:
-        tau: ``'avg'``, ``'ema'`` or a finite number.
-        lam: :math:`\lambda > 0`; 1 for CIFAR-10 and 0.25 for CIFAR-100 and WebVision in the paper.
-        momentum: :math:`\alpha` of the ``'ema'`` threshold, in [0, 1).
-        num_samples: dataset size, to enable per-sample smoothing; ``None`` disables it.
-        smoothing: :math:`\alpha'` of the per-sample smoothing, in [0, 1).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        step: ``'normalised'`` (default) or ``'paper'``: the batch objective, see "Step" above.
+        tau: `'avg'`, `'ema'` or a finite number.
+        lam: $\lambda > 0$; 1 for CIFAR-10 and 0.25 for CIFAR-100 and WebVision in the paper.
+        momentum: $\alpha$ of the `'ema'` threshold, in [0, 1).
+        num_samples: dataset size, to enable per-sample smoothing; `None` disables it.
+        smoothing: $\alpha'$ of the per-sample smoothing, in [0, 1).
+        reduction: `'none'` | `'mean'` | `'sum'`.
+        step: `'normalised'` (default) or `'paper'`: the batch objective, see **Step** above.
         sync: synchronise the state across the ranks of an initialised process group (see above).
         fused: compute the whole forward, the state updates (threshold, counts, smoothing buffers)
-            and Eqs. 3-4 with Lambert W, as one ``torch.compile``'d graph (one kernel on the CPU),
+            and Eqs. 3-4 with Lambert W, as one `torch.compile`'d graph (one kernel on the CPU),
             compiled on the first call and reused for every batch size; the backward is one
             multiplication. Under distributed synchronisation the state update (with its collective)
             stays eager and only Eqs. 3-4 are compiled. Off by default: compiling takes seconds to a
             minute on a small CPU, and needs a working compiler (without one the eager code runs).
 
-    Examples::
-
+    Examples:
         >>> criterion = SuperLoss(tau="avg", lam=1.0, num_samples=50_000)
         >>> logits = torch.randn(8, 10, requires_grad=True)
         >>> target, index = torch.randint(10, (8,)), torch.arange(8)
@@ -790,9 +794,17 @@ class SuperLoss(nn.Module):
                 raise ValueError(f"mask must have the shape of loss {tuple(loss.shape)}, got {tuple(mask.shape)}")
 
     def forward(self, loss: Tensor, index: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``loss``: per-sample losses (any shape); ``index``: their dataset indices (a tensor shaped like
-        ``loss`` on its device, or a NumPy integer array), required in training when smoothing is on;
-        ``mask``: ``True`` where an entry is ignored. Returns the reduced :math:`SL` (Eq. 3)."""
+        """The SuperLoss of a batch of per-sample losses.
+
+        Args:
+            loss: per-sample losses (any shape).
+            index: their dataset indices (a tensor shaped like `loss` on its device, or a NumPy integer
+                array), required in training when smoothing is on.
+            mask: `True` where an entry is ignored.
+
+        Returns:
+            The reduced $SL$ (Eq. 3).
+        """
         if isinstance(index, np.ndarray) and isinstance(loss, Tensor) and np.issubdtype(index.dtype, np.integer):
             index = torch.from_numpy(index.astype(np.int64, copy=False)).to(loss.device)
         self._check_inputs(loss, index, mask)
@@ -854,7 +866,7 @@ class SuperLoss(nn.Module):
         return out
 
     def _evaluate(self, loss: Tensor, index: Tensor | None, mask: Tensor | None) -> Tensor:
-        """``eval()`` mode: Eqs. 3-4 with the current threshold and smoothed losses; no buffer changes,
+        """`eval()` mode: Eqs. 3-4 with the current threshold and smoothed losses; no buffer changes,
         no collective."""
         keep = None if mask is None else ~mask
         source, tau = None, self.tau
@@ -870,7 +882,7 @@ class SuperLoss(nn.Module):
         return out
 
     def _global_step_scale(self, sigma: Tensor, keep: Tensor | None) -> Tensor:
-        """``1 / mean(sigma*)`` over the kept entries of the global batch (one ``all_reduce``, in the
+        """`1 / mean(sigma*)` over the kept entries of the global batch (one `all_reduce`, in the
         state's dtype)."""
         state = self.loss_sum.dtype
         with torch.no_grad():
@@ -881,7 +893,7 @@ class SuperLoss(nn.Module):
 
     def _numpy_step(self, loss: Tensor, index: Tensor | None, mask: Tensor | None) -> Tensor | None:
         """The single-process forward in NumPy, for small CPU batches: the same state update and
-        Eqs. 3-4 as the torch code, on views of the buffers (updated in place, no copy); ``None`` when a
+        Eqs. 3-4 as the torch code, on views of the buffers (updated in place, no copy); `None` when a
         tensor cannot be viewed (the caller then runs torch's code, nothing changed)."""
         detached = loss.detach()
         views = _numpy_views(detached, index, mask)
@@ -912,7 +924,7 @@ class SuperLoss(nn.Module):
 
     def _buffer_views(self) -> list[np.ndarray | None] | None:
         """NumPy views of the state buffers, made once and reused while the buffers are the same
-        tensors on the same memory (``.to()`` and ``.float()`` replace them; ``load_state_dict`` copies
+        tensors on the same memory (`.to()` and `.float()` replace them; `load_state_dict` copies
         into them)."""
         b = self._buffers
         buffers = (b["loss_sum"], b["count"], b["tau"], b.get("smoothed_loss"), b.get("seen"))
