@@ -1,0 +1,193 @@
+"""Hugging Face `Trainer` callbacks: record the per-sample signals for `curriculoss flag`, and train
+data parameters.
+
+Install with `pip install "curriculoss[huggingface]"`. The `Trainer` hands its callbacks neither the
+batches nor the logits, so the recording is done where the loss is computed: a `Trainer` subclass
+whose `compute_loss` calls `update` (samples from
+`IndexedDataset` carry an `"index"` key)::
+
+    class NoisyLabelTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            labels, index = inputs.pop("labels"), inputs.pop("index", None)
+            logits = model(**inputs)["logits"]
+            loss = criterion(F.cross_entropy(logits, labels, reduction="none"), index)  # SuperLoss
+            if model.training:
+                recorder.update(index, logits, labels, confidence=criterion.confidence)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    recorder = RecorderCallback(len(train_set), noise_mask=mask)     # OUTPUT_DIR/signals.npz at the end
+    trainer = NoisyLabelTrainer(model, TrainingArguments(OUTPUT_DIR, remove_unused_columns=False, ...),
+                                train_dataset=IndexedDataset(train_set), callbacks=[recorder])
+    # + DataParametersCallback(model.dp) for data parameters held by the model
+
+`remove_unused_columns=False` keeps the `"index"` key, which the model's `forward` does not take.
+The module is named after the library it integrates; `import transformers` elsewhere is unaffected.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from curriculoss.data_parameters import DataParameters, SparseSGD
+from curriculoss.integrations import _load_recorder_state, _recorder_state, _require, _restore_pending
+from curriculoss.recorder import Recorder
+
+_transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
+TrainerCallback = _transformers.TrainerCallback
+
+__all__ = ["RecorderCallback", "DataParametersCallback"]
+
+#: The file each callback writes into a `checkpoint-*` folder of the Trainer (see `load_checkpoint`).
+RECORDER_FILE = "curriculoss_recorder.pt"
+DATA_PARAMETERS_FILE = "curriculoss_data_parameters.pt"
+
+
+def _checkpoint_folder(args, state) -> Path:
+    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+class RecorderCallback(TrainerCallback):
+    """Records each training sample's loss, confidence and margin, per epoch, for `curriculoss flag`.
+
+    Batches are recorded by the `compute_loss` of a `Trainer` subclass calling `update`
+    (training batches only: `compute_loss` also runs for evaluation). The callback closes an epoch
+    at `on_epoch_end` and writes `signals.npz` at `on_train_end` (by default into
+    `args.output_dir`; rank 0 only under distributed training, where the epochs gather every rank's
+    samples). At `on_save` it writes its state into the checkpoint folder (`RECORDER_FILE`); to
+    resume, call `load_checkpoint` on that folder before `trainer.train(resume_from_checkpoint=...)`.
+
+    Args:
+        num_samples: the number of training samples; indices are in `[0, num_samples)`.
+        path: where to write `signals.npz` (a file or a folder); default `args.output_dir`.
+            After training, `saved_path` says where it went.
+        noise_mask: the known wrong labels (bool, `(num_samples,)`), saved for `flag` to score its
+            ranking; `extra`: more arrays to save (e.g. `{"true_labels": y}`).
+    """
+
+    def __init__(self, num_samples: int, path: str | Path | None = None, *, noise_mask=None,
+                 extra: Mapping[str, Any] | None = None):
+        self.recorder = Recorder(num_samples)
+        self.path = None if path is None else Path(path)
+        self.noise_mask = None if noise_mask is None else np.asarray(noise_mask, dtype=bool)
+        if self.noise_mask is not None and self.noise_mask.shape != (self.recorder.num_samples,):
+            raise ValueError(f"noise_mask must have shape ({num_samples},), got {self.noise_mask.shape}")
+        self.extra = dict(extra or {})
+        self.saved_path: Path | None = None
+        self._restored: list[Tensor] | None = None
+
+    def update(self, index, logits: Tensor, labels: Tensor, confidence: Tensor | None = None,
+               loss: Tensor | None = None) -> None:
+        """Record one training batch (see `update`)."""
+        if self._restored is not None:
+            _restore_pending(self.recorder, self._restored, logits.device)
+            self._restored = None
+        self.recorder.update(index, logits, labels, confidence=confidence, loss=loss)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._restored is not None:
+            _restore_pending(self.recorder, self._restored, torch.device("cpu"))
+            self._restored = None
+        self.recorder.end_epoch()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.saved_path = self.save(self.path if self.path is not None else Path(args.output_dir))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
+        `noise_mask` and `extra`; returns the file's path."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path / "signals.npz"
+        self.recorder.save(path, noise_mask=self.noise_mask, **self.extra)
+        return path
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = _checkpoint_folder(args, state)
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(self.state_dict(), folder / RECORDER_FILE)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The recorded epochs and the batches of the epoch in progress (tensors only)."""
+        return _recorder_state(self.recorder)
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self._restored = _load_recorder_state(self.recorder, state)
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Load the state that `on_save` wrote into a `checkpoint-*` folder."""
+        self.load_state_dict(torch.load(Path(folder) / RECORDER_FILE, weights_only=True))
+
+
+class DataParametersCallback(TrainerCallback):
+    """Trains `DataParameters` with their own optimizer next to the Trainer's.
+
+    The data parameters are not in `model.parameters()`, so the Trainer's optimizer, its gradient
+    clipping and its `model.zero_grad()` never reach them. This callback creates
+    `data_parameters.optimizer(**optimizer_kwargs)` (a `SparseSGD`) at
+    `on_train_begin` and steps it in `on_pre_optimizer_step`: after the backward passes of the
+    `gradient_accumulation_steps` micro-batches (their gradients summed, each loss divided by the
+    Trainer as for the model) and before the model's optimizer steps; then it zeroes their gradients.
+    With `fp16=True` it unscales and steps through the Trainer's `GradScaler` (skipping a step
+    whose gradients overflowed, as the model's).
+
+    Hold the data parameters in the model (`self.dp = DataParameters(...)`) so that they move with
+    it to its device and are saved with its weights. At `on_save` the optimizer's momentum buffers
+    go into the checkpoint folder (`DATA_PARAMETERS_FILE`); call `load_checkpoint` on it
+    before resuming.
+
+    Args:
+        data_parameters: the `DataParameters` to train.
+        **optimizer_kwargs: for `optimizer` (`class_lr`,
+            `instance_lr`, `momentum`, weight decays, ...).
+    """
+
+    def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
+        if not isinstance(data_parameters, DataParameters):
+            raise TypeError(f"data_parameters must be a curriculoss.DataParameters, "
+                            f"got {type(data_parameters).__name__}")
+        self.data_parameters = data_parameters
+        self.optimizer_kwargs = optimizer_kwargs
+        self.optimizer: SparseSGD | None = None
+        self._loaded: dict | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.optimizer is None:
+            self.optimizer = self.data_parameters.optimizer(**self.optimizer_kwargs)
+        if self._loaded is not None:  # after the Trainer moved the model: the buffers follow the parameters
+            self.optimizer.load_state_dict(self._loaded)
+            self._loaded = None
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if not any(p.grad is not None for p in self.data_parameters.data_parameters()):
+            return
+        scaler = getattr(optimizer, "scaler", None)  # accelerate's AcceleratedOptimizer under fp16
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+            scaler.step(self.optimizer)  # the scaler's update() follows the model's step
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.optimizer is not None:
+            folder = _checkpoint_folder(args, state)
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(self.state_dict(), folder / DATA_PARAMETERS_FILE)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state (momentum buffers, step counts)."""
+        return {} if self.optimizer is None else {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loaded = state.get("optimizer")
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Load the state that `on_save` wrote into a `checkpoint-*` folder."""
+        self.load_state_dict(torch.load(Path(folder) / DATA_PARAMETERS_FILE, weights_only=True))
