@@ -9,9 +9,12 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -206,8 +209,13 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                         "implementation's) or once per present row (plain L2)")
 
     out = p.add_argument_group("output")
-    out.add_argument("--out", help="run folder (train; default: runs/DATASET-METHOD-rateR-seedS) or grid folder "
-                                   "(bench; default: runs/bench); an existing one is refused, see --resume, --overwrite")
+    out.add_argument("--config", metavar="FILE",
+                     help="read options from a TOML file (YAML with PyYAML installed) of the long options without "
+                          "their dashes, e.g. noise-rate = 0.4; options given on the command line override it. "
+                          "Every run folder holds its options as config.toml (default: none)")
+    out.add_argument("--out", help="run folder (train; default: runs/DATASET-METHOD-rateR-seedS and the other "
+                                   "options given, e.g. -lr0.05-e10, see the README) or grid folder (bench; default: "
+                                   "runs/bench); an existing one is refused, see --resume, --overwrite")
     again = out.add_mutually_exclusive_group()
     again.add_argument("--resume", metavar="DIR",
                        help="continue the run (or grid) in DIR from its checkpoints, with the options it was started "
@@ -276,18 +284,37 @@ def _unique(name: str, values: list) -> list:
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:
+    from curriculoss.harness.data._common import _EXPECTED
+
     if args.dataset != "digits" and not args.data_dir:
         raise SystemExit(f"curriculoss: error: --data-dir is required for --dataset {args.dataset}")
     if args.data_dir and not Path(args.data_dir).exists():
         raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
+    if args.data_dir:
+        _refuse_special("--data-dir", args.data_dir, _EXPECTED.get(args.dataset, "a file or a directory"))
     if args.noise == "file" and not args.noise_file:
         raise SystemExit("curriculoss: error: --noise file needs --noise-file (the noisy labels, .npy or .csv)")
-    if args.noise_file and not Path(args.noise_file).is_file():
+    if args.noise_file and not Path(args.noise_file).exists():
         raise SystemExit(f"curriculoss: error: --noise-file {args.noise_file}: no such file")
+    if args.noise_file:
+        _refuse_special("--noise-file", args.noise_file, ".npy or .csv", directory=False)
+
+
+def _refuse_special(option: str, path: str, expected: str, directory: bool = True) -> None:
+    """Refuse what is not a regular file (or directory) before it is opened: reading ``/dev/zero`` never
+    ends, opening a FIFO blocks until a writer comes."""
+    import stat
+
+    from curriculoss.harness.data._common import file_kind
+
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or (directory and stat.S_ISDIR(mode))):
+        raise SystemExit(f"curriculoss: error: {option} {path}: {file_kind(mode)}, not a regular file"
+                         f"{' or a directory' if directory else ''} (expected {expected})")
 
 
 #: Options that are not part of what a run trains.
-_NOT_CONFIG = {"out", "resume", "overwrite", "quiet", "stop_on_divergence"}
+_NOT_CONFIG = {"out", "resume", "overwrite", "quiet", "stop_on_divergence", "config"}
 #: The configuration field of an option whose name differs from it.
 _FIELD_OF = {"no_smoothing": "smoothing", "sl_step": "sl_normalise"}
 #: What a resume may change: where the run trains and, for a run (not a grid), more epochs.
@@ -372,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         _check_new_run(args)
         cfg = _config(args, args.method, args.noise_rate, args.seed)
-        run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}")
+        run_dir = Path(args.out or _default_run_dir(args, cfg))
     results = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet,
                     stop_on_divergence=args.stop_on_divergence, overwrite=args.overwrite,
                     more_epochs=bool(args.resume))
@@ -381,6 +408,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run folder: {run_dir}")
         return _report_divergence(results)
     return 0
+
+
+#: The options a default run folder's name shows when they are given, with their prefixes, in this order.
+_NAMED = (("model", ""), ("noise", ""), ("lr", "lr"), ("epochs", "e"), ("batch_size", "bs"), ("limit", "n"))
+
+
+def _default_run_dir(args: argparse.Namespace, cfg) -> str:
+    """``runs/DATASET-METHOD-rateR-seedS``, then what else distinguishes the run: the options of :data:`_NAMED`
+    that were given (``-lr0.05-e10``), and a short digest of any other option given that changes what is
+    trained (``-cfg3fa9c1``), so that runs of different options never share a folder."""
+    named = [f"{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}"]
+    given = _given_fields(args, _flat(cfg))
+    named += [prefix + _slug(given[field][1]) for field, prefix in _NAMED if field in given]
+    shown = {f for f, _ in _NAMED} | {"dataset", "method", "noise_rate", "seed", *_RESUME_MAY_CHANGE}
+    rest = {f: value for f, (_, value) in given.items() if f not in shown}
+    if rest:
+        named.append("cfg" + hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:6])
+    return "runs/" + "-".join(named)
+
+
+def _slug(value) -> str:
+    """``value`` as a part of a folder name: 6 significant digits of a number, ``_`` for ``:`` or ``/``."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", f"{value:g}" if isinstance(value, float) else str(value))
 
 
 def _report_divergence(results: dict) -> int:
@@ -453,7 +503,8 @@ def _check_grid_folder(out: Path, fields: dict, overwrite: bool) -> None:
 def _new_grid(args: argparse.Namespace, default_out: str):
     """``bench --out``: the grid of the command line, checked before anything is written."""
     from curriculoss.harness.bench import check_rates
-    from curriculoss.harness.train import prepare_data
+    from curriculoss.harness.models import is_factory
+    from curriculoss.harness.train import build_checked_model, prepare_data
 
     _check_new_run(args)
     out = Path(args.out or default_out)
@@ -466,7 +517,10 @@ def _new_grid(args: argparse.Namespace, default_out: str):
     except ValueError as exc:
         raise SystemExit(f"curriculoss: error: argument --noise-rates: {exc}") from None
     _check_grid_folder(out, _grid_fields(base, methods, rates, seeds), args.overwrite)
-    prepare_data(replace(base, noise_rate=max(rates)))  # a bad data set or noise fails before anything is written
+    # a bad data set, noise or model fails before anything is written
+    data, _ = prepare_data(replace(base, noise_rate=max(rates)))
+    if is_factory(base.model):
+        build_checked_model(base, data)
     return out, base, methods, rates, seeds
 
 
@@ -514,9 +568,7 @@ def _parse_window(text: str | None):
 
 
 def cmd_flag(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from curriculoss import flag
+    from curriculoss.harness.data.signals import open_signals
 
     target = Path(args.run_dir)
     run_dir = target.parent if target.suffix == ".npz" else target
@@ -530,44 +582,69 @@ def cmd_flag(args: argparse.Namespace) -> int:
         if cfg.task != "classification":
             raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
     _check_score(args.score, cfg, target)
-    signals = dict(np.load(signals_path, allow_pickle=False))
     window = _parse_window(args.window)
+    with open_signals(signals_path, epochs=cfg.epochs if cfg else None) as signals:
+        ranking = _rank(args, signals, signals_path, cfg, window)
+        predicted = _flag_predictions(run_dir, cfg, signals)
+        plotted = _plot_tables(signals, ranking["method"])  # read before anything is written
+    _write_flag(args, run_dir, target, ranking, predicted, plotted)
+    return 0
+
+
+def _rank(args: argparse.Namespace, signals, path: Path, cfg, window) -> dict:
+    """The scores of the samples, their order, the flagged ones, and the arrays the report prints."""
+    import numpy as np
+
+    from curriculoss import flag
+
     try:
         method, scores = flag.run_scores(signals, args.score, method=cfg.method if cfg else None,
                                          **({} if window is None else {"window": window}))
+        filled = np.where(np.isnan(scores), 1.0, scores)
+        flagged = flag.find_label_issues(filled, num_issues=args.num_issues, score=method)
     except ValueError as exc:
-        raise SystemExit(f"curriculoss: error: {exc}")
+        raise SystemExit(f"curriculoss: error: {path}: {exc}") from None
     labels = signals["labels"]
-    noise_mask = signals.get("noise_mask", np.zeros(len(labels), bool))
-    predicted = _flag_predictions(run_dir, cfg, signals)
+    auto = (window or flag.DEFAULT_WINDOW[method]) == "auto"
+    return {"method": method, "scores": filled, "flagged": flagged, "labels": labels,
+            "order": np.argsort(filled, kind="stable"),
+            "noise_mask": np.asarray(signals.get("noise_mask", np.zeros(len(labels), bool)), bool),
+            "where": f", epochs 1-{flag.select_epochs(signals['margin'])} of {len(signals['margin'])}" if auto else ""}
 
-    filled = np.where(np.isnan(scores), 1.0, scores)
-    order = np.argsort(filled, kind="stable")
+
+def _write_flag(args: argparse.Namespace, out_dir: Path, target: Path, ranking: dict, predicted, plotted) -> None:
+    import numpy as np
+
+    from curriculoss import flag
+
+    method, filled, flagged, labels, order = (ranking[k] for k in ("method", "scores", "flagged", "labels", "order"))
     rank = np.empty_like(order)
     rank[order] = np.arange(1, len(order) + 1)
-    flagged = flag.find_label_issues(filled, num_issues=args.num_issues, score=method)
-    out_dir = run_dir
     with open(out_dir / "suspects.csv", "w") as fh:
         fh.write("index,given_label,predicted_label,score,rank,flagged\n")
         for i in order:
             fh.write(f"{i},{labels[i]},{predicted[i]},{filled[i]:.6g},{rank[i]},{int(flagged[i])}\n")
-    where = f", epochs 1-{flag.select_epochs(signals['margin'])} of {len(signals['margin'])}" \
-        if (window or flag.DEFAULT_WINDOW[method]) == "auto" else ""
-    print(f"{target}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]}{where})")
+    print(f"{target}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]}{ranking['where']})")
     print(f"{int(flagged.sum())} flagged as likely label issues; top {min(args.top, len(order))} suspects:")
     print("  index  given  predicted   score")
     for i in order[:args.top]:
         print(f"  {i:5d}  {labels[i]:5d}  {predicted[i]:9d}  {filled[i]:.4f}")
-    if noise_mask.any():
-        figures = flag.evaluate(filled, noise_mask, score=method)
-        print("\nagainst the run's known noise mask:")
-        for key in ("auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy",
-                    "precision_at_estimate", "recall_at_estimate"):
-            print(f"  {key:22s} {figures[key]:.4f}" if not key.startswith(("num", "est")) else f"  {key:22s} {int(figures[key])}")
-        (out_dir / "flag.json").write_text(json.dumps({"score": method, **figures}, indent=2) + "\n")
-    _flag_plots(out_dir, signals, filled, method, noise_mask)
+    if ranking["noise_mask"].any():
+        _print_evaluation(out_dir, filled, ranking["noise_mask"], method)
+    _flag_plots(out_dir, plotted, filled, method, ranking["noise_mask"])
     print(f"\nwritten: {out_dir / 'suspects.csv'}")
-    return 0
+
+
+def _print_evaluation(out_dir: Path, scores, noise_mask, method: str) -> None:
+    from curriculoss import flag
+
+    figures = flag.evaluate(scores, noise_mask, score=method)
+    print("\nagainst the run's known noise mask:")
+    for key in ("auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy",
+                "precision_at_estimate", "recall_at_estimate"):
+        count = key.startswith(("num", "est"))
+        print(f"  {key:22s} {int(figures[key])}" if count else f"  {key:22s} {figures[key]:.4f}")
+    (out_dir / "flag.json").write_text(json.dumps({"score": method, **figures}, indent=2) + "\n")
 
 
 #: The scores that read a method's own confidence or loss: for a run of that method only.
@@ -594,7 +671,12 @@ def _flag_predictions(run_dir: Path, cfg, signals: dict):
         print(f"curriculoss: note: predicted_label is the last epoch's: the run's model {cfg.model!r} is code, "
               "which flag never imports", file=sys.stderr)
         return recorded
-    return _predictions(run_dir, cfg)
+    predicted = _predictions(run_dir, cfg)
+    if len(predicted) != len(signals["labels"]):
+        print(f"curriculoss: note: predicted_label is the last epoch's: the run's data set now has {len(predicted)} "
+              f"training samples, its signals {len(signals['labels'])}", file=sys.stderr)
+        return recorded
+    return predicted
 
 
 def _predictions(run_dir: Path, cfg):
@@ -604,11 +686,18 @@ def _predictions(run_dir: Path, cfg):
     from curriculoss.harness.models import build_model
     import numpy as np
 
-    from curriculoss.harness.train import _stream_loader, load_checkpoint, prepare_data
+    from curriculoss.harness.train import CheckpointError, _stream_loader, load_checkpoint, prepare_data
 
     data, _ = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes, allow_import=False)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    path = run_dir / "checkpoint.pt"
+    try:
+        model.load_state_dict(load_checkpoint(path)["model"])
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: field model does not fit the run's {cfg.model!r} "
+                              f"({str(exc).strip().splitlines()[0]})") from None
     model.eval()
     x, n = data.x_train, len(data.x_train)
     if isinstance(x, np.ndarray):
@@ -620,7 +709,16 @@ def _predictions(run_dir: Path, cfg):
         return torch.cat([model(xb).argmax(1) for xb in batches]).numpy()
 
 
-def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None:
+#: The table each score's plot of the signals over the epochs shows.
+_PLOTTED = {"aum": "margin", "superloss": "confidence", "data-params": "confidence"}
+
+
+def _plot_tables(signals, method: str) -> dict:
+    """The tables the plots show (``loss`` for the groups, and the score's), those the file holds."""
+    return {key: signals[key] for key in ("loss", _PLOTTED.get(method, "loss")) if key in signals}
+
+
+def _flag_plots(run_dir: Path, tables: dict, scores, method: str, noise_mask) -> None:
     try:
         import matplotlib
     except ImportError:
@@ -630,17 +728,19 @@ def _flag_plots(run_dir: Path, signals, scores, method: str, noise_mask) -> None
 
     from curriculoss.harness import plots
 
-    groups = plots.sample_groups(signals["loss"], noise_mask)
-    if method == "aum":
-        fig = plots.confidence_by_group(signals["margin"], groups, ylabel="margin z_y - max other z")
-    elif method == "superloss":
-        fig = plots.confidence_by_group(signals["confidence"], groups)
-    elif method == "data-params":
-        fig = plots.data_parameters_by_group(signals["confidence"], noise_mask)
-    else:
-        fig = plots.confidence_by_group(signals["loss"], groups, ylabel="per-sample loss")
-    fig.savefig(run_dir / "signals.png", dpi=100)
-    plt.close(fig)
+    shown = tables.get(_PLOTTED.get(method, "loss"))
+    if "loss" in tables and shown is not None:
+        groups = plots.sample_groups(tables["loss"], noise_mask)
+        if method == "aum":
+            fig = plots.confidence_by_group(shown, groups, ylabel="margin z_y - max other z")
+        elif method == "superloss":
+            fig = plots.confidence_by_group(shown, groups)
+        elif method == "data-params":
+            fig = plots.data_parameters_by_group(shown, noise_mask)
+        else:
+            fig = plots.confidence_by_group(shown, groups, ylabel="per-sample loss")
+        fig.savefig(run_dir / "signals.png", dpi=100)
+        plt.close(fig)
     fig = plots.score_histogram(scores, noise_mask)
     fig.savefig(run_dir / "scores.png", dpi=100)
     plt.close(fig)
@@ -691,10 +791,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line, in the form of the command's other errors."""
+    """argparse with its errors on one line, in the form of the command's other errors; ``prefix`` says
+    where the options came from (a config file)."""
+
+    def __init__(self, *args, prefix: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
 
     def error(self, message: str):
-        self.exit(2, f"curriculoss: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"curriculoss: error: {self.prefix}{message} (see `{self.prog} --help`)\n")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -714,17 +819,138 @@ def _shown(default) -> str:
     return " ".join(map(str, default)) if isinstance(default, list) else str(default)
 
 
+# ------------------------------------------------------------------------------------------ options from a file
+#
+# ``--config FILE`` (TOML, or YAML with PyYAML installed) holds the command's long options without their
+# dashes, ``noise-rate = 0.4`` or ``noise_rate = 0.4``; a switch is true or false, an option of several
+# values a list (``seeds = [0, 1, 2]``, ``milestones = [60, 120]``). The values become the command
+# line's own tokens, placed before the options typed after the command, so those override the file and
+# every value is checked as the option's own would be. Every run folder holds its options as
+# ``config.toml`` (:func:`curriculoss.harness.train.toml_text`), which ``--config`` reads back.
+
+#: Options a file may not set: they say what to do with a folder, or name another file.
+_NOT_IN_FILE = ("config", "resume", "overwrite", "help", "version")
+
+
+def _fail(message: str):
+    raise SystemExit(f"curriculoss: error: {message}")
+
+
+def _read_options(path: str | os.PathLike) -> dict:
+    """The table of a TOML (or, with PyYAML, YAML) file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        _fail(f"--config {path}: {exc.strerror or exc}")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = _yaml(path, text)
+    else:
+        data = _toml(path, text)
+    if not isinstance(data, dict):
+        _fail(f"--config {path}: expected a table of options (key = value), got {type(data).__name__}")
+    return data
+
+
+def _toml(path: Path, text: bytes) -> dict:
+    import tomllib
+
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        _fail(f"--config {path}: not valid TOML ({exc})")
+
+
+def _yaml(path: Path, text: bytes):
+    try:
+        import yaml
+    except ImportError:
+        _fail(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); or write the file as TOML")
+    try:
+        return yaml.safe_load(text.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        _fail(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})")
+
+
+def _dest(key: str) -> str:
+    return key.lstrip("-").replace("-", "_")
+
+
+def _config_tokens(path: str | os.PathLike, parser: argparse.ArgumentParser) -> list[str]:
+    """The command-line tokens of the options in the file at ``path``, for the command of ``parser``."""
+    data = _read_options(path)
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in _NOT_IN_FILE}
+    unknown = [k for k in data if _dest(str(k)) not in actions]
+    if unknown:
+        hint = "; config, resume and overwrite go on the command line" \
+            if any(_dest(str(k)) in _NOT_IN_FILE for k in unknown) else ""
+        _fail(f"--config {path}: unknown option(s) {', '.join(repr(k) for k in unknown)}; a key is a long option "
+              f"of `{parser.prog}` without its dashes (e.g. noise-rate = 0.4){hint}")
+    seen: dict[str, str] = {}
+    tokens: list[str] = []
+    for key, value in data.items():
+        dest = _dest(key)
+        if dest in seen:
+            _fail(f"--config {path}: option {key!r} given twice (also as {seen[dest]!r})")
+        seen[dest] = key
+        tokens += _tokens(path, key, actions[dest], value)
+    return tokens
+
+
+def _tokens(path, key: str, action: argparse.Action, value) -> list[str]:
+    option = max(action.option_strings, key=len)
+    if action.nargs == 0:  # a switch
+        if not isinstance(value, bool):
+            _fail(f"--config {path}: {key}: expected true or false, got {value!r}")
+        return [option] if value else []
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (int, float, str))]
+    if bad:
+        _fail(f"--config {path}: {key}: expected a number or a string{' or a list of them' if action.nargs else ''}, "
+              f"got {bad[0]!r}")
+    texts = [repr(v) if isinstance(v, float) else str(v) for v in items]
+    if action.nargs in ("+", "*"):
+        return [option, *texts]
+    if isinstance(value, list):  # --milestones 60,120 as [60, 120]
+        return [f"{option}={','.join(texts)}"] if texts else []
+    return [f"{option}={texts[0]}"]
+
+
+def _with_config_file(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """``argv`` with the options of ``--config FILE`` placed right after the command, where the options
+    typed after it override them; the file's options are checked on their own first, so that an error
+    in one names the file."""
+    tokens = _config_tokens(args.config, build_parser().commands[args.command])
+    in_file = build_parser(prefix=f"--config {args.config}: ").parse_args([args.command, *tokens])
+    _check_file_model(args.config, getattr(in_file, "model", None), _given_options(argv))
+    at = argv.index(args.command) + 1
+    return [*argv[:at], *tokens, *argv[at:]]
+
+
+def _check_file_model(path: str, model: str | None, given: set[str]) -> None:
+    """A file is data: a model that is code (``package.module:factory``) is imported only when the command
+    line names it (a run folder's ``config.toml`` may come from anyone)."""
+    from curriculoss.harness.models import is_factory
+
+    if model is not None and is_factory(model) and "model" not in given:
+        raise SystemExit(f"curriculoss: error: --config {path}: its model {model!r} is code, which is never "
+                         f"imported because a file names it; give --model {model} to import it from your Python path")
+
+
 def _given_options(argv: list[str] | None) -> set[str]:
     """The options that the command line names (whatever their values), by argparse destination."""
     return set(vars(build_parser(defaults=False).parse_args(argv))) - {"command"}
 
 
-def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
-    """The command line; ``defaults=False`` leaves out every option's default (to see which were given)."""
+def build_parser(defaults: bool = True, prefix: str = "") -> argparse.ArgumentParser:
+    """The command line; ``defaults=False`` leaves out every option's default (to see which were given);
+    ``prefix`` starts its error messages (the config file whose options it parses)."""
     parser = _Parser(prog="curriculoss", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     formatter_class=argparse.RawDescriptionHelpFormatter, prefix=prefix)
     parser.add_argument("--version", action="version", version=f"curriculoss {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=functools.partial(_Parser, prefix=prefix))
+    parser.commands = sub.choices
 
     p = sub.add_parser("run", help="quick demo: CE vs SuperLoss on digits with 40 %% symmetric noise",
                        formatter_class=_HelpFormatter)
@@ -783,7 +1009,11 @@ def main(argv: list[str] | None = None) -> int:
     from curriculoss.harness.train import CheckpointError
 
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        if getattr(args, "config", None):
+            argv = _with_config_file(argv, args)
+            args = build_parser().parse_args(argv)
         args.given = _given_options(argv)
         try:
             code = args.func(args)

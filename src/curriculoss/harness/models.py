@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 
@@ -22,7 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS",
-           "check_model_name", "is_factory", "DEFAULT_LR", "default_lr"]
+           "check_model_name", "is_factory", "probe_model", "DEFAULT_LR", "default_lr"]
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
 #: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
@@ -251,11 +252,7 @@ def _import_factory(name: str):
     """The user's callable, imported from the interpreter's own ``sys.path``: neither the working
     directory nor any run folder is added to it, so a folder's files are never imported by accident."""
     module_name, attr = _factory_parts(name)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH? "
-                         "(the working directory is not searched: PYTHONPATH=. adds it)") from None
+    module = _import_module(name, module_name)
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -263,7 +260,66 @@ def _import_factory(name: str):
         obj = getattr(obj, part)
     if not callable(obj):
         raise ValueError(f"--model {name}: {attr!r} is not callable")
+    _check_factory_signature(name, attr, obj)
     return obj
+
+
+def _import_module(name: str, module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"--model {name}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH? "
+                         "(the working directory is not searched: PYTHONPATH=. adds it)") from None
+    except SyntaxError as exc:
+        raise ValueError(f"--model {name}: cannot import {module_name!r}: SyntaxError in {exc.filename}, "
+                         f"line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:  # whatever the module's own code raises while it is imported
+        raise ValueError(f"--model {name}: importing {module_name!r} raised {_one_line(exc)}") from None
+
+
+def _check_factory_signature(name: str, attr: str, obj) -> None:
+    """A factory is called as ``factory(num_classes=N)``: a callable that cannot take that (``os:system``)
+    is refused before it is called."""
+    try:
+        inspect.signature(obj).bind(num_classes=1)
+    except (TypeError, ValueError):
+        raise ValueError(f"--model {name}: {attr!r} cannot be called as {attr}(num_classes=N); a model factory "
+                         "takes num_classes and returns a torch.nn.Module") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters: an error message's part that fits one line."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def probe_model(model: nn.Module, name: str, x: torch.Tensor, num_outputs: int) -> None:
+    """One forward pass of a user's model on ``x`` (a batch of training inputs, on the model's device), in
+    eval mode, without gradients, and with the random state restored after it, so that the run trains as
+    without it. The output must be one floating tensor of shape ``(len(x), num_outputs)``."""
+    was_training = model.training
+    model.eval()
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            out = model(x)
+    except Exception as exc:  # the user's forward: any error is the model's
+        raise ValueError(f"--model {name}: its forward pass on a batch of shape {tuple(x.shape)} failed "
+                         f"({_one_line(exc)}); the model must take the data set's inputs") from None
+    finally:
+        model.train(was_training)
+    _check_output(name, out, len(x), num_outputs)
+
+
+def _check_output(name: str, out, batch: int, num_outputs: int) -> None:
+    wanted = f"one floating tensor of shape ({batch}, {num_outputs}): {num_outputs} " + \
+             ("output (regression)" if num_outputs == 1 else "outputs, one per class")
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"--model {name}: its forward pass returned {type(out).__name__}; expected {wanted}")
+    if tuple(out.shape) != (batch, num_outputs) or not out.is_floating_point():
+        raise ValueError(f"--model {name}: its output has shape {tuple(out.shape)} and dtype "
+                         f"{str(out.dtype).replace('torch.', '')} for a batch of {batch}; expected {wanted}")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, allow_import: bool = True) -> nn.Module:
@@ -290,7 +346,10 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, al
     if not allow_import:
         raise ValueError(f"model {name!r} is user code, which is imported only when named on the command line")
     factory = _import_factory(name)
-    model = factory(num_classes=num_outputs)
+    try:
+        model = factory(num_classes=num_outputs)
+    except Exception as exc:  # the user's code: any error is the factory's
+        raise ValueError(f"--model {name}: the factory raised {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model

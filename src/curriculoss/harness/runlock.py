@@ -28,13 +28,39 @@ try:
 except ImportError:  # Windows: no advisory locks through this module
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["run_folder_lock", "RunFolderInUse", "LOCK_NAME"]
+__all__ = ["run_folder_lock", "check_not_in_use", "RunFolderInUse", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
 
 
 class RunFolderInUse(RuntimeError):
     """Another live process is writing this run folder."""
+
+
+def check_not_in_use(run_dir: str | os.PathLike) -> None:
+    """Raise :class:`RunFolderInUse` if a live process holds ``run_dir``'s lock; creates nothing (a folder
+    or a lock file that is not there is not in use)."""
+    if fcntl is None:
+        return
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        _lock(fd, Path(run_dir), path)
+    finally:
+        os.close(fd)  # releases the lock, if this call took it
+
+
+def _lock(fd: int, run_dir: Path, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        raise RunFolderInUse(
+            f"run folder {run_dir} is in use by another run (process {holder}, lock {path}); wait for it "
+            f"to finish, or choose another --out") from None
 
 
 @contextmanager
@@ -57,13 +83,7 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     path = run_dir / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunFolderInUse(
-                f"run folder {run_dir} is in use by another run (process {holder}, lock {path}); wait for it "
-                f"to finish, or choose another --out") from None
+        _lock(fd, run_dir, path)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

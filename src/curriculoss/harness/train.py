@@ -8,13 +8,15 @@ smoothing buffers, data parameters), the metrics so far and the per-sample signa
 Run folder::
 
     args.json      the configuration
+    config.toml    the same, as the options of ``curriculoss train --config`` (which trains it again)
     metrics.csv    one row per epoch
     signals.npz    loss, confidence and margin (epochs x N), labels, predicted, true_labels, noise_mask
                    (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     resumes.json   what each resume changed (more epochs, another device, ...), at which epoch
-    .lock          held by the run writing the folder (a second run is refused; see curriculoss.harness.runlock)
+    .lock          held by the run writing the folder, from when its data and model are ready (a second run
+                   is refused; see curriculoss.harness.runlock)
     curves.png     learning curves (with matplotlib installed)
 
 A new run in a folder that holds one is refused (:class:`RunFolderExists`) unless ``overwrite=True``;
@@ -67,11 +69,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import random
 import sys
 import time
-from contextlib import nullcontext
+import types
+import typing
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -87,13 +92,14 @@ from curriculoss.harness.augment import AUGMENTS, augment as augment_batch
 from curriculoss.harness.data.imagefolder import ImageFiles
 from curriculoss.harness.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
 from curriculoss.harness.methods import EPOCH_COLUMNS, MethodOptions, accumulator_dtype, build_method
-from curriculoss.harness.models import build_model, check_model_name
-from curriculoss.harness.runlock import run_folder_lock
+from curriculoss.harness.models import _one_line, build_model, check_model_name, is_factory, probe_model
+from curriculoss.harness.runlock import check_not_in_use, run_folder_lock
 from curriculoss.recorder import Recorder
 from curriculoss.superloss import SuperLoss
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "RunFolderExists",
-           "check_config", "resolve_device", "RUNTIME_FIELDS", "RUN_FILES", "run_files_in", "clear_run_folder"]
+           "check_config", "resolve_device", "build_checked_model", "toml_text", "RUNTIME_FIELDS", "RUN_FILES",
+           "run_files_in", "clear_run_folder"]
 
 
 @dataclass
@@ -232,7 +238,8 @@ class RunFolderExists(ValueError):
 
 
 #: The files a run writes into its folder; with ``curriculoss flag``'s, what ``overwrite=True`` removes.
-RUN_FILES = ("args.json", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "resumes.json", "curves.png")
+RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "resumes.json",
+             "curves.png")
 _FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
 
 
@@ -297,12 +304,23 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_tru
 
 
 def _atomic_write(path: Path, write) -> None:
+    """Write ``path`` through ``path.tmp``, renamed over it once complete. When writing fails (a full disk)
+    the partial ``.tmp`` is removed, ``path`` is left as it was, and the error names ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, (OSError, RuntimeError)) or (isinstance(exc, OSError) and exc.filename):
+            raise
+        # torch.save reports a failed write as a RuntimeError; either way, name the file in one line
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc)
+        raise OSError(getattr(exc, "errno", None), f"{why} (writing it failed: the partial {tmp.name} was "
+                      f"removed, {path.name} is as it was before)", str(path)) from exc
 
 
 def available_memory(device: torch.device | None = None) -> int | None:
@@ -352,9 +370,62 @@ def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
             if cfg.noise_rate > 0 else noise.NoisyLabels(y_true.copy(), np.zeros(len(y_true), bool))
     else:
         kind = cfg.noise if (cfg.noise_rate > 0 or cfg.noise == "file") else "none"
+        if kind == "file":
+            return data, _file_noise(cfg.noise_file, y_true, data.num_classes)
         noisy = noise.apply(kind, y_true, cfg.noise_rate, num_classes=data.num_classes, seed=cfg.seed,
                             path=cfg.noise_file)
     return data, noisy
+
+
+def _file_noise(path: str | os.PathLike | None, y_true: np.ndarray, num_classes: int) -> noise.NoisyLabels:
+    """The noisy labels of ``--noise-file``; any error reading it names the file."""
+    if path is None:
+        raise ValueError("noise 'file' needs a noise file (the noisy labels, .npy or .csv)")
+    path = os.fspath(path)
+    try:
+        if path.lower().endswith(".npy"):
+            _check_label_array(path)
+        return noise.apply("file", y_true, 0.0, num_classes=num_classes, path=path)
+    except (ValueError, TypeError, OverflowError, OSError, EOFError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(text if path in text else f"--noise-file {path}: {text}") from None
+
+
+def _check_label_array(path: str) -> None:
+    """A ``.npy`` of labels: its header's size must be the file's (checked before the array is read), and
+    unsigned labels must fit int64 (a uint64 above 2^63 - 1 would wrap to a negative class)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+        need, held = math.prod(shape) * dtype.itemsize, os.fstat(fh.fileno()).st_size - fh.tell()
+    if dtype.hasobject or need != held:
+        raise ValueError(f"{path}: declares shape {shape} of {dtype} ({need} bytes) but holds {held} bytes; "
+                         "not a .npy array of labels")
+    if dtype.kind == "u" and dtype.itemsize == 8 and shape and math.prod(shape):
+        top = int(np.load(path, allow_pickle=False).max())
+        if top > np.iinfo(np.int64).max:
+            raise ValueError(f"{path}: label {top} is not a class index (labels are 0..C-1)")
+
+
+def _first_inputs(data, count: int = 2) -> torch.Tensor:
+    """The first ``count`` training inputs as a batch (decoded, for a streamed set)."""
+    k = min(count, len(data.y_train))
+    if isinstance(data.x_train, ImageFiles):
+        return torch.stack([data.x_train[i] for i in range(k)])
+    return torch.from_numpy(np.ascontiguousarray(data.x_train[:k]))
+
+
+def build_checked_model(cfg: TrainConfig, data, device: torch.device | None = None) -> torch.nn.Module:
+    """The run's network on ``device``; a user's ``package.module:factory`` only after one probe forward
+    pass on a batch of the training inputs (:func:`~curriculoss.harness.models.probe_model`), so that a
+    model of the wrong output size or input shape is refused before the run starts."""
+    outputs = 1 if cfg.task == "regression" else data.num_classes
+    model = build_model(cfg.model, tuple(data.input_shape), outputs)
+    model = model.to(device) if device is not None else model
+    if is_factory(cfg.model):
+        probe_model(model, cfg.model, _first_inputs(data).to(device or "cpu"), outputs)
+    return model
 
 
 class _Stack:
@@ -416,10 +487,59 @@ def _evaluate(model, x, y: torch.Tensor, regression: bool, batch_size: int = 102
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+#: Types a field takes besides its annotation's, in Python: SuperLoss's threshold as a number, paths.
+_ALSO_ALLOWED = {"options.tau": [float], "data_dir": [os.PathLike], "noise_file": [os.PathLike]}
+
+
+def _type_fits(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float):
+        return not isinstance(value, bool) and isinstance(value, numbers.Integral if kind is int else numbers.Real)
+    return isinstance(value, (list, tuple) if kind is list else kind)
+
+
+def _allowed(hint) -> tuple[list, bool]:
+    """The types a field's annotation allows, and whether ``None`` is one of them."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if union else (hint,)
+    return [typing.get_origin(a) or a for a in args if a is not type(None)], type(None) in args
+
+
+def _check_types(obj, cls, prefix: str = "") -> None:
+    """Every field of a configuration (``cls``, a dataclass) of its annotated type: a JSON file edited by
+    hand can hold ``"noise_rate": "0.4"``, which would otherwise fail far from where it was read."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        value = getattr(obj, f.name)
+        kinds, nullable = _allowed(hints[f.name])
+        kinds += _ALSO_ALLOWED.get(prefix + f.name, [])
+        if (value is None and nullable) or any(_type_fits(value, k) for k in kinds):
+            continue
+        wanted = " or ".join(_TYPE_NAMES.get(k, f"a {k.__name__}") for k in kinds) + (" or null" if nullable else "")
+        raise ValueError(f"{prefix}{f.name} must be {wanted}, got {value!r}")
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    from curriculoss.harness.methods import METHODS
+
+    for name, value, allowed in (("dataset", cfg.dataset, datasets.DATASETS), ("task", cfg.task, datasets.TASKS),
+                                 ("method", cfg.method, tuple(METHODS)), ("noise", cfg.noise, noise.KINDS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"limit must be a positive integer or null, got {cfg.limit!r}")
+
+
 def check_config(cfg: TrainConfig) -> None:
     """The optimisation settings of a configuration, before anything is loaded: a NaN, negative or
     overflowing rate would train silently on garbage (``lr=nan`` ran to the end with accuracy 0.1) or
     fail deep in the optimizer (``lr=1e300`` does not fit the float32 parameters)."""
+    _check_types(cfg, TrainConfig)
+    _check_types(cfg.options, MethodOptions, "options.")
+    _check_names(cfg)
+    check_number("noise_rate", cfg.noise_rate, low=0.0, high=1.0)
     check_number("lr", cfg.lr, low=0.0, high=_FLOAT32_MAX, low_open=True)
     check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
     check_number("weight_decay", cfg.weight_decay, low=0.0, high=_FLOAT32_MAX)
@@ -494,11 +614,18 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     finished = False
     writer = run_dir is not None and dist_utils.rank() == 0
     try:
-        # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
-        with run_folder_lock(run_dir) if writer else nullcontext():
-            if writer:
+        with ExitStack() as held:
+            if writer:  # refused at once; checked again under the lock, once the data and the model are ready
+                check_not_in_use(run_dir)
                 _claim_folder(Path(run_dir), resume, overwrite)
-            results = _train(cfg, run_dir, resume=resume, progress=progress, position=position,
+
+            def claim() -> None:
+                # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
+                if writer:
+                    held.enter_context(run_folder_lock(run_dir))
+                    _claim_folder(Path(run_dir), resume, overwrite)
+
+            results = _train(cfg, run_dir, claim, resume=resume, progress=progress, position=position,
                              stop_on_divergence=stop_on_divergence, overwrite=overwrite, more_epochs=more_epochs)
         finished = True
         return results
@@ -528,7 +655,7 @@ def _end_distributed(finished: bool) -> None:
     dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
+def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool = False, progress: bool = True,
            position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
            more_epochs: bool = False) -> dict[str, Any]:
     world, rank = dist_utils.world_size(), dist_utils.rank()
@@ -566,7 +693,7 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
     y_clean = torch.from_numpy(np.asarray(data.y_train)).to(dev, target_dtype)
     y_test = torch.from_numpy(np.asarray(data.y_test)).to(dev, target_dtype)
 
-    model = build_model(cfg.model, tuple(data.input_shape), 1 if regression else data.num_classes).to(dev)
+    model = build_checked_model(cfg, data, dev)
     method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n)
     if dev.type == "mps":  # no float64 there: SuperLoss's state in float32 (its docstring says what it costs)
         method = method.float()
@@ -591,33 +718,17 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
 
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
+        claim()  # the data and the model are ready: from here on the folder is written
         if writer:
             run_dir.mkdir(parents=True, exist_ok=True)
             if overwrite:
                 clear_run_folder(run_dir)
         if resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            previous = TrainConfig.from_json(state["config"])
-            _check_resume(previous, cfg, ckpt_path, more_epochs)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            method.load_state_dict(state["method"])
-            if method_optimizer is not None:
-                method_optimizer.load_state_dict(state["method_optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            history = state["history"]
-            recorder.load_state_dict(_recorder_state(state, n))
-            start_epoch = state["epoch"]
-            torch.set_rng_state(state["rng"]["torch"])
-            if dev.type == "cuda" and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
-            if cfg.epochs != previous.epochs:
-                _reschedule(optimizer, scheduler, cfg, start_epoch)
-            changes = _resume_changes(previous, cfg)
+            parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "method": method,
+                     "method_optimizer": method_optimizer, "scaler": scaler, "recorder": recorder}
+            history, start_epoch, changes = _resume_from(ckpt_path, cfg, more_epochs, parts, dev, n)
         if writer:
-            _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
+            _write_config(run_dir, cfg)
             if changes:
                 _record_resume(run_dir, start_epoch, changes)
 
@@ -735,6 +846,113 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool 
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """``args.json`` (the configuration) and ``config.toml`` (the same, as options of ``curriculoss train
+    --config``)."""
+    _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
+    _atomic_write(run_dir / "config.toml", lambda fh: fh.write(toml_text(cfg).encode()))
+
+
+#: What a checkpoint holds (``recorder``, or before it ``loss_signal`` and ``conf_signal``, besides).
+_CHECKPOINT_FIELDS = ("config", "epoch", "model", "optimizer", "scheduler", "method", "history", "rng")
+
+
+def _checked_checkpoint(state: dict[str, Any], path: Path) -> TrainConfig:
+    """The configuration of a checkpoint whose fields are all there and agree with each other (its history
+    holds the metrics of its epochs at least)."""
+    missing = [k for k in _CHECKPOINT_FIELDS if k not in state]
+    if "recorder" not in state and not {"loss_signal", "conf_signal"} <= state.keys():
+        missing.append("recorder")
+    if missing:
+        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}; not a complete curriculoss "
+                              "checkpoint (delete it to restart the run from scratch)")
+    try:
+        previous = TrainConfig.from_json(state["config"])
+        check_config(previous)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: field config is not a valid configuration ({exc})") from None
+    epoch, history = state["epoch"], state["history"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= previous.epochs:
+        raise CheckpointError(f"{path}: field epoch is {epoch!r}; expected an integer in [1, {previous.epochs}] "
+                              "(the epochs of its run): the checkpoint is damaged or was edited")
+    if not isinstance(history, list) or len(history) < epoch:
+        held = f"{len(history)} epochs" if isinstance(history, list) else f"a {type(history).__name__}"
+        raise CheckpointError(f"{path}: field history holds {held}, field epoch says {epoch}: the checkpoint is "
+                              "damaged or was edited")
+    return previous
+
+
+def _resume_from(path: Path, cfg: TrainConfig, more_epochs: bool, parts: dict[str, Any], dev: torch.device,
+                 n: int) -> tuple[list, int, dict[str, dict[str, Any]]]:
+    """Restore ``parts`` (model, optimizers, method, ...) from the checkpoint at ``path``: the history so
+    far, the epoch to start from and what the resume changes."""
+    state = load_checkpoint(path)
+    previous = _checked_checkpoint(state, path)
+    _check_resume(previous, cfg, path, more_epochs)
+    try:
+        _restore(state, parts, dev, n)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot restore the run from it ({_one_line(exc)}); the checkpoint is "
+                              "damaged or was edited (delete it to restart the run from scratch)") from None
+    if cfg.epochs != previous.epochs:
+        _reschedule(parts["optimizer"], parts["scheduler"], cfg, state["epoch"])
+    return list(state["history"][:state["epoch"]]), state["epoch"], _resume_changes(previous, cfg)
+
+
+def _restore(state: dict[str, Any], parts: dict[str, Any], dev: torch.device, n: int) -> None:
+    for name in ("model", "optimizer", "scheduler", "method"):
+        parts[name].load_state_dict(state[name])
+    if parts["method_optimizer"] is not None:
+        parts["method_optimizer"].load_state_dict(state["method_optimizer"])
+    if parts["scaler"] is not None and state.get("scaler"):
+        parts["scaler"].load_state_dict(state["scaler"])
+    parts["recorder"].load_state_dict(_recorder_state(state, n))
+    torch.set_rng_state(state["rng"]["torch"])
+    if dev.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
+
+
+#: Configuration fields that are not command-line options (the method options are written one by one).
+_NOT_OPTIONS = ("momentum", "options")
+
+
+def _cli_options(cfg: TrainConfig) -> dict:
+    """The command-line options of a run's configuration, by long option name; ``None`` values left out."""
+    out = {f.name.replace("_", "-"): getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NOT_OPTIONS}
+    opts = cfg.options
+    out.update({name.replace("_", "-"): getattr(opts, name) for name in (f.name for f in fields(opts))
+                if name not in ("smoothing", "sl_normalise")})
+    out["no-smoothing"] = opts.smoothing is None
+    out["sl-step"] = "normalised" if opts.sl_normalise else "paper"
+    if not out["milestones"]:
+        out["milestones"] = None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, (int, float)):
+        return repr(value)  # TOML's forms: 3, 0.0005, 1e-05, inf, nan
+    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+                      else f"\\U{ord(c):08x}" for c in str(value))
+    return f'"{escaped}"'
+
+
+def toml_text(cfg: TrainConfig) -> str:
+    """The configuration ``cfg`` as the TOML options of ``curriculoss train --config``: every option with
+    its resolved value (one left at ``None``, such as the ``data-dir`` of the built-in digits, is left out)."""
+    lines = ["# The options of this run: `curriculoss train --config config.toml --out NEW` trains it again.",
+             "# args.json holds the same configuration."]
+    if cfg.momentum != 0.9 or cfg.options.smoothing not in (None, 0.9):
+        lines.append(f"# Not command-line options: momentum {cfg.momentum}, smoothing {cfg.options.smoothing} "
+                     "(see args.json).")
+    lines += [f"{key} = {_toml_value(value)}" for key, value in _cli_options(cfg).items()]
+    return "\n".join(lines) + "\n"
 
 
 def stderr_is_terminal() -> bool:

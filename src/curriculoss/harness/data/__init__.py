@@ -4,7 +4,9 @@ One module per format: :mod:`~curriculoss.harness.data.builtin` (digits),
 :mod:`~curriculoss.harness.data.idx`, :mod:`~curriculoss.harness.data.cifar`,
 :mod:`~curriculoss.harness.data.imagefolder`, :mod:`~curriculoss.harness.data.tabular` (npz, csv);
 this module holds :class:`Dataset`, the registry :data:`DATASETS` and :func:`load`, which checks and
-normalises whatever a reader returns.
+normalises whatever a reader returns. Besides the data sets, :mod:`~curriculoss.harness.data.npzfile`
+reads ``.npz`` archives lazily, each member's size checked before it is inflated, and
+:mod:`~curriculoss.harness.data.signals` reads a run's ``signals.npz`` that way for ``curriculoss flag``.
 
 :func:`load` returns a :class:`Dataset` of float32 inputs and int64 labels (float32 targets for
 regression). The readers:
@@ -48,6 +50,9 @@ bits), the usual practice for MNIST and CIFAR; the statistics are kept in
 :attr:`Dataset.normalisation` (the padding of :func:`curriculoss.harness.augment.crop_flip` needs them). ``npz`` and ``csv`` features are used as given
 (standardise them beforehand if their scales differ).
 
+A ``data_dir`` that is neither a regular file nor a directory (``/dev/zero``, a FIFO) is refused before
+it is opened, and so is a data set whose samples have no features (IDX images of 0x0 pixels).
+
 Checks before training on anything: labels are class indices ``0..C-1`` with ``C`` the largest label
 + 1, at most :data:`MAX_CLASSES`, and at least half of the classes ``0..C-1`` must occur (one corrupt
 label, such as an IDX label byte of 255 among MNIST's digits, is refused instead of making 256
@@ -64,13 +69,14 @@ SuperLoss paper's digit regression, Sec. 3.2). ``limit`` keeps the first ``limit
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED
+from curriculoss.harness.data._common import _EXPECTED, check_file_or_dir
 from curriculoss.harness.data.builtin import _digits
 from curriculoss.harness.data.cifar import RestrictedUnpickler, UnsafePickleError, _cifar10, _cifar100
 from curriculoss.harness.data.idx import _idx_dir, read_idx
@@ -155,6 +161,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
             raise ValueError(f"data_dir is required for dataset {name!r}")
         if not os.path.exists(data_dir):
             raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} not found (expected {_EXPECTED[name]})")
+        check_file_or_dir(data_dir, _EXPECTED[name])
 
     if name == "digits":
         x_tr, y_tr, x_te, y_te = _digits()
@@ -176,6 +183,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         x_tr, y_tr, x_te, y_te = _csv(Path(data_dir), task)
 
     where = name if data_dir is None else os.fspath(data_dir)
+    if math.prod(x_tr.shape[1:]) == 0:
+        raise ValueError(f"{where}: each sample has shape {tuple(x_tr.shape[1:])}: no features to learn from")
     if task == "classification":
         y_tr, y_te = _check_class_labels(y_tr, where, "training"), _check_class_labels(y_te, where, "test")
         num_classes: int | None = ({"cifar10": 10, "cifar100": 100}.get(name)

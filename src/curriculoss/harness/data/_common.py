@@ -2,6 +2,9 @@
 bound, and the deterministic train/test split used where a format has no test split."""
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 
 _EXPECTED = {
@@ -19,6 +22,24 @@ _EXPECTED = {
 # Deflate compresses at most about 1032:1, so a gzip file cannot hold more than this many bytes per
 # byte of file (with room for the headers): a larger declared size is refused before inflating.
 _GZIP_MAX_RATIO = 1100
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for an error message ('a FIFO (named pipe)', ...)."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def check_file_or_dir(path: str | os.PathLike, expected: str) -> None:
+    """Refuse a ``path`` that is neither a regular file nor a directory (``/dev/zero``, a FIFO: reading
+    one never ends or blocks), before it is opened; ``expected`` says what was expected."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{os.fspath(path)}: {file_kind(mode)}, not a regular file or a directory "
+                         f"(expected {expected})")
 
 
 def _split(x: np.ndarray, y: np.ndarray, classification: bool, test_size: float = 0.2):

@@ -110,6 +110,8 @@ def _idx_dir(directory: Path):
             # checked on the header, before the images (the large file) are inflated
             if shape[0] != len(labels):
                 raise ValueError(f"{img_path} has {shape[0]} images but {lab_path} has {len(labels)} labels")
+            if 0 in shape[1:]:
+                raise ValueError(f"{img_path}: images of {shape[1]}x{shape[2]} pixels; expected at least 1x1")
 
         images = read_idx(img_path, ndim=3, _check_shape=same_count)
         if images.dtype != np.uint8:

@@ -6,7 +6,9 @@
     DIR/train/cat/001.png ... DIR/test/cat/101.png ...           (the given split)
 
 Classes are the sub-folder names in sorted order (the test split's folders must be among the
-training split's). Files with an image extension (PNG, JPEG, BMP, GIF, WebP, TIFF) are decoded with
+training split's); there must be two at least, and a lone ``train/`` (or ``test/``) is refused rather than
+read as one class of that name. An image whose header declares more than :data:`MAX_PIXELS` pixels (or
+none) is refused before it is decoded. Files with an image extension (PNG, JPEG, BMP, GIF, WebP, TIFF) are decoded with
 Pillow (``pip install curriculoss[image]``), fully (so that a truncated file is found here, not in the
 middle of an epoch), converted to RGB and resized to ``image_size`` x ``image_size`` (bilinear); other
 files are ignored. A file Pillow cannot read, a truncated one, or one in a mode that has no RGB
@@ -24,11 +26,12 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "read_image_folder", "BadImageError", "ImageFiles", "moment_stats"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "read_image_folder", "BadImageError", "ImageFiles", "moment_stats"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -62,11 +65,31 @@ def _files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
     return paths, labels
 
 
+#: The most pixels an image may declare (64 megapixels, 8192 x 8192): its header is read first, and a
+#: larger image (a 13000 x 13000 PNG of a few kilobytes inflates to half a gigabyte) is refused undecoded.
+MAX_PIXELS = 64 * 2 ** 20
+
+
+def _check_size(path: Path, img) -> None:
+    width, height = img.size
+    if width * height == 0:
+        raise BadImageError(f"{path}: an image of {width}x{height} pixels: no pixels")
+    if width * height > MAX_PIXELS:
+        raise BadImageError(f"{path}: its header declares {width}x{height} pixels, more than the "
+                            f"{MAX_PIXELS // 2 ** 20} megapixels an image may have here; not decoded")
+
+
 def _decode(Image, path: Path, size: int) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # Pillow's warning of a large image: _check_size refuses it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            _check_size(path, img)
             img.load()  # decode now: a truncated file raises here
             rgb = img.convert("RGB")
+    except BadImageError:
+        raise
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, ... for bad files
         raise BadImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     if rgb.size != (size, size):
@@ -193,6 +216,19 @@ class ImageFiles:
         return f"ImageFiles({len(self)} files, size={self.size})"
 
 
+def _check_classes(root: Path, train_root: Path, classes: list[str]) -> None:
+    """At least two classes; a lone ``train/`` (or ``test/``) folder is a split without its other half."""
+    if len(classes) >= 2:
+        return
+    if train_root == root and classes[0] in ("train", "test"):
+        other = "test" if classes[0] == "train" else "train"
+        raise ValueError(f"{root}: holds {classes[0]}/ but no {other}/, which would be read as a single class "
+                         f"{classes[0]!r}; add {other}/ (one sub-folder of images per class in each), or put the "
+                         f"class folders directly in {root}")
+    raise ValueError(f"{train_root}: one class folder ({classes[0]!r}); a classifier needs at least 2 (one "
+                     "sub-folder of images per class)")
+
+
 def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images: bool = False, workers: int = 0,
                       stream: bool | None = False, memory: int | None = None):
     """``(x_train, y_train, x_test, y_test, moments_train)``.
@@ -223,6 +259,7 @@ def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images
     classes = _class_folders(train_root)
     if not classes:
         raise FileNotFoundError(f"{str(train_root)!r} has no class sub-folders (expected one folder of images per class)")
+    _check_classes(root, train_root, classes)
     paths, labels = _files(train_root, classes)
     if not paths:
         raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(train_root)!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED, _GZIP_MAX_RATIO, _split
+from curriculoss.harness.data._common import _EXPECTED, _GZIP_MAX_RATIO, _split, check_file_or_dir
 
 
 
@@ -118,8 +118,12 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _csv(path: Path, task: str):
     if path.is_dir():
         train, test = path / "train.csv", path / "test.csv"
-        if not train.is_file():
+        if not train.exists():
             raise FileNotFoundError(f"{str(train)!r} not found (expected {_EXPECTED['csv']})")
+        for part in (train, test) if test.exists() else (train,):
+            check_file_or_dir(part, _EXPECTED["csv"])
+            if part.is_dir():
+                raise ValueError(f"{part}: a directory, not a CSV file (expected {_EXPECTED['csv']})")
     else:
         train, test = path, None
     x, y = _read_csv(train)
