@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def device(request) -> torch.device:
     dev = torch.device(request.config.getoption("--device"))
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -37,7 +37,7 @@ def device(request) -> torch.device:
     return dev
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dtype(request) -> torch.dtype:
     return getattr(torch, request.config.getoption("--dtype"))
 

@@ -338,7 +338,7 @@ def _torchrun(*argv: str, **kwargs) -> subprocess.Popen:
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "curriculoss", "train", *argv]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True, **kwargs)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=os.setsid, **kwargs)
 
 
 def _free_port() -> int:
@@ -435,7 +435,7 @@ def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     time.sleep(0.05)  # into the second epoch
-    victims = [proc.pid, *_descendants(proc.pid)]  # torchrun starts its workers in their own sessions
+    victims = [proc.pid, *_descendants(proc.pid)]  # torchrun starts its workers in their own process groups
     assert len(victims) >= 1 + WORLD
     for pid in victims:
         try:

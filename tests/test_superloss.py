@@ -382,7 +382,7 @@ def test_float32_confidence_within_the_lambertw_contract_against_mpmath(smoothin
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Robustness (issue 15): half precision, negative indices, overflow of the running sums, tau checks
+# Robustness: half precision, negative indices, overflow of the running sums, tau checks
 # ----------------------------------------------------------------------------------------------------------
 
 ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
