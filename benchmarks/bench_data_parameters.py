@@ -12,15 +12,19 @@ reference implementation does: ``torch.optim.SGD`` over all N rows, then the unt
 is printed at N = 2.4M when ``--dense`` is given.
 
     python benchmarks/bench_data_parameters.py
+
+``--json FILE`` writes the figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from _results import load_average, write_result
 from _timing import interleaved
 
 from curriculoss import DataParameters
@@ -33,7 +37,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--dense", action="store_true", help="also time a dense instance-parameter step at N = 2.4M")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -93,6 +99,13 @@ def main() -> None:
     print(f"joint DP at N = 60K / plain CE: {t['dp_60k'] / t['ce']:.3f}x (goal <= 1.05x)")
     if args.dense:
         print(f"dense instance step at 2.4M / ours at 2.4M: {t['dense_2.4M'] / t['dp_2.4M']:.2f}x (information)")
+    if args.json:
+        write_result(args.json, "data-parameters", {
+            "batch_size": b, "repeats": args.repeats, "threads": torch.get_num_threads(),
+            "step_ms": {name: 1e3 * v for name, v in t.items()},
+            "ratios": {"joint_2.4M_over_50k": t["dp_2.4M"] / t["dp_50k"], "joint_60k_over_ce": t["dp_60k"] / t["ce"]},
+            "goals": {"joint_2.4M_over_50k": 1.10, "joint_60k_over_ce": 1.05}},
+            load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

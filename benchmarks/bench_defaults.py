@@ -1,7 +1,11 @@
 """The defaults grid: does every method train, with the command line's defaults, on every data set?
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py [--mnist DIR] [--out runs/bench_defaults] [--jobs 2]
+    OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py [--mnist MNIST_DIR] [--out runs/bench_defaults] [--jobs 2]
     OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py --select [...]   # how the defaults were chosen
+
+``MNIST_DIR`` is a folder holding the MNIST IDX files (``train-images-idx3-ubyte`` and the others, plain or
+gzipped). ``--json FILE`` writes the grid's figures with the command, the machine and the date (the
+documentation's tables are rendered from such files).
 
 Every cell is one ``curriculoss train`` run configured exactly as the command line configures it when
 given only ``--dataset/--data-dir/--model/--method/--noise-rate/--seed`` (the script asks the CLI's own
@@ -45,6 +49,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _results import command, load_average, write_result
 
 METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
 RATES = [0.0, 0.4]
@@ -266,7 +271,8 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     print("\n".join(lines))
 
 
-def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str]) -> None:
+def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str],
+                  json_path: str | None = None) -> None:
     jobs, keys = [], []
     for name, (dataset, data_dir, models) in data.items():
         for model in models:
@@ -277,6 +283,7 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
                         jobs.append((cfg, str(out / "grid" / name / model / f"rate{rate:g}" / method / f"seed{seed}")))
                         keys.append((name, model, rate, method, seed))
     t0 = time.perf_counter()
+    load_before = load_average()
     results = dict(zip(keys, run_all(jobs, n_jobs)))
     wall = time.perf_counter() - t0
     cfg0 = jobs[0][0]
@@ -303,11 +310,23 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
     (out / "defaults.md").write_text("\n".join(lines) + "\n")
     (out / "defaults.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
     print("\n".join(lines))
+    if json_path:
+        rows = [{"dataset": k[0], "model": k[1], "noise_rate": k[2], "method": k[3], "seed": k[4],
+                 "best": r["best"], "final": r["final"], "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
+                for k, r in results.items()]
+        write_result(json_path, "defaults-grid", {
+            "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
+            "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
+                                                      for m in sorted({k[1] for k in keys})},
+            "methods": METHODS, "noise_rates": RATES, "seeds": seeds, "processes": n_jobs, "rows": rows},
+            cmd=command(roles={"--mnist": "MNIST_DIR"}), load_before=load_before, wall_seconds=wall)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", help="MNIST IDX directory (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
+    parser.add_argument("--mnist", metavar="MNIST_DIR",
+                        help="folder of the MNIST IDX files (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
+    parser.add_argument("--json", help="also write the grid's figures, command, machine and date to this file")
     parser.add_argument("--out", default="runs/bench_defaults")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -327,7 +346,7 @@ def main() -> None:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
         select(data, out, args.jobs, epochs_flag, zero)
     else:
-        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag)
+        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ the median of the per-round ratios with a 95 % bootstrap interval. ``--fused`` a
 ``SuperLoss(..., fused=True)``.
 
     python benchmarks/bench_detection.py
+
+``--json FILE`` writes the figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import time
 
 import torch
 
+import statistics
+
+from _results import load_average, write_result
 from _timing import interleaved_samples, load_note, ratio, spread
 
 from curriculoss import SuperLoss, focal_loss
@@ -26,7 +31,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--fused", action="store_true")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -62,10 +69,16 @@ def main() -> None:
     print(f"{args.anchors} anchors, {args.classes} classes, CPU, {torch.get_num_threads()} threads, "
           f"{args.repeats} interleaved rounds; {load_note()}")
     print(f"focal alone          : {spread(times['focal'])} (forward + backward)")
+    record = {"anchors": args.anchors, "classes": args.classes, "rounds": args.repeats, "threads": torch.get_num_threads(),
+              "focal_ms": 1e3 * statistics.median(times["focal"]), "variants": {}}
     for name in [k for k in fns if k != "focal"]:
         r = ratio(times[name], times["focal"])
+        record["variants"]["fused" if name == "sl_fused" else "eager"] = {
+            "ms": 1e3 * statistics.median(times[name]), "ratio": r.value, "low": r.low, "high": r.high, "goal": 1.05}
         print(f"focal + SuperLoss{' fused' if name == 'sl_fused' else ''}    : {spread(times[name])}; ratio {r} "
               f"(95 % CI; goal <= 1.05x)")
+    if args.json:
+        write_result(args.json, "detection", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
    N = 100,000: the two run interleaved (A B A B ...), the ratio of the medians is printed
    (goal <= 1.10), with the memory the instance parameters and their momentum take.
 
-    python benchmarks/bench_distributed.py [--steps 60] [--repeats 200]
+    python benchmarks/bench_distributed.py [--steps 60] [--repeats 200] [--json FILE]
+
+``--json FILE`` writes the figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+
+from _results import load_average, write_result
 
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
@@ -100,7 +104,7 @@ def _fmt_bytes(b: float) -> str:
     return f"{b:,.0f} B" if b < 10_000 else f"{b / 1024:,.1f} KiB"
 
 
-def distributed_table(batch: int, steps: int) -> None:
+def distributed_table(batch: int, steps: int) -> dict:
     torch.set_num_threads(1)
     one = {kind: _run(kind, 1, 0, batch, steps) for kind in ("superloss", "data-params")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,17 +115,21 @@ def distributed_table(batch: int, steps: int) -> None:
     print("| method | processes | step time | ratio to 1 process | library bytes sent / rank / step "
           "| DDP gradient bytes / rank / step |")
     print("|---|---|---|---|---|---|")
+    record = {"global_batch": batch, "steps": steps, "methods": {}}
     for kind, label in (("superloss", "SuperLoss (avg) + smoothing, N = 60k"), ("data-params", "joint Data Parameters, N = 60k")):
         t1 = one[kind][0]
         t2 = max(r[kind][0] for r in ranks)  # the step is as slow as the slowest rank
         lib = max(r[kind][1] for r in ranks)
         print(f"| {label} | 1 | {t1 * 1e3:.2f} ms | 1.00 | 0 B | 0 B |")
         print(f"| {label} | 2 | {t2 * 1e3:.2f} ms | {t2 / t1:.2f} | {_fmt_bytes(lib)} | {_fmt_bytes(ranks[0][kind][2])} |")
+        record["methods"][kind] = {"label": label, "step_ms_1": t1 * 1e3, "step_ms_2": t2 * 1e3,
+                                   "library_bytes": lib, "ddp_bytes": ranks[0][kind][2]}
     print("\nLibrary bytes are O(global batch): SuperLoss gathers 32 B per sample, SparseSGD 16 B per "
           "gradient entry (one per sample and parameter tensor), plus the size exchanges; N does not enter.")
+    return record
 
 
-def scale_table(repeats: int, batch: int) -> None:
+def scale_table(repeats: int, batch: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     x = torch.randn(batch, 1, 28, 28)
@@ -164,6 +172,10 @@ def scale_table(repeats: int, batch: int) -> None:
         print(f"| {n:,} | {med[n] * 1e3:.3f} ms | {mem / 2**20:,.1f} MiB |")
     ratio = med[10_000_000] / med[100_000]
     print(f"\nratio N = 10M / N = 100k: **{ratio:.3f}** (goal <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})")
+    p = variants[10_000_000][1].log_instance_sigma
+    mem = 2 * p.numel() * p.element_size()
+    return {"repeats": repeats, "step_ms": {str(n): 1e3 * v for n, v in med.items()}, "ratio": ratio, "goal": 1.10,
+            "memory_mib_10M": mem / 2**20}
 
 
 def main() -> None:
@@ -172,11 +184,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per configuration (2 vs 1 processes)")
     parser.add_argument("--repeats", type=int, default=200, help="interleaved repetitions (N = 10M vs 100k)")
     parser.add_argument("--only", choices=("distributed", "scale"), help="run one of the two parts")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
+    record = {}
     if args.only != "scale":
-        distributed_table(args.batch_size, args.steps)
+        record["distributed"] = distributed_table(args.batch_size, args.steps)
     if args.only != "distributed":
-        scale_table(args.repeats, args.batch_size)
+        record["scale"] = scale_table(args.repeats, args.batch_size)
+    if args.json:
+        write_result(args.json, "distributed", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One training epoch with each method against the plain cross-entropy loop (goal <= 1.05x each).
 
-MNIST from its IDX files (``--data-dir``, default ``../shared/datasets/mnist`` beside the repository),
+MNIST from its IDX files (``--data-dir MNIST_DIR``, the folder holding them; or ``--dataset digits``),
 LeNet-5, SGD with momentum, batch 128, CPU. The data set, model, methods and noise come from the
 library (``curriculoss.harness.data.load``, ``curriculoss.harness.models.build_model``,
 ``curriculoss.harness.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
@@ -11,16 +11,15 @@ between rounds. Each method's ratio is the median of its per-round ratios (epoch
 round) with a 95 % bootstrap interval; rounds continue (up to ``--repeats``, or ``--max-minutes``) until
 every interval's half-width is below ``--resolution`` (2 %), and the script says whether it got there.
 
-    python benchmarks/bench_epoch.py                 # the full 60,000-image epoch
-    python benchmarks/bench_epoch.py --limit 10000   # a shorter epoch
-    python benchmarks/bench_epoch.py --quick         # a smoke run (3,000 images, 3 repeats)
+    python benchmarks/bench_epoch.py --data-dir MNIST_DIR                 # the full 60,000-image epoch
+    python benchmarks/bench_epoch.py --data-dir MNIST_DIR --limit 10000   # a shorter epoch
+    python benchmarks/bench_epoch.py --data-dir MNIST_DIR --quick         # a smoke run (3,000 images, 3 repeats)
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 from _timing import load_note, ratio
 
@@ -34,7 +33,6 @@ from curriculoss.harness.methods import METHODS, REGRESSION_LOSSES, MethodOption
 from curriculoss.harness.models import build_model
 
 GOAL = 1.05
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
 
 
 class Runner:
@@ -71,7 +69,7 @@ class Runner:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), help="MNIST-layout IDX directory (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (plain or gzipped)")
     parser.add_argument("--dataset", default="idx", choices=("idx", "digits"), help="digits: no files needed")
     parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in REGRESSION_LOSSES],
                         help="default: every classification method")
@@ -92,6 +90,8 @@ def main() -> None:
     if unknown:
         parser.error(f"--methods: unknown or regression-only {unknown}; choose from "
                      f"{', '.join(m for m in METHODS if m not in REGRESSION_LOSSES)}")
+    if args.dataset != "digits" and not args.data_dir:
+        parser.error("--data-dir MNIST_DIR is needed (the folder of the MNIST IDX files), or --dataset digits")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -9,15 +9,16 @@ the same model, optimiser and epochs (plain cross-entropy), then `cleanlab.filte
 
 Compute is reported as training sample-epochs (one pass over one sample) and wall time.
 
-    python benchmarks/bench_flag.py --data-dir ../shared/datasets/mnist --limit 10000 --epochs 15
+    python benchmarks/bench_flag.py --data-dir MNIST_DIR --limit 10000 --epochs 15
     python benchmarks/bench_flag.py --dataset blobs --model mlp --epochs 200
 
-`--keep DIR` keeps each run's signals.npz and cleanlab's probabilities.
+``MNIST_DIR`` is a folder holding the MNIST IDX files (plain or gzipped). `--keep DIR` keeps each run's
+signals.npz and cleanlab's probabilities; `--json FILE` writes the figures with the command, the machine
+and the date. Needs cleanlab (`pip install "curriculoss[flag]"`).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from _results import command, load_average, write_result
 
 from curriculoss import flag
 from curriculoss.harness.methods import MethodOptions
@@ -126,7 +129,7 @@ def make_blobs(path: Path, seed: int = 0, n: int = 6000) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"))
+    parser.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (--dataset idx)")
     parser.add_argument("--dataset", default="idx", help="idx (MNIST files), digits, or blobs (generated)")
     parser.add_argument("--model", default="lenet")
     parser.add_argument("--limit", type=int, default=10_000)
@@ -141,6 +144,11 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", help="keep each run's signals.npz and cleanlab's probabilities in this folder")
     args = parser.parse_args()
+    if args.dataset == "idx" and not args.data_dir:
+        parser.error("--dataset idx needs --data-dir MNIST_DIR (the folder of the MNIST IDX files)")
+    cmd = command(roles={"--data-dir": "MNIST_DIR"})
+    load_before, t_start = load_average(), time.perf_counter()
+    dataset_name = args.dataset
     if args.dataset == "blobs":
         blobs = Path(tempfile.mkdtemp()) / "blobs.npz"
         make_blobs(blobs, seed=args.seed)
@@ -175,7 +183,13 @@ def main() -> None:
         print(f"cleanlab find_label_issues: {f['cleanlab_num_issues']} flagged, precision {f['cleanlab_precision']:.4f}, "
               f"recall {f['cleanlab_recall']:.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
+        write_result(args.json, "flag", {
+            "dataset": dataset_name, "limit": args.limit, "model": args.model, "epochs_per_fold": args.epochs,
+            "our_epochs": args.our_epochs or max(1, args.epochs * 4 // 5), "folds": 5, "seed": args.seed,
+            "dp_level": args.dp_level, "dp_instance_lr": args.dp_instance_lr,
+            "settings": {setting: {name: {**row["figures"], "seconds": row["seconds"], "sample_epochs": row["sample_epochs"]}
+                                   for name, row in rows.items()} for setting, rows in results.items()}},
+            cmd=cmd, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

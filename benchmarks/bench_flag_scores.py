@@ -8,15 +8,19 @@ labels) and the estimated number of issues (`curriculoss.flag.estimate_num_issue
 
     python benchmarks/bench_flag_scores.py --runs runs/flag_scores                      # digits, MLP
     python benchmarks/bench_flag_scores.py --runs runs/flag_scores_mnist --dataset idx \\
-        --data-dir ../shared/datasets/mnist --limit 10000 --model lenet --epochs 15 50 --methods ce
+        --data-dir MNIST_DIR --limit 10000 --model lenet --epochs 15 50 --methods ce
+
+``MNIST_DIR`` is a folder holding the MNIST IDX files; ``--json FILE`` writes the figures with the command,
+the machine and the date.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import time
 from pathlib import Path
 
 import numpy as np
+from _results import command, load_average, write_result
 
 from curriculoss import flag
 from curriculoss.harness.train import TrainConfig, train
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
 
     results = {}
     for method in args.methods:
@@ -79,7 +84,8 @@ def main() -> None:
                 signals = dict(np.load(run / "signals.npz"))
                 window = flag.select_epochs(signals["margin"])
                 rows = evaluate_run(signals, method)
-                results[run.name] = {"window": window, "rows": rows}
+                results[run.name] = {"method": method, "noise": kind, "noise_rate": float(rate), "epochs": epochs,
+                                     "window": window, "num_samples": int(signals["labels"].size), "rows": rows}
                 n = signals["labels"].size
                 print(f"\n{method}, {kind} {rate}, {epochs} epochs (early window: epochs 1-{window}; "
                       f"{int(signals['noise_mask'].sum())} of {n} labels changed)")
@@ -89,7 +95,10 @@ def main() -> None:
                     print(f"| {label} | {f['auroc']:.4f} | {f['precision_at_k']:.4f} | "
                           f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])} |", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_result(args.json, "flag-scores", {"dataset": args.dataset, "limit": args.limit, "model": args.model,
+                                                "seed": args.seed, "runs": results},
+                     cmd=command(roles={"--data-dir": "MNIST_DIR"}), load_before=load_before,
+                     wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ second into memory. Then a CE epoch of LeNet-5 (batch 128, train + test accuracy
 the set in memory (``stream='no'``) and streamed (``stream='yes'``: decoded per batch by W = 0, 1, 2
 DataLoader workers).
 
-    python benchmarks/bench_harness.py --data-dir ../shared/datasets/mnist --limit 10000 --epochs 3 --repeats 3
-    python benchmarks/bench_harness.py --device cuda          # on a GPU
+    python benchmarks/bench_harness.py --data-dir MNIST_DIR --limit 10000 --epochs 3 --repeats 3
+    python benchmarks/bench_harness.py --data-dir MNIST_DIR --device cuda          # on a GPU
+
+``MNIST_DIR`` is a folder holding the MNIST IDX files (plain or gzipped).
 """
 from __future__ import annotations
 
@@ -29,8 +31,6 @@ import torch.nn.functional as F
 from curriculoss.harness import data as datasets
 from curriculoss.harness.models import build_model
 from curriculoss.harness.train import TrainConfig, resolve_device, train
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "mnist"
 
 
 def plain_loop(cfg: TrainConfig, data: datasets.Dataset, dev: torch.device) -> list[float]:
@@ -88,7 +88,7 @@ def imagefolder_throughput(n: int, workers: tuple[int, ...], epochs: int = 1, de
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    p.add_argument("--data-dir", metavar="MNIST_DIR", required=True, help="folder of the MNIST IDX files")
     p.add_argument("--limit", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--device", default="cpu")

@@ -9,6 +9,8 @@ batch). Beside each: the top-level ``aten::`` operations of one call. ``--fused`
 
     python benchmarks/bench_lambertw.py
     python benchmarks/bench_lambertw.py --fused
+
+``--json FILE`` writes the figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 import scipy.special
 import torch
 
+from _results import load_average, write_result
 from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
 
 from curriculoss import lambertw
@@ -32,7 +35,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--fused", action="store_true")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
+    record = {"dtype": args.dtype, "rows": []}
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -54,9 +60,16 @@ def main() -> None:
         err = np.max(np.abs(lambertw(x).double().numpy() - scipy.special.lambertw(x_np.astype(np.float64)).real))
         for name in [n for n in fns if n != "scipy"]:
             r = ratio(t["scipy"], t[name])
+            ops = top_level_ops(fns[name])
             print(f"| {label}{' fused' if name == 'fused' else ''} | {spread(t['scipy'])} | {spread(t[name])} | "
-                  f"{r} | {top_level_ops(fns[name])} | {err:.1e} |")
+                  f"{r} | {ops} | {err:.1e} |")
+            record["rows"].append({"input": label, "variant": "fused" if name == "fused" else "eager",
+                                   "scipy_ms": 1e3 * float(np.median(t["scipy"])), "ours_ms": 1e3 * float(np.median(t[name])),
+                                   "speedup": r.value, "low": r.low, "high": r.high, "ops": ops, "max_abs_difference": float(err)})
     print("goals: >= 20x scipy at 1M float32; faster than scipy at 128 values")
+    record["threads"] = torch.get_num_threads()
+    if args.json:
+        write_result(args.json, "lambertw", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ node (what SuperLoss, IMAE and the data parameters need for their hand-written g
 
     python benchmarks/bench_step.py                 # 480 rounds in 6 processes
     python benchmarks/bench_step.py --fused         # also SuperLoss(fused=True)
+
+``--json FILE`` writes the figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from _results import load_average, write_result
 from _timing import interleaved_samples, load_note, print_samples, ratio, samples_in_processes, spread, top_level_ops
 
 from curriculoss import DataParameters, SuperLoss, imae
@@ -71,7 +74,9 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process's rounds
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
+    load_before, t_start = load_average(), time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -177,16 +182,20 @@ def main() -> None:
              *(["--max-seconds", str(args.max_seconds / args.processes)] if args.max_seconds else [])]
     times, processes = samples_in_processes(child, args.processes)
     rounds = len(times["ce"])
+    record = {"batch_size": b, "threads": torch.get_num_threads(), "rounds": rounds, "processes": len(set(processes)),
+              "num_samples": N, "variants": {}}
     print(f"LeNet-5 step, batch {b}, CPU, {torch.get_num_threads()} threads, {rounds} interleaved rounds in "
           f"{len(set(processes))} processes; {load_note()} (2 cores shared with other jobs: timings are noisy, op counts are not)")
     print("| variant | step, median (IQR) | / CE, 95 % CI over processes | resolution (CI half-width) | aten ops, loss part | goal |")
     print("|---|---|---|---|---|---|")
     for kind in kinds:
+        record["variants"][kind] = {"step_ms": 1e3 * statistics.median(times[kind]), "ops": ops[kind]}
         if kind == "ce":
             print(f"| plain CE | {spread(times[kind])} | 1 | | {ops[kind]} | |")
             continue
         r = ratio(times[kind], times["ce"], groups=processes)
         goal = GOALS.get(kind)
+        record["variants"][kind].update(ratio=r.value, low=r.low, high=r.high, goal=goal)
         if goal is None:
             role = "(control: 1 on a perfect bench)" if kind == "ce_again" else "(floor)"
             print(f"| {kind} | {spread(times[kind])} | {r} | {100 * r.half_width:.1f} % | {ops[kind]} | {role} |")
@@ -200,6 +209,9 @@ def main() -> None:
     for kind in kinds:
         cold, warm = timed[kind]
         print(f"| {kind} | {warm:.0f} | {cold:.0f} | {cold - timed['ce'][0]:.0f} |")
+        record["variants"][kind].update(loss_part_us_back_to_back=warm, loss_part_us_after_forward=cold)
+    if args.json:
+        write_result(args.json, "step", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

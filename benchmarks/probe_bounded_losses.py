@@ -1,5 +1,5 @@
-"""Why MAE and GCE collapse with LeNet-5 on the 8x8 digits: a sweep of learning rate, warm-up and
-initialisation (the defaults grid's five collapsed cells, README "Defaults").
+"""Why MAE and GCE can collapse with LeNet-5 on the 8x8 digits: a sweep of learning rate, warm-up and
+initialisation (see docs/defaults.md, "LeNet-5's initialisation").
 
     OMP_NUM_THREADS=1 python benchmarks/probe_bounded_losses.py [--methods mae gce ce] [--lrs 0.03 0.1]
         [--seeds 0 1 2] [--warmup 5] [--init he] [--extra "--epochs 100"] [--jobs 2] [--out runs/probe_bounded]
@@ -7,8 +7,8 @@ initialisation (the defaults grid's five collapsed cells, README "Defaults").
 Each cell is one ``curriculoss train`` run with the command line's defaults but for the flags swept, on
 ``digits`` and ``digits-moved`` (bench_defaults.py's rotated and shifted digits), LeNet-5, 0 % and
 40 % symmetric noise; it prints the final test accuracy per seed (``*``: collapsed, as the grid counts
-it) and the mean. ``--init torch`` trains ``lenet-torchinit`` (PyTorch's default layer initialisation,
-the command line's LeNet-5 before it became He-initialised) instead of ``lenet``.
+it) and the mean. ``--init torch`` trains ``lenet-torchinit`` (PyTorch's default layer initialisation) instead
+of ``lenet`` (He-initialised, output layer at zero).
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
     OMP_NUM_THREADS=1 python docs/superloss-collapse/probe.py [MNIST_DIR] [--seeds 0 1 2 3] [--epochs 2]
 
-Trains LeNet-5 on the first 10,000 MNIST images (or the MLP on digits when no MNIST directory is
-given), 0 % noise, with the command line's settings of the time (SGD lr 0.1, momentum 0.9, weight decay
-5e-4, batch 64, cosine schedule over 15 epochs), once per variant and seed, and logs every step:
+Trains LeNet-5 with PyTorch's default initialisation (``lenet-torchinit``) on the first 10,000 MNIST
+images (or the MLP on digits when no MNIST directory is given), 0 % noise, SGD lr 0.1, momentum 0.9,
+weight decay 5e-4, batch 64, cosine schedule over 15 epochs, once per variant and seed, and logs every
+step:
 
 - ``tau`` ('avg': the mean of every loss seen so far) and the batch mean of the (smoothed) losses the
   confidence is computed from;
@@ -40,7 +41,7 @@ torch.set_num_threads(1)
 
 if args.data_dir:
     data = datasets.load("idx", data_dir=args.data_dir, limit=10_000)
-    model_name = "lenet"
+    model_name = "lenet-torchinit"
 else:
     data = datasets.load("digits")
     model_name = "mlp"

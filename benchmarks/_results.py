@@ -1,0 +1,117 @@
+"""Result files of the benchmarks: the figures with the command that made them, the machine and the date.
+
+Every benchmark whose figures appear in the documentation writes one JSON file (``--json PATH``)::
+
+    {"benchmark": "...", "command": "python benchmarks/...", "machine": {...}, "date": "...",
+     "transcribed": false, "data": {...}}
+
+``benchmarks/render_tables.py`` renders the documentation's tables from the committed files in
+``docs/results/``. Paths to data sets are recorded by their role (``--data-dir MNIST_DIR``), never as the
+folder they happened to be in on the measuring machine.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["machine", "command", "write_result", "load_average"]
+
+
+def load_average() -> list[float] | None:
+    try:
+        with open("/proc/loadavg") as fh:
+            return [float(v) for v in fh.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the figures were measured on: CPU, cores, OS, Python and library versions, load average."""
+    info = {"cpu": _cpu_name(), "cores": os.cpu_count(), "os": f"{platform.system()} {platform.machine()}",
+            "python": platform.python_version()}
+    for name in ("torch", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            info[name] = getattr(module, "__version__", "?")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def command(argv: list[str] | None = None, roles: dict[str, str] | None = None,
+            env: tuple[str, ...] = ("OMP_NUM_THREADS",)) -> str:
+    """The command line that ran, as a user would type it from the repository root.
+
+    ``roles`` maps an option to the placeholder its value is recorded as (``{"--data-dir": "MNIST_DIR"}``)."""
+    argv = list(sys.argv if argv is None else argv)
+    roles = roles or {}
+    script = Path(argv[0])
+    head = ["python", f"benchmarks/{script.name}"] if script.suffix == ".py" else [script.name]
+    args, i = [], 1
+    while i < len(argv):
+        arg = argv[i]
+        if "=" in arg and arg.split("=", 1)[0] in roles:
+            args.append(f"{arg.split('=', 1)[0]}={roles[arg.split('=', 1)[0]]}")
+        elif arg in roles and i + 1 < len(argv):
+            args += [arg, roles[arg]]
+            i += 1
+        else:
+            args.append(arg)
+        i += 1
+    prefix = [f"{k}={os.environ[k]}" for k in env if k in os.environ]
+    return shlex.join([*prefix, *head, *args])
+
+
+def _clean(value):
+    """JSON without NaN/inf (written as null), floats rounded to 6 significant digits."""
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars
+        return _clean(value.item())
+    return value
+
+
+def write_result(path: str | Path, benchmark: str, data: dict, *, cmd: str | None = None,
+                 load_before: list[float] | None = None, wall_seconds: float | None = None) -> Path:
+    """Write ``data`` with the command, the machine and the date to ``path`` (JSON)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    info["load_average"] = {"before": load_before, "after": load_average()}
+    record = {
+        "benchmark": benchmark,
+        "command": cmd if cmd is not None else command(),
+        "machine": info,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "transcribed": False,
+        **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds is not None else {}),
+        "data": _clean(data),
+    }
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

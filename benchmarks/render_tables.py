@@ -1,0 +1,650 @@
+"""Render the documentation's result tables from the committed result files in ``docs/results/``.
+
+Every table of figures in README.md and the pages under docs/ sits between two markers::
+
+    <!-- table:NAME -->
+    ...generated: the table, then how its figures were measured...
+    <!-- /table:NAME -->
+
+and is rendered here from one result file (JSON: the figures, the command that made them, the machine
+and the date; see ``benchmarks/_results.py``). Nothing between the markers is typed by hand.
+
+    python benchmarks/render_tables.py            # rewrite the tables in README.md and docs/
+    python benchmarks/render_tables.py --check    # exit 1 if any table differs from its result file
+    python benchmarks/render_tables.py import-bench OUT --wall-seconds S   # a `curriculoss bench` folder
+                                                  # -> docs/results/main-job.json (+ its plot)
+    python benchmarks/render_tables.py import-probe OUT/probe.csv   # docs/superloss-collapse/probe.py's log
+                                                  # -> docs/results/superloss-collapse.json (+ its plot)
+
+``import-bench`` reads the grid folder as ``curriculoss bench`` writes it (``grid.json``, ``summary.csv``,
+``summary.png``) and records it with the command, this machine and the date the summary was written.
+``tests/test_docs_tables.py`` checks that rendering from the committed files gives exactly what the
+documents contain.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+MARKER = re.compile(r"(?P<open><!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)", re.S)
+
+METHOD_NAMES = {"ce": "CE", "superloss": "SuperLoss", "data-params": "Data Parameters", "imae": "IMAE",
+                "mae": "MAE", "gce": "GCE", "sce": "SCE", "focal": "focal"}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def documents() -> list[Path]:
+    """README.md and every Markdown page under docs/ (the files whose tables are rendered)."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _pct(rate: float) -> str:
+    return f"{100 * rate:g} %"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine(m: dict) -> str:
+    name = m.get("cpu", "unknown CPU")
+    head = f"a {m['cores']}-core {name}" if m.get("cores") else name
+    extras = [m[k] for k in ("gpu",) if m.get(k)]
+    if m.get("torch"):
+        extras.append(f"torch {m['torch']}")
+    load_avg = m.get("load_average")
+    if isinstance(load_avg, dict) and load_avg.get("before"):
+        extras.append(f"load average {load_avg['before'][0]:.1f} at the start")
+    elif isinstance(load_avg, str):
+        extras.append(load_avg)
+    return head + (f" ({', '.join(extras)})" if extras else "")
+
+
+def source(record: dict) -> str:
+    """How the figures of a table were measured: command, machine, date (and whether transcribed)."""
+    date = record["date"][:10]
+    wall = f", {record['wall_seconds'] / 60:.1f} min wall" if record.get("wall_seconds") else ""
+    if record.get("transcribed"):
+        return (f"*Transcribed from an earlier record, not re-run for this page:* `{record['command']}` on "
+                f"{_machine(record['machine'])}, {date}{wall}.")
+    return f"*Measured with* `{record['command']}` on {_machine(record['machine'])}, {date}{wall}."
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _ci(v: dict) -> str:
+    return f"{v['ratio']:.3f}x [{v['low']:.3f}, {v['high']:.3f}]"
+
+
+def _goal(v: dict) -> str:
+    goal = v.get("goal")
+    if goal is None:
+        return ""
+    if v["high"] <= goal:
+        verdict = "met"
+    elif v["low"] > goal:
+        verdict = "not met"
+    else:
+        verdict = "undecided"
+    return f"<= {goal:.2f}x: {verdict}"
+
+
+# --------------------------------------------------------------------------------------------- main job
+
+def main_job() -> str:
+    record = load("main-job")
+    data = record["data"]
+    rows = []
+    for s in data["summary"]:
+        scale = 100.0 if s["metric"] == "accuracy" else 1.0
+        pm = lambda key: f"{scale * s[key + '_mean']:.2f} ± {scale * s[key + '_std']:.2f}"  # noqa: E731
+        rows.append([s["method"], _pct(s["noise_rate"]), pm("best"), pm("final"), f"{s['diverged']}/{s['seeds']}"])
+    base = data["grid"]["base"]
+    text = _table(["method", "label noise", "best test accuracy (%)", "final test accuracy (%)", "collapsed runs"], rows)
+    ce = sorted((s for s in data["summary"] if s["method"] == "ce"), key=lambda s: s["noise_rate"])
+    gaps = ", ".join(f"{100 * (s['best_mean'] - s['final_mean']):+.2f} points at {_pct(s['noise_rate'])} noise" for s in ce)
+    text += (f"\n\nMean ± standard deviation over seeds {', '.join(map(str, data['grid']['seeds']))}; {base['dataset']}, "
+             f"{base['model']}, {base['epochs']} epochs, batch {base['batch_size']}, lr {base['lr']:g}. "
+             f"CE's best minus final test accuracy (how much it memorised the wrong labels by the end): {gaps}.")
+    return text + "\n\n" + source(record)
+
+
+def headline() -> str:
+    """README's first result, one sentence: the main job at its highest noise rate."""
+    record = load("main-job")
+    summary = record["data"]["summary"]
+    rate = max(s["noise_rate"] for s in summary)
+    at = {s["method"]: s for s in summary if s["noise_rate"] == rate}
+    ce = at.pop("ce")
+    others = sorted(at.values(), key=lambda s: -s["final_mean"])
+    return (f"**Headline.** On the main job below (`curriculoss bench`: digits, an MLP, {_pct(rate)} of the training "
+            f"labels wrong, mean of {ce['seeds']} seeds), plain cross-entropy peaks at {100 * ce['best_mean']:.2f} % test "
+            f"accuracy and ends at {100 * ce['final_mean']:.2f} %; "
+            + ", ".join(f"{METHOD_NAMES[s['method']]} ends at {100 * s['final_mean']:.2f} %" for s in others) + ".")
+
+
+# --------------------------------------------------------------------------------------------- defaults grid
+
+def _grid_cells(data: dict) -> tuple[dict, dict]:
+    """(mean final per (dataset, model, rate, method), CE best - final per (dataset, model, rate))."""
+    finals: dict[tuple, list[float]] = {}
+    bests: dict[tuple, list[float]] = {}
+    collapsed: dict[tuple, int] = {}
+    for r in data["rows"]:
+        key = (r["dataset"], r["model"], r["noise_rate"], r["method"])
+        finals.setdefault(key, []).append(r["final"])
+        if r.get("best") is not None:
+            bests.setdefault(key, []).append(r["best"])
+        collapsed[key] = collapsed.get(key, 0) + int(bool(r.get("collapsed")))
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    cells = {k: (mean(v), collapsed[k]) for k, v in finals.items()}
+    gaps = {}
+    for k, v in finals.items():
+        if k[3] == "ce":
+            if k in bests:
+                gaps[k[:3]] = mean(bests[k]) - mean(v)
+            else:
+                gaps[k[:3]] = data["ce_best_minus_final"]["|".join([k[0], k[1], f"{k[2]:g}"])]
+    return cells, gaps
+
+
+def _grid_order(data: dict) -> list[tuple]:
+    seen = {}
+    for r in data["rows"]:
+        seen.setdefault((r["dataset"], r["model"], r["noise_rate"]), None)
+    return list(seen)
+
+
+def _defaults_grid(name: str) -> str:
+    record = load(name)
+    data = record["data"]
+    cells, gaps = _grid_cells(data)
+    rows = []
+    for ds, model, rate in _grid_order(data):
+        row = [ds, model, _pct(rate)]
+        for m in data["methods"]:
+            value, bad = cells[(ds, model, rate, m)]
+            row.append(f"**{100 * value:.1f} ({bad} collapsed)**" if bad else f"{100 * value:.1f}")
+        row.append(f"{100 * gaps[(ds, model, rate)]:+.1f}")
+        rows.append(row)
+    n_bad = sum(bad for _, bad in cells.values())
+    text = _table(["data set", "model", "label noise", *data["methods"], "CE best - final"], rows)
+    text += (f"\n\nFinal test accuracy (%), seed{'s' if len(data['seeds']) > 1 else ''} "
+             f"{', '.join(map(str, data['seeds']))}; {data['epochs']} epochs, batch {data['batch_size']}, momentum "
+             f"{data['momentum']:g}, weight decay {data['weight_decay']:g}, cosine schedule, lr per model "
+             f"({', '.join(f'{k} {v:g}' for k, v in sorted(data['lr'].items()))}). {len(data['rows'])} runs, "
+             f"{n_bad} collapsed (a collapsed run, diverged or at chance, would be in bold).")
+    return text + "\n\n" + source(record)
+
+
+def defaults_grid() -> str:
+    return _defaults_grid("defaults-grid")
+
+
+def defaults_grid_100() -> str:
+    return _defaults_grid("defaults-grid-100")
+
+
+def held_accuracy() -> str:
+    """40 % noise, CE against the three methods, per data set and model (the defaults grid)."""
+    record = load("defaults-grid")
+    data = record["data"]
+    cells, gaps = _grid_cells(data)
+    methods = ["ce", "superloss", "data-params", "imae"]
+    rows = []
+    for ds, model, rate in _grid_order(data):
+        if rate != 0.4:
+            continue
+        ce_best = cells[(ds, model, rate, "ce")][0] + gaps[(ds, model, rate)]
+        rows.append([ds, model, *[f"{100 * cells[(ds, model, rate, m)][0]:.1f}" for m in methods], f"{100 * ce_best:.1f}"])
+    text = _table(["data set", "model", *[f"{METHOD_NAMES[m]}" for m in methods], "CE, best during training"], rows)
+    text += (f"\n\nFinal test accuracy (%) after {data['epochs']} epochs with 40 % symmetric label noise, the command "
+             f"line's defaults, seed {', '.join(map(str, data['seeds']))}; the last column is CE's best test accuracy "
+             "during training, before it memorised the wrong labels.")
+    return text + "\n\n" + source(record)
+
+
+# --------------------------------------------------------------------------------------------- flagging
+
+def _setting(name: str) -> str:
+    kind, rate = name.split(":")
+    return f"{'sym' if kind == 'symmetric' else kind} {float(rate):g}"
+
+
+def _ranking(name: str) -> str:
+    return name.replace("(default)", "(**default**)")
+
+
+def _flag_rows(record: dict, only=None) -> list[list[str]]:
+    rows = []
+    for setting, rankings in record["data"]["settings"].items():
+        base = rankings["cleanlab 5-fold"]["sample_epochs"]
+        for name, f in rankings.items():
+            if only is not None and not only(name):
+                continue
+            rows.append([_setting(setting), _ranking(name), f"{f['auroc']:.4f}", f"{f['average_precision']:.4f}",
+                         f"{f['precision_at_k']:.4f}", f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])}",
+                         f"{f['sample_epochs'] / base:.2f}x"])
+    return rows
+
+
+def _flag_note(data: dict) -> str:
+    what = (f"the first {data['limit']:,} MNIST training images" if data["dataset"] == "idx" and data.get("limit")
+            else "a generated set (`make_classification`: 6,000 points, 20 features, 10 classes of two clusters, "
+                 "80 % for training)" if data["dataset"] == "blobs" else data["dataset"])
+    return (f"{what}, {data['model']}, seed {data['seed']}. cleanlab: 5-fold cross-validated probabilities "
+            f"({_n(data['epochs_per_fold'], 'epoch')} per fold, plain CE), `cleanlab.rank.get_label_quality_scores`; ours: one "
+            f"`curriculoss train` run of {_n(data['our_epochs'], 'epoch')} per method (a fifth of cleanlab's training "
+            f"sample-epochs), scored by `curriculoss.flag`; data parameters at the {data['dp_level']} level, instance lr "
+            f"{data['dp_instance_lr']:g}. Compute: training sample-epochs relative to cleanlab's.")
+
+
+FLAG_HEAD = ["noise", "ranking", "AUROC", "AP", "precision@k", "estimated / true count", "compute"]
+
+
+def flag_mnist() -> str:
+    record = load("flag-mnist")
+    return _table(FLAG_HEAD, _flag_rows(record)) + "\n\n" + _flag_note(record["data"]) + "\n\n" + source(record)
+
+
+def flag_summary() -> str:
+    """README: the default ranking (AUM of one CE run) against cleanlab 5-fold, per noise setting."""
+    record = load("flag-mnist")
+    rows = []
+    for setting, rankings in record["data"]["settings"].items():
+        base = rankings["cleanlab 5-fold"]
+        for name in ("ce: aum, early window (default)", "cleanlab 5-fold"):
+            f = rankings[name]
+            label = "curriculoss: AUM of one CE run (default)" if name != "cleanlab 5-fold" else "cleanlab, 5-fold cross-validation"
+            rows.append([_setting(setting), label, f"{f['auroc']:.4f}", f"{f['precision_at_k']:.4f}",
+                         f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])}",
+                         f"{f['sample_epochs'] / base['sample_epochs']:.2f}x"])
+    data = record["data"]
+    text = _table(["noise", "ranking", "AUROC", "precision@k", "estimated / true count", "compute"], rows)
+    text += (f"\n\nThe first {data['limit']:,} MNIST training images, {data['model']}; compute is training sample-epochs "
+             f"({data['our_epochs']} epochs on all samples against {data['epochs_per_fold']} per fold on four fifths).")
+    return text + "\n\n" + source(record)
+
+
+def flag_blobs() -> str:
+    parts = []
+    for name in ("flag-blobs-15", "flag-blobs-200"):
+        record = load(name)
+        parts.append((record, [[str(record["data"]["epochs_per_fold"]), *row] for row in _flag_rows(record)]))
+    text = _table(["epochs per fold", *FLAG_HEAD], [row for _, rows in parts for row in rows])
+    text += "\n\n" + _flag_note(parts[0][0]["data"])
+    for record, _ in parts:
+        text += "\n\n" + source(record)
+    return text
+
+
+def _scores_cell(f: dict) -> str:
+    if f.get("num_noisy", 0) == 0:
+        return f"{int(f['estimated_num_issues'])} flagged"
+    return f"{f['auroc']:.4f} / {f['precision_at_k']:.3f} / {int(f['estimated_num_issues'])}"
+
+
+SCORE_COLUMNS = ["aum, early window", "aum, all epochs", "loss, last half", "loss, all epochs"]
+
+
+def flag_scores() -> str:
+    record = load("flag-scores")
+    runs = record["data"]["runs"]
+    rows = []
+    for run in runs.values():
+        if run["method"] != "ce":
+            continue
+        first = next(iter(run["rows"].values()))
+        label = (f"{_setting(run['noise'] + ':' + str(run['noise_rate']))}, {run['epochs']} epochs (window 1-{run['window']})"
+                 if run["noise_rate"] else f"clean, {run['epochs']} epochs (window 1-{run['window']})")
+        rows.append([label, str(int(first["num_noisy"])), *[_scores_cell(run["rows"][c]) for c in SCORE_COLUMNS]])
+    text = _table(["CE run", "true count", "**AUM, early window** (default)", "AUM, all epochs", "loss, last half",
+                   "loss, all epochs"], rows)
+    text += ("\n\nEach cell: AUROC / precision at k / estimated count, against the run's own noise mask on the training "
+             f"set ({record['data']['dataset']}, {record['data']['model']}, seed {record['data']['seed']}).")
+    return text + "\n\n" + source(record)
+
+
+def flag_scores_worst() -> str:
+    record = load("flag-scores")
+    runs = record["data"]["runs"]
+    methods = list(dict.fromkeys(r["method"] for r in runs.values()))
+    columns = SCORE_COLUMNS + ["confidence, last half", "confidence, all epochs"]
+    rows = []
+    for m in methods:
+        noisy = [r for r in runs.values() if r["method"] == m and r["noise_rate"]]
+        clean = [r for r in runs.values() if r["method"] == m and not r["noise_rate"]]
+        row = [m]
+        for c in columns:
+            cells = [r["rows"][c] for r in noisy if c in r["rows"]]
+            if not cells:
+                row.append("-")
+                continue
+            err = max(abs(f["estimated_num_issues"] - f["num_noisy"]) / f["num_noisy"] for f in cells)
+            flagged = max((int(r["rows"][c]["estimated_num_issues"]) for r in clean if c in r["rows"]), default=0)
+            row.append(f"{min(f['auroc'] for f in cells):.4f} / {min(f['precision_at_k'] for f in cells):.3f} / "
+                       f"{100 * err:.0f} % / {flagged}")
+        rows.append(row)
+    head = {"aum, all epochs": "AUM, all epochs", "loss, last half": "loss, last half", "loss, all epochs": "loss, all epochs",
+            "confidence, last half": "own confidence, last half", "confidence, all epochs": "own confidence, all epochs"}
+    text = _table(["runs of", "**AUM, early window** (default)", *[head[c] for c in columns[1:]]], rows)
+    text += ("\n\nWorst case over each method's noisy runs: lowest AUROC / lowest precision at k / largest count "
+             "error / most samples flagged on clean labels.")
+    return text + "\n\n" + source(record)
+
+
+# --------------------------------------------------------------------------------------------- speed
+
+STEP_LABELS = {"ce_again": "a second plain CE (control)", "superloss": "SuperLoss 'avg' + smoothing (CPU batches: NumPy path)",
+               "superloss_torch": "SuperLoss, torch operations (as on a GPU)", "superloss_fused": "SuperLoss, `fused=True`",
+               "dp_instance": "Data Parameters, instance level", "dp_joint": "Data Parameters, joint",
+               "imae": "IMAE (T = 8)", "floor_weighted": "floor: CE times fixed weights",
+               "floor_node": "floor: the same in a Python autograd node"}
+
+
+def overhead() -> str:
+    """README: each method's LeNet-5 step against plain CE."""
+    record = load("step")
+    v = record["data"]["variants"]
+    rows = [[STEP_LABELS[k], _ci(v[k]), _goal(v[k])] for k in ("superloss", "dp_instance", "imae", "ce_again") if k in v]
+    text = _table(["method", "training step / plain CE step (95 % CI)", "goal"], rows)
+    text += (f"\n\nLeNet-5, batch {record['data']['batch_size']}, CPU, {_n(record['data']['threads'], 'torch thread')}, "
+             f"N = {record['data']['num_samples']:,} training samples; plain CE step {v['ce']['step_ms']:.1f} ms.")
+    return text + "\n\n" + source(record)
+
+
+def step() -> str:
+    record = load("step")
+    data = record["data"]
+    v = data["variants"]
+    rows = [["plain CE", f"{v['ce']['step_ms']:.2f}", "1", "", str(v["ce"]["ops"]),
+             f"{v['ce']['loss_part_us_back_to_back']:.0f} / {v['ce']['loss_part_us_after_forward']:.0f}"]]
+    for k, label in STEP_LABELS.items():
+        if k not in v:
+            continue
+        rows.append([label, f"{v[k]['step_ms']:.2f}", _ci(v[k]), _goal(v[k]), str(v[k]["ops"]),
+                     f"{v[k]['loss_part_us_back_to_back']:.0f} / {v[k]['loss_part_us_after_forward']:.0f}"])
+    text = _table(["variant", "step, median (ms)", "/ plain CE (95 % CI)", "goal", "aten ops, loss part",
+                   "loss part alone (us): back to back / after a forward"], rows)
+    text += (f"\n\n{data['rounds']} interleaved rounds in {data['processes']} processes, batch {data['batch_size']}, "
+             f"{_n(data['threads'], 'torch thread')}, N = {data['num_samples']:,}.")
+    return text + "\n\n" + source(record)
+
+
+def lambertw() -> str:
+    record = load("lambertw")
+    rows = [[r["input"], r["variant"], f"{r['scipy_ms']:.3f}", f"{r['ours_ms']:.3f}",
+             f"{r['speedup']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]", str(r["ops"]), f"{r['max_abs_difference']:.1e}"]
+            for r in record["data"]["rows"]]
+    text = _table(["input", "curriculoss", "scipy (ms)", "curriculoss (ms)", "scipy / curriculoss (95 % CI)",
+                   "aten ops", "max abs difference"], rows)
+    text += (f"\n\n{record['data']['dtype']}, CPU, {_n(record['data']['threads'], 'torch thread')}; medians of interleaved "
+             "calls. Goals: at least 20x scipy on 1M float32 values, faster than scipy on 128.")
+    return text + "\n\n" + source(record)
+
+
+def detection() -> str:
+    record = load("detection")
+    data = record["data"]
+    rows = [[f"focal + SuperLoss ({k})", f"{v['ms']:.1f}", _ci(v), _goal(v)] for k, v in data["variants"].items()]
+    text = _table(["variant", "forward + backward (ms)", "/ focal alone (95 % CI)", "goal"], rows)
+    text += (f"\n\n{data['anchors']:,} anchors x {data['classes']} classes, 10 % of the anchors ignored (`mask`), "
+             f"`tau='avg'`; focal alone {data['focal_ms']:.1f} ms; {data['rounds']} interleaved rounds, "
+             f"{_n(data['threads'], 'torch thread')}.")
+    return text + "\n\n" + source(record)
+
+
+def data_parameters() -> str:
+    record = load("data-parameters")
+    data = record["data"]
+    ms = data["step_ms"]
+    labels = {"joint_2.4M_over_50k": "joint, N = 2.4M / N = 50K", "joint_60k_over_ce": "joint, N = 60K / plain CE"}
+    rows = [[labels[k], f"{v:.3f}x", f"<= {data['goals'][k]:.2f}x: {'met' if v <= data['goals'][k] else 'not met'}"]
+            for k, v in data["ratios"].items()]
+    text = _table(["LeNet-5 step", "ratio of medians", "goal"], rows)
+    text += (f"\n\nBatch {data['batch_size']}, CPU, {_n(data['threads'], 'torch thread')}, {data['repeats']} interleaved "
+             f"repeats; median step: plain CE {ms['ce']:.2f} ms, N = 50K {ms['dp_50k']:.2f} ms, N = 60K "
+             f"{ms['dp_60k']:.2f} ms, N = 2.4M {ms['dp_2.4M']:.2f} ms.")
+    return text + "\n\n" + source(record)
+
+
+def _bytes(b: float) -> str:
+    return f"{b:,.0f} B" if b < 10_000 else f"{b / 1024:,.1f} KiB"
+
+
+def distributed() -> str:
+    record = load("distributed")
+    data = record["data"]
+    d = data["distributed"]
+    rows = [[m["label"], f"{m['step_ms_1']:.2f}", f"{m['step_ms_2']:.2f}", _bytes(m["library_bytes"]), _bytes(m["ddp_bytes"])]
+            for m in d["methods"].values()]
+    text = _table(["method", "1 process (ms)", "2 processes (ms)", "bytes sent per rank per step by curriculoss",
+                   "by DDP (gradients)"], rows)
+    s = data["scale"]
+    ratio = s["ratio"]
+    text += (f"\n\ngloo on CPU, LeNet-5, global batch {d['global_batch']}, one thread per process, median of {d['steps']} "
+             f"steps. Joint data parameters with N = 10,000,000 against N = 100,000 (one process): "
+             f"{ratio:.3f}x the step time (goal <= {s['goal']:.2f}x: {'met' if ratio <= s['goal'] else 'not met'}), "
+             f"{s['memory_mib_10M']:.0f} MiB of instance parameters and momentum.")
+    return text + "\n\n" + source(record)
+
+
+def superloss_collapse() -> str:
+    """The SuperLoss collapse probe (docs/superloss-collapse/probe.py), per seed."""
+    record = load("superloss-collapse")
+    rows = []
+    for r in record["data"]["seeds"]:
+        acc = r["test_accuracy"]
+        rows.append([str(r["seed"]), f"{100 * acc['paper']:.2f} %", f"{100 * acc['normalised']:.2f} %", f"{100 * acc['ce']:.2f} %",
+                     f"{r['largest_batch_loss']:.1f} at step {r['largest_batch_loss_step']}",
+                     f"{r['cap_share_before']:.2f} / {r['mean_sigma_before']:.2f}",
+                     f"{r['tau_max']:.2f}", f"{r['grad_norm_max']['paper']:.1f} / {r['grad_norm_max']['ce']:.1f}"])
+    text = _table(["seed", "paper step: test acc.", "normalised step", "CE", "largest batch loss (paper step)",
+                   "steps 10 to it: median share at the cap / median mean sigma*", "largest tau",
+                   "largest gradient norm, paper step / CE"], rows)
+    d = record["data"]
+    text += (f"\n\nTest accuracy after {_n(d['epochs'], 'epoch')}; {d['model']} on the first {d['limit']:,} MNIST training "
+             f"images, SGD lr {d['lr']:g}, momentum 0.9, batch {d['batch_size']}, SuperLoss `tau='avg'`, `lam=1`, smoothing 0.9.")
+    return text + "\n\n" + source(record)
+
+
+# --------------------------------------------------------------------------------------------- reproductions
+
+_VERDICT = re.compile(r"^\| \[(?P<name>[\w-]+)\]\(#[\w-]+\) \| (?P<verdict>[^|]+) \|$", re.M)
+
+
+def reproductions() -> str:
+    """The verdicts of the two generated reproduction documents, side by side."""
+    docs = {"digits (MLP)": ROOT / "docs" / "reproduction.md",
+            "MNIST, 10,000 images (LeNet-5)": ROOT / "docs" / "mnist" / "reproduction.md"}
+    verdicts = {label: {m["name"]: m["verdict"].strip() for m in _VERDICT.finditer(path.read_text(encoding="utf-8"))}
+                for label, path in docs.items()}
+    names = list(dict.fromkeys(n for v in verdicts.values() for n in v))
+    rows = [[f"`{n}`", *[verdicts[label].get(n, "not run") for label in docs]] for n in names]
+    return _table(["claim", *docs], rows)
+
+
+TABLES = {
+    "headline": headline,
+    "main-job": main_job,
+    "held-accuracy": held_accuracy,
+    "defaults-grid": defaults_grid,
+    "defaults-grid-100": defaults_grid_100,
+    "flag-summary": flag_summary,
+    "flag-mnist": flag_mnist,
+    "flag-blobs": flag_blobs,
+    "flag-scores": flag_scores,
+    "flag-scores-worst": flag_scores_worst,
+    "overhead": overhead,
+    "step": step,
+    "lambertw": lambertw,
+    "detection": detection,
+    "data-parameters": data_parameters,
+    "distributed": distributed,
+    "reproductions": reproductions,
+    "superloss-collapse": superloss_collapse,
+}
+
+
+def render_text(text: str, cache: dict | None = None) -> str:
+    """``text`` with every marked table re-rendered from its result file."""
+    cache = {} if cache is None else cache
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise KeyError(f"no renderer for table {name!r} (known: {', '.join(TABLES)})")
+        if name not in cache:
+            cache[name] = TABLES[name]().rstrip("\n") + "\n"
+        return m.group("open") + cache[name] + m.group("close")
+
+    return MARKER.sub(sub, text)
+
+
+def render_all(write: bool) -> list[Path]:
+    """Render every document; return the ones whose tables differ (rewritten when ``write``)."""
+    changed, cache = [], {}
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        new = render_text(text, cache)
+        if new != text:
+            changed.append(path)
+            if write:
+                path.write_text(new, encoding="utf-8")
+    return changed
+
+
+# --------------------------------------------------------------------------------------------- import-bench
+
+def _number(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def import_bench(folder: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
+                 load_before: list[float] | None = None) -> None:
+    """A `curriculoss bench` grid folder (grid.json, summary.csv) -> a result file."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import _clean, machine
+
+    grid = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+    with open(folder / "summary.csv", newline="") as fh:
+        summary = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    finished = datetime.datetime.fromtimestamp((folder / "summary.csv").stat().st_mtime, datetime.timezone.utc)
+    import torch  # noqa: F401  (its version goes into the machine description)
+
+    info = machine()
+    if load_before:
+        info["load_average"] = {"before": load_before}
+    record = {"benchmark": "main-job", "command": cmd, "machine": info,
+              "date": finished.strftime("%Y-%m-%dT%H:%M:%SZ"), "transcribed": False,
+              **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds else {}),
+              "data": _clean({"grid": grid, "summary": summary})}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if figure is not None and (folder / "summary.png").exists():
+        shutil.copyfile(folder / "summary.png", figure)
+    print(f"wrote {out}" + (f" and {figure}" if figure else ""))
+
+
+def import_probe(csv_path: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
+                 load_before: list[float] | None = None) -> None:
+    """The probe.csv of docs/superloss-collapse/probe.py -> a per-seed summary result file."""
+    import math
+    import statistics
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _results import _clean, machine
+
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    num = lambda v: float(v) if v not in ("", None) else math.nan  # noqa: E731
+    seeds = []
+    for seed in dict.fromkeys(r["seed"] for r in rows):
+        run = {v: [r for r in rows if r["variant"] == v and r["seed"] == seed] for v in ("ce", "paper", "normalised")}
+        paper = run["paper"]
+        peak = max(paper, key=lambda r: num(r["batch_loss"]))
+        before = [r for r in paper if 10 <= int(r["step"]) < int(peak["step"])] or paper[:1]
+        seeds.append({
+            "seed": int(seed),
+            "test_accuracy": {v: num(run[v][-1]["test_acc"]) for v in run},
+            "largest_batch_loss": num(peak["batch_loss"]), "largest_batch_loss_step": int(peak["step"]),
+            "cap_share_before": statistics.median(num(r["cap_share"]) for r in before),
+            "mean_sigma_before": statistics.median(num(r["mean_sigma"]) for r in before),
+            "tau_max": max(num(r["tau"]) for r in paper),
+            "grad_norm_max": {v: max(num(r["grad_norm"]) for r in run[v]) for v in ("ce", "paper")},
+        })
+    epochs = 1 + max(int(r["epoch"]) for r in rows)
+    finished = datetime.datetime.fromtimestamp(csv_path.stat().st_mtime, datetime.timezone.utc)
+    import torch  # noqa: F401  (its version goes into the machine description)
+
+    info = machine()
+    if load_before:
+        info["load_average"] = {"before": load_before}
+    record = {"benchmark": "superloss-collapse", "command": cmd, "machine": info,
+              "date": finished.strftime("%Y-%m-%dT%H:%M:%SZ"), "transcribed": False,
+              **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds else {}),
+              "data": _clean({"model": "lenet-torchinit", "limit": 10_000, "lr": 0.1, "batch_size": 64, "epochs": epochs,
+                              "seeds": seeds})}
+    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if figure is not None and (csv_path.parent / "superloss-collapse.png").exists():
+        shutil.copyfile(csv_path.parent / "superloss-collapse.png", figure)
+    print(f"wrote {out}" + (f" and {figure}" if figure else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["import-probe"]:
+        p = argparse.ArgumentParser(prog="render_tables.py import-probe", description=import_probe.__doc__)
+        p.add_argument("csv", type=Path, help="OUT/probe.csv of docs/superloss-collapse/probe.py")
+        p.add_argument("--out", type=Path, default=RESULTS / "superloss-collapse.json")
+        p.add_argument("--figure", type=Path, default=ROOT / "docs" / "superloss-collapse" / "superloss-collapse.png")
+        p.add_argument("--command", default="OMP_NUM_THREADS=1 python docs/superloss-collapse/probe.py MNIST_DIR")
+        p.add_argument("--wall-seconds", type=float)
+        p.add_argument("--load-before", type=float, nargs=3)
+        a = p.parse_args(argv[1:])
+        import_probe(a.csv, a.out, a.command, a.wall_seconds, a.figure, a.load_before)
+        return 0
+    if argv[:1] == ["import-bench"]:
+        p = argparse.ArgumentParser(prog="render_tables.py import-bench", description=import_bench.__doc__)
+        p.add_argument("folder", type=Path, help="the --out folder of a finished `curriculoss bench`")
+        p.add_argument("--out", type=Path, default=RESULTS / "main-job.json")
+        p.add_argument("--figure", type=Path, default=RESULTS / "main-job.png", help="copy of the grid's summary.png")
+        p.add_argument("--command", default="curriculoss bench", help="the command that made the folder")
+        p.add_argument("--wall-seconds", type=float, help="its wall time")
+        p.add_argument("--load-before", type=float, nargs=3, help="the load average when it started (1, 5, 15 min)")
+        a = p.parse_args(argv[1:])
+        import_bench(a.folder, a.out, a.command, a.wall_seconds, a.figure, a.load_before)
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its result file")
+    a = p.parse_args(argv)
+    changed = render_all(write=not a.check)
+    for path in changed:
+        print(f"{'differs' if a.check else 'rendered'}: {path.relative_to(ROOT)}")
+    return 1 if a.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
