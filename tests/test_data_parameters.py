@@ -115,7 +115,7 @@ def test_gradcheck_forward():
 def test_initial_values_and_views():
     j = DataParameters(K, N, level="joint")
     torch.testing.assert_close(j.class_sigma, torch.ones(K))
-    torch.testing.assert_close(j.instance_sigma, torch.full((N,), 0.001))  # erratum 4
+    torch.testing.assert_close(j.instance_sigma, torch.full((N,), 0.001))  # the joint curriculum: instances start at 0.001
     assert j.class_sigma.requires_grad is False
     i = DataParameters(None, N, level="instance")
     torch.testing.assert_close(i.instance_sigma, torch.ones(N))
@@ -519,7 +519,7 @@ class ReferenceTrainingStep:
 
     - the loss is ``F.cross_entropy(logits / sigma*[:, None], y)`` plus
       ``0.5 * wd_class * sum(log_class[y] ** 2) + 0.5 * wd_inst * sum(log_inst[idx] ** 2)``, the parameters
-      *gathered for the mini-batch* (papers README, note 7);
+      *gathered for the mini-batch*;
     - its ``SparseSGD``: a dense ``torch.optim.SGD`` step (momentum, no weight decay) after which the
       rows whose gradient is exactly 0, parameter and momentum alike, are put back;
     - then the whole tensors are clamped to [log(1/20), log(20)].

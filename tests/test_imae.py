@@ -227,7 +227,7 @@ def test_module_confidence_is_weight():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 2b. the default: the authors' Caffe layer (UnifiedWeightLoss, papers README note 6)
+# 2b. the default: the authors' Caffe layer (UnifiedWeightLoss)
 # ----------------------------------------------------------------------------------------------------------
 
 

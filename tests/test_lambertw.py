@@ -228,7 +228,7 @@ def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol,
 
 def test_float32_floor_keeps_expm1_off_its_slow_path():
     """At the clamp's floor (the branch point, SuperLoss's cap) v = W + 1 stays above 1e-14: torch's
-    float32 expm1 on the CPU is about 8 times slower below about 1e-15 (README, Operation counts),
+    float32 expm1 on the CPU is about 8 times slower below about 1e-15 (docs/benchmarks.md),
     and W = v - 1 still rounds to exactly -1."""
     import sys
 

@@ -44,7 +44,7 @@ SIGNAL_OF = {"aum": "margin", "loss": "loss", "superloss": "confidence", "data-p
 DEFAULT_WINDOW = {"aum": "auto", "loss": 0.5, "superloss": 0.5, "data-params": 0.5, "imae": 0.5}
 
 #: The score that ranks a run of each training method best (measured on digits and MNIST at 15-200
-#: epochs and 20-40 % noise; README "Ranking mislabelled samples"): the early-learning AUM for every
+#: epochs and 20-40 % noise; docs/flagging.md): the early-learning AUM for every
 #: method, also for SuperLoss and data-parameter runs, whose own confidences rank worse.
 DEFAULT_SCORE = {"ce": "aum", "superloss": "aum", "data-params": "aum", "imae": "aum"}
 
@@ -253,7 +253,7 @@ def estimate_num_issues(scores, *, score: str | None = None) -> int:
     that the network, over the early-learning window, assigned on average to a class other than their
     label. Pleiss et al. (2020, Sec. 3) calibrate this threshold with fake "threshold samples"; the
     zero margin needs no extra training and measured within 10 % of the true number on digits and
-    MNIST at 15-200 epochs (README).
+    MNIST at 15-200 epochs (docs/flagging.md).
 
     For any other score the scores of a noisy training set are a mixture of a high clean mode and a low noisy one. The
     estimate is the number of scores below Otsu's threshold: the split of the sorted scores into a

@@ -223,7 +223,7 @@ def _compiled_forward():
 
 # Below this many elements a CPU tensor is evaluated with NumPy: the same arithmetic as
 # _lambertw_forward, at about 1 us per operation instead of torch's 4-5 us dispatch, so that a batch-sized
-# call costs no more than scipy's (README, "Benchmarks"). Above it torch's kernels, which run on all of
+# call costs no more than scipy's (docs/benchmarks.md). Above it torch's kernels, which run on all of
 # torch's threads, win, except with one thread: NumPy's own float32 expm1 and log1p are 2-4 times faster
 # than torch's (2.13) there, so with one thread lambertw takes the NumPy copy at every size, in pieces of
 # _NUMPY_PIECE elements that stay in the core's cache (1M values: 7.3 ms against 10.5 ms for torch's

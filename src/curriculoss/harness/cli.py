@@ -168,7 +168,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     run.add_argument("--batch-size", type=_positive_int, default=64, help="samples per SGD step")
     run.add_argument("--lr", type=_number(0.0, low_open=True), default=None,
                      help="SGD learning rate (default: per model, " +
-                          ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ", others 0.1; see the README's Defaults)")
+                          ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ", others 0.1; see docs/defaults.md)")
     run.add_argument("--weight-decay", type=_number(0.0), default=5e-4, help="SGD weight decay (L2) of the network")
     run.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
                      help="learning-rate schedule per epoch (default cosine annealing to 0)")
@@ -199,7 +199,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
     m.add_argument("--dp-class-lr", type=_number(0.0), default=0.1, help="class-level data-parameter learning rate")
     m.add_argument("--dp-instance-lr", type=_number(0.0), default=1.0,
                    help="instance-level data-parameter learning rate (default 1, selected on validation splits "
-                        "with a 100-epoch check in which 10 collapsed; see the README's Defaults)")
+                        "with a 100-epoch check in which 10 collapsed; see docs/defaults.md)")
     m.add_argument("--dp-class-weight-decay", type=_number(0.0), default=5e-4,
                    help="class-level data-parameter weight decay on log sigma (default 5e-4)")
     m.add_argument("--dp-instance-weight-decay", type=_number(0.0), default=0.0,
@@ -214,7 +214,7 @@ def _add_common(p: argparse.ArgumentParser, grid: bool) -> None:
                           "their dashes, e.g. noise-rate = 0.4; options given on the command line override it. "
                           "Every run folder holds its options as config.toml (default: none)")
     out.add_argument("--out", help="run folder (train; default: runs/DATASET-METHOD-rateR-seedS and the other "
-                                   "options given, e.g. -lr0.05-e10, see the README) or grid folder (bench; default: "
+                                   "options given, e.g. -lr0.05-e10, see docs/command-line.md) or grid folder (bench; default: "
                                    "runs/bench); an existing one is refused, see --resume, --overwrite")
     again = out.add_mutually_exclusive_group()
     again.add_argument("--resume", metavar="DIR",

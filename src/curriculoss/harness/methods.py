@@ -91,7 +91,7 @@ class MethodOptions:
     imae_T: float = 8.0
     dp_level: str = "instance"  # the paper's choice under label noise (Sec. 3.4)
     dp_class_lr: float = 0.1
-    dp_instance_lr: float = 1.0  # selected on validation splits with a 100-epoch check (README, "Defaults")
+    dp_instance_lr: float = 1.0  # selected on validation splits with a 100-epoch check (docs/defaults.md)
     dp_class_weight_decay: float = 5e-4
     dp_instance_weight_decay: float = 0.0
     dp_weight_decay_mode: str = "per_sample"  # the reference's: counted once per occurrence in the batch

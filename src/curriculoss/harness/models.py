@@ -26,7 +26,7 @@ __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet",
            "check_model_name", "is_factory", "probe_model", "DEFAULT_LR", "default_lr"]
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
-#: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (README, "Defaults").
+#: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (docs/defaults.md).
 DEFAULT_LR = {"mlp": 0.03, "lenet": 0.01, "lenet-torchinit": 0.03, "resnet20": 0.1, "resnet32": 0.1}
 
 
@@ -66,7 +66,7 @@ class LeNet5(nn.Module):
     the output layer it spread the initial logits (standard deviation 0.8-2.1 on the 8x8 digits), so that
     up to 30 % of the samples started with p_y < 0.01; a loss whose gradient scales with p_y (MAE) then
     never learned those classes. With a zero output layer every sample starts at p = 1/C, and the
-    output layer's first step starts the gradient flowing to the others (README, "Defaults").
+    output layer's first step starts the gradient flowing to the others (docs/defaults.md).
     ``init='torch'``: PyTorch's default layer initialisation (uniform, variance 1 / (3 fan_in), biases
     too), under which the signal shrinks about six-fold in variance per ReLU layer: on the 8x8 digits the
     network's output started nearly constant and the losses with a weak gradient there (MAE, GCE) never

@@ -640,8 +640,7 @@ def _end_distributed(finished: bool) -> None:
     A rank that tore down and exited while another was still running (rank 0 writing the run folder)
     was seen to abort in interpreter shutdown ("terminate called without an active exception", gloo,
     torch 2.13): 8 of 60 runs of a minimal DDP script on a loaded 2-core machine, none of 100 with a
-    barrier before the teardown, a collection of the DDP wrapper, or both (README, Distributed
-    training). So the training objects are collected first and, after a run that finished on this
+    barrier before the teardown, a collection of the DDP wrapper, or both (docs/distributed-gpu.md). So the training objects are collected first and, after a run that finished on this
     rank, the ranks wait for each other. After an error there is no barrier: a rank that failed alone
     would leave the others waiting for it (under torchrun its agent ends them).
     """
