@@ -349,7 +349,7 @@ def test_every_train_option_shows_its_default(capsys):
     entries = {}
     for line in text.split("\n\n", 1)[1].splitlines():
         stripped = line.strip()
-        if stripped.startswith("--"):
+        if line.startswith("  --"):  # an option's own line (wrapped help text is indented further)
             flag = stripped.split()[0]
             entries[flag] = stripped
         elif stripped and entries:

@@ -1,14 +1,14 @@
 """Find the mislabelled samples from one training run (numpy in, numpy out, cleanlab's conventions).
 
-A run leaves per-sample, per-epoch signals behind (``signals.npz``, written by
-:class:`curriculoss.recorder.Recorder` in ``curriculoss train`` or in any training loop): the loss, the
+A run leaves per-sample, per-epoch signals behind (`signals.npz`, written by
+`curriculoss.recorder.Recorder` in `curriculoss train` or in any training loop): the loss, the
 method's confidence (SuperLoss sigma*, Fig. 5; the instance data parameters, Data Parameters Fig. 4)
-and the margin ``z_y - max_{i != y} z_i``. This module turns them into label-quality scores in
+and the margin `z_y - max_{i != y} z_i`. This module turns them into label-quality scores in
 [0, 1], lower = more likely mislabelled, estimates how many labels are wrong, picks the suspects, and
 measures the ranking against a known noise mask.
 
 The default score is the Area Under the Margin (AUM; Pleiss et al., NeurIPS 2020, Eq. 2), the mean
-margin of each sample over the epochs, taken over the *early-learning window* (:func:`select_epochs`):
+margin of each sample over the epochs, taken over the *early-learning window* (`select_epochs`):
 the first epochs, up to the point where the mean margins split best into two groups. A network learns
 the clean samples first and memorises the wrong labels later (the later, the longer the schedule);
 averaged over every epoch of a long run, the memorised epochs drown the early ones (digits, MLP, 40 %
@@ -16,7 +16,7 @@ symmetric noise, 200 epochs: AUROC 0.92 over all epochs, 0.79 over the last half
 selected window). The number of wrong labels is the number of samples with a negative AUM over that
 window: those the network, while it learnt, kept assigning to another class.
 
-Signals are arrays of shape ``(epochs, N)`` or ``(N,)``; NaN entries (a sample not seen in an epoch)
+Signals are arrays of shape `(epochs, N)` or `(N,)`; NaN entries (a sample not seen in an epoch)
 are skipped when averaging.
 """
 from __future__ import annotations
@@ -37,10 +37,10 @@ SCORE_METHODS = {
     "imae": "exp(-mean MAE loss) from an IMAE run's loss signal",
 }
 
-#: The ``signals.npz`` table each score reads.
+#: The `signals.npz` table each score reads.
 SIGNAL_OF = {"aum": "margin", "loss": "loss", "superloss": "confidence", "data-params": "confidence", "imae": "loss"}
 
-#: The default window of each score (``window`` of :func:`label_quality_scores`).
+#: The default window of each score (`window` of `label_quality_scores`).
 DEFAULT_WINDOW = {"aum": "auto", "loss": 0.5, "superloss": 0.5, "data-params": 0.5, "imae": 0.5}
 
 #: The score that ranks a run of each training method best (measured on digits and MNIST at 15-200
@@ -50,7 +50,7 @@ DEFAULT_SCORE = {"ce": "aum", "superloss": "aum", "data-params": "aum", "imae": 
 
 
 def default_score(method: str) -> str:
-    """The default score for a run trained with ``method`` (a ``curriculoss train --method`` name)."""
+    """The default score for a run trained with `method` (a `curriculoss train --method` name)."""
     return DEFAULT_SCORE.get(method, "aum")
 
 
@@ -99,18 +99,18 @@ def select_epochs(margin, *, max_samples: int = 100_000) -> int:
     1. the learning phase ends at the first epoch whose number of misfit samples (margin < 0) is at
        least 90 % of the previous epoch's: the easy samples are learnt and the count has stopped
        falling fast (on clean data that is once nearly everything is learnt);
-    2. among the windows ``[0, e)`` at least twice that long (so that a clean sample learnt by the
+    2. among the windows `[0, e)` at least twice that long (so that a clean sample learnt by the
        end of the learning phase is misfit in at most half the window: its AUM is positive), the
        one whose AUM scores split best into two groups (largest Otsu effectiveness, between-group
        over total variance): long enough to average out the epoch-to-epoch noise, short enough that
        the memorised epochs do not blur the groups.
 
     Args:
-        margin: ``(epochs, N)`` margins (``signals.npz``'s ``margin``).
+        margin: `(epochs, N)` margins (`signals.npz`'s `margin`).
         max_samples: above this many samples the separability is measured on an evenly spaced subset.
 
     Returns:
-        The number of first epochs, in ``[1, epochs]``.
+        The number of first epochs, in `[1, epochs]`.
     """
     m = _as_signal(margin, "margin")
     if m.shape[1] > max_samples:
@@ -172,19 +172,19 @@ def label_quality_scores(signals, *, method: str = "loss", last_epochs=_UNSET, w
     """One score per training sample in [0, 1]; lower = more likely mislabelled.
 
     Args:
-        signals: per-sample signal, ``(epochs, N)`` or ``(N,)``: the margins for ``'aum'``, the
-            per-sample loss for ``'loss'`` and ``'imae'``, the SuperLoss confidence for
-            ``'superloss'``, the data parameters for ``'data-params'`` (:data:`SIGNAL_OF`).
-        method: one of :data:`SCORE_METHODS`.
-        window: the epochs averaged: ``'auto'`` (the early-learning window of :func:`select_epochs`,
-            from ``margin``, or from ``signals`` themselves for ``'aum'``), ``'all'`` / ``None``, a
-            count or a fraction of the *last* epochs, or a ``slice``. Default: ``'auto'`` for ``'aum'``,
+        signals: per-sample signal, `(epochs, N)` or `(N,)`: the margins for `'aum'`, the
+            per-sample loss for `'loss'` and `'imae'`, the SuperLoss confidence for
+            `'superloss'`, the data parameters for `'data-params'` (`SIGNAL_OF`).
+        method: one of `SCORE_METHODS`.
+        window: the epochs averaged: `'auto'` (the early-learning window of `select_epochs`,
+            from `margin`, or from `signals` themselves for `'aum'`), `'all'` / `None`, a
+            count or a fraction of the *last* epochs, or a `slice`. Default: `'auto'` for `'aum'`,
             the last half (0.5) for the others.
-        last_epochs: the older name of a count / fraction / ``None`` window.
-        margin: ``(epochs, N)`` margins, for ``window='auto'`` with another signal.
+        last_epochs: the older name of a count / fraction / `None` window.
+        margin: `(epochs, N)` margins, for `window='auto'` with another signal.
 
     Returns:
-        ``(N,)`` float array in [0, 1]. A sample with no finite signal at all gets NaN.
+        `(N,)` float array in [0, 1]. A sample with no finite signal at all gets NaN.
     """
     if method not in SCORE_METHODS:
         raise ValueError(f"method must be one of {', '.join(SCORE_METHODS)}; got {method!r}")
@@ -204,16 +204,16 @@ def label_quality_scores(signals, *, method: str = "loss", last_epochs=_UNSET, w
 
 
 def run_scores(signals: Mapping, score: str | None = None, *, method: str | None = None, window=_UNSET) -> tuple[str, np.ndarray]:
-    """The scores of a run's ``signals.npz`` (a mapping of its arrays).
+    """The scores of a run's `signals.npz` (a mapping of its arrays).
 
     Args:
-        signals: ``np.load('signals.npz')`` or :meth:`curriculoss.recorder.Recorder.arrays`.
-        score: one of :data:`SCORE_METHODS`; default :func:`default_score` of ``method``.
+        signals: `np.load('signals.npz')` or `curriculoss.recorder.Recorder.arrays`.
+        score: one of `SCORE_METHODS`; default `default_score` of `method`.
         method: the training method of the run (for the default score).
-        window: as in :func:`label_quality_scores` (``'auto'`` uses the run's margins).
+        window: as in `label_quality_scores` (`'auto'` uses the run's margins).
 
     Returns:
-        ``(score name, (N,) scores)``.
+        `(score name, (N,) scores)`.
     """
     score = score or default_score(method or "ce")
     if score not in SCORE_METHODS:
@@ -249,7 +249,7 @@ def _check_scores(scores, name: str = "scores") -> np.ndarray:
 def estimate_num_issues(scores, *, score: str | None = None) -> int:
     """Number of likely label issues, estimated from the scores alone.
 
-    For AUM scores (``score='aum'``) it is the number of negative AUMs (scores below 1/2): the samples
+    For AUM scores (`score='aum'`) it is the number of negative AUMs (scores below 1/2): the samples
     that the network, over the early-learning window, assigned on average to a class other than their
     label. Pleiss et al. (2020, Sec. 3) calibrate this threshold with fake "threshold samples"; the
     zero margin needs no extra training and measured within 10 % of the true number on digits and
@@ -280,18 +280,18 @@ def find_label_issues(scores, *, num_issues: int | None = None, threshold: float
     """The samples most likely mislabelled.
 
     Args:
-        scores: ``(N,)`` label-quality scores in [0, 1], lower = more suspicious
-            (:func:`label_quality_scores`).
+        scores: `(N,)` label-quality scores in [0, 1], lower = more suspicious
+            (`label_quality_scores`).
         num_issues: flag this many lowest-scoring samples.
         threshold: flag every sample whose score is below this value.
-            With neither, the number is estimated by :func:`estimate_num_issues`.
-        score: which score the scores are (:data:`SCORE_METHODS`), for the estimate: ``'aum'`` counts the
+            With neither, the number is estimated by `estimate_num_issues`.
+        score: which score the scores are (`SCORE_METHODS`), for the estimate: `'aum'` counts the
             negative AUMs, any other the low group of Otsu's split.
         return_indices_ranked_by_score: return the flagged indices, most suspicious first, instead of
             a mask.
 
     Returns:
-        A boolean mask ``(N,)`` (default) or an int array of indices ranked by score.
+        A boolean mask `(N,)` (default) or an int array of indices ranked by score.
     """
     s = _check_scores(scores)
     if num_issues is not None and threshold is not None:
@@ -342,16 +342,16 @@ def evaluate(scores, noise_mask, *, score: str | None = None) -> dict[str, float
     """How well the scores rank the truly mislabelled samples first.
 
     Args:
-        scores: ``(N,)`` label-quality scores, lower = more suspicious.
-        noise_mask: ``(N,)`` bool, True where the label is known to be wrong.
-        score: which score the scores are, for :func:`estimate_num_issues`.
+        scores: `(N,)` label-quality scores, lower = more suspicious.
+        noise_mask: `(N,)` bool, True where the label is known to be wrong.
+        score: which score the scores are, for `estimate_num_issues`.
 
     Returns:
-        ``auroc`` and ``average_precision`` of ``-score`` as a detector of the noisy samples (NaN when
-        every or no sample is noisy), ``precision_at_k`` with k the true number of noisy samples (it
-        equals recall at k), ``estimated_num_issues`` (:func:`estimate_num_issues`) with the
-        ``precision_at_estimate`` and ``recall_at_estimate`` of flagging that many, and the counts
-        ``num_noisy`` and ``num_samples``.
+        `auroc` and `average_precision` of `-score` as a detector of the noisy samples (NaN when
+        every or no sample is noisy), `precision_at_k` with k the true number of noisy samples (it
+        equals recall at k), `estimated_num_issues` (`estimate_num_issues`) with the
+        `precision_at_estimate` and `recall_at_estimate` of flagging that many, and the counts
+        `num_noisy` and `num_samples`.
     """
     s = _check_scores(scores)
     truth = np.asarray(noise_mask)

@@ -1,12 +1,12 @@
 """Batch-wise data augmentation on the device: the CIFAR protocol of the three papers.
 
-``crop-flip`` pads each image with 4 pixels of zeros, crops a random window of the original size and
+`crop-flip` pads each image with 4 pixels of zeros, crops a random window of the original size and
 flips it horizontally with probability 1/2 (He et al. 2016, Sec. 4.2, the protocol the SuperLoss, Data
 Parameters and IMAE CIFAR experiments follow). It runs on a whole batch at once, on the batch's device,
 from a generator the caller seeds, so that a resumed run replays the same crops and flips.
 
 The training images are already standardised per channel; "zero" padding means a black pixel of the
-raw image, which is ``-mean / std`` after standardisation, so the padding value is passed per channel.
+raw image, which is `-mean / std` after standardisation, so the padding value is passed per channel.
 """
 from __future__ import annotations
 
@@ -15,22 +15,22 @@ from torch import Tensor
 
 __all__ = ["AUGMENTS", "crop_flip", "augment"]
 
-#: The names :func:`augment` knows.
+#: The names `augment` knows.
 AUGMENTS = ("none", "crop-flip")
 
 
 def crop_flip(x: Tensor, generator: torch.Generator | None = None, *, padding: int = 4,
               fill: Tensor | None = None) -> Tensor:
-    """Random crop of ``x``'s size from ``x`` padded by ``padding`` pixels, then a random horizontal flip.
+    """Random crop of `x`'s size from `x` padded by `padding` pixels, then a random horizontal flip.
 
     Args:
-        x: images ``(B, C, H, W)``.
-        generator: the random source (on ``x``'s device); ``None`` uses the global one.
+        x: images `(B, C, H, W)`.
+        generator: the random source (on `x`'s device); `None` uses the global one.
         padding: pixels added on each side before cropping (4 in the papers).
-        fill: padding value per channel ``(C,)`` (default 0).
+        fill: padding value per channel `(C,)` (default 0).
 
     Returns:
-        the augmented batch, same shape, dtype and device as ``x``.
+        the augmented batch, same shape, dtype and device as `x`.
     """
     if x.dim() != 4:
         raise ValueError(f"crop_flip needs images (B, C, H, W); got shape {tuple(x.shape)}")
@@ -54,7 +54,7 @@ def crop_flip(x: Tensor, generator: torch.Generator | None = None, *, padding: i
 
 
 def augment(name: str, x: Tensor, generator: torch.Generator | None = None, *, fill: Tensor | None = None) -> Tensor:
-    """``x`` augmented by the method ``name`` (one of :data:`AUGMENTS`)."""
+    """`x` augmented by the method `name` (one of `AUGMENTS`)."""
     if name == "none":
         return x
     if name == "crop-flip":

@@ -1,13 +1,13 @@
 """A grid of runs (methods x noise rates x seeds), summarised as a table and a plot.
 
-Each cell is a run folder ``OUT/<method>/rate<r>/seed<s>``; a cell with ``results.json`` is finished and
-never recomputed (its ``args.json`` must be the cell's configuration: a grid folder is keyed by its whole
+Each cell is a run folder `OUT/<method>/rate<r>/seed<s>`; a cell with `results.json` is finished and
+never recomputed (its `args.json` must be the cell's configuration: a grid folder is keyed by its whole
 configuration), an interrupted one resumes from its checkpoint. Two noise rates that would share a
-``rate<r>`` folder (equal in 6 significant digits) are refused. The summary (mean +- std over seeds of
-the best and final test metric per method and rate) is written as ``summary.md`` and ``summary.csv``,
-and ``summary.png`` plots the final test metric against the noise rate per method. A cell whose run
-collapsed (``diverged`` in its results, see :mod:`curriculoss.harness.divergence`) stays in the means and is
-counted in the table's ``diverged`` column; a single seed prints no standard deviation.
+`rate<r>` folder (equal in 6 significant digits) are refused. The summary (mean +- std over seeds of
+the best and final test metric per method and rate) is written as `summary.md` and `summary.csv`,
+and `summary.png` plots the final test metric against the noise rate per method. A cell whose run
+collapsed (`diverged` in its results, see `curriculoss.harness.divergence`) stays in the means and is
+counted in the table's `diverged` column; a single seed prints no standard deviation.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from curriculoss.harness.train import TrainConfig, _same_run, stderr_is_terminal
 
 __all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps", "check_rates", "clear_grid", "GRID_FILES"]
 
-#: The files of a grid folder besides its cells (``OUT/<method>/...``): what ``clear_grid`` removes with them.
+#: The files of a grid folder besides its cells (`OUT/<method>/...`): what `clear_grid` removes with them.
 GRID_FILES = ("grid.json", "summary.md", "summary.csv", "summary.png")
 
 
@@ -47,7 +47,7 @@ def check_rates(rates: list[float]) -> None:
 
 
 def clear_grid(out: str | Path) -> None:
-    """Remove a grid's files and its cells' folders (one per method) from ``out``; any other file stays."""
+    """Remove a grid's files and its cells' folders (one per method) from `out`; any other file stays."""
     out = Path(out)
     for name in GRID_FILES:
         (out / name).unlink(missing_ok=True)
@@ -57,7 +57,7 @@ def clear_grid(out: str | Path) -> None:
 
 
 def _finished(folder: Path, cfg: TrainConfig) -> dict:
-    """The results of a finished cell, if it was trained with ``cfg`` (a grid is keyed by its configuration)."""
+    """The results of a finished cell, if it was trained with `cfg` (a grid is keyed by its configuration)."""
     try:
         recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -135,14 +135,14 @@ def _percent(rate: float) -> str:
 
 
 def _pm(s: dict, key: str, scale: float) -> str:
-    """``mean ± std`` over seeds; one seed has no spread to show, so only its value is printed."""
+    """`mean ± std` over seeds; one seed has no spread to show, so only its value is printed."""
     if s["seeds"] < 2:
         return f"{scale * s[key + '_mean']:.2f} (1 seed)"
     return f"{scale * s[key + '_mean']:.2f} ± {scale * s[key + '_std']:.2f}"
 
 
 def memorisation_gaps(summary: list[dict], method: str = "ce") -> str:
-    """One line per noise rate: ``method``'s best-minus-final test figure (how much it memorised the noise)."""
+    """One line per noise rate: `method`'s best-minus-final test figure (how much it memorised the noise)."""
     cells = sorted((s for s in summary if s["method"] == method), key=lambda s: s["noise_rate"])
     if not cells:
         return ""

@@ -1,8 +1,8 @@
-"""The ``curriculoss`` command line (also ``python -m curriculoss``).
+"""The `curriculoss` command line (also `python -m curriculoss`).
 
 Commands:
     run     the quick demonstration: CE vs SuperLoss on digits with 40 % symmetric noise
-    train   one run into a run folder (data-parallel under ``torchrun --nproc_per_node K -m curriculoss train``)
+    train   one run into a run folder (data-parallel under `torchrun --nproc_per_node K -m curriculoss train`)
     bench   a grid of methods x noise rates x seeds, with a summary table and plot
     flag    rank a run's training samples by how likely their label is wrong
 """
@@ -36,7 +36,7 @@ def _rate(text: str) -> float:
 
 
 def _int_at_least(low: int, wording: str):
-    """An argparse type: an integer >= ``low``; ``wording`` says what was expected."""
+    """An argparse type: an integer >= `low`; `wording` says what was expected."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -301,7 +301,7 @@ def _check_data_dir(args: argparse.Namespace) -> None:
 
 
 def _refuse_special(option: str, path: str, expected: str, directory: bool = True) -> None:
-    """Refuse what is not a regular file (or directory) before it is opened: reading ``/dev/zero`` never
+    """Refuse what is not a regular file (or directory) before it is opened: reading `/dev/zero` never
     ends, opening a FIFO blocks until a writer comes."""
     import stat
 
@@ -368,7 +368,7 @@ def _check_user_model(model: str, args: argparse.Namespace, where: str) -> None:
 
 
 def _resume_config(args: argparse.Namespace):
-    """The run folder and configuration of ``train --resume``: the recorded one, with the changes allowed."""
+    """The run folder and configuration of `train --resume`: the recorded one, with the changes allowed."""
     run_dir = Path(args.resume)
     if args.out and Path(args.out) != run_dir:
         raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {run_dir} name different folders")
@@ -415,9 +415,9 @@ _NAMED = (("model", ""), ("noise", ""), ("lr", "lr"), ("epochs", "e"), ("batch_s
 
 
 def _default_run_dir(args: argparse.Namespace, cfg) -> str:
-    """``runs/DATASET-METHOD-rateR-seedS``, then what else distinguishes the run: the options of :data:`_NAMED`
-    that were given (``-lr0.05-e10``), and a short digest of any other option given that changes what is
-    trained (``-cfg3fa9c1``), so that runs of different options never share a folder."""
+    """`runs/DATASET-METHOD-rateR-seedS`, then what else distinguishes the run: the options of `_NAMED`
+    that were given (`-lr0.05-e10`), and a short digest of any other option given that changes what is
+    trained (`-cfg3fa9c1`), so that runs of different options never share a folder."""
     named = [f"{cfg.dataset}-{cfg.method}-rate{cfg.noise_rate:g}-seed{cfg.seed}"]
     given = _given_fields(args, _flat(cfg))
     named += [prefix + _slug(given[field][1]) for field, prefix in _NAMED if field in given]
@@ -429,7 +429,7 @@ def _default_run_dir(args: argparse.Namespace, cfg) -> str:
 
 
 def _slug(value) -> str:
-    """``value`` as a part of a folder name: 6 significant digits of a number, ``_`` for ``:`` or ``/``."""
+    """`value` as a part of a folder name: 6 significant digits of a number, `_` for `:` or `/`."""
     return re.sub(r"[^A-Za-z0-9._]", "_", f"{value:g}" if isinstance(value, float) else str(value))
 
 
@@ -461,7 +461,7 @@ def _grid_fields(base, methods: list, rates: list, seeds: list) -> dict:
 
 
 def _resume_grid(args: argparse.Namespace):
-    """``bench --resume``: the recorded grid, with the changes allowed."""
+    """`bench --resume`: the recorded grid, with the changes allowed."""
     out = Path(args.resume)
     if args.out and Path(args.out) != out:
         raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {out} name different folders")
@@ -479,7 +479,7 @@ def _resume_grid(args: argparse.Namespace):
 
 
 def _check_grid_folder(out: Path, fields: dict, overwrite: bool) -> None:
-    """``bench --out``: never a training run's folder; a grid there must be this one, or be overwritten."""
+    """`bench --out`: never a training run's folder; a grid there must be this one, or be overwritten."""
     from curriculoss.harness.train import RUNTIME_FIELDS, run_files_in
 
     spec = out / "grid.json"
@@ -501,7 +501,7 @@ def _check_grid_folder(out: Path, fields: dict, overwrite: bool) -> None:
 
 
 def _new_grid(args: argparse.Namespace, default_out: str):
-    """``bench --out``: the grid of the command line, checked before anything is written."""
+    """`bench --out`: the grid of the command line, checked before anything is written."""
     from curriculoss.harness.bench import check_rates
     from curriculoss.harness.models import is_factory
     from curriculoss.harness.train import build_checked_model, prepare_data
@@ -714,7 +714,7 @@ _PLOTTED = {"aum": "margin", "superloss": "confidence", "data-params": "confiden
 
 
 def _plot_tables(signals, method: str) -> dict:
-    """The tables the plots show (``loss`` for the groups, and the score's), those the file holds."""
+    """The tables the plots show (`loss` for the groups, and the score's), those the file holds."""
     return {key: signals[key] for key in ("loss", _PLOTTED.get(method, "loss")) if key in signals}
 
 
@@ -778,7 +778,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``run``'s options and the ``bench`` options they stand for.
+#: `run`'s options and the `bench` options they stand for.
 _RUN_AS_BENCH = {"noise_rate": "noise_rates", "seed": "seeds"}
 
 
@@ -791,7 +791,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line, in the form of the command's other errors; ``prefix`` says
+    """argparse with its errors on one line, in the form of the command's other errors; `prefix` says
     where the options came from (a config file)."""
 
     def __init__(self, *args, prefix: str = "", **kwargs):
@@ -821,12 +821,12 @@ def _shown(default) -> str:
 
 # ------------------------------------------------------------------------------------------ options from a file
 #
-# ``--config FILE`` (TOML, or YAML with PyYAML installed) holds the command's long options without their
-# dashes, ``noise-rate = 0.4`` or ``noise_rate = 0.4``; a switch is true or false, an option of several
-# values a list (``seeds = [0, 1, 2]``, ``milestones = [60, 120]``). The values become the command
+# `--config FILE` (TOML, or YAML with PyYAML installed) holds the command's long options without their
+# dashes, `noise-rate = 0.4` or `noise_rate = 0.4`; a switch is true or false, an option of several
+# values a list (`seeds = [0, 1, 2]`, `milestones = [60, 120]`). The values become the command
 # line's own tokens, placed before the options typed after the command, so those override the file and
 # every value is checked as the option's own would be. Every run folder holds its options as
-# ``config.toml`` (:func:`curriculoss.harness.train.toml_text`), which ``--config`` reads back.
+# `config.toml` (`curriculoss.harness.train.toml_text`), which `--config` reads back.
 
 #: Options a file may not set: they say what to do with a folder, or name another file.
 _NOT_IN_FILE = ("config", "resume", "overwrite", "help", "version")
@@ -877,7 +877,7 @@ def _dest(key: str) -> str:
 
 
 def _config_tokens(path: str | os.PathLike, parser: argparse.ArgumentParser) -> list[str]:
-    """The command-line tokens of the options in the file at ``path``, for the command of ``parser``."""
+    """The command-line tokens of the options in the file at `path`, for the command of `parser`."""
     data = _read_options(path)
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in _NOT_IN_FILE}
     unknown = [k for k in data if _dest(str(k)) not in actions]
@@ -917,7 +917,7 @@ def _tokens(path, key: str, action: argparse.Action, value) -> list[str]:
 
 
 def _with_config_file(argv: list[str], args: argparse.Namespace) -> list[str]:
-    """``argv`` with the options of ``--config FILE`` placed right after the command, where the options
+    """`argv` with the options of `--config FILE` placed right after the command, where the options
     typed after it override them; the file's options are checked on their own first, so that an error
     in one names the file."""
     tokens = _config_tokens(args.config, build_parser().commands[args.command])
@@ -928,8 +928,8 @@ def _with_config_file(argv: list[str], args: argparse.Namespace) -> list[str]:
 
 
 def _check_file_model(path: str, model: str | None, given: set[str]) -> None:
-    """A file is data: a model that is code (``package.module:factory``) is imported only when the command
-    line names it (a run folder's ``config.toml`` may come from anyone)."""
+    """A file is data: a model that is code (`package.module:factory`) is imported only when the command
+    line names it (a run folder's `config.toml` may come from anyone)."""
     from curriculoss.harness.models import is_factory
 
     if model is not None and is_factory(model) and "model" not in given:
@@ -943,8 +943,8 @@ def _given_options(argv: list[str] | None) -> set[str]:
 
 
 def build_parser(defaults: bool = True, prefix: str = "") -> argparse.ArgumentParser:
-    """The command line; ``defaults=False`` leaves out every option's default (to see which were given);
-    ``prefix`` starts its error messages (the config file whose options it parses)."""
+    """The command line; `defaults=False` leaves out every option's default (to see which were given);
+    `prefix` starts its error messages (the config file whose options it parses)."""
     parser = _Parser(prog="curriculoss", description=__doc__.split("\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter, prefix=prefix)
     parser.add_argument("--version", action="version", version=f"curriculoss {__version__}")
@@ -1033,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _closed_pipe() -> int:
-    """The reader of our output went away (``curriculoss ... | head -1``): exit quietly, as a
+    """The reader of our output went away (`curriculoss ... | head -1`): exit quietly, as a
     filter does. stdout is pointed at /dev/null so that the interpreter's final flush cannot raise
     again; the status is that of a process ended by SIGPIPE."""
     try:

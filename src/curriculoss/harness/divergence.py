@@ -6,18 +6,18 @@ A run has *diverged* at the first epoch where
 - (classification) its training accuracy on the labels it is trained on (the noisy ones) is back at
   chance after having been clearly above chance earlier.
 
-"Earlier" reads the best quarter of each earlier epoch (:func:`window_accuracies`, the
-``train_acc_peak`` column): a run that learns for half an epoch and then collapses (SuperLoss at lr 0.1
+"Earlier" reads the best quarter of each earlier epoch (`window_accuracies`, the
+`train_acc_peak` column): a run that learns for half an epoch and then collapses (SuperLoss at lr 0.1
 on LeNet-5 did, in its first epoch) has a first-epoch mean below "clearly above", but its best quarter
 is not; it is then caught at the next epoch, whose mean is at chance. A quarter is never compared with
 a quarter of the same epoch: early in training the first quarters are at chance and the last are not.
 
-Chance is the accuracy of always predicting the most frequent training label, ``c`` (1/C for balanced
+Chance is the accuracy of always predicting the most frequent training label, `c` (1/C for balanced
 labels). "At chance" means the epoch's mean accuracy is within 2 % of the remaining range above it,
-``acc <= c + 0.02 (1 - c)`` (0.118 for 10 balanced classes): a network that collapsed to one class, or
-whose weights overflowed, scores at most ``c``; one that still learns, even slowly and at 40 % noise,
+`acc <= c + 0.02 (1 - c)` (0.118 for 10 balanced classes): a network that collapsed to one class, or
+whose weights overflowed, scores at most `c`; one that still learns, even slowly and at 40 % noise,
 stays above (measured: slow MAE and IMAE runs at 40 % noise dip to 0.16 and recover). "Clearly above"
-means ``acc >= c + 0.15 (1 - c)`` (0.235) in an earlier epoch, which a network that learns reaches even
+means `acc >= c + 0.15 (1 - c)` (0.235) in an earlier epoch, which a network that learns reaches even
 at 80 % symmetric noise on 10 classes (about 0.28 on the noisy labels when it predicts the true class).
 
 Only per-epoch figures are read, so the check costs nothing during training.
@@ -42,7 +42,7 @@ ADVICE = ("what to try: a lower learning rate (--lr, 3 to 10 times lower: a meth
 
 
 def chance_accuracy(labels: Iterable[int], num_classes: int) -> float:
-    """Accuracy of always predicting the most frequent of ``labels`` (at least ``1 / num_classes``)."""
+    """Accuracy of always predicting the most frequent of `labels` (at least `1 / num_classes`)."""
     labels = np.asarray(labels).reshape(-1)
     if labels.size == 0:
         return 1.0 / num_classes
@@ -50,19 +50,19 @@ def chance_accuracy(labels: Iterable[int], num_classes: int) -> float:
     return max(float(counts.max()) / labels.size, 1.0 / num_classes)
 
 
-#: fewest samples in a window of :func:`window_accuracies` (the chance accuracy of 10 classes then
+#: fewest samples in a window of `window_accuracies` (the chance accuracy of 10 classes then
 #: fluctuates by about 0.02, well inside the gap between "at chance" and "clearly above")
 MIN_WINDOW = 256
 
 
 def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tuple[float, float]:
-    """Best and last accuracy over up to ``windows`` consecutive runs of batches of an epoch.
+    """Best and last accuracy over up to `windows` consecutive runs of batches of an epoch.
 
-    Fewer windows when the epoch is small, so that each holds at least :data:`MIN_WINDOW` samples
-    (one window, the whole epoch, below ``2 * MIN_WINDOW``).
+    Fewer windows when the epoch is small, so that each holds at least `MIN_WINDOW` samples
+    (one window, the whole epoch, below `2 * MIN_WINDOW`).
 
-    ``correct``: the number of correct predictions of each batch (numbers or 0-d tensors, read once here);
-    ``sizes``: the batches' sizes. Returns ``(nan, nan)`` for an empty epoch.
+    `correct`: the number of correct predictions of each batch (numbers or 0-d tensors, read once here);
+    `sizes`: the batches' sizes. Returns `(nan, nan)` for an empty epoch.
     """
     if not sizes:
         return math.nan, math.nan
@@ -76,19 +76,19 @@ def window_accuracies(correct: list, sizes: list[int], windows: int = 4) -> tupl
 
 def find_divergence(history: list[Mapping[str, float]], chance: float | None,
                     complete: bool = False) -> tuple[int | None, str]:
-    """The first epoch (1-based, as in ``metrics.csv``) at which the run diverged, and why; ``(None, '')``.
+    """The first epoch (1-based, as in `metrics.csv`) at which the run diverged, and why; `(None, '')`.
 
     A fall to chance counts when it lasts two consecutive epochs (the epoch returned is the first), or
-    when it is the run's last epoch and ``complete`` is true: a slow learner at 40 % noise can dip to
+    when it is the run's last epoch and `complete` is true: a slow learner at 40 % noise can dip to
     chance for one epoch and recover (measured: MAE on rotated digits, epoch 4 of 30), a collapsed
     network does not.
 
     Args:
-        history: one mapping per epoch with ``epoch``, ``train_loss`` and ``train_acc_noisy``, and
-            optionally ``train_acc_peak`` (the best quarter of the epoch).
-        chance: chance accuracy of the training labels (:func:`chance_accuracy`); ``None`` for
+        history: one mapping per epoch with `epoch`, `train_loss` and `train_acc_noisy`, and
+            optionally `train_acc_peak` (the best quarter of the epoch).
+        chance: chance accuracy of the training labels (`chance_accuracy`); `None` for
             regression, where only a non-finite loss counts.
-        complete: ``history`` is the whole run (its last epoch needs no successor to count).
+        complete: `history` is the whole run (its last epoch needs no successor to count).
     """
     best = -math.inf
     streak: tuple[int, str] | None = None  # first epoch at chance, and why

@@ -3,18 +3,18 @@
 A method turns the model's output, the (noisy) targets and the samples' dataset indices into the loss
 to minimise, and exposes per-sample signals of the last batch:
 
-- ``per_sample_loss``: the task loss of each sample (before any weighting), detached;
-- ``confidence``: the method's per-sample confidence (SuperLoss sigma*, instance data parameter,
-  IMAE weight), or ``None``;
-- ``summary()``: one number per epoch for the metrics (tau, mean data parameter), or ``None``;
-- ``epoch_sums()`` / ``epoch_columns(sums)``: running per-epoch sums, kept as tensors (no host
-  synchronisation per step), turned into the extra ``metrics.csv`` columns of :data:`EPOCH_COLUMNS`
+- `per_sample_loss`: the task loss of each sample (before any weighting), detached;
+- `confidence`: the method's per-sample confidence (SuperLoss sigma*, instance data parameter,
+  IMAE weight), or `None`;
+- `summary()`: one number per epoch for the metrics (tau, mean data parameter), or `None`;
+- `epoch_sums()` / `epoch_columns(sums)`: running per-epoch sums, kept as tensors (no host
+  synchronisation per step), turned into the extra `metrics.csv` columns of `EPOCH_COLUMNS`
   at the end of the epoch (NaN where a column does not apply to the method).
 
-Methods are ``nn.Module``s, so their evolving state (thresholds, smoothing buffers, data parameters)
-is in their ``state_dict``. A method needing its own optimizer returns it from ``make_optimizer``.
+Methods are `nn.Module`s, so their evolving state (thresholds, smoothing buffers, data parameters)
+is in their `state_dict`. A method needing its own optimizer returns it from `make_optimizer`.
 
-Adding a method is a few lines: a builder in :data:`METHODS`.
+Adding a method is a few lines: a builder in `METHODS`.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def _smooth_l1(output: Tensor, target: Tensor) -> Tensor:
     return _per_sample_sum(F.smooth_l1_loss(out, target.to(out.dtype), reduction="none"))
 
 
-#: Per-sample task losses ``(output, target) -> (N,)``: the plain methods and SuperLoss's inputs.
+#: Per-sample task losses `(output, target) -> (N,)`: the plain methods and SuperLoss's inputs.
 BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "ce": lambda z, y: F.cross_entropy(z, y, reduction="none"),
     "mae": lambda z, y: mae_loss(z, y, reduction="none"),
@@ -74,8 +74,8 @@ REGRESSION_LOSSES = ("l2", "smooth-l1")
 
 
 def accumulator_dtype(device: torch.device) -> torch.dtype:
-    """The dtype of the loop's running sums on ``device``: float64, or float32 on Apple's MPS, which has
-    no float64 (the methods' state is then float32 too: see :func:`~curriculoss.harness.train.train`)."""
+    """The dtype of the loop's running sums on `device`: float64, or float32 on Apple's MPS, which has
+    no float64 (the methods' state is then float32 too: see `train`)."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -122,14 +122,14 @@ class Method(nn.Module):
         self._epoch_sums = None
 
     def _accumulate(self, sums: Tensor) -> None:
-        """Add this batch's sums to the epoch's, kept in :func:`accumulator_dtype` (in place after the first)."""
+        """Add this batch's sums to the epoch's, kept in `accumulator_dtype` (in place after the first)."""
         if self._epoch_sums is None:
             self._epoch_sums = sums.to(accumulator_dtype(sums.device))
         else:
             self._epoch_sums.add_(sums)
 
     def epoch_sums(self) -> Tensor | None:
-        """This epoch's running sums (a float64 tensor, summable over ranks), or ``None``."""
+        """This epoch's running sums (a float64 tensor, summable over ranks), or `None`."""
         return self._epoch_sums
 
     def epoch_columns(self, sums: Tensor | None) -> dict[str, float]:
@@ -149,8 +149,8 @@ class IMAEMethod(Method):
 
 
 class SuperLossMethod(Method):
-    """SuperLoss (Eqs. 1-4) on a per-sample base loss; the batch objective (``step``) is the
-    criterion's own (:class:`~curriculoss.SuperLoss`, normalised by default)."""
+    """SuperLoss (Eqs. 1-4) on a per-sample base loss; the batch objective (`step`) is the
+    criterion's own (`SuperLoss`, normalised by default)."""
 
     def __init__(self, base: Callable[[Tensor, Tensor], Tensor], criterion: SuperLoss):
         super().__init__(base)
@@ -175,7 +175,7 @@ class SuperLossMethod(Method):
         return out
 
     def epoch_sums(self) -> Tensor | None:
-        """(samples at the cap, sum of sigma*, count) of this epoch, summable over ranks; ``None`` if none."""
+        """(samples at the cap, sum of sigma*, count) of this epoch, summable over ranks; `None` if none."""
         if self._epoch_sums is None:
             return None
         count = self._epoch_sums.new_full((1,), float(self._epoch_count))
@@ -266,7 +266,7 @@ METHODS: dict[str, Callable[[MethodOptions, int | None, int], Method]] = {
 
 
 def build_method(name: str, options: MethodOptions, num_classes: int | None, num_samples: int) -> Method:
-    """The method called ``name`` for a task with ``num_classes`` (``None``: regression)."""
+    """The method called `name` for a task with `num_classes` (`None`: regression)."""
     if name not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
     regression = num_classes is None

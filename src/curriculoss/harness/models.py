@@ -1,15 +1,15 @@
 """Small networks used by the command line, the benchmarks and the reproductions.
 
-- :class:`MLP`: a multi-layer perceptron on flattened inputs.
-- :class:`LeNet5`: LeCun et al. (1998), as used for MNIST digit classification and, with one output,
+- `MLP`: a multi-layer perceptron on flattened inputs.
+- `LeNet5`: LeCun et al. (1998), as used for MNIST digit classification and, with one output,
   for the SuperLoss paper's digit regression (Sec. 3.2).
-- :func:`resnet20`, :func:`resnet32`: the CIFAR ResNets of He et al. (2016, Sec. 4.2: 6n+2 layers,
+- `resnet20`, `resnet32`: the CIFAR ResNets of He et al. (2016, Sec. 4.2: 6n+2 layers,
   16/32/64 channels), the networks of the IMAE paper's CIFAR experiments.
-- :class:`WideResNet` (``wrn28-10``, ``wrn16-4``, any ``wrnD-K``): Zagoruyko & Komodakis (2016), the
+- `WideResNet` (`wrn28-10`, `wrn16-4`, any `wrnD-K`): Zagoruyko & Komodakis (2016), the
   WRN-28-10 of the SuperLoss and Data Parameters CIFAR experiments.
 
-:func:`build_model` picks one by name for an input shape and an output size; a name
-``package.module:factory`` imports a user's callable ``factory(num_classes=...)`` instead.
+`build_model` picks one by name for an input shape and an output size; a name
+`package.module:factory` imports a user's callable `factory(num_classes=...)` instead.
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ __all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet",
            "check_model_name", "is_factory", "probe_model", "DEFAULT_LR", "default_lr"]
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
-#: selected on validation splits by ``benchmarks/bench_defaults.py --select`` (docs/defaults.md).
+#: selected on validation splits by `benchmarks/bench_defaults.py --select` (docs/defaults.md).
 DEFAULT_LR = {"mlp": 0.03, "lenet": 0.01, "lenet-torchinit": 0.03, "resnet20": 0.1, "resnet32": 0.1}
 
 
 def default_lr(name: str) -> float:
-    """The default learning rate of model ``name``: :data:`DEFAULT_LR`, else 0.1 (the papers' rate for
-    the WideResNets on CIFAR, and a user's own ``package.module:factory``)."""
+    """The default learning rate of model `name`: `DEFAULT_LR`, else 0.1 (the papers' rate for
+    the WideResNets on CIFAR, and a user's own `package.module:factory`)."""
     return DEFAULT_LR.get(name, 0.1)
 
 
@@ -54,23 +54,23 @@ class MLP(nn.Module):
 
 
 class LeNet5(nn.Module):
-    """LeNet-5: two 5x5 convolutions with max pooling, then 120-84-``num_classes`` units.
+    """LeNet-5: two 5x5 convolutions with max pooling, then 120-84-`num_classes` units.
 
     Images smaller than 28x28 (e.g. scikit-learn's 8x8 digits) are padded so that both
     convolutions keep a spatial extent; the first convolution uses padding 2 as in the usual
     MNIST variant, so 28x28 inputs give the classic 16x5x5 feature map.
 
-    ``init='he'`` (default): the weights of every layer followed by a ReLU drawn from N(0, 2 / fan_in)
+    `init='he'` (default): the weights of every layer followed by a ReLU drawn from N(0, 2 / fan_in)
     (He et al. 2015, the variance that keeps a ReLU network's signal from shrinking layer by layer), the
     output layer's weights zero, and zero biases. He's factor 2 is for a layer followed by a ReLU: given to
     the output layer it spread the initial logits (standard deviation 0.8-2.1 on the 8x8 digits), so that
     up to 30 % of the samples started with p_y < 0.01; a loss whose gradient scales with p_y (MAE) then
     never learned those classes. With a zero output layer every sample starts at p = 1/C, and the
     output layer's first step starts the gradient flowing to the others (docs/defaults.md).
-    ``init='torch'``: PyTorch's default layer initialisation (uniform, variance 1 / (3 fan_in), biases
+    `init='torch'`: PyTorch's default layer initialisation (uniform, variance 1 / (3 fan_in), biases
     too), under which the signal shrinks about six-fold in variance per ReLU layer: on the 8x8 digits the
     network's output started nearly constant and the losses with a weak gradient there (MAE, GCE) never
-    left chance in 30 epochs. The command line's ``lenet-torchinit`` is that variant, kept for the MNIST
+    left chance in 30 epochs. The command line's `lenet-torchinit` is that variant, kept for the MNIST
     reproductions recorded with it.
     """
 
@@ -120,7 +120,7 @@ class _BasicBlock(nn.Module):
 
 
 class ResNetCifar(nn.Module):
-    """CIFAR ResNet with ``6 n + 2`` layers (He et al. 2016, Sec. 4.2)."""
+    """CIFAR ResNet with `6 n + 2` layers (He et al. 2016, Sec. 4.2)."""
 
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10):
         super().__init__()
@@ -178,8 +178,8 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """WRN-``depth``-``width`` (Zagoruyko & Komodakis 2016): ``(depth - 4) / 6`` pre-activation blocks in
-    each of three groups of ``16 k``, ``32 k``, ``64 k`` channels (k = ``width``), strides 1, 2, 2, then
+    """WRN-`depth`-`width` (Zagoruyko & Komodakis 2016): `(depth - 4) / 6` pre-activation blocks in
+    each of three groups of `16 k`, `32 k`, `64 k` channels (k = `width`), strides 1, 2, 2, then
     BN-ReLU, global average pooling and a linear layer. WRN-28-10 (36.5M parameters) is the network of
     the SuperLoss (Sec. 3.3) and Data Parameters (Sec. 4.2) CIFAR experiments."""
 
@@ -218,15 +218,15 @@ def _image_dims(input_shape: tuple[int, ...], name: str) -> tuple[int, int]:
     return input_shape[0], input_shape[1]
 
 
-#: The built-in names; besides these, ``wrnD-K`` for any WideResNet depth D = 6n+4 and width K, and
-#: ``package.module:factory`` for a user's network.
+#: The built-in names; besides these, `wrnD-K` for any WideResNet depth D = 6n+4 and width K, and
+#: `package.module:factory` for a user's network.
 MODELS = ("mlp", "lenet", "lenet-torchinit", "resnet20", "resnet32", "wrn16-4", "wrn28-10")
 
 _WRN = re.compile(r"wrn(\d+)-(\d+)")
 
 
 def check_model_name(name: str) -> str:
-    """``name`` if :func:`build_model` can resolve it by its form (a factory is imported only when built)."""
+    """`name` if `build_model` can resolve it by its form (a factory is imported only when built)."""
     if not isinstance(name, str):
         raise ValueError(f"model must be a string, got {name!r}")
     if name in MODELS or _WRN.fullmatch(name) or _factory_parts(name) is not None:
@@ -244,12 +244,12 @@ def _factory_parts(name: str) -> tuple[str, str] | None:
 
 
 def is_factory(name: str) -> bool:
-    """Whether ``name`` is a user's ``package.module:factory``, which building imports (runs) that code."""
+    """Whether `name` is a user's `package.module:factory`, which building imports (runs) that code."""
     return isinstance(name, str) and name not in MODELS and not _WRN.fullmatch(name) and _factory_parts(name) is not None
 
 
 def _import_factory(name: str):
-    """The user's callable, imported from the interpreter's own ``sys.path``: neither the working
+    """The user's callable, imported from the interpreter's own `sys.path`: neither the working
     directory nor any run folder is added to it, so a folder's files are never imported by accident."""
     module_name, attr = _factory_parts(name)
     module = _import_module(name, module_name)
@@ -278,7 +278,7 @@ def _import_module(name: str, module_name: str):
 
 
 def _check_factory_signature(name: str, attr: str, obj) -> None:
-    """A factory is called as ``factory(num_classes=N)``: a callable that cannot take that (``os:system``)
+    """A factory is called as `factory(num_classes=N)`: a callable that cannot take that (`os:system`)
     is refused before it is called."""
     try:
         inspect.signature(obj).bind(num_classes=1)
@@ -288,16 +288,16 @@ def _check_factory_signature(name: str, attr: str, obj) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, at most 300 characters: an error message's part that fits one line."""
+    """`Type: first line of the message`, at most 300 characters: an error message's part that fits one line."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
 def probe_model(model: nn.Module, name: str, x: torch.Tensor, num_outputs: int) -> None:
-    """One forward pass of a user's model on ``x`` (a batch of training inputs, on the model's device), in
+    """One forward pass of a user's model on `x` (a batch of training inputs, on the model's device), in
     eval mode, without gradients, and with the random state restored after it, so that the run trains as
-    without it. The output must be one floating tensor of shape ``(len(x), num_outputs)``."""
+    without it. The output must be one floating tensor of shape `(len(x), num_outputs)`."""
     was_training = model.training
     model.eval()
     devices = [x.device] if x.device.type == "cuda" else []
@@ -323,11 +323,11 @@ def _check_output(name: str, out, batch: int, num_outputs: int) -> None:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, allow_import: bool = True) -> nn.Module:
-    """A network by name for inputs of ``input_shape`` (without the batch).
+    """A network by name for inputs of `input_shape` (without the batch).
 
-    ``name`` is one of :data:`MODELS`, ``wrnDEPTH-WIDTH``, or ``package.module:factory``: the factory is
-    called as ``factory(num_classes=num_outputs)`` and must return an ``nn.Module`` (for example
-    ``timm.create_model`` wrapped in a function, when timm is installed). ``allow_import=False`` refuses
+    `name` is one of `MODELS`, `wrnDEPTH-WIDTH`, or `package.module:factory`: the factory is
+    called as `factory(num_classes=num_outputs)` and must return an `nn.Module` (for example
+    `timm.create_model` wrapped in a function, when timm is installed). `allow_import=False` refuses
     a factory instead of importing it (a name read from a run folder, which must never run code).
     """
     check_model_name(name)

@@ -1,7 +1,7 @@
 """Plots of a run's per-sample signals, in the style of the papers' figures.
 
-Each function takes numpy arrays and an optional matplotlib ``ax`` and returns the figure; matplotlib
-(the ``[plot]`` extra) is imported inside.
+Each function takes numpy arrays and an optional matplotlib `ax` and returns the figure; matplotlib
+(the `[plot]` extra) is imported inside.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def confidence_by_group(confidence: np.ndarray, groups: dict[str, np.ndarray], a
 
 def data_parameters_by_group(sigma: np.ndarray, noise_mask: np.ndarray, top: float = 0.4, ax=None):
     """Mean +- std data parameter of clean and noisy samples over epochs, and the share of the corrupt
-    samples among the ``top`` fraction with the largest parameters (Data Parameters Fig. 4)."""
+    samples among the `top` fraction with the largest parameters (Data Parameters Fig. 4)."""
     fig, ax = _axes(ax, figsize=(6, 3.5))
     noisy = np.asarray(noise_mask, dtype=bool)
     epochs = np.arange(1, sigma.shape[0] + 1)

@@ -1,20 +1,20 @@
 """Reproduce the papers' claims at reduced scale: one preset per claim, one command per preset.
 
-``curriculoss reproduce NAME [--quick] [--data-dir DIR] [--out DIR]`` trains every variant of a preset
+`curriculoss reproduce NAME [--quick] [--data-dir DIR] [--out DIR]` trains every variant of a preset
 over its noise rates and 3 seeds (cells are run folders, resumable and never recomputed), then writes
-``report.md`` (the claim, the table, the command, the wall time and a verdict computed from the
-numbers by a rule stated in the report) and ``plot.png`` into ``OUT/NAME``.
+`report.md` (the claim, the table, the command, the wall time and a verdict computed from the
+numbers by a rule stated in the report) and `plot.png` into `OUT/NAME`.
 
-Data: the embedded scikit-learn digits (default, MLP) or MNIST given with ``--data-dir`` (IDX files,
+Data: the embedded scikit-learn digits (default, MLP) or MNIST given with `--data-dir` (IDX files,
 LeNet-5, a training subset).
 
 Hyper-parameters (learning rates, lam, T, data-parameter rates) are selected by
-``curriculoss reproduce NAME --tune``, never on the test set: a validation split (20 %) is carved from
+`curriculoss reproduce NAME --tune`, never on the test set: a validation split (20 %) is carved from
 the training set, it carries the same kind and rate of label noise as the training labels (a clean
 validation set is what a user with noisy labels does not have), every candidate is trained on the
 rest with its own seeds (not the reproduction's), and the candidate with the best mean *final*
 validation figure wins. The baselines get the same treatment as the methods. The selections ship in
-``reproduce_hparams.json`` (one entry per data set) and each report prints the values it used.
+`reproduce_hparams.json` (one entry per data set) and each report prints the values it used.
 Epochs, batch size, model and subset size are fixed by the time budget, not tuned.
 """
 from __future__ import annotations
@@ -76,8 +76,8 @@ def _mean(cells: dict, label: str, rate: float, key: str) -> float:
 
 def _verdict_better(baselines: list[str], ours: list[str], rates_from: float, key: str, lower_is_better: bool,
                     own_base: dict[str, str] | None = None):
-    """Each variant of ``ours`` against the best of ``baselines`` (or against its own base loss,
-    ``own_base[variant]``, when given) at every noise rate >= ``rates_from``."""
+    """Each variant of `ours` against the best of `baselines` (or against its own base loss,
+    `own_base[variant]`, when given) at every noise rate >= `rates_from`."""
     def reference(cells: dict, variant: str, rate: float) -> tuple[str, float]:
         if own_base is not None:
             return own_base[variant], _mean(cells, own_base[variant], rate, key)
@@ -278,7 +278,7 @@ PRESETS: dict[str, Preset] = {
 # ------------------------------------------------------------------------------------------ running
 
 def tune_folder(out: str | Path | None, name: str, quick: bool) -> Path:
-    """Where ``--tune`` puts a preset's selection runs and its ``tuning.md``."""
+    """Where `--tune` puts a preset's selection runs and its `tuning.md`."""
     return Path(out or "runs/reproduce") / "tune" / (name + ("-quick" if quick else ""))
 
 
@@ -303,9 +303,9 @@ def _base_config(data_dir: str | None, preset: Preset, quick: bool) -> TrainConf
 
 
 def load_hparams(path: str | Path | None = None) -> dict:
-    """The selected hyper-parameters, ``{dataset: {preset: {variant: {name: value}}}}``; ``{}`` if none.
+    """The selected hyper-parameters, `{dataset: {preset: {variant: {name: value}}}}`; `{}` if none.
 
-    ``path``: a file written by ``curriculoss reproduce NAME --tune``; default: the selections shipped
+    `path`: a file written by `curriculoss reproduce NAME --tune`; default: the selections shipped
     with the package.
     """
     path = Path(path) if path is not None else HPARAMS_FILE
@@ -323,7 +323,7 @@ def load_hparams(path: str | Path | None = None) -> dict:
 
 
 def _chosen(hparams: dict, dataset: str, name: str, label: str) -> dict:
-    """The selected values for one variant (a borrowed variant takes another preset's), or ``{}``."""
+    """The selected values for one variant (a borrowed variant takes another preset's), or `{}`."""
     source = PRESETS[name].borrow.get(label, (name, label))
     entry = hparams
     for key in (dataset, *source):
@@ -335,7 +335,7 @@ def _chosen(hparams: dict, dataset: str, name: str, label: str) -> dict:
 
 
 def _variant_config(cfg: TrainConfig, change: dict, params: dict) -> TrainConfig:
-    """``cfg`` with a variant's changes, then its selected hyper-parameters, applied."""
+    """`cfg` with a variant's changes, then its selected hyper-parameters, applied."""
     known = set(_TRAIN_FIELDS) | {f.name for f in fields(MethodOptions)}
     for key, value in params.items():
         if key not in known:
@@ -376,11 +376,11 @@ def tune_preset(name: str, *, data_dir: str | None = None, quick: bool = False, 
                 overrides: dict | None = None) -> tuple[Path | None, dict]:
     """Select the preset's hyper-parameters on a validation split of the training set.
 
-    Every variant's candidates (``preset.tune``) are trained at ``preset.tune_rate`` noise, once per
+    Every variant's candidates (`preset.tune`) are trained at `preset.tune_rate` noise, once per
     seed, on the training part; the candidate with the best mean final validation figure (accuracy
     against the noisy validation labels, or MAE against the noisy validation targets) wins; a diverged
-    candidate (NaN) never wins; ties go to the earlier candidate. Returns the path of ``tuning.md`` and
-    ``{variant: {name: value}}`` (``(None, {})`` for a preset that borrows its values).
+    candidate (NaN) never wins; ties go to the earlier candidate. Returns the path of `tuning.md` and
+    `{variant: {name: value}}` (`(None, {})` for a preset that borrows its values).
     """
     from tqdm.auto import tqdm
 
@@ -445,7 +445,7 @@ def _tuning_report(name, preset, base, seeds, fraction, rows, chosen, folder: Pa
 
 
 def save_hparams(path: str | Path, dataset: str, name: str, chosen: dict) -> None:
-    """Merge one preset's selections into the hyper-parameter file ``path`` (created if missing)."""
+    """Merge one preset's selections into the hyper-parameter file `path` (created if missing)."""
     path = Path(path)
     table = load_hparams(path) if path.exists() else {}
     table.setdefault(dataset, {})[name] = chosen
@@ -509,8 +509,8 @@ def run_preset(name: str, *, data_dir: str | None = None, quick: bool = False, o
                hparams: str | Path | dict | None = None) -> Path:
     """Train the preset's cells (skipping finished ones) and write its report; returns the report path.
 
-    ``overrides``: changes to the base configuration (e.g. ``{'epochs': 1, 'limit': 200}`` in tests).
-    ``hparams``: the selected hyper-parameters (a dict as :func:`load_hparams` returns, or its file);
+    `overrides`: changes to the base configuration (e.g. `{'epochs': 1, 'limit': 200}` in tests).
+    `hparams`: the selected hyper-parameters (a dict as `load_hparams` returns, or its file);
     default: the shipped selections. Variants without a selection for the data set keep the papers'
     values and the harness defaults, and the report says so.
     """
@@ -661,9 +661,9 @@ def _plot(name, preset, cells, rates, regression, path: Path) -> None:
 
 
 def assemble(reports: list[Path], path: Path, tuning: list[Path] = ()) -> None:
-    """``docs/reproduction.md`` from the presets' reports and the tuning reports (numbers copied by
-    the program, not by hand). A hand-written reading of a verdict, ``<stem>-notes/NAME.md`` beside
-    ``path`` (e.g. ``docs/reproduction-notes/imae-table2.md``), is put under that preset's verdict."""
+    """`docs/reproduction.md` from the presets' reports and the tuning reports (numbers copied by
+    the program, not by hand). A hand-written reading of a verdict, `<stem>-notes/NAME.md` beside
+    `path` (e.g. `docs/reproduction-notes/imae-table2.md`), is put under that preset's verdict."""
     notes = path.with_name(path.stem + "-notes")
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = ["# Reproducing the papers' claims", "",

@@ -1,18 +1,18 @@
 """One run per run folder: an exclusive lock held while a run writes its folder.
 
-Two ``curriculoss train --out X`` at once would interleave their files (``args.json`` of one run, the
-checkpoint and signals of the other), and ``curriculoss flag X`` would then rank with the wrong
-signal. :func:`run_folder_lock` takes an exclusive, non-blocking ``fcntl.flock`` on ``X/.lock`` and
-holds it for the whole run; a second run on the same folder is refused with :class:`RunFolderInUse`,
+Two `curriculoss train --out X` at once would interleave their files (`args.json` of one run, the
+checkpoint and signals of the other), and `curriculoss flag X` would then rank with the wrong
+signal. `run_folder_lock` takes an exclusive, non-blocking `fcntl.flock` on `X/.lock` and
+holds it for the whole run; a second run on the same folder is refused with `RunFolderInUse`,
 which names the folder and the process holding it.
 
-A lock cannot go stale: the kernel releases ``flock`` locks when their process ends, however it ends
-(SIGKILL included), so the next run (``--resume`` or a new one) takes the folder over without any
-clean-up. The ``.lock`` file itself stays in the folder on purpose: deleting it on exit would let a
+A lock cannot go stale: the kernel releases `flock` locks when their process ends, however it ends
+(SIGKILL included), so the next run (`--resume` or a new one) takes the folder over without any
+clean-up. The `.lock` file itself stays in the folder on purpose: deleting it on exit would let a
 third process lock a fresh file while a second still holds the old one. It holds the PID of the last
 holder, for the error message only.
 
-Where ``fcntl`` does not exist (Windows) no lock is taken. Under ``torchrun`` only the writing rank
+Where `fcntl` does not exist (Windows) no lock is taken. Under `torchrun` only the writing rank
 (rank 0) takes the lock.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class RunFolderInUse(RuntimeError):
 
 
 def check_not_in_use(run_dir: str | os.PathLike) -> None:
-    """Raise :class:`RunFolderInUse` if a live process holds ``run_dir``'s lock; creates nothing (a folder
+    """Raise `RunFolderInUse` if a live process holds `run_dir`'s lock; creates nothing (a folder
     or a lock file that is not there is not in use)."""
     if fcntl is None:
         return
@@ -65,11 +65,11 @@ def _lock(fd: int, run_dir: Path, path: Path) -> None:
 
 @contextmanager
 def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
-    """Create ``run_dir`` if needed and hold an exclusive lock on it for the duration of the block.
+    """Create `run_dir` if needed and hold an exclusive lock on it for the duration of the block.
 
     Raises:
         RunFolderInUse: another live process holds the folder.
-        OSError: ``run_dir`` cannot be created or written (a file of that name, a read-only parent, ...).
+        OSError: `run_dir` cannot be created or written (a file of that name, a read-only parent, ...).
     """
     run_dir = Path(run_dir)
     try:

@@ -1,17 +1,17 @@
 """One training run: data, label noise, model, method, a plain epoch loop, a run folder, exact resume.
 
 The loop is deliberately plain. Each epoch's sample order comes from a generator seeded with
-``(seed, epoch)``, so a run resumed from its last end-of-epoch checkpoint replays the interrupted epoch
+`(seed, epoch)`, so a run resumed from its last end-of-epoch checkpoint replays the interrupted epoch
 exactly; the checkpoint also holds every RNG state, model, optimizer(s), method state (thresholds,
 smoothing buffers, data parameters), the metrics so far and the per-sample signals.
 
 Run folder::
 
     args.json      the configuration
-    config.toml    the same, as the options of ``curriculoss train --config`` (which trains it again)
+    config.toml    the same, as the options of `curriculoss train --config` (which trains it again)
     metrics.csv    one row per epoch
     signals.npz    loss, confidence and margin (epochs x N), labels, predicted, true_labels, noise_mask
-                   (written by a :class:`curriculoss.recorder.Recorder`, as a user's own loop would)
+                   (written by a `curriculoss.recorder.Recorder`, as a user's own loop would)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     resumes.json   what each resume changed (more epochs, another device, ...), at which epoch
@@ -19,50 +19,50 @@ Run folder::
                    is refused; see curriculoss.harness.runlock)
     curves.png     learning curves (with matplotlib installed)
 
-A new run in a folder that holds one is refused (:class:`RunFolderExists`) unless ``overwrite=True``;
+A new run in a folder that holds one is refused (`RunFolderExists`) unless `overwrite=True`;
 a resume continues the checkpoint's configuration, changed at most in where it trains
-(:data:`RUNTIME_FIELDS`) and, with ``more_epochs=True``, in more epochs (recorded in ``resumes.json``).
+(`RUNTIME_FIELDS`) and, with `more_epochs=True`, in more epochs (recorded in `resumes.json`).
 Progress goes to stderr: a tqdm bar on a terminal, else one plain line per epoch (no carriage return or
 escape code, for log files and pipes).
 
-Distributed (``torchrun --nproc_per_node K -m curriculoss train ...``, or :func:`train` called in an
-initialised process group): ``batch_size`` stays the *global* batch, with the single-process sample
-order; each global batch is split into contiguous rank slices (:func:`curriculoss.distributed.shard`)
-and the model is wrapped in ``DistributedDataParallel``. Rank ``r``'s loss (a mean over its ``n_r``
-samples) is scaled by ``K * n_r / n_global``, so that DDP's gradient average, and that of
-:class:`~curriculoss.SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
+Distributed (`torchrun --nproc_per_node K -m curriculoss train ...`, or `train` called in an
+initialised process group): `batch_size` stays the *global* batch, with the single-process sample
+order; each global batch is split into contiguous rank slices (`curriculoss.distributed.shard`)
+and the model is wrapped in `DistributedDataParallel`. Rank `r`'s loss (a mean over its `n_r`
+samples) is scaled by `K * n_r / n_global`, so that DDP's gradient average, and that of
+`SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
 the global batch mean; SuperLoss's threshold and smoothing are synchronised by the module itself.
 Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
 on the test set, and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
-a resumed run ends as an uninterrupted one. Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing of
-this happens. Models with BatchNorm (``resnet``) keep per-rank batch statistics under DDP, so they do not
+a resumed run ends as an uninterrupted one. Outside `torchrun` (`WORLD_SIZE` unset or 1) nothing of
+this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
 reproduce the single-process run exactly.
 
-Devices (:func:`resolve_device`): ``device='auto'`` trains on CUDA when it is available, else on the CPU;
-``'cpu'``, ``'cuda'``, ``'cuda:N'`` and ``'mps'`` name one. The data set, model, method state and
+Devices (`resolve_device`): `device='auto'` trains on CUDA when it is available, else on the CPU;
+`'cpu'`, `'cuda'`, `'cuda:N'` and `'mps'` name one. The data set, model, method state and
 per-sample signals live on the device, and the epoch's sums stay tensors there: the host waits for
 the device once per epoch (for the epoch's numbers) plus once for the method's summary. Under
-``torchrun`` on CUDA the process group uses NCCL and each rank trains on GPU ``LOCAL_RANK``.
-``amp='bf16'`` or ``'fp16'`` runs the model's forward pass under :func:`torch.autocast` (fp16 with a
+`torchrun` on CUDA the process group uses NCCL and each rank trains on GPU `LOCAL_RANK`.
+`amp='bf16'` or `'fp16'` runs the model's forward pass under `torch.autocast` (fp16 with a
 gradient scaler); the method's loss is computed on the float32 output, so the losses' state keeps its
-float32/float64 dtype. ``compile=True`` wraps the model in :func:`torch.compile` and runs SuperLoss's step
-as one compiled graph (``SuperLoss(fused=True)``). A checkpoint holds
+float32/float64 dtype. `compile=True` wraps the model in `torch.compile` and runs SuperLoss's step
+as one compiled graph (`SuperLoss(fused=True)`). A checkpoint holds
 CPU tensors only, whatever the device, so a run started on a GPU resumes on a CPU and the other way
-round (``device`` and ``compile`` are not part of the configuration a checkpoint must match).
+round (`device` and `compile` are not part of the configuration a checkpoint must match).
 
-Streamed data (``stream='yes'``, or ``'auto'`` when an ``imagefolder`` set's decoded size exceeds a
-quarter of :func:`available_memory`): the set is a list of files
-(:class:`~curriculoss.harness.data.imagefolder.ImageFiles`), and a ``DataLoader`` with ``workers``
+Streamed data (`stream='yes'`, or `'auto'` when an `imagefolder` set's decoded size exceeds a
+quarter of `available_memory`): the set is a list of files
+(`ImageFiles`), and a `DataLoader` with `workers`
 processes decodes exactly the index batches the loop cuts from the epoch's seeded order (this rank's
-slice under ``torchrun``), so noise, per-sample indices, signals, augmentation and resume are those of
+slice under `torchrun`), so noise, per-sample indices, signals, augmentation and resume are those of
 the in-memory run, bit for bit; the test set streams in the same 1024-sample batches.
 
-Augmentation (``augment='crop-flip'``, the default for cifar10 and cifar100; see
-:mod:`curriculoss.harness.augment`) is applied batch-wise on the device from a generator seeded with
-``(seed, epoch, rank)``, so a resumed epoch replays the same crops and flips. Schedules: ``cosine``
-(annealing to 0 over the epochs after the warmup) or ``step`` (times ``gamma`` at each epoch of
-``milestones``), after ``warmup`` epochs of linear warmup (epoch ``e < warmup`` at
-``lr (e + 1) / (warmup + 1)``).
+Augmentation (`augment='crop-flip'`, the default for cifar10 and cifar100; see
+`curriculoss.harness.augment`) is applied batch-wise on the device from a generator seeded with
+`(seed, epoch, rank)`, so a resumed epoch replays the same crops and flips. Schedules: `cosine`
+(annealing to 0 over the epochs after the warmup) or `step` (times `gamma` at each epoch of
+`milestones`), after `warmup` epochs of linear warmup (epoch `e < warmup` at
+`lr (e + 1) / (warmup + 1)`).
 """
 from __future__ import annotations
 
@@ -161,8 +161,8 @@ def _same_run(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device of ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); under torchrun on
-    CUDA, GPU ``LOCAL_RANK``. A device that is not there is an error naming it."""
+    """The torch device of `name` (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`); under torchrun on
+    CUDA, GPU `LOCAL_RANK`. A device that is not there is an error naming it."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -187,7 +187,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _to_cpu(obj):
-    """``obj`` with every tensor moved to the CPU (a checkpoint must load on a machine without the GPU)."""
+    """`obj` with every tensor moved to the CPU (a checkpoint must load on a machine without the GPU)."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
@@ -198,7 +198,7 @@ def _to_cpu(obj):
 
 
 def _lr_lambda(cfg: "TrainConfig"):
-    """The learning-rate factor of epoch ``e`` (0-based) for the warmup and the schedule."""
+    """The learning-rate factor of epoch `e` (0-based) for the warmup and the schedule."""
     def factor(e: int) -> float:
         if e < cfg.warmup:
             return (e + 1) / (cfg.warmup + 1)
@@ -237,19 +237,19 @@ class RunFolderExists(ValueError):
     """A new run was asked for in a folder that holds a run (or a bench grid) already."""
 
 
-#: The files a run writes into its folder; with ``curriculoss flag``'s, what ``overwrite=True`` removes.
+#: The files a run writes into its folder; with `curriculoss flag`'s, what `overwrite=True` removes.
 RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "resumes.json",
              "curves.png")
 _FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
 
 
 def run_files_in(run_dir: str | Path) -> list[str]:
-    """The run files that ``run_dir`` holds (none: it holds no run)."""
+    """The run files that `run_dir` holds (none: it holds no run)."""
     return [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
 
 
 def clear_run_folder(run_dir: str | Path) -> None:
-    """Remove a run's files (and ``curriculoss flag``'s) from ``run_dir``; any other file stays."""
+    """Remove a run's files (and `curriculoss flag`'s) from `run_dir`; any other file stays."""
     for name in (*RUN_FILES, *_FLAG_FILES):
         for path in (Path(run_dir) / name, Path(run_dir) / (name + ".tmp")):
             path.unlink(missing_ok=True)
@@ -266,7 +266,7 @@ def _claim_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _check_resume(previous: "TrainConfig", cfg: "TrainConfig", path: Path, more_epochs: bool) -> None:
-    """A checkpoint continues only its own configuration (with ``more_epochs``, possibly longer)."""
+    """A checkpoint continues only its own configuration (with `more_epochs`, possibly longer)."""
     if not _same_run(previous.to_json(), cfg.to_json(), ("epochs",) if more_epochs else ()):
         raise CheckpointError(f"{path} was written by another configuration; start a new run folder")
     if cfg.epochs < previous.epochs:
@@ -291,7 +291,7 @@ def _record_resume(run_dir: Path, epoch: int, changes: dict[str, dict[str, Any]]
 
 
 def _reschedule(optimizer, scheduler, cfg: "TrainConfig", epoch: int) -> None:
-    """After a resume that changed the number of epochs: the new total's schedule from ``epoch`` on."""
+    """After a resume that changed the number of epochs: the new total's schedule from `epoch` on."""
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
         scheduler.T_max = cfg.epochs
     factor = _lr_lambda(cfg)(epoch)
@@ -304,8 +304,8 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_tru
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``path.tmp``, renamed over it once complete. When writing fails (a full disk)
-    the partial ``.tmp`` is removed, ``path`` is left as it was, and the error names ``path``."""
+    """Write `path` through `path.tmp`, renamed over it once complete. When writing fails (a full disk)
+    the partial `.tmp` is removed, `path` is left as it was, and the error names `path`."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -324,9 +324,9 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def available_memory(device: torch.device | None = None) -> int | None:
-    """Bytes free for one process's data set: the host's available memory (``MemAvailable``, else the
-    free physical pages) shared by the host's ``torchrun`` processes (``LOCAL_WORLD_SIZE``: each holds
-    its own copy), and on CUDA at most the device's free memory; ``None`` when unknown."""
+    """Bytes free for one process's data set: the host's available memory (`MemAvailable`, else the
+    free physical pages) shared by the host's `torchrun` processes (`LOCAL_WORLD_SIZE`: each holds
+    its own copy), and on CUDA at most the device's free memory; `None` when unknown."""
     free = None
     try:
         with open("/proc/meminfo") as fh:
@@ -351,9 +351,9 @@ def available_memory(device: torch.device | None = None) -> int | None:
 def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
     """The data set of a configuration and its noisy training labels.
 
-    ``stream``: ``None`` follows ``cfg.stream`` (``'auto'``: stream an ``imagefolder`` set whose
-    decoded size exceeds a quarter of :func:`available_memory`); ``False`` reads it into memory
-    (callers that need the arrays), ``True`` streams it."""
+    `stream`: `None` follows `cfg.stream` (`'auto'`: stream an `imagefolder` set whose
+    decoded size exceeds a quarter of `available_memory`); `False` reads it into memory
+    (callers that need the arrays), `True` streams it."""
     mode = cfg.stream if stream is None else ("yes" if stream else "no")
     extra = ({"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "workers": cfg.workers,
               "stream": {"yes": True, "no": False}.get(mode),
@@ -378,7 +378,7 @@ def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
 
 
 def _file_noise(path: str | os.PathLike | None, y_true: np.ndarray, num_classes: int) -> noise.NoisyLabels:
-    """The noisy labels of ``--noise-file``; any error reading it names the file."""
+    """The noisy labels of `--noise-file`; any error reading it names the file."""
     if path is None:
         raise ValueError("noise 'file' needs a noise file (the noisy labels, .npy or .csv)")
     path = os.fspath(path)
@@ -392,7 +392,7 @@ def _file_noise(path: str | os.PathLike | None, y_true: np.ndarray, num_classes:
 
 
 def _check_label_array(path: str) -> None:
-    """A ``.npy`` of labels: its header's size must be the file's (checked before the array is read), and
+    """A `.npy` of labels: its header's size must be the file's (checked before the array is read), and
     unsigned labels must fit int64 (a uint64 above 2^63 - 1 would wrap to a negative class)."""
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
@@ -409,7 +409,7 @@ def _check_label_array(path: str) -> None:
 
 
 def _first_inputs(data, count: int = 2) -> torch.Tensor:
-    """The first ``count`` training inputs as a batch (decoded, for a streamed set)."""
+    """The first `count` training inputs as a batch (decoded, for a streamed set)."""
     k = min(count, len(data.y_train))
     if isinstance(data.x_train, ImageFiles):
         return torch.stack([data.x_train[i] for i in range(k)])
@@ -417,8 +417,8 @@ def _first_inputs(data, count: int = 2) -> torch.Tensor:
 
 
 def build_checked_model(cfg: TrainConfig, data, device: torch.device | None = None) -> torch.nn.Module:
-    """The run's network on ``device``; a user's ``package.module:factory`` only after one probe forward
-    pass on a batch of the training inputs (:func:`~curriculoss.harness.models.probe_model`), so that a
+    """The run's network on `device`; a user's `package.module:factory` only after one probe forward
+    pass on a batch of the training inputs (`probe_model`), so that a
     model of the wrong output size or input shape is refused before the run starts."""
     outputs = 1 if cfg.task == "regression" else data.num_classes
     model = build_model(cfg.model, tuple(data.input_shape), outputs)
@@ -429,7 +429,7 @@ def build_checked_model(cfg: TrainConfig, data, device: torch.device | None = No
 
 
 class _Stack:
-    """A ``DataLoader`` collate: the decoded samples stacked, an empty batch (a rank's empty shard) too."""
+    """A `DataLoader` collate: the decoded samples stacked, an empty batch (a rank's empty shard) too."""
 
     def __init__(self, shape: tuple[int, ...]):
         self.shape = tuple(shape)
@@ -452,7 +452,7 @@ class _Batches:
 
 
 def _stream_loader(files, workers: int, device: torch.device, batches=()):
-    """A ``DataLoader`` decoding ``files`` by the index batches of a :class:`_Batches` (set per epoch)."""
+    """A `DataLoader` decoding `files` by the index batches of a `_Batches` (set per epoch)."""
     from torch.utils.data import DataLoader
 
     # Its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and
@@ -466,7 +466,7 @@ def _evaluate(model, x, y: torch.Tensor, regression: bool, batch_size: int = 102
               autocast=nullcontext) -> torch.Tensor:
     """The test set's summed correct predictions (classification) or absolute errors (regression), as a
     float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation.
-    ``x``: a tensor on the device, or a streamed set's ``DataLoader`` yielding the same ``batch_size`` batches."""
+    `x`: a tensor on the device, or a streamed set's `DataLoader` yielding the same `batch_size` batches."""
     model.eval()
     total = torch.zeros((), dtype=accumulator_dtype(y.device), device=y.device)
     streamed = iter(x) if not torch.is_tensor(x) else None
@@ -501,15 +501,15 @@ def _type_fits(value, kind) -> bool:
 
 
 def _allowed(hint) -> tuple[list, bool]:
-    """The types a field's annotation allows, and whether ``None`` is one of them."""
+    """The types a field's annotation allows, and whether `None` is one of them."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     args = typing.get_args(hint) if union else (hint,)
     return [typing.get_origin(a) or a for a in args if a is not type(None)], type(None) in args
 
 
 def _check_types(obj, cls, prefix: str = "") -> None:
-    """Every field of a configuration (``cls``, a dataclass) of its annotated type: a JSON file edited by
-    hand can hold ``"noise_rate": "0.4"``, which would otherwise fail far from where it was read."""
+    """Every field of a configuration (`cls`, a dataclass) of its annotated type: a JSON file edited by
+    hand can hold `"noise_rate": "0.4"`, which would otherwise fail far from where it was read."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         value = getattr(obj, f.name)
@@ -534,8 +534,8 @@ def _check_names(cfg: TrainConfig) -> None:
 
 def check_config(cfg: TrainConfig) -> None:
     """The optimisation settings of a configuration, before anything is loaded: a NaN, negative or
-    overflowing rate would train silently on garbage (``lr=nan`` ran to the end with accuracy 0.1) or
-    fail deep in the optimizer (``lr=1e300`` does not fit the float32 parameters)."""
+    overflowing rate would train silently on garbage (`lr=nan` ran to the end with accuracy 0.1) or
+    fail deep in the optimizer (`lr=1e300` does not fit the float32 parameters)."""
     _check_types(cfg, TrainConfig)
     _check_types(cfg.options, MethodOptions, "options.")
     _check_names(cfg)
@@ -574,8 +574,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _init_distributed_from_env(device: torch.device) -> bool:
-    """Under torchrun (``WORLD_SIZE`` > 1) start the default process group (NCCL on CUDA, each rank on GPU
-    ``LOCAL_RANK``; gloo otherwise); True if this call started it."""
+    """Under torchrun (`WORLD_SIZE` > 1) start the default process group (NCCL on CUDA, each rank on GPU
+    `LOCAL_RANK`; gloo otherwise); True if this call started it."""
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
@@ -591,21 +591,21 @@ def _init_distributed_from_env(device: torch.device) -> bool:
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
           position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
           more_epochs: bool = False) -> dict[str, Any]:
-    """Train one model; returns ``{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}``.
+    """Train one model; returns `{'best': ..., 'final': ..., 'metric': 'accuracy'|'mae', ...}`.
 
-    With ``run_dir`` the run folder is written; with ``resume=True`` the run continues from its
-    ``checkpoint.pt`` (a missing checkpoint starts from scratch; a corrupt one raises
-    :class:`CheckpointError`). Under ``torchrun`` it trains data-parallel (see the module docstring).
-    A new run (``resume=False``) in a folder holding one raises :class:`RunFolderExists`, unless
-    ``overwrite=True``: the old run's files are then removed once the data and model are ready.
-    ``more_epochs=True`` lets a resume raise ``cfg.epochs`` above the checkpoint's: the schedule becomes
+    With `run_dir` the run folder is written; with `resume=True` the run continues from its
+    `checkpoint.pt` (a missing checkpoint starts from scratch; a corrupt one raises
+    `CheckpointError`). Under `torchrun` it trains data-parallel (see the module docstring).
+    A new run (`resume=False`) in a folder holding one raises `RunFolderExists`, unless
+    `overwrite=True`: the old run's files are then removed once the data and model are ready.
+    `more_epochs=True` lets a resume raise `cfg.epochs` above the checkpoint's: the schedule becomes
     the new total's from the resumed epoch on. A resume that changes the epochs or where the run trains
-    (:data:`RUNTIME_FIELDS`) is recorded in ``resumes.json``.
+    (`RUNTIME_FIELDS`) is recorded in `resumes.json`.
 
-    A run that collapses (:mod:`curriculoss.harness.divergence`: non-finite training loss, or training accuracy
-    back at chance after being clearly above it) gets ``diverged: True``, ``diverged_epoch`` and
-    ``divergence`` (what happened) in its results; ``stop_on_divergence=True`` ends it there
-    (``stopped_early: True``, the epochs trained in ``epochs_trained``).
+    A run that collapses (`curriculoss.harness.divergence`: non-finite training loss, or training accuracy
+    back at chance after being clearly above it) gets `diverged: True`, `diverged_epoch` and
+    `divergence` (what happened) in its results; `stop_on_divergence=True` ends it there
+    (`stopped_early: True`, the epochs trained in `epochs_trained`).
     """
     check_config(cfg)
     if resume and overwrite:
@@ -635,7 +635,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
 
 def _end_distributed(finished: bool) -> None:
-    """Tear down the process group that :func:`train` started, in the order that stopped ranks aborting.
+    """Tear down the process group that `train` started, in the order that stopped ranks aborting.
 
     A rank that tore down and exited while another was still running (rank 0 writing the run folder)
     was seen to abort in interpreter shutdown ("terminate called without an active exception", gloo,
@@ -848,13 +848,13 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
 
 
 def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """``args.json`` (the configuration) and ``config.toml`` (the same, as options of ``curriculoss train
-    --config``)."""
+    """`args.json` (the configuration) and `config.toml` (the same, as options of `curriculoss train
+    --config`)."""
     _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
     _atomic_write(run_dir / "config.toml", lambda fh: fh.write(toml_text(cfg).encode()))
 
 
-#: What a checkpoint holds (``recorder``, or before it ``loss_signal`` and ``conf_signal``, besides).
+#: What a checkpoint holds (`recorder`, or before it `loss_signal` and `conf_signal`, besides).
 _CHECKPOINT_FIELDS = ("config", "epoch", "model", "optimizer", "scheduler", "method", "history", "rng")
 
 
@@ -885,7 +885,7 @@ def _checked_checkpoint(state: dict[str, Any], path: Path) -> TrainConfig:
 
 def _resume_from(path: Path, cfg: TrainConfig, more_epochs: bool, parts: dict[str, Any], dev: torch.device,
                  n: int) -> tuple[list, int, dict[str, dict[str, Any]]]:
-    """Restore ``parts`` (model, optimizers, method, ...) from the checkpoint at ``path``: the history so
+    """Restore `parts` (model, optimizers, method, ...) from the checkpoint at `path`: the history so
     far, the epoch to start from and what the resume changes."""
     state = load_checkpoint(path)
     previous = _checked_checkpoint(state, path)
@@ -918,7 +918,7 @@ _NOT_OPTIONS = ("momentum", "options")
 
 
 def _cli_options(cfg: TrainConfig) -> dict:
-    """The command-line options of a run's configuration, by long option name; ``None`` values left out."""
+    """The command-line options of a run's configuration, by long option name; `None` values left out."""
     out = {f.name.replace("_", "-"): getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NOT_OPTIONS}
     opts = cfg.options
     out.update({name.replace("_", "-"): getattr(opts, name) for name in (f.name for f in fields(opts))
@@ -943,8 +943,8 @@ def _toml_value(value) -> str:
 
 
 def toml_text(cfg: TrainConfig) -> str:
-    """The configuration ``cfg`` as the TOML options of ``curriculoss train --config``: every option with
-    its resolved value (one left at ``None``, such as the ``data-dir`` of the built-in digits, is left out)."""
+    """The configuration `cfg` as the TOML options of `curriculoss train --config`: every option with
+    its resolved value (one left at `None`, such as the `data-dir` of the built-in digits, is left out)."""
     lines = ["# The options of this run: `curriculoss train --config config.toml --out NEW` trains it again.",
              "# args.json holds the same configuration."]
     if cfg.momentum != 0.9 or cfg.options.smoothing not in (None, 0.9):
@@ -963,7 +963,7 @@ def stderr_is_terminal() -> bool:
 
 
 class _Silent:
-    """No progress (``progress=False``, or a rank that does not write)."""
+    """No progress (`progress=False`, or a rank that does not write)."""
 
     def update(self, steps: int = 1) -> None:
         pass
@@ -1041,8 +1041,8 @@ def _epoch_columns(method, distributed: bool) -> dict[str, float]:
 
 
 def _recorder_state(state: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
-    """The recorder's state of a checkpoint; one written before the recorder (``loss_signal`` and
-    ``conf_signal``, ``(epochs, N)`` with NaN rows ahead) gives its finished epochs and no margins."""
+    """The recorder's state of a checkpoint; one written before the recorder (`loss_signal` and
+    `conf_signal`, `(epochs, N)` with NaN rows ahead) gives its finished epochs and no margins."""
     if "recorder" in state:
         return state["recorder"]
     done = state["epoch"]
@@ -1052,7 +1052,7 @@ def _recorder_state(state: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a damaged file raises :class:`CheckpointError`."""
+    """Read a checkpoint with `weights_only=True`; a damaged file raises `CheckpointError`."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files

@@ -1,71 +1,71 @@
 """Data sets as numpy arrays, read from local files only (nothing is downloaded).
 
-One module per format: :mod:`~curriculoss.harness.data.builtin` (digits),
-:mod:`~curriculoss.harness.data.idx`, :mod:`~curriculoss.harness.data.cifar`,
-:mod:`~curriculoss.harness.data.imagefolder`, :mod:`~curriculoss.harness.data.tabular` (npz, csv);
-this module holds :class:`Dataset`, the registry :data:`DATASETS` and :func:`load`, which checks and
-normalises whatever a reader returns. Besides the data sets, :mod:`~curriculoss.harness.data.npzfile`
-reads ``.npz`` archives lazily, each member's size checked before it is inflated, and
-:mod:`~curriculoss.harness.data.signals` reads a run's ``signals.npz`` that way for ``curriculoss flag``.
+One module per format: `builtin` (digits),
+`idx`, `cifar`,
+`imagefolder`, `tabular` (npz, csv);
+this module holds `Dataset`, the registry `DATASETS` and `load`, which checks and
+normalises whatever a reader returns. Besides the data sets, `npzfile`
+reads `.npz` archives lazily, each member's size checked before it is inflated, and
+`signals` reads a run's `signals.npz` that way for `curriculoss flag`.
 
-:func:`load` returns a :class:`Dataset` of float32 inputs and int64 labels (float32 targets for
+`load` returns a `Dataset` of float32 inputs and int64 labels (float32 targets for
 regression). The readers:
 
-- ``digits``: scikit-learn's embedded 8x8 digits (1797 images), the offline default. A deterministic
-  stratified split keeps 1/4 for testing (``train_test_split(stratify=y, random_state=0)``:
-  1347 train, 450 test). Images ``(N, 1, 8, 8)``.
-- ``idx``: an MNIST-layout directory (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
-  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``): MNIST,
+- `digits`: scikit-learn's embedded 8x8 digits (1797 images), the offline default. A deterministic
+  stratified split keeps 1/4 for testing (`train_test_split(stratify=y, random_state=0)`:
+  1347 train, 450 test). Images `(N, 1, 8, 8)`.
+- `idx`: an MNIST-layout directory (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+  `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`, each optionally `.gz`): MNIST,
   Fashion-MNIST, KMNIST. The IDX headers are parsed here: magic number, dimensions, the file's length
   against them (truncation) and matching image and label counts are checked, and errors name the
-  file. Images ``(N, 1, H, W)``.
-- ``cifar10``: the binary version (``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin``)
-  or the python version (``data_batch_1`` .. ``data_batch_5``, ``test_batch``); ``data_dir`` is the
-  folder holding them or its parent (``cifar-10-batches-bin`` / ``cifar-10-batches-py`` inside).
-  The python version's pickles are read by :class:`RestrictedUnpickler`, which admits only the numpy
-  array reconstruction the format needs; any other global (``os.system``, ``builtins.eval``, ...)
-  raises :class:`UnsafePickleError` before it is resolved, so nothing is executed.
-  Images ``(N, 3, 32, 32)``.
-- ``cifar100``: CIFAR-100's python version (``train`` and ``test`` pickles with ``fine_labels``, 100
-  classes), in ``data_dir`` or its ``cifar-100-python`` sub-folder; the same restricted unpickler.
-- ``imagefolder``: one sub-folder per class of image files (PNG, JPEG, BMP, GIF, WebP, TIFF), with
-  ``train`` and ``test`` sub-folders when present, else the split below; decoded with Pillow (the
-  ``image`` extra) to RGB and resized to ``image_size`` x ``image_size``. With ``stream=True`` the
-  arrays are :class:`~curriculoss.harness.data.imagefolder.ImageFiles` (the files, decoded per batch
-  during training; the same values). See :mod:`curriculoss.harness.data.imagefolder`.
-- ``npz``: a ``.npz`` file with arrays ``x``, ``y`` and optionally ``x_test``, ``y_test``; ``x`` of any
-  shape ``(N, ...)``. Read without pickle.
-- ``csv``: ``data_dir`` is a CSV file (the training set) or a directory with ``train.csv`` and
-  optionally ``test.csv``; numeric columns, the last one the label (or regression target), an optional
+  file. Images `(N, 1, H, W)`.
+- `cifar10`: the binary version (`data_batch_1.bin` .. `data_batch_5.bin`, `test_batch.bin`)
+  or the python version (`data_batch_1` .. `data_batch_5`, `test_batch`); `data_dir` is the
+  folder holding them or its parent (`cifar-10-batches-bin` / `cifar-10-batches-py` inside).
+  The python version's pickles are read by `RestrictedUnpickler`, which admits only the numpy
+  array reconstruction the format needs; any other global (`os.system`, `builtins.eval`, ...)
+  raises `UnsafePickleError` before it is resolved, so nothing is executed.
+  Images `(N, 3, 32, 32)`.
+- `cifar100`: CIFAR-100's python version (`train` and `test` pickles with `fine_labels`, 100
+  classes), in `data_dir` or its `cifar-100-python` sub-folder; the same restricted unpickler.
+- `imagefolder`: one sub-folder per class of image files (PNG, JPEG, BMP, GIF, WebP, TIFF), with
+  `train` and `test` sub-folders when present, else the split below; decoded with Pillow (the
+  `image` extra) to RGB and resized to `image_size` x `image_size`. With `stream=True` the
+  arrays are `ImageFiles` (the files, decoded per batch
+  during training; the same values). See `curriculoss.harness.data.imagefolder`.
+- `npz`: a `.npz` file with arrays `x`, `y` and optionally `x_test`, `y_test`; `x` of any
+  shape `(N, ...)`. Read without pickle.
+- `csv`: `data_dir` is a CSV file (the training set) or a directory with `train.csv` and
+  optionally `test.csv`; numeric columns, the last one the label (or regression target), an optional
   header line.
 
-Where no test split is given (``npz`` without ``x_test``, ``csv`` without a test file) 20 % of the
+Where no test split is given (`npz` without `x_test`, `csv` without a test file) 20 % of the
 training set is split off deterministically (stratified for classification where every class has at
-least two samples, ``random_state=0``).
+least two samples, `random_state=0`).
 
 Normalisation: image inputs (digits, idx, cifar10, cifar100, imagefolder) are scaled to [0, 1] and then standardised per
 channel by the *training* set's mean and standard deviation (the statistics of the samples kept after
-``limit``; for imagefolder from exact integer pixel moments, so that a streamed set gets the same
+`limit`; for imagefolder from exact integer pixel moments, so that a streamed set gets the same
 bits), the usual practice for MNIST and CIFAR; the statistics are kept in
-:attr:`Dataset.normalisation` (the padding of :func:`curriculoss.harness.augment.crop_flip` needs them). ``npz`` and ``csv`` features are used as given
+`Dataset.normalisation` (the padding of `curriculoss.harness.augment.crop_flip` needs them). `npz` and `csv` features are used as given
 (standardise them beforehand if their scales differ).
 
-A ``data_dir`` that is neither a regular file nor a directory (``/dev/zero``, a FIFO) is refused before
+A `data_dir` that is neither a regular file nor a directory (`/dev/zero`, a FIFO) is refused before
 it is opened, and so is a data set whose samples have no features (IDX images of 0x0 pixels).
 
-Checks before training on anything: labels are class indices ``0..C-1`` with ``C`` the largest label
-+ 1, at most :data:`MAX_CLASSES`, and at least half of the classes ``0..C-1`` must occur (one corrupt
+Checks before training on anything: labels are class indices `0..C-1` with `C` the largest label
++ 1, at most `MAX_CLASSES`, and at least half of the classes `0..C-1` must occur (one corrupt
 label, such as an IDX label byte of 255 among MNIST's digits, is refused instead of making 256
 classes); features, and regression targets, must be finite *after* their conversion to float32.
 Sizes declared by a file are checked against what the file can hold before anything is inflated or
 allocated: an IDX header against the file's length (or the most a gzip file of that length can
-inflate to), the image count against the label count, each used ``.npz`` member's ``.npy`` header
-against its zip entry (members other than ``x``, ``y``, ``x_test``, ``y_test`` are never read), and
+inflate to), the image count against the label count, each used `.npz` member's `.npy` header
+against its zip entry (members other than `x`, `y`, `x_test`, `y_test` are never read), and
 a CIFAR-10 pickle may build arrays only the way numpy pickles them.
 
-Tasks: ``task='classification'`` (labels int64 in ``[0, num_classes)``) or ``'regression'`` (one
-output, target float32, ``num_classes=None``; for digits and idx the target is the digit's value, the
-SuperLoss paper's digit regression, Sec. 3.2). ``limit`` keeps the first ``limit`` training samples.
+Tasks: `task='classification'` (labels int64 in `[0, num_classes)`) or `'regression'` (one
+output, target float32, `num_classes=None`; for digits and idx the target is the digit's value, the
+SuperLoss paper's digit regression, Sec. 3.2). `limit` keeps the first `limit` training samples.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ from curriculoss.harness.data.tabular import _csv, _npz
 
 __all__ = ["Dataset", "load", "DATASETS", "TASKS", "read_idx", "RestrictedUnpickler", "UnsafePickleError"]
 
-#: The names :func:`load` knows.
+#: The names `load` knows.
 DATASETS = ("digits", "idx", "cifar10", "cifar100", "imagefolder", "npz", "csv")
 TASKS = ("classification", "regression")
 
@@ -94,14 +94,14 @@ class Dataset:
     """A data set split into training and test arrays.
 
     Attributes:
-        x_train, x_test: float32 inputs, ``(N, C, H, W)`` for images or ``(N, D)`` for features (a
-            streamed imagefolder: :class:`~curriculoss.harness.data.imagefolder.ImageFiles`).
-        y_train, y_test: int64 class indices (classification) or float32 targets (regression), ``(N,)``.
-        num_classes: the number of classes, or ``None`` for regression.
-        input_shape: the shape of one sample, ``x_train.shape[1:]``.
-        name: the reader's name (``'digits'``, ``'idx'``, ...).
-        normalisation: the per-channel ``(mean, std)`` (float32, shape ``(C,)``) the images were
-            standardised with (raw pixels in [0, 1]), or ``None`` for features used as given.
+        x_train, x_test: float32 inputs, `(N, C, H, W)` for images or `(N, D)` for features (a
+            streamed imagefolder: `ImageFiles`).
+        y_train, y_test: int64 class indices (classification) or float32 targets (regression), `(N,)`.
+        num_classes: the number of classes, or `None` for regression.
+        input_shape: the shape of one sample, `x_train.shape[1:]`.
+        name: the reader's name (`'digits'`, `'idx'`, ...).
+        normalisation: the per-channel `(mean, std)` (float32, shape `(C,)`) the images were
+            standardised with (raw pixels in [0, 1]), or `None` for features used as given.
     """
 
     x_train: np.ndarray  # or ImageFiles (streamed)
@@ -126,25 +126,25 @@ class Dataset:
 def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "classification",
          limit: int | None = None, image_size: int = 32, skip_bad_images: bool = False,
          workers: int = 0, stream: bool | None = False, memory: int | None = None) -> Dataset:
-    """Load the data set ``name`` (one of :data:`DATASETS`) for ``task`` (one of :data:`TASKS`).
+    """Load the data set `name` (one of `DATASETS`) for `task` (one of `TASKS`).
 
     Args:
-        name: ``'digits'`` (default of the command line, needs no files), ``'idx'``, ``'cifar10'``,
-            ``'npz'`` or ``'csv'``.
-        data_dir: the directory or file to read (required for everything but ``digits``).
-        task: ``'classification'`` or ``'regression'`` (the latter not for ``cifar10``).
-        limit: keep only the first ``limit`` training samples (the test set is kept whole).
-        image_size: ``imagefolder`` only: the side every image is resized to.
-        skip_bad_images: ``imagefolder`` only: skip unreadable images (with a count on stderr)
+        name: `'digits'` (default of the command line, needs no files), `'idx'`, `'cifar10'`,
+            `'npz'` or `'csv'`.
+        data_dir: the directory or file to read (required for everything but `digits`).
+        task: `'classification'` or `'regression'` (the latter not for `cifar10`).
+        limit: keep only the first `limit` training samples (the test set is kept whole).
+        image_size: `imagefolder` only: the side every image is resized to.
+        skip_bad_images: `imagefolder` only: skip unreadable images (with a count on stderr)
             instead of raising an error naming the file.
-        workers: ``imagefolder`` only: decode with this many ``DataLoader`` worker processes.
-        stream: ``imagefolder`` only: ``True`` keeps the files, not the pixels (``x_train`` and
-            ``x_test`` are :class:`~curriculoss.harness.data.imagefolder.ImageFiles`, decoded per batch
-            by the training loop); ``None`` streams when the decoded set exceeds ``memory / 4`` bytes.
-        memory: the bytes available for the decoded set (``stream=None`` only).
+        workers: `imagefolder` only: decode with this many `DataLoader` worker processes.
+        stream: `imagefolder` only: `True` keeps the files, not the pixels (`x_train` and
+            `x_test` are `ImageFiles`, decoded per batch
+            by the training loop); `None` streams when the decoded set exceeds `memory / 4` bytes.
+        memory: the bytes available for the decoded set (`stream=None` only).
 
     Raises:
-        ValueError: an unknown name or task, a bad ``limit``, malformed files (the message names the file).
+        ValueError: an unknown name or task, a bad `limit`, malformed files (the message names the file).
         FileNotFoundError: a missing directory or file (the message names the path and what was expected).
     """
     if name not in DATASETS:
@@ -216,7 +216,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
     return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name, normalisation)
 
 
-#: The largest class count :func:`load` accepts; a larger label is a corrupt one (and would size the
+#: The largest class count `load` accepts; a larger label is a corrupt one (and would size the
 #: model's output layer and the noise matrices: 1e9 classes is a terabyte allocation).
 MAX_CLASSES = 1 << 20
 
@@ -266,7 +266,7 @@ def _check_finite(name: str, what: str, train: np.ndarray, test: np.ndarray) -> 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray, stats: bool = False, given=None):
     """Per-channel (axis 1) standardisation by the training set's statistics, in float32; with
-    ``stats`` also the ``(mean, std)`` used, shape ``(C,)``; ``given``: use these ``(mean, std)``."""
+    `stats` also the `(mean, std)` used, shape `(C,)`; `given`: use these `(mean, std)`."""
     x_train = x_train.astype(np.float32, copy=False)
     x_test = x_test.astype(np.float32, copy=False)
     if len(x_train) == 0:

@@ -29,13 +29,13 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 
 
 def file_kind(mode: int) -> str:
-    """What a file of ``st_mode`` ``mode`` is, for an error message ('a FIFO (named pipe)', ...)."""
+    """What a file of `st_mode` `mode` is, for an error message ('a FIFO (named pipe)', ...)."""
     return next((name for test, name in _KINDS if test(mode)), "a special file")
 
 
 def check_file_or_dir(path: str | os.PathLike, expected: str) -> None:
-    """Refuse a ``path`` that is neither a regular file nor a directory (``/dev/zero``, a FIFO: reading
-    one never ends or blocks), before it is opened; ``expected`` says what was expected."""
+    """Refuse a `path` that is neither a regular file nor a directory (`/dev/zero`, a FIFO: reading
+    one never ends or blocks), before it is opened; `expected` says what was expected."""
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ValueError(f"{os.fspath(path)}: {file_kind(mode)}, not a regular file or a directory "
@@ -43,7 +43,7 @@ def check_file_or_dir(path: str | os.PathLike, expected: str) -> None:
 
 
 def _split(x: np.ndarray, y: np.ndarray, classification: bool, test_size: float = 0.2):
-    """Deterministic split of ``test_size`` (stratified where every class has two samples or more)."""
+    """Deterministic split of `test_size` (stratified where every class has two samples or more)."""
     from sklearn.model_selection import train_test_split
 
     if len(y) < 2:

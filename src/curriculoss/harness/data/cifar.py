@@ -1,5 +1,5 @@
 """The CIFAR-10 (binary and python versions) and CIFAR-100 (python version) readers; the python
-version's pickles go through :class:`RestrictedUnpickler`, which resolves only numpy's array
+version's pickles go through `RestrictedUnpickler`, which resolves only numpy's array
 reconstruction."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _numpy_reconstruct():
 
 
 class _NDArrayToken:
-    """Stands for ``numpy.ndarray`` in a restricted pickle; calling it is refused."""
+    """Stands for `numpy.ndarray` in a restricted pickle; calling it is refused."""
 
     def __init__(self, name: str):
         self._name = name
@@ -44,9 +44,9 @@ class _NDArrayToken:
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler for CIFAR-10's python batches: it resolves only numpy's array reconstruction.
 
-    Admitted globals: ``numpy.core.multiarray._reconstruct`` / ``numpy._core.multiarray._reconstruct``,
-    ``numpy.ndarray`` and ``numpy.dtype``. Anything else raises :class:`UnsafePickleError` (a
-    :class:`pickle.UnpicklingError` and a :class:`ValueError`) naming the file and the global.
+    Admitted globals: `numpy.core.multiarray._reconstruct` / `numpy._core.multiarray._reconstruct`,
+    `numpy.ndarray` and `numpy.dtype`. Anything else raises `UnsafePickleError` (a
+    `pickle.UnpicklingError` and a `ValueError`) naming the file and the global.
     """
 
     def __init__(self, file, *, name: str = "<pickle>"):
@@ -58,7 +58,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             return self._reconstruct
         if module == "numpy" and name == "ndarray":
-            # A token, not the class: called directly, ``numpy.ndarray(shape)`` would hand back
+            # A token, not the class: called directly, `numpy.ndarray(shape)` would hand back
             # uninitialised memory of any size the pickle asks for.
             return self._ndarray
         if module == "numpy" and name == "dtype":

@@ -23,7 +23,7 @@ def _read_idx_stream(path: Path, ndim: int | None, check_shape=None) -> tuple[by
     The header is read from the stream first; the data size it declares is checked against what the
     file can hold (its length, or the most that deflate can inflate it to) before the data are read,
     and the data are read with a bounded read (one byte more, to detect trailing bytes). A gzip bomb
-    or a header declaring terabytes is refused without being inflated or allocated. ``check_shape``,
+    or a header declaring terabytes is refused without being inflated or allocated. `check_shape`,
     if given, is called with the declared shape before the data are read (and may raise)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -63,8 +63,8 @@ def _read_idx_stream(path: Path, ndim: int | None, check_shape=None) -> tuple[by
 def read_idx(path: str | os.PathLike, *, ndim: int | None = None, _check_shape=None) -> np.ndarray:
     """Read one IDX file (plain or gzipped) into a numpy array.
 
-    The header is ``0x00 0x00 <type> <ndim>`` followed by ``ndim`` big-endian uint32 sizes; the data
-    follow in C order. ``ndim`` (3 for images, magic 0x00000803; 1 for labels, magic 0x00000801), if
+    The header is `0x00 0x00 <type> <ndim>` followed by `ndim` big-endian uint32 sizes; the data
+    follow in C order. `ndim` (3 for images, magic 0x00000803; 1 for labels, magic 0x00000801), if
     given, is checked, and so is the file's length against the sizes.
 
     Raises:

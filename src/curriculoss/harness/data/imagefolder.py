@@ -6,21 +6,21 @@
     DIR/train/cat/001.png ... DIR/test/cat/101.png ...           (the given split)
 
 Classes are the sub-folder names in sorted order (the test split's folders must be among the
-training split's); there must be two at least, and a lone ``train/`` (or ``test/``) is refused rather than
-read as one class of that name. An image whose header declares more than :data:`MAX_PIXELS` pixels (or
+training split's); there must be two at least, and a lone `train/` (or `test/`) is refused rather than
+read as one class of that name. An image whose header declares more than `MAX_PIXELS` pixels (or
 none) is refused before it is decoded. Files with an image extension (PNG, JPEG, BMP, GIF, WebP, TIFF) are decoded with
-Pillow (``pip install curriculoss[image]``), fully (so that a truncated file is found here, not in the
-middle of an epoch), converted to RGB and resized to ``image_size`` x ``image_size`` (bilinear); other
+Pillow (`pip install curriculoss[image]`), fully (so that a truncated file is found here, not in the
+middle of an epoch), converted to RGB and resized to `image_size` x `image_size` (bilinear); other
 files are ignored. A file Pillow cannot read, a truncated one, or one in a mode that has no RGB
-conversion is an error naming the file, or, with ``skip_bad_images``, skipped and counted on stderr.
+conversion is an error naming the file, or, with `skip_bad_images`, skipped and counted on stderr.
 
-In memory, the set is ``N x 3 x S x S`` float32 (50,000 images of 32 x 32 are 600 MB); with
-``workers > 0`` the files are decoded by that many ``DataLoader`` worker processes (same result, in
-the same order). Streamed (``stream=True``, or ``None`` when the decoded set would not fit a quarter
-of the given memory), the set is an :class:`ImageFiles`: the paths, decoded again per training batch
-by the harness's ``DataLoader``. Either way every file is decoded once when the set is read: bad files
+In memory, the set is `N x 3 x S x S` float32 (50,000 images of 32 x 32 are 600 MB); with
+`workers > 0` the files are decoded by that many `DataLoader` worker processes (same result, in
+the same order). Streamed (`stream=True`, or `None` when the decoded set would not fit a quarter
+of the given memory), the set is an `ImageFiles`: the paths, decoded again per training batch
+by the harness's `DataLoader`. Either way every file is decoded once when the set is read: bad files
 are found then, and the per-channel normalisation statistics come from the images' exact integer
-pixel moments (:func:`moment_stats`), so both modes train on identical inputs.
+pixel moments (`moment_stats`), so both modes train on identical inputs.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _decode(Image, path: Path, size: int) -> np.ndarray:
 
 
 class _Decoder:
-    """Decoded images by position, for a ``DataLoader``'s workers: ``(image or None, error message or '')``."""
+    """Decoded images by position, for a `DataLoader`'s workers: `(image or None, error message or '')`."""
 
     def __init__(self, paths: list[Path], size: int):
         self.paths, self.size = paths, size
@@ -118,7 +118,7 @@ def _as_list(batch):
 
 
 def _decoded(Image, paths: list[Path], size: int, workers: int):
-    """``(image or None, error)`` per path, in order."""
+    """`(image or None, error)` per path, in order."""
     if workers == 0:
         for path in paths:
             try:
@@ -135,11 +135,11 @@ def _decoded(Image, paths: list[Path], size: int, workers: int):
 
 def _read(Image, paths: list[Path], labels: list[int], size: int, skip: bool, workers: int = 0,
           keep: bool = True) -> tuple[np.ndarray | None, list[Path], np.ndarray, np.ndarray, int]:
-    """Decode every file once: ``(uint8 images or None, kept paths, their labels, their moments, bad count)``.
+    """Decode every file once: `(uint8 images or None, kept paths, their labels, their moments, bad count)`.
 
     The moments (per image and channel: the sum and the sum of squares of the 0..255 pixel values,
     exact int64) give the normalisation statistics of any subset, the same in memory and streamed.
-    With ``keep=False`` (streaming) the pixels are not kept."""
+    With `keep=False` (streaming) the pixels are not kept."""
     images = np.empty((len(paths), 3, size, size), np.uint8) if keep else None
     moments = np.empty((len(paths), 2, 3), np.int64)
     kept, bad = [], 0
@@ -160,10 +160,10 @@ def _read(Image, paths: list[Path], labels: list[int], size: int, skip: bool, wo
 
 
 def moment_stats(moments: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(mean, std)`` (float32, ``(3,)``) of images in [0, 1] from their exact moments.
+    """Per-channel `(mean, std)` (float32, `(3,)`) of images in [0, 1] from their exact moments.
 
-    ``moments``: ``(N, 2, 3)`` int64 per-image sums of the 0..255 values and of their squares;
-    ``pixels``: H * W. mean = S / (255 m), var = (m Q - S^2) / (255 m)^2 with m = N H W, evaluated in
+    `moments`: `(N, 2, 3)` int64 per-image sums of the 0..255 values and of their squares;
+    `pixels`: H * W. mean = S / (255 m), var = (m Q - S^2) / (255 m)^2 with m = N H W, evaluated in
     exact integer arithmetic and rounded once: the same bits whichever order or process read the
     images, which is what makes streamed and in-memory training identical. A zero std becomes 1."""
     m = int(len(moments)) * pixels
@@ -177,12 +177,12 @@ def moment_stats(moments: np.ndarray, pixels: int) -> tuple[np.ndarray, np.ndarr
 
 
 class ImageFiles:
-    """A streamed image set: the files, decoded one at a time (a map-style ``torch`` dataset).
+    """A streamed image set: the files, decoded one at a time (a map-style `torch` dataset).
 
-    ``files[i]`` (an int) decodes image ``i`` and returns a float32 tensor ``(3, S, S)``: the pixels in [0, 1],
-    standardised by :attr:`normalisation` when it is set, computed exactly as the in-memory arrays
-    are (``(uint8 / 255 - mean) / std`` in float32), so a streamed run trains on the same bits.
-    ``len(files)``, ``files.shape`` (``(N, 3, S, S)``) and ``files[a:b]`` stand in for the array's. The files were
+    `files[i]` (an int) decodes image `i` and returns a float32 tensor `(3, S, S)`: the pixels in [0, 1],
+    standardised by `normalisation` when it is set, computed exactly as the in-memory arrays
+    are (`(uint8 / 255 - mean) / std` in float32), so a streamed run trains on the same bits.
+    `len(files)`, `files.shape` (`(N, 3, S, S)`) and `files[a:b]` stand in for the array's. The files were
     decoded once when the set was read (bad files are found there, not mid-epoch).
     """
 
@@ -217,7 +217,7 @@ class ImageFiles:
 
 
 def _check_classes(root: Path, train_root: Path, classes: list[str]) -> None:
-    """At least two classes; a lone ``train/`` (or ``test/``) folder is a split without its other half."""
+    """At least two classes; a lone `train/` (or `test/`) folder is a split without its other half."""
     if len(classes) >= 2:
         return
     if train_root == root and classes[0] in ("train", "test"):
@@ -231,17 +231,17 @@ def _check_classes(root: Path, train_root: Path, classes: list[str]) -> None:
 
 def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images: bool = False, workers: int = 0,
                       stream: bool | None = False, memory: int | None = None):
-    """``(x_train, y_train, x_test, y_test, moments_train)``.
+    """`(x_train, y_train, x_test, y_test, moments_train)`.
 
-    In memory (``stream=False``): ``x_*`` are float32 images in [0, 1] ``(N, 3, S, S)``. Streamed
-    (``stream=True``): ``x_*`` are :class:`ImageFiles` (no normalisation set yet). ``stream=None``
-    decides: stream when the decoded set (``N x 3 x S x S`` float32) exceeds a quarter of ``memory``
-    bytes (in memory when ``memory`` is None). ``moments_train``: the training images' exact pixel
-    moments, ``(N, 2, 3)`` int64, for :func:`moment_stats`. Labels are int64.
+    In memory (`stream=False`): `x_*` are float32 images in [0, 1] `(N, 3, S, S)`. Streamed
+    (`stream=True`): `x_*` are `ImageFiles` (no normalisation set yet). `stream=None`
+    decides: stream when the decoded set (`N x 3 x S x S` float32) exceeds a quarter of `memory`
+    bytes (in memory when `memory` is None). `moments_train`: the training images' exact pixel
+    moments, `(N, 2, 3)` int64, for `moment_stats`. Labels are int64.
 
     Raises:
-        FileNotFoundError: ``root`` has no class folders, or no images in them.
-        BadImageError: an image that cannot be decoded (unless ``skip_bad_images``).
+        FileNotFoundError: `root` has no class folders, or no images in them.
+        BadImageError: an image that cannot be decoded (unless `skip_bad_images`).
         ImportError: Pillow is not installed.
     """
     from curriculoss.harness.data._common import _split

@@ -1,10 +1,10 @@
-"""A lazy reader of ``.npz`` archives that may be damaged or hostile.
+"""A lazy reader of `.npz` archives that may be damaged or hostile.
 
 Nothing is inflated before it is asked for, and nothing is asked for before its size is known. A
-member's ``.npy`` header (the first bytes of its zip entry) is read first and checked against the
+member's `.npy` header (the first bytes of its zip entry) is read first and checked against the
 entry: the bytes the header declares must be the bytes the entry holds, the entry must lie inside
 the file, and a compressed entry may hold no more than deflate can inflate it to. Members that are
-never asked for are never read at all. Every error is a :class:`NpzError` naming the file and, for
+never asked for are never read at all. Every error is a `NpzError` naming the file and, for
 one member, the member.
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ class NpzError(ValueError):
 
 
 class LazyNpz(Mapping):
-    """The arrays of an ``.npz`` file by name (``'labels'`` for ``labels.npy``), read on first access.
+    """The arrays of an `.npz` file by name (`'labels'` for `labels.npy`), read on first access.
 
-    :meth:`header` gives a member's ``(shape, dtype)`` after the checks above, without inflating it.
-    Use it as a context manager, or call :meth:`close`.
+    `header` gives a member's `(shape, dtype)` after the checks above, without inflating it.
+    Use it as a context manager, or call `close`.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -62,11 +62,11 @@ class LazyNpz(Mapping):
         return key in self._entries
 
     def error(self, key: str, problem: str) -> NpzError:
-        """An error about member ``key``, naming the file and the member."""
+        """An error about member `key`, naming the file and the member."""
         return NpzError(f"{self.path}: member {key}: {problem}")
 
     def header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
-        """The shape and dtype member ``key`` declares, checked against its entry (nothing inflated)."""
+        """The shape and dtype member `key` declares, checked against its entry (nothing inflated)."""
         if key not in self._headers:
             self._headers[key] = self._read_header(key)
         shape, dtype, _ = self._headers[key]
@@ -125,7 +125,7 @@ class LazyNpz(Mapping):
 
 
 def _regular_size(path: Path) -> int:
-    """The size of ``path``, a regular file (a FIFO or a device is refused before it is opened)."""
+    """The size of `path`, a regular file (a FIFO or a device is refused before it is opened)."""
     try:
         st = os.stat(path)
     except OSError as exc:

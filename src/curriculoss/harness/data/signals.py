@@ -1,10 +1,10 @@
-"""``curriculoss flag``'s reading of a ``signals.npz``: the members it uses, checked before any is inflated.
+"""`curriculoss flag`'s reading of a `signals.npz`: the members it uses, checked before any is inflated.
 
-``labels`` (one integer per sample) gives N. The per-epoch tables (``loss``, ``confidence``, ``margin``)
-must be real numbers of one shape ``(epochs, N)`` (or ``(N,)``: one epoch), with no more epochs than the
-run has when its ``args.json`` says; ``predicted`` and ``noise_mask`` hold one integer (or boolean) per
-sample. All of this is read from the members' ``.npy`` headers; a table is inflated only when a score or
-a plot reads it, and members flag does not use (``true_labels``, a user's extras) are never read.
+`labels` (one integer per sample) gives N. The per-epoch tables (`loss`, `confidence`, `margin`)
+must be real numbers of one shape `(epochs, N)` (or `(N,)`: one epoch), with no more epochs than the
+run has when its `args.json` says; `predicted` and `noise_mask` hold one integer (or boolean) per
+sample. All of this is read from the members' `.npy` headers; a table is inflated only when a score or
+a plot reads it, and members flag does not use (`true_labels`, a user's extras) are never read.
 """
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from curriculoss.harness.data.npzfile import LazyNpz, NpzError
 
 __all__ = ["open_signals", "TABLES"]
 
-#: The per-epoch tables, ``(epochs, N)``.
+#: The per-epoch tables, `(epochs, N)`.
 TABLES = ("loss", "confidence", "margin")
-#: The per-sample members flag reads besides ``labels``, and the dtype kinds each may have.
+#: The per-sample members flag reads besides `labels`, and the dtype kinds each may have.
 _PER_SAMPLE = {"predicted": "iu", "noise_mask": "biu"}
 _KIND_NAMES = {"b": "booleans", "i": "integers", "u": "unsigned integers", "f": "floats", "c": "complex numbers",
                "U": "text", "S": "bytes", "V": "raw records", "M": "dates", "m": "time spans", "O": "objects"}
 
 
 def open_signals(path: str | os.PathLike, *, epochs: int | None = None) -> LazyNpz:
-    """The signals at ``path``, their layout checked (``epochs``: the run's, when known).
+    """The signals at `path`, their layout checked (`epochs`: the run's, when known).
 
     Raises:
         NpzError: a damaged archive, or a member flag uses that is missing or of the wrong dtype or

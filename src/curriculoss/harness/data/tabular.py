@@ -1,4 +1,4 @@
-"""The tabular readers: ``.npz`` archives (read without pickle, each member's declared size checked
+"""The tabular readers: `.npz` archives (read without pickle, each member's declared size checked
 first) and numeric CSV files."""
 from __future__ import annotations
 
