@@ -230,7 +230,7 @@ def run_scores(signals: Mapping, score: str | None = None, *, method: str | None
         margin = None
     kwargs = {} if window is _UNSET else {"window": window}
     if (window if window is not _UNSET else DEFAULT_WINDOW[score]) == "auto" and margin is None:
-        raise ValueError(f"window 'auto' needs the run's margins, which these signals lack; give a window")
+        raise ValueError("window 'auto' needs the run's margins, which these signals lack; give a window")
     return score, label_quality_scores(signals[name], method=score, margin=margin, **kwargs)
 
 

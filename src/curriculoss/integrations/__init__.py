@@ -15,8 +15,10 @@ and never import `harness`.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,6 +39,25 @@ def _require(modules: tuple[str, ...], extra: str, what: str) -> Any:
             error = exc
     raise ImportError(f"{what} needs {modules[0].split('.')[0]}, which is not installed: "
                       f'pip install "curriculoss[{extra}]"') from error
+
+
+def _noise_mask(noise_mask, num_samples: int) -> np.ndarray | None:
+    """The callbacks' `noise_mask` argument as a bool array of one entry per sample (or `None`)."""
+    if noise_mask is None:
+        return None
+    mask = np.asarray(noise_mask, dtype=bool)
+    if mask.shape != (num_samples,):
+        raise ValueError(f"noise_mask must have shape ({num_samples},), got {mask.shape}")
+    return mask
+
+
+def _save(recorder: Recorder, path: str | Path, noise_mask: np.ndarray | None, extra: dict[str, Any]) -> Path:
+    """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`); returns the file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path / "signals.npz"
+    recorder.save(path, noise_mask=noise_mask, **extra)
+    return path
 
 
 def _recorder_state(recorder: Recorder) -> dict[str, Tensor]:

@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import _load_recorder_state, _recorder_state, _require, _restore_pending
+from curriculoss.integrations import (_load_recorder_state, _noise_mask, _recorder_state, _require,
+                                      _restore_pending, _save)
 from curriculoss.recorder import Recorder
 
 pl = _require(("lightning.pytorch", "pytorch_lightning"), "lightning", "curriculoss.integrations.lightning")
@@ -99,9 +99,7 @@ class RecorderCallback(pl.Callback):
         super().__init__()
         self.recorder = Recorder(num_samples)
         self.path = None if path is None else Path(path)
-        self.noise_mask = None if noise_mask is None else np.asarray(noise_mask, dtype=bool)
-        if self.noise_mask is not None and self.noise_mask.shape != (self.recorder.num_samples,):
-            raise ValueError(f"noise_mask must have shape ({num_samples},), got {self.noise_mask.shape}")
+        self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
         self.extra = dict(extra or {})
         self.label_key, self.index_key = label_key, index_key
         self.logits_key, self.confidence_key = logits_key, confidence_key
@@ -135,11 +133,7 @@ class RecorderCallback(pl.Callback):
     def save(self, path: str | Path) -> Path:
         """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
         `noise_mask` and `extra`; returns the file's path."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path / "signals.npz"
-        self.recorder.save(path, noise_mask=self.noise_mask, **self.extra)
-        return path
+        return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorder": _recorder_state(self.recorder)}

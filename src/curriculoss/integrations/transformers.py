@@ -30,12 +30,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import _load_recorder_state, _recorder_state, _require, _restore_pending
+from curriculoss.integrations import (_load_recorder_state, _noise_mask, _recorder_state, _require,
+                                      _restore_pending, _save)
 from curriculoss.recorder import Recorder
 
 _transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
@@ -74,9 +74,7 @@ class RecorderCallback(TrainerCallback):
                  extra: Mapping[str, Any] | None = None):
         self.recorder = Recorder(num_samples)
         self.path = None if path is None else Path(path)
-        self.noise_mask = None if noise_mask is None else np.asarray(noise_mask, dtype=bool)
-        if self.noise_mask is not None and self.noise_mask.shape != (self.recorder.num_samples,):
-            raise ValueError(f"noise_mask must have shape ({num_samples},), got {self.noise_mask.shape}")
+        self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
         self.extra = dict(extra or {})
         self.saved_path: Path | None = None
         self._restored: list[Tensor] | None = None
@@ -101,11 +99,7 @@ class RecorderCallback(TrainerCallback):
     def save(self, path: str | Path) -> Path:
         """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
         `noise_mask` and `extra`; returns the file's path."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path / "signals.npz"
-        self.recorder.save(path, noise_mask=self.noise_mask, **self.extra)
-        return path
+        return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
