@@ -40,3 +40,13 @@ def test_python_m_curriculoss_runs_the_harness_cli():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert curriculoss.__version__ in proc.stdout
+
+
+def test_the_version_is_written_once():
+    """`pyproject.toml` reads it from the package; the citation file, which cannot, must agree."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert 'dynamic = ["version"]' in (root / "pyproject.toml").read_text()
+    assert f"version: {curriculoss.__version__}\n" in (root / "CITATION.cff").read_text()
+    assert f"## {curriculoss.__version__} " in (root / "CHANGELOG.md").read_text()
