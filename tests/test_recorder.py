@@ -288,3 +288,21 @@ def test_resume_from_a_checkpoint_written_before_the_recorder(tmp_path):
     got = np.load(part / "signals.npz")
     np.testing.assert_array_equal(got["loss"][:2], rec["loss"][:2].numpy())
     assert np.isnan(got["margin"][:2]).all() and np.isfinite(got["margin"][2]).all()
+
+
+def test_a_failed_save_leaves_no_partial_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    rec = Recorder(3)
+    rec.update(torch.arange(3), torch.randn(3, 2), torch.tensor([0, 1, 0]))
+    rec.end_epoch()
+    rec.save(tmp_path)
+    before = (tmp_path / "signals.npz").read_bytes()
+
+    def full_disk(fh, **arrays):
+        fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        rec.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signals.npz"]
+    assert (tmp_path / "signals.npz").read_bytes() == before

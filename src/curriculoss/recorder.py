@@ -252,11 +252,15 @@ class Recorder:
         arrays = self.arrays(**extra)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # e.g. a full disk: no partial file left; a previous signals.npz stays
+            tmp.unlink(missing_ok=True)
+            raise
 
     def state_dict(self) -> dict[str, Tensor]:
         """The closed epochs (tensors only: loads with `torch.load(weights_only=True)`)."""
