@@ -21,6 +21,8 @@ import torch
 
 from curriculoss.harness.cli import main
 
+from _helpers import one_line_error as _error
+
 TINY = ["--limit", "64", "--epochs", "2", "--batch-size", "32", "--quiet"]
 
 
@@ -34,20 +36,6 @@ def finished(tmp_path_factory):
 
 def _copy(run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run, tmp_path / "run"))
-
-
-def _error(capsys, argv) -> str:
-    """The one-line error of a refused command."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code, text = exc.code, exc.code if isinstance(exc.code, str) else ""
-    else:
-        text = ""
-    assert code not in (0, None)
-    text = text or capsys.readouterr().err
-    assert text.startswith("curriculoss: error: ") and text.strip().count("\n") == 0, text
-    return text
 
 
 def _stamps(folder: Path) -> dict:

@@ -1,7 +1,6 @@
 """curriculoss.integrations.lightning: the example flags the noisy digits, data parameters train under
 Lightning as in a plain loop, and the recorder's state survives a checkpoint."""
 import copy
-import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -19,6 +18,8 @@ from lightning.pytorch.plugins import MixedPrecision  # noqa: E402
 
 from curriculoss import DataParameters, IndexedDataset  # noqa: E402
 from curriculoss.integrations.lightning import DataParametersCallback, RecorderCallback  # noqa: E402
+
+from _helpers import run_example  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lightning_digits.py"
 N, C, BATCH = 96, 4, 16
@@ -88,14 +89,9 @@ def _plain_loop(net, dp, steps, accumulate, **dp_kwargs):
 
 @pytest.mark.parametrize("method", ["superloss", "data-params"])
 def test_example_flags_the_noisy_digits(tmp_path, method):
-    spec = importlib.util.spec_from_file_location("lightning_digits", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    before = set(Path.cwd().iterdir())
-    figures = example.main(["--method", method, "--epochs", "6", "--out", str(tmp_path)])
+    figures = run_example(EXAMPLE, ["--method", method, "--epochs", "6", "--out", str(tmp_path)])
     assert (tmp_path / "signals.npz").exists() and (tmp_path / "flag.json").exists()
     assert figures["auroc"] > 0.9
-    assert set(Path.cwd().iterdir()) == before  # nothing written outside --out
 
 
 @pytest.mark.parametrize("level, accumulate", [("instance", 1), ("joint", 2)])

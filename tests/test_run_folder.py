@@ -17,6 +17,8 @@ from curriculoss.harness import reproduce
 from curriculoss.harness.cli import main
 from curriculoss.harness.runlock import run_folder_lock
 
+from _helpers import one_line_error as _error
+
 TINY = ["--limit", "64", "--epochs", "2", "--batch-size", "32", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 CURRICULOSS = str(Path(sys.executable).with_name("curriculoss"))
@@ -268,18 +270,6 @@ def test_noise_rates_that_share_a_folder_are_refused(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------- one-line errors
-
-def _error(capsys, argv) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code, text = exc.code, str(exc.code) if isinstance(exc.code, str) else ""
-    else:
-        text = ""
-    assert code not in (0, None)
-    text = text or capsys.readouterr().err
-    assert text.startswith("curriculoss: error: ") and text.strip().count("\n") == 0, text
-    return text
 
 
 def test_empty_test_set_is_refused(tmp_path, capsys):

@@ -875,10 +875,11 @@ class SuperLoss(nn.Module):
             with torch.no_grad():
                 valid = _valid(loss, keep, self.loss_sum.dtype)
                 source, _, _ = _smoothed(loss, index, valid, self.smoothed_loss, self.seen, self.smoothing)
-        out, sigma = _SuperLossFunction.apply(loss, source, _tau_for(loss, index, tau), self.lam, self.reduction,
-                                              keep, False, self.step == "normalised")
+        tau = _tau_for(loss, index, tau)
+        out, sigma = _SuperLossFunction.apply(loss, source, tau, self.lam, self.reduction, keep, False,
+                                              self.step == "normalised")
         self.confidence = sigma
-        self._cap_inputs = (loss.detach() if source is None else source, _tau_for(loss, index, tau), keep)
+        self._cap_inputs = (loss.detach() if source is None else source, tau, keep)
         return out
 
     def _global_step_scale(self, sigma: Tensor, keep: Tensor | None) -> Tensor:

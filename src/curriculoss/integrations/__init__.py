@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from curriculoss.data_parameters import DataParameters
 from curriculoss.recorder import SIGNALS, Recorder
 
 __all__: list[str] = []
@@ -49,6 +50,13 @@ def _noise_mask(noise_mask, num_samples: int) -> np.ndarray | None:
     if mask.shape != (num_samples,):
         raise ValueError(f"noise_mask must have shape ({num_samples},), got {mask.shape}")
     return mask
+
+
+def _check_data_parameters(data_parameters) -> DataParameters:
+    """The callbacks' `data_parameters` argument, checked."""
+    if not isinstance(data_parameters, DataParameters):
+        raise TypeError(f"data_parameters must be a curriculoss.DataParameters, got {type(data_parameters).__name__}")
+    return data_parameters
 
 
 def _save(recorder: Recorder, path: str | Path, noise_mask: np.ndarray | None, extra: dict[str, Any]) -> Path:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_load_recorder_state, _noise_mask, _recorder_state, _require,
+from curriculoss.integrations import (_check_data_parameters, _load_recorder_state, _noise_mask, _recorder_state, _require,
                                       _restore_pending, _save)
 from curriculoss.recorder import Recorder
 
@@ -166,10 +166,7 @@ class DataParametersCallback(pl.Callback):
 
     def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
         super().__init__()
-        if not isinstance(data_parameters, DataParameters):
-            raise TypeError(f"data_parameters must be a curriculoss.DataParameters, "
-                            f"got {type(data_parameters).__name__}")
-        self.data_parameters = data_parameters
+        self.data_parameters = _check_data_parameters(data_parameters)
         self.optimizer_kwargs = optimizer_kwargs
         self.optimizer: SparseSGD | None = None
         self._inside_module: bool | None = None

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_load_recorder_state, _noise_mask, _recorder_state, _require,
+from curriculoss.integrations import (_check_data_parameters, _load_recorder_state, _noise_mask, _recorder_state, _require,
                                       _restore_pending, _save)
 from curriculoss.recorder import Recorder
 
@@ -143,10 +143,7 @@ class DataParametersCallback(TrainerCallback):
     """
 
     def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
-        if not isinstance(data_parameters, DataParameters):
-            raise TypeError(f"data_parameters must be a curriculoss.DataParameters, "
-                            f"got {type(data_parameters).__name__}")
-        self.data_parameters = data_parameters
+        self.data_parameters = _check_data_parameters(data_parameters)
         self.optimizer_kwargs = optimizer_kwargs
         self.optimizer: SparseSGD | None = None
         self._loaded: dict | None = None
