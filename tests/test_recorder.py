@@ -17,6 +17,7 @@ from scipy.special import log_softmax
 from curriculoss import flag
 from curriculoss.harness.cli import main
 from curriculoss.recorder import SIGNALS, Recorder, margins
+from curriculoss.signals import open_signals
 from curriculoss.harness.train import TrainConfig, train
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flag_own_loop.py"
@@ -149,18 +150,20 @@ def test_out_of_range_index_on_the_cpu_is_refused_at_the_call_and_loses_nothing(
         rec.update(np.array([-1, 2]), torch.randn(2, 2), torch.tensor([0, 1]))
     rec.end_epoch()
     np.testing.assert_allclose(rec.last("margin").numpy()[:2], [2.0, 1.0])  # the good batch is kept
-    assert np.isnan(rec.last("margin")[2])
+    assert torch.isnan(rec.last("margin")[2])
 
 
 def test_out_of_range_index_off_the_cpu_is_refused_at_the_end_of_the_epoch_naming_its_batch(monkeypatch):
+    # as on an accelerator, where update does not read the indices (that would wait for the device)
+    monkeypatch.setattr(Recorder, "_checks_at_update", staticmethod(lambda device: False))
     rec = Recorder(3)
     rec.update(torch.tensor([0, 1]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
-    # as on an accelerator, where update does not read the indices: a batch appended unchecked
-    rec._pending.append((torch.tensor([2, 7]), torch.zeros(2, 3), torch.tensor([0, 0]), torch.tensor([0, 0])))
+    rec.update(torch.tensor([2, 7]), torch.tensor([[5.0, 0.0], [0.0, 5.0]]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match=r"update call 2 of this epoch had values in \[2, 7\].*1 kept"):
         rec.end_epoch()
     rec.end_epoch()
     np.testing.assert_allclose(rec.last("margin").numpy()[:2], [2.0, 1.0])
+    assert torch.isnan(rec.last("margin")[2])  # the refused batch wrote nothing, also for its valid index 2
 
 
 def test_save_creates_the_folder_and_refuses_an_open_epoch_or_bad_extras(tmp_path):
@@ -182,17 +185,20 @@ def _ddp_worker(rank: int, world: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        rec = Recorder(30)
+        rec, streamed = Recorder(30), Recorder(30, path=Path(out_dir) / "signals")
         for epoch in range(2):
             batches, _ = _batches(seed=epoch)
             for b, (idx, z, y, conf) in enumerate(batches):
                 if b == 1 and rank == 1:
                     continue  # rank 1 sees no sample of this batch (an empty local shard)
                 parts = [t.tensor_split(world)[rank] if b != 1 else t for t in (idx, z, y, conf)]
-                rec.update(*parts[:3], confidence=parts[3])
+                for r in (rec, streamed):
+                    r.update(*parts[:3], confidence=parts[3])
             rec.end_epoch()
+            streamed.end_epoch()
         rec.save(Path(out_dir) / "signals.npz")
-        torch.save(rec.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+        streamed.save()
+        torch.save({**rec.state_dict(), "last_margin": rec.last("margin")}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -205,12 +211,16 @@ def test_ddp_ranks_record_shards_and_rank0_writes_the_whole(tmp_path):
         for idx, z, y, conf in _batches(seed=epoch)[0]:
             one.update(idx, z, y, confidence=conf)
         one.end_epoch()
-    saved = np.load(tmp_path / "signals.npz")
+    saved, streamed = np.load(tmp_path / "signals.npz"), open_signals(tmp_path / "signals")
     for key, value in one.arrays().items():
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
-    for r in range(2):  # every rank holds the whole table after end_epoch
-        state = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
-        torch.testing.assert_close(state["margin"], one.signal("margin"), equal_nan=True)
+        np.testing.assert_array_equal(np.asarray(streamed[key]), value, err_msg=key)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    torch.testing.assert_close(rank0["margin"], one.signal("margin"), equal_nan=True)
+    assert not set(SIGNALS) & rank1.keys() and int(rank1["epochs"]) == 2  # only the writer keeps the table
+    for state in (rank0, rank1):  # every rank has the last epoch, and the labels
+        torch.testing.assert_close(state["last_margin"], one.last("margin"), equal_nan=True)
+        torch.testing.assert_close(state["labels"], one.labels)
     assert not list(tmp_path.glob("*.tmp"))
 
 

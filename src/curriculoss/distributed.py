@@ -7,7 +7,7 @@ the single-process path of the callers is unchanged (and stays sync-free and com
 
 What is exchanged, and when:
 
-- `all_reduce_sum`: one `all_reduce` (sum) of a small tensor, in place.
+- `all_reduce_sum`, `all_reduce_max`: one `all_reduce` (sum, maximum) of a tensor, in place.
 - `all_gather_cat`: the concatenation, in rank order, of each rank's tensors (whose first
   dimensions may differ from rank to rank): one `all_gather` of the sizes (one int64 per rank),
   then one `all_gather` per tensor of the rows padded to the largest size, trimmed afterwards.
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["is_distributed", "world_size", "rank", "all_reduce_sum", "all_gather_cat", "shard", "GlobalBatchSampler",
+__all__ = ["is_distributed", "world_size", "rank", "all_reduce_sum", "all_reduce_max", "all_gather_cat", "shard", "GlobalBatchSampler",
            "CommStats", "stats"]
 
 
@@ -76,12 +76,21 @@ def _comm_device(t: Tensor) -> torch.device:
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum `tensor` over the ranks, in place, and return it; returns it untouched when not distributed."""
+    return _all_reduce(tensor, "SUM")
+
+
+def all_reduce_max(tensor: Tensor) -> Tensor:
+    """The element-wise maximum of `tensor` over the ranks, in place; untouched when not distributed."""
+    return _all_reduce(tensor, "MAX")
+
+
+def _all_reduce(tensor: Tensor, op: str) -> Tensor:
     if not is_distributed():
         return tensor
     dev = _comm_device(tensor)
     buf = tensor if dev == tensor.device else tensor.to(dev)
     stats._add(buf)
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    dist.all_reduce(buf, op=getattr(dist.ReduceOp, op))
     if buf is not tensor:
         tensor.copy_(buf)
     return tensor

@@ -19,17 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from curriculoss.data_parameters import DataParameters
-from curriculoss.recorder import SIGNALS, Recorder
+from curriculoss.recorder import Recorder
 
 __all__: list[str] = []
-
-#: The keys `_recorder_state` adds to those of `Recorder.state_dict`: the epoch in progress.
-_PENDING = ("pending_index", "pending_values", "pending_labels", "pending_predicted")
-
 
 def _require(modules: tuple[str, ...], extra: str, what: str) -> Any:
     """The first of `modules` that imports, or an ImportError that names the extra to install."""
@@ -66,35 +60,3 @@ def _save(recorder: Recorder, path: str | Path, noise_mask: np.ndarray | None, e
         path = path / "signals.npz"
     recorder.save(path, noise_mask=noise_mask, **extra)
     return path
-
-
-def _recorder_state(recorder: Recorder) -> dict[str, Tensor]:
-    """The recorder's closed epochs (as `Recorder.state_dict`) and the batches recorded so far in
-    the epoch in progress (CPU tensors), so that a checkpoint may be taken at any step."""
-    state = {name: recorder.signal(name) for name in SIGNALS}
-    state["labels"] = recorder.labels.clone()
-    state["predicted"] = recorder.predicted.clone()
-    pending = recorder._pending
-    if pending:
-        parts = [torch.cat(column).cpu() for column in zip(*pending)]
-    else:
-        parts = [torch.empty(0, dtype=torch.int64), torch.empty(0, len(SIGNALS)),
-                 torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)]
-    state.update(zip(_PENDING, parts))
-    return state
-
-
-def _load_recorder_state(recorder: Recorder, state: dict[str, Tensor]) -> list[Tensor] | None:
-    """Load `_recorder_state` into `recorder`; returns the epoch in progress (or `None`),
-    for `_restore_pending` once the device of the next batches is known."""
-    recorder.load_state_dict({key: state[key] for key in (*SIGNALS, "labels", "predicted")})
-    if all(key in state for key in _PENDING) and state["pending_index"].numel():
-        return [torch.as_tensor(state[key]) for key in _PENDING]
-    return None
-
-
-def _restore_pending(recorder: Recorder, pending: list[Tensor] | None, device: torch.device) -> None:
-    """Put the restored batches of the epoch in progress in front of the recorder's new ones."""
-    if pending:
-        index, values, labels, predicted = (t.to(device) for t in pending)
-        recorder._pending.insert(0, (index.long(), values.float(), labels.long(), predicted.long()))

@@ -33,11 +33,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _load_recorder_state, _noise_mask, _recorder_state, _require,
-                                      _restore_pending, _save)
+from curriculoss.integrations import (_check_data_parameters, _noise_mask, _require,
+                                      _save)
 from curriculoss.recorder import Recorder
 
 pl = _require(("lightning.pytorch", "pytorch_lightning"), "lightning", "curriculoss.integrations.lightning")
@@ -104,7 +103,6 @@ class RecorderCallback(pl.Callback):
         self.label_key, self.index_key = label_key, index_key
         self.logits_key, self.confidence_key = logits_key, confidence_key
         self.saved_path: Path | None = None
-        self._restored: list[torch.Tensor] | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not isinstance(outputs, Mapping) or outputs.get(self.logits_key) is None:
@@ -115,15 +113,9 @@ class RecorderCallback(pl.Callback):
         logits = outputs[self.logits_key]
         labels = _field(batch, self.label_key, 1, ("labels", "label"), "label")
         index = _field(batch, self.index_key, -1, ("index",), "index")
-        if self._restored is not None:
-            _restore_pending(self.recorder, self._restored, logits.device)
-            self._restored = None
         self.recorder.update(index, logits, labels, confidence=outputs.get(self.confidence_key))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._restored is not None:
-            _restore_pending(self.recorder, self._restored, torch.device("cpu"))
-            self._restored = None
         self.recorder.end_epoch()
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -136,10 +128,10 @@ class RecorderCallback(pl.Callback):
         return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"recorder": _recorder_state(self.recorder)}
+        return {"recorder": self.recorder.state_dict(open_epoch=True)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = _load_recorder_state(self.recorder, state_dict["recorder"])
+        self.recorder.load_state_dict(state_dict["recorder"])
 
 
 class DataParametersCallback(pl.Callback):

@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _load_recorder_state, _noise_mask, _recorder_state, _require,
-                                      _restore_pending, _save)
+from curriculoss.integrations import (_check_data_parameters, _noise_mask, _require,
+                                      _save)
 from curriculoss.recorder import Recorder
 
 _transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
@@ -77,20 +77,13 @@ class RecorderCallback(TrainerCallback):
         self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
         self.extra = dict(extra or {})
         self.saved_path: Path | None = None
-        self._restored: list[Tensor] | None = None
 
     def update(self, index, logits: Tensor, labels: Tensor, confidence: Tensor | None = None,
                loss: Tensor | None = None) -> None:
         """Record one training batch (see `update`)."""
-        if self._restored is not None:
-            _restore_pending(self.recorder, self._restored, logits.device)
-            self._restored = None
         self.recorder.update(index, logits, labels, confidence=confidence, loss=loss)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self._restored is not None:
-            _restore_pending(self.recorder, self._restored, torch.device("cpu"))
-            self._restored = None
         self.recorder.end_epoch()
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -109,10 +102,10 @@ class RecorderCallback(TrainerCallback):
 
     def state_dict(self) -> dict[str, Tensor]:
         """The recorded epochs and the batches of the epoch in progress (tensors only)."""
-        return _recorder_state(self.recorder)
+        return self.recorder.state_dict(open_epoch=True)
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self._restored = _load_recorder_state(self.recorder, state)
+        self.recorder.load_state_dict(state)
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Load the state that `on_save` wrote into a `checkpoint-*` folder."""
