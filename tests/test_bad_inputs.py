@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from curriculoss.harness.cli import main
+from curriculoss.signals import open_signals
 
 from _helpers import one_line_error as _error
 
@@ -34,8 +35,14 @@ def finished(tmp_path_factory):
     return root / "run"
 
 
-def _copy(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / "run"))
+def _copy(run: Path, tmp_path: Path, *, npz: bool = False) -> Path:
+    """A copy of the run; `npz=True`: with its signals in one `signals.npz`, as older versions wrote them."""
+    out = Path(shutil.copytree(run, tmp_path / "run"))
+    if npz:
+        signals = _signals(out)
+        shutil.rmtree(out / "signals")
+        np.savez(out / "signals.npz", **signals)
+    return out
 
 
 def _stamps(folder: Path) -> dict:
@@ -45,8 +52,7 @@ def _stamps(folder: Path) -> dict:
 # ------------------------------------------------------------------------------- flag on a malformed signals.npz
 
 def _signals(run: Path) -> dict:
-    with np.load(run / "signals.npz") as archive:
-        return dict(archive)
+    return {key: np.asarray(value) for key, value in open_signals(run).items()}
 
 
 def _without(arrays: dict, key: str) -> dict:
@@ -78,7 +84,7 @@ def test_flag_refuses_a_malformed_member_naming_it(finished, tmp_path, capsys, c
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "corrupt member"])
 def test_flag_refuses_a_damaged_archive(finished, tmp_path, capsys, damage):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished, tmp_path, npz=True)
     path = run / "signals.npz"
     data = path.read_bytes()
     if damage == "corrupt member":  # a flipped byte in the stored margins: the member's checksum fails
@@ -118,14 +124,14 @@ def test_flag_refuses_a_member_declaring_74_gib_before_inflating_it(finished, tm
 
 
 def test_flag_refuses_more_epochs_than_the_run_has(finished, tmp_path, capsys):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished, tmp_path, npz=True)
     signals = _signals(finished)
     np.savez(run / "signals.npz", **{**signals, **{k: np.zeros((40, 64), np.float32) for k in ("loss", "margin")}})
     assert "member loss: has 40 epochs; the run (args.json) has 2" in _error(capsys, ["flag", str(run)])
 
 
 def test_flag_reads_only_the_members_it_uses(finished, tmp_path, monkeypatch):
-    run = _copy(finished, tmp_path)
+    run = _copy(finished, tmp_path, npz=True)
     with zipfile.ZipFile(run / "signals.npz", "a", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("embeddings.npy", _npy(np.zeros((64, 20_000), np.float32)))
     opened = []
@@ -134,6 +140,29 @@ def test_flag_reads_only_the_members_it_uses(finished, tmp_path, monkeypatch):
         getattr(name, "filename", name)) or real_open(self, name, *a, **k))
     assert main(["flag", str(run)]) == 0
     assert "margin.npy" in opened and "embeddings.npy" not in opened and "true_labels.npy" not in opened
+
+
+FOLDER_DAMAGE = {
+    "no labels": (lambda d: (d / "labels.npy").unlink(), "no labels.npy"),
+    "truncated table": (lambda d: (d / "margin.npy").write_bytes((d / "margin.npy").read_bytes()[:200]),
+                        "margin.npy: the file is shorter than its header's shape (2, 64)"),
+    "not a table": (lambda d: (d / "loss.npy").write_bytes(b"hello"), "loss.npy: not a .npy file"),
+    "short labels": (lambda d: np.save(d / "labels.npy", np.zeros(50, np.int64)), "expected (epochs, 50) floats"),
+    "float predictions": (lambda d: np.save(d / "predicted.npy", np.zeros(64)), "predicted.npy: float64 of shape (64,)"),
+    "text mask": (lambda d: np.save(d / "noise_mask.npy", np.array(["a"] * 64)), "noise_mask.npy: <U1"),
+    "more epochs than the run": (lambda d: [np.save(d / f"{k}.npy", np.zeros((40, 64), np.float32)) for k in
+                                            ("loss", "confidence", "margin")], "the tables hold 40 epochs; the run"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOLDER_DAMAGE))
+def test_flag_refuses_a_damaged_signals_folder_naming_the_file(finished, tmp_path, capsys, case):
+    damage, needle = FOLDER_DAMAGE[case]
+    run = _copy(finished, tmp_path)
+    damage(run / "signals")
+    err = _error(capsys, ["flag", str(run)])
+    assert err.startswith("curriculoss: error: ") and needle in err, err
+    assert not (run / "suspects.csv").exists()
 
 
 # ------------------------------------------------------------------------------------- a bad --model factory

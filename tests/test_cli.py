@@ -16,6 +16,7 @@ import torch
 from curriculoss.harness.cli import main
 from curriculoss.harness.runlock import RunFolderInUse
 from curriculoss.harness.train import CheckpointError, TrainConfig, load_checkpoint, train
+from curriculoss.signals import open_signals
 
 TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
 
@@ -32,11 +33,11 @@ def _read_metrics(run_dir: Path) -> list[dict]:
 def test_train_writes_the_run_folder(tmp_path, method):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--method", method, "--noise-rate", "0.4", "--out", str(out)]) == 0
-    for name in ("args.json", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "curves.png"):
+    for name in ("args.json", "metrics.csv", "signals", "results.json", "checkpoint.pt", "curves.png"):
         assert (out / name).exists(), name
     rows = _read_metrics(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    signals = np.load(out / "signals.npz")
+    signals = open_signals(out)
     n = 300
     assert signals["loss"].shape == (3, n) and signals["confidence"].shape == (3, n)
     assert np.isfinite(signals["loss"]).all()
@@ -88,8 +89,8 @@ def test_sigkill_then_resume_ends_identical(tmp_path):
                           capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
     assert _read_metrics(killed) == _read_metrics(reference)
-    a, b = np.load(reference / "signals.npz"), np.load(killed / "signals.npz")
-    for key in a.files:
+    a, b = open_signals(reference), open_signals(killed)
+    for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     sa, sb = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
     for key in sa["model"]:

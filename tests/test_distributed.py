@@ -30,6 +30,7 @@ from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.imae import imae
 from curriculoss.superloss import SuperLoss
 from curriculoss.harness.train import _end_distributed, load_checkpoint
+from curriculoss.signals import open_signals
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers through /proc")
@@ -413,8 +414,8 @@ def test_torchrun_train_matches_one_process(torchrun_run, tmp_path):
                 assert r2[key] is None, key
                 continue
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=0.005 if "acc" in key or "test" in key else 1e-6), key
-    a, b = np.load(one / "signals.npz"), np.load(two / "signals.npz")
-    for key in a.files:
+    a, b = open_signals(one), open_signals(two)
+    for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
     assert np.isfinite(b["loss"]).all() and np.isfinite(b["confidence"]).all()  # every sample, every epoch
     s1, s2 = load_checkpoint(one / "checkpoint.pt"), load_checkpoint(two / "checkpoint.pt")
@@ -448,8 +449,8 @@ def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     assert len(_metrics(killed)) < 3, "the run finished before it was killed: the test proves nothing"
     _finish(_torchrun("--resume", str(killed), "--quiet"))
     assert _metrics(killed) == _metrics(reference)
-    a, b = np.load(reference / "signals.npz"), np.load(killed / "signals.npz")
-    for key in a.files:
+    a, b = open_signals(reference), open_signals(killed)
+    for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     sa, sb = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
     for part in ("model", "method"):
@@ -472,9 +473,9 @@ def test_torchrun_streamed_imagefolder_matches_one_process_in_memory(tmp_path):
             "--device", "cpu", "--quiet"]
     _finish(_torchrun(*args, "--stream", "yes", "--workers", "1", "--out", str(tmp_path / "two")))
     assert main(["train", *args, "--stream", "no", "--out", str(tmp_path / "one")]) == 0
-    assert len(np.load(tmp_path / "one" / "signals.npz")["labels"]) % 5 == 1
-    a, b = np.load(tmp_path / "one" / "signals.npz"), np.load(tmp_path / "two" / "signals.npz")
-    for key in a.files:
+    assert len(open_signals(tmp_path / "one")["labels"]) % 5 == 1
+    a, b = open_signals(tmp_path / "one"), open_signals(tmp_path / "two")
+    for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
     s1, s2 = load_checkpoint(tmp_path / "one" / "checkpoint.pt"), load_checkpoint(tmp_path / "two" / "checkpoint.pt")
     for key in s1["model"]:

@@ -14,6 +14,7 @@ from curriculoss.harness.cli import main
 from curriculoss.harness.methods import MethodOptions, SuperLossMethod
 from curriculoss.superloss import SuperLoss
 from curriculoss.harness.train import TrainConfig, train
+from curriculoss.signals import open_signals
 
 TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
 
@@ -144,7 +145,7 @@ def test_metrics_record_the_share_at_the_cap_and_the_mean_confidence(tmp_path):
     assert main(["train", *TINY, "--method", "superloss", "--lr", "0.1", "--noise-rate", "0.4", "--out", str(out)]) == 0
     with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
-    conf = np.load(out / "signals.npz")["confidence"]  # the per-sample signal table, recorded separately
+    conf = open_signals(out)["confidence"]  # the per-sample signal table, recorded separately
     for epoch, row in enumerate(rows):
         assert float(row["sl_mean_sigma"]) == pytest.approx(conf[epoch].mean(), rel=1e-5)
         assert float(row["sl_cap_share"]) == pytest.approx((conf[epoch] >= np.float32(math.e) * (1 - 1e-6)).mean())

@@ -18,6 +18,7 @@ from curriculoss.harness import augment, data as datasets, train as train_mod
 from curriculoss.harness.cli import main
 from curriculoss.harness.models import WideResNet, build_model
 from curriculoss.harness.train import TrainConfig, load_checkpoint, resolve_device, train
+from curriculoss.signals import open_signals
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -239,7 +240,7 @@ def _cifar_cfg(tmp_path: Path, device, **kw) -> TrainConfig:
 def test_interrupted_run_with_crop_flip_resumes_exactly(tmp_path, device, monkeypatch):
     cfg = _cifar_cfg(tmp_path, device)
     train(cfg, tmp_path / "ref", progress=False)
-    ref = np.load(tmp_path / "ref" / "signals.npz")
+    ref = open_signals(tmp_path / "ref")
 
     real = train_mod._write_metrics
     calls = []
@@ -254,7 +255,7 @@ def test_interrupted_run_with_crop_flip_resumes_exactly(tmp_path, device, monkey
         train(cfg, tmp_path / "cut", progress=False)
     monkeypatch.setattr(train_mod, "_write_metrics", real)
     train(cfg, tmp_path / "cut", resume=True, progress=False)
-    cut = np.load(tmp_path / "cut" / "signals.npz")
+    cut = open_signals(tmp_path / "cut")
     np.testing.assert_array_equal(ref["loss"], cut["loss"])
     np.testing.assert_array_equal(ref["confidence"], cut["confidence"])
 
@@ -303,7 +304,7 @@ def test_mixed_precision_keeps_the_loss_state_dtype(tmp_path, device, amp, metho
     else:
         assert "scaler" in state
         assert all(v.dtype == torch.float32 for k, v in state["method"].items() if "sigma" in k)
-    assert np.isfinite(np.load(tmp_path / "run" / "signals.npz")["loss"]).all()
+    assert np.isfinite(open_signals(tmp_path / "run")["loss"]).all()
 
 
 def test_compile_wraps_the_model(tmp_path, monkeypatch):
@@ -332,7 +333,7 @@ def test_compile_fuses_superloss(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda model, *a, **k: model)
     monkeypatch.setattr(core, "_compiled_step", lambda: fused_step)
     train(TrainConfig(limit=64, epochs=1, method="superloss", compile=True), tmp_path / "run", progress=False)
-    assert sum(calls) == len(np.load(tmp_path / "run" / "signals.npz")["labels"])  # every training sample, once
+    assert sum(calls) == len(open_signals(tmp_path / "run")["labels"])  # every training sample, once
     calls.clear()
     train(TrainConfig(limit=64, epochs=1, method="superloss"), tmp_path / "plain", progress=False)
     assert calls == []

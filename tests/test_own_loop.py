@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from curriculoss.harness import cli
+from curriculoss.signals import open_signals
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_loop_digits.py"
 SEEDS = (0, 1, 2)
@@ -61,8 +62,8 @@ def test_own_loop_matches_the_command_line(method, tmp_path, one_thread, capsys)
         own.append(result["final"])
         command.append(_command_line(method, seed, tmp_path / f"cli{seed}"))
         # The same split and noisy labels for the same seed.
-        mine = np.load(tmp_path / f"own{seed}" / "signals.npz")
-        theirs = np.load(tmp_path / f"cli{seed}" / "signals.npz")
+        mine = open_signals(tmp_path / f"own{seed}")
+        theirs = open_signals(tmp_path / f"cli{seed}")
         for key in ("labels", "true_labels", "noise_mask"):
             np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{key}, seed {seed}")
     gap = float(np.mean(own) - np.mean(command))

@@ -17,7 +17,7 @@ from scipy.special import log_softmax
 from curriculoss import flag
 from curriculoss.harness.cli import main
 from curriculoss.recorder import SIGNALS, Recorder, margins
-from curriculoss.signals import open_signals
+from curriculoss.signals import Table, open_signals
 from curriculoss.harness.train import TrainConfig, train
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flag_own_loop.py"
@@ -237,7 +237,7 @@ def test_own_loop_flags_what_the_harness_flags(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", method="ce", noise="symmetric", noise_rate=0.4, epochs=epochs,
                       seed=1)
     train(cfg, tmp_path / "run", progress=False)
-    harness = np.load(tmp_path / "run" / "signals.npz")
+    harness = open_signals(tmp_path / "run")
     recorder, mask = _load_example().train_and_record(epochs=epochs, noise_rate=0.4, seed=1)
     own = recorder.arrays(noise_mask=mask)
     for key in (*SIGNALS, "labels", "noise_mask"):
@@ -262,7 +262,7 @@ def test_flag_command_on_a_run_folder_and_on_old_signals(tmp_path, capsys):
     train(cfg, run, progress=False)
     assert main(["flag", str(run)]) == 0
     assert "scored by 'aum'" in capsys.readouterr().out  # SuperLoss runs are ranked by AUM too
-    signals = dict(np.load(run / "signals.npz"))
+    signals = {k: np.asarray(v) for k, v in open_signals(run).items()}
     _, scores = flag.run_scores(signals, method="superloss")
     suspects = np.genfromtxt(run / "suspects.csv", delimiter=",", names=True, dtype=None)
     flagged = np.zeros(len(scores), bool)
@@ -287,17 +287,51 @@ def test_resume_from_a_checkpoint_written_before_the_recorder(tmp_path):
     shutil.copytree(full, part)
     state = torch.load(full / "checkpoint.pt", weights_only=True)
     # rewind to epoch 2 in the old format: NaN rows ahead of the finished epochs
-    rec = state.pop("recorder")
-    n = rec["loss"].shape[1]
+    state.pop("recorder")
+    finished = open_signals(full)
+    n = finished["loss"].shape[1]
     loss = torch.full((3, n), float("nan"))
-    loss[:2] = rec["loss"][:2]
+    loss[:2] = torch.from_numpy(finished["loss"][:2])
     conf = torch.full((3, n), float("nan"))
     state.update(loss_signal=loss, conf_signal=conf, epoch=2)
     torch.save(state, part / "checkpoint.pt")
     train(cfg, part, resume=True, progress=False)
-    got = np.load(part / "signals.npz")
-    np.testing.assert_array_equal(got["loss"][:2], rec["loss"][:2].numpy())
+    got = open_signals(part)
+    np.testing.assert_array_equal(got["loss"][:2], finished["loss"][:2])
     assert np.isnan(got["margin"][:2]).all() and np.isfinite(got["margin"][2]).all()
+
+
+def test_a_run_of_the_in_memory_format_resumes_exactly_into_a_signals_folder(tmp_path, monkeypatch):
+    """A run folder as version 0.2.0 left it (the tables in the checkpoint, signals.npz) resumes: the
+    tables move to `signals/`, the stale signals.npz goes, and every value equals an uninterrupted run's."""
+    cfg = TrainConfig(dataset="digits", model="mlp", method="superloss", noise="symmetric", noise_rate=0.2, epochs=3,
+                      seed=0)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg, full, progress=False)
+    import curriculoss.harness.train as harness_train
+
+    written, write = [], harness_train._write_metrics
+    def stop_after_two(run_dir, history):  # the run is stopped once epoch 2 is checkpointed
+        write(run_dir, history)
+        written.append(len(history))
+        if len(history) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(harness_train, "_write_metrics", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, part, progress=False)
+    monkeypatch.undo()
+    tables = {k: torch.from_numpy(np.asarray(Table(part / "signals" / f"{k}.npy"))) for k in SIGNALS}
+    state = torch.load(part / "checkpoint.pt", weights_only=True)
+    state["recorder"] = {**tables, "labels": state["recorder"]["labels"], "predicted": state["recorder"]["predicted"]}
+    torch.save(state, part / "checkpoint.pt")
+    shutil.rmtree(part / "signals")
+    np.savez(part / "signals.npz", **{k: v.numpy() for k, v in tables.items()})
+    train(cfg, part, resume=True, progress=False)
+    assert (part / "signals").is_dir() and not (part / "signals.npz").exists()
+    a, b = open_signals(full), open_signals(part)
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
 def test_a_failed_save_leaves_no_partial_file_and_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 from curriculoss.harness import reproduce
 from curriculoss.harness.cli import main
 from curriculoss.harness.runlock import run_folder_lock
+from curriculoss.signals import open_signals
 
 from _helpers import one_line_error as _error
 
@@ -206,7 +207,7 @@ def test_resume_with_more_epochs_and_another_device_is_recorded(finished, tmp_pa
     assert json.loads((run / "results.json").read_text())["epochs"] == 3
     assert json.loads((run / "resumes.json").read_text()) == [
         {"epoch": 2, "changed": {"epochs": {"from": 2, "to": 3}, "device": {"from": "auto", "to": "cpu"}}}]
-    assert np.load(run / "signals.npz")["loss"].shape == (3, 64)
+    assert open_signals(run)["loss"].shape == (3, 64)
 
 
 # --------------------------------------------------------------------------------------------- bench folders
@@ -298,7 +299,7 @@ def test_flag_score_of_another_method_is_refused(finished, tmp_path, capsys):
             capsys, ["flag", str(run), "--score", score])
     assert not (run / "suspects.csv").exists()
     # a bare signals file has no method to check: its confidence table holds nothing
-    assert "holds no value in these signals" in _error(capsys, ["flag", str(run / "signals.npz"), "--score",
+    assert "holds no value in these signals" in _error(capsys, ["flag", str(run / "signals"), "--score",
                                                                 "superloss"])
 
 

@@ -12,6 +12,7 @@ from curriculoss.harness import data as datasets, train as train_mod
 from curriculoss.harness.cli import main
 from curriculoss.harness.data.imagefolder import ImageFiles, moment_stats
 from curriculoss.harness.train import TrainConfig, load_checkpoint, train
+from curriculoss.signals import open_signals
 
 pytest.importorskip("PIL.Image")
 
@@ -38,8 +39,8 @@ def _same_run_outputs(a, b, exact=True):
     order from run to run, to float32 rounding)."""
     same = (lambda x, y, msg: np.testing.assert_array_equal(x, y, err_msg=msg)) if exact else \
         (lambda x, y, msg: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=msg))
-    sa, sb = np.load(a / "signals.npz"), np.load(b / "signals.npz")
-    for key in sa.files:
+    sa, sb = open_signals(a), open_signals(b)
+    for key in sa:
         same(sa[key], sb[key], key)
     ma, mb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
     for part in ("model", "method"):

@@ -16,8 +16,11 @@ symmetric noise, 200 epochs: AUROC 0.92 over all epochs, 0.79 over the last half
 selected window). The number of wrong labels is the number of samples with a negative AUM over that
 window: those the network, while it learnt, kept assigning to another class.
 
-Signals are arrays of shape `(epochs, N)` or `(N,)`; NaN entries (a sample not seen in an epoch)
-are skipped when averaging.
+Signals are arrays of shape `(epochs, N)` or `(N,)`, or the `curriculoss.signals.Table`s of a
+signals folder; NaN entries (a sample not seen in an epoch) are skipped when averaging. Tables are
+read in blocks of samples (`block_columns`), every epoch of a block at once, so memory is `O(N)`
+for the per-sample results plus one block, whatever the number of epochs; the results do not depend on
+the block size.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["SCORE_METHODS", "SIGNAL_OF", "DEFAULT_WINDOW", "DEFAULT_SCORE", "default_score", "label_quality_scores", "run_scores",
+__all__ = ["BLOCK_BYTES", "block_columns", "SCORE_METHODS", "SIGNAL_OF", "DEFAULT_WINDOW", "DEFAULT_SCORE", "default_score",
+           "label_quality_scores", "run_window", "run_scores",
            "select_epochs", "find_label_issues", "estimate_num_issues", "evaluate"]
 
 #: How each kind of signal becomes a score in [0, 1] (lower = more suspicious).
@@ -54,8 +58,19 @@ def default_score(method: str) -> str:
     return DEFAULT_SCORE.get(method, "aum")
 
 
-def _as_signal(signals, name: str = "signals") -> np.ndarray:
-    arr = np.asarray(signals, dtype=np.float64)
+#: Bytes of float64 a block of a table may take when it is read (`block_columns`).
+BLOCK_BYTES = 64 << 20
+
+
+def block_columns(num_samples: int, rows: int) -> list[slice]:
+    """The blocks of samples in which a table of `rows` epochs is read: each under `BLOCK_BYTES` as float64."""
+    width = max(1, BLOCK_BYTES // (8 * max(rows, 1)))
+    return [slice(a, min(a + width, num_samples)) for a in range(0, num_samples, width)]
+
+
+def _as_signal(signals, name: str = "signals"):
+    """`signals` as an `(epochs, N)` table: an array (its dtype kept), or a table read in blocks."""
+    arr = signals if _is_table(signals) else np.asarray(signals)
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2:
@@ -64,14 +79,33 @@ def _as_signal(signals, name: str = "signals") -> np.ndarray:
         raise ValueError(f"{name} is empty: no samples")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: no epochs")
+    if not _is_table(arr) and arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
 
 
-def _nanmean(arr: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(arr)
-    counts = finite.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(finite, arr, 0.0).sum(0) / np.where(counts > 0, counts, np.nan)
+def _is_table(signals) -> bool:
+    """A table read in blocks (a `curriculoss.signals.Table`): not an array, but shaped and sliceable."""
+    return not isinstance(signals, np.ndarray) and getattr(signals, "ndim", None) == 2 and hasattr(signals, "shape")
+
+
+def _nanmean(table, rows: slice = slice(None)) -> np.ndarray:
+    """The mean over `rows` (epochs) of each column of `table`, NaN skipped; read block by block."""
+    epochs = len(range(table.shape[0])[rows])
+    out = np.empty(table.shape[1])
+    for columns in block_columns(table.shape[1], epochs):
+        block = np.asarray(table[rows, columns], dtype=np.float64)
+        finite = np.isfinite(block)
+        counts = finite.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[columns] = np.where(finite, block, 0.0).sum(0) / np.where(counts > 0, counts, np.nan)
+    return out
+
+
+def _any_finite(table) -> bool:
+    """Whether `table` holds a finite value (read until the first block that has one)."""
+    return any(np.isfinite(np.asarray(table[:, columns], dtype=np.float64)).any()
+               for columns in block_columns(table.shape[1], table.shape[0]))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -113,8 +147,10 @@ def select_epochs(margin, *, max_samples: int = 100_000) -> int:
         The number of first epochs, in `[1, epochs]`.
     """
     m = _as_signal(margin, "margin")
+    columns = slice(None)
     if m.shape[1] > max_samples:
-        m = m[:, np.linspace(0, m.shape[1] - 1, max_samples).astype(np.int64)]
+        columns = np.linspace(0, m.shape[1] - 1, max_samples).astype(np.int64)
+    m = np.asarray(m[:, columns], dtype=np.float64)
     epochs = m.shape[0]
     finite = np.isfinite(m)
     with np.errstate(invalid="ignore"):
@@ -137,22 +173,21 @@ def select_epochs(margin, *, max_samples: int = 100_000) -> int:
     return best_e
 
 
-def _window(arr: np.ndarray, window, margin) -> np.ndarray:
-    epochs = arr.shape[0]
+def _window(epochs: int, window, margin, shape: tuple[int, int]) -> slice:
+    """The epochs (rows) a window averages."""
     if window is None or window == "all":
-        return arr
+        return slice(None)
     if window == "auto":
         if margin is None:
             raise ValueError("window='auto' needs the margins (margin=...) to select the early-learning epochs")
         m = _as_signal(margin, "margin")
-        if m.shape != arr.shape:
-            raise ValueError(f"margin must have the shape of signals {arr.shape}, got {m.shape}")
-        return arr[:select_epochs(m)]
+        if tuple(m.shape) != tuple(shape):
+            raise ValueError(f"margin must have the shape of signals {tuple(shape)}, got {tuple(m.shape)}")
+        return slice(0, select_epochs(m))
     if isinstance(window, slice):
-        out = arr[window]
-        if out.shape[0] == 0:
+        if not len(range(epochs)[window]):
             raise ValueError(f"window {window} selects no epoch of {epochs}")
-        return out
+        return window
     if isinstance(window, bool) or not isinstance(window, (int, float, np.integer, np.floating)):
         raise ValueError(f"window must be 'auto', 'all', None, a count, a fraction or a slice; got {window!r}")
     if isinstance(window, (float, np.floating)):
@@ -161,7 +196,7 @@ def _window(arr: np.ndarray, window, margin) -> np.ndarray:
         window = max(1, int(round(epochs * window)))
     if window < 1:
         raise ValueError(f"window (last_epochs) must be >= 1, got {window}")
-    return arr[-int(window):]
+    return slice(max(0, epochs - int(window)), None)
 
 
 _UNSET = object()
@@ -193,9 +228,9 @@ def label_quality_scores(signals, *, method: str = "loss", last_epochs=_UNSET, w
     arr = _as_signal(signals)
     if window is _UNSET:
         window = last_epochs if last_epochs is not _UNSET else DEFAULT_WINDOW[method]
-    if window == "auto" and margin is None and method == "aum":
+    if isinstance(window, str) and window == "auto" and margin is None and method == "aum":
         margin = arr
-    mean = _nanmean(_window(arr, window, margin))
+    mean = _nanmean(arr, _window(arr.shape[0], window, margin, arr.shape))
     if method == "aum":
         return _sigmoid(mean)
     if method == "superloss":
@@ -203,35 +238,54 @@ def label_quality_scores(signals, *, method: str = "loss", last_epochs=_UNSET, w
     return np.exp(-np.maximum(mean, 0.0))
 
 
-def run_scores(signals: Mapping, score: str | None = None, *, method: str | None = None, window=_UNSET) -> tuple[str, np.ndarray]:
-    """The scores of a run's `signals.npz` (a mapping of its arrays).
-
-    Args:
-        signals: `np.load('signals.npz')` or `curriculoss.recorder.Recorder.arrays`.
-        score: one of `SCORE_METHODS`; default `default_score` of `method`.
-        method: the training method of the run (for the default score).
-        window: as in `label_quality_scores` (`'auto'` uses the run's margins).
-
-    Returns:
-        `(score name, (N,) scores)`.
-    """
-    score = score or default_score(method or "ce")
+def _run_table(signals: Mapping, score: str):
+    """The table `score` reads from a run's signals, checked: present, and holding a value."""
     if score not in SCORE_METHODS:
         raise ValueError(f"score must be one of {', '.join(SCORE_METHODS)}; got {score!r}")
     name = SIGNAL_OF[score]
     if name not in signals:
         raise ValueError(f"score {score!r} needs the {name!r} table, which these signals lack (a run recorded "
                          "before curriculoss recorded margins: train again, or pick --score loss)")
-    if not np.isfinite(np.asarray(signals[name], dtype=np.float64)).any():
+    table = _as_signal(signals[name], name)
+    if not _any_finite(table):
         raise ValueError(f"score {score!r} needs the {name!r} table, which holds no value in these signals (a run "
                          "of a method that does not record it: pick --score aum or loss)")
-    margin = signals["margin"] if "margin" in signals else None
-    if margin is not None and not np.isfinite(margin).any():
-        margin = None
-    kwargs = {} if window is _UNSET else {"window": window}
-    if (window if window is not _UNSET else DEFAULT_WINDOW[score]) == "auto" and margin is None:
+    return table
+
+
+def run_window(signals: Mapping, score: str, window=_UNSET) -> slice:
+    """The epochs a run's `score` averages, as a slice of its tables' rows.
+
+    Args:
+        signals: as in `run_scores`.
+        score: one of `SCORE_METHODS`.
+        window: as in `label_quality_scores` (default the score's `DEFAULT_WINDOW`); `'auto'` is the
+            early-learning window of the run's margins (`select_epochs`).
+    """
+    table = _run_table(signals, score)
+    window = DEFAULT_WINDOW[score] if window is _UNSET else window
+    margin = _as_signal(signals["margin"], "margin") if "margin" in signals else None
+    if isinstance(window, str) and window == "auto" and (margin is None or not _any_finite(margin)):
         raise ValueError("window 'auto' needs the run's margins, which these signals lack; give a window")
-    return score, label_quality_scores(signals[name], method=score, margin=margin, **kwargs)
+    return _window(table.shape[0], window, margin, table.shape)
+
+
+def run_scores(signals: Mapping, score: str | None = None, *, method: str | None = None, window=_UNSET) -> tuple[str, np.ndarray]:
+    """The scores of a run's signals (a mapping of its arrays).
+
+    Args:
+        signals: `curriculoss.signals.open_signals(folder)`, `np.load('signals.npz')` or
+            `curriculoss.recorder.Recorder.arrays`.
+        score: one of `SCORE_METHODS`; default `default_score` of `method`.
+        method: the training method of the run (for the default score).
+        window: as in `label_quality_scores` (`'auto'` uses the run's margins; `run_window`).
+
+    Returns:
+        `(score name, (N,) scores)`.
+    """
+    score = score or default_score(method or "ce")
+    table = _run_table(signals, score)
+    return score, label_quality_scores(table, method=score, window=run_window(signals, score, window))
 
 
 def _check_scores(scores, name: str = "scores") -> np.ndarray:
@@ -312,32 +366,6 @@ def find_label_issues(scores, *, num_issues: int | None = None, threshold: float
     return mask
 
 
-def _auroc(detector: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney) identity, ties counted half."""
-    order = np.argsort(detector, kind="stable")
-    sorted_values = detector[order]
-    ranks = np.empty(detector.size)
-    # average rank over runs of equal values
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], detector.size]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
-    k = truth.sum()
-    return float((ranks[truth].sum() - k * (k + 1) / 2.0) / (k * (truth.size - k)))
-
-
-def _average_precision(detector: np.ndarray, truth: np.ndarray) -> float:
-    """Sum over the distinct thresholds of (recall step) x precision, as scikit-learn defines it."""
-    order = np.argsort(-detector, kind="stable")
-    values, hits = detector[order], truth[order]
-    last_of_run = np.r_[values[1:] != values[:-1], True]
-    tp = np.cumsum(hits)[last_of_run]
-    seen = np.flatnonzero(last_of_run) + 1
-    recall = tp / truth.sum()
-    precision = tp / seen
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
 def evaluate(scores, noise_mask, *, score: str | None = None) -> dict[str, float]:
     """How well the scores rank the truly mislabelled samples first.
 
@@ -361,8 +389,10 @@ def evaluate(scores, noise_mask, *, score: str | None = None) -> dict[str, float
     k = int(truth.sum())
     out: dict[str, float] = {"num_noisy": float(k), "num_samples": float(s.size)}
     if 0 < k < s.size:
-        out["auroc"] = _auroc(-s, truth)
-        out["average_precision"] = _average_precision(-s, truth)
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        out["auroc"] = float(roc_auc_score(truth, -s))
+        out["average_precision"] = float(average_precision_score(truth, -s))
     else:
         out["auroc"] = out["average_precision"] = float("nan")
     ranked = np.argsort(s, kind="stable")

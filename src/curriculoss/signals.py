@@ -37,6 +37,8 @@ __all__ = ["SIGNALS", "Table", "TableWriter", "Signals", "open_signals", "write_
 SIGNALS = ("loss", "confidence", "margin")
 #: The dtypes a table may be stored in.
 STORAGE_DTYPES = ("float32", "float16")
+#: The dtype kinds of the per-sample arrays of a signals folder (`dtype.kind`; a regression's labels are floats); an extra: any number.
+_KINDS = {"labels": "iuf", "predicted": "iu", "true_labels": "iuf", "noise_mask": "biu"}
 #: Bytes of a table's `.npy` header (magic, version, length and the padded dictionary): fixed, so
 #: that the shape can grow in place.
 _HEADER_BYTES = 128
@@ -209,13 +211,13 @@ class Signals(Mapping):
             raise ValueError(f"{self.path}: no labels.npy (Recorder.save writes it when the run ends; the run is "
                              "unfinished, or this is not a signals folder)")
         self._arrays: dict[str, np.ndarray | Table] = {}
-        n = self._per_sample("labels", None, "iu")
+        n = self._per_sample("labels", None, _KINDS["labels"])
         for file in sorted(self.path.glob("*.npy")):
             name = file.stem
             if name in SIGNALS:
                 self._arrays[name] = self._table(file, n)
             elif name != "labels":
-                self._per_sample(name, n, "biuf")
+                self._per_sample(name, n, _KINDS.get(name, "biuf"))
         epochs = {t.shape[0] for t in self._arrays.values() if isinstance(t, Table)}
         if len(epochs) > 1:
             raise ValueError(f"{self.path}: the tables hold different numbers of epochs {sorted(epochs)}")

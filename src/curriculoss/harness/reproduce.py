@@ -32,6 +32,7 @@ import numpy as np
 
 from curriculoss.harness.methods import MethodOptions
 from curriculoss.harness.train import TrainConfig, prepare_data, train
+from curriculoss.signals import open_signals
 
 __all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams"]
 
@@ -486,7 +487,7 @@ def _extras(folder: Path, label: str) -> dict:
     out["train_acc_noisy"] = float(rows[-1]["train_acc_noisy"])
     out["train_acc_true"] = float(rows[-1]["train_acc_true"])
     out["train_acc_curve"] = [float(r["train_acc_noisy"]) for r in rows]
-    signals = np.load(folder / "signals.npz")
+    signals = {key: np.asarray(value) for key, value in open_signals(folder).items()}
     mask = signals["noise_mask"].astype(bool)
     if label.startswith("data-params") and mask.any():
         sigma = signals["confidence"][-1]

@@ -10,8 +10,9 @@ Run folder::
     args.json      the configuration
     config.toml    the same, as the options of `curriculoss train --config` (which trains it again)
     metrics.csv    one row per epoch
-    signals.npz    loss, confidence and margin (epochs x N), labels, predicted, true_labels, noise_mask
-                   (written by a `curriculoss.recorder.Recorder`, as a user's own loop would)
+    signals/       loss.npy, confidence.npy and margin.npy (epochs x N), each grown by one row per epoch;
+                   labels.npy, predicted.npy, true_labels.npy, noise_mask.npy when the run ends (written by a
+                   streaming `curriculoss.recorder.Recorder`, as a user's own loop would; `curriculoss.signals`)
     results.json   best and final test metric (written when the run ends)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     resumes.json   what each resume changed (more epochs, another device, ...), at which epoch
@@ -72,6 +73,7 @@ import math
 import numbers
 import os
 import random
+import shutil
 import sys
 import time
 import types
@@ -238,8 +240,8 @@ class RunFolderExists(ValueError):
 
 
 #: The files a run writes into its folder; with `curriculoss flag`'s, what `overwrite=True` removes.
-RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals.npz", "results.json", "checkpoint.pt", "resumes.json",
-             "curves.png")
+RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals", "signals.npz", "results.json", "checkpoint.pt",
+             "resumes.json", "curves.png")
 _FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
 
 
@@ -252,7 +254,10 @@ def clear_run_folder(run_dir: str | Path) -> None:
     """Remove a run's files (and `curriculoss flag`'s) from `run_dir`; any other file stays."""
     for name in (*RUN_FILES, *_FLAG_FILES):
         for path in (Path(run_dir) / name, Path(run_dir) / (name + ".tmp")):
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _claim_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -711,7 +716,6 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
     scaler = torch.amp.GradScaler(dev.type) if cfg.amp == "fp16" else None
 
     history: list[dict[str, float]] = []
-    recorder = Recorder(n)  # the per-sample signals, exactly as a user's own loop records them
     start_epoch = 0
     changes: dict[str, dict[str, Any]] = {}
 
@@ -722,6 +726,11 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
             run_dir.mkdir(parents=True, exist_ok=True)
             if overwrite:
                 clear_run_folder(run_dir)
+    # The per-sample signals, exactly as a user's own loop records them, streamed into the run folder.
+    if writer and run_dir is not None and not (resume and ckpt_path.exists()):
+        shutil.rmtree(run_dir / "signals", ignore_errors=True)  # a start from epoch 0 (a new run, or none to resume)
+    recorder = Recorder(n, path=None if run_dir is None else run_dir / "signals")
+    if run_dir is not None:
         if resume and ckpt_path.exists():
             parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "method": method,
                      "method_optimizer": method_optimizer, "scaler": scaler, "recorder": recorder}
@@ -840,8 +849,9 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
                **_divergence_results(history, chance, cfg.epochs)}
     if run_dir is not None and writer:
-        recorder.save(run_dir / "signals.npz", labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
+        recorder.save(labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
                       noise_mask=np.asarray(noisy.mask))
+        (run_dir / "signals.npz").unlink(missing_ok=True)  # a resumed run of an older version: its tables moved on
         _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
         _plot_curves(run_dir, history, metric)
     return results
