@@ -1,0 +1,222 @@
+"""Flagging at scale: record N samples for E epochs into a signals folder, flag them, beside cleanlab.
+
+A synthetic run stands in for training: every sample has a true class, a given label (another class for
+a `--noise` share of them) and a difficulty. Epoch by epoch its logits move the way a network's do on
+noisy labels: the true class rises early (late for hard samples), and from about half of the run on
+the given label of a noisy sample rises too (memorisation). `Recorder.update` records these logits batch
+by batch, as in any loop; the recorder streams each epoch to the folder.
+
+Per size it reports, each stage in its own process so that the peak resident memory (`ru_maxrss`) is
+that stage's own:
+
+- record: the recorder's seconds per epoch (its `update` and `end_epoch` calls, not the generator's),
+  the process's peak resident memory and its resident memory before the recorder was made;
+- flag: `curriculoss flag` on the folder (scores, window, count, ranking, suspects.csv, plots): wall
+  seconds, peak resident memory, AUROC against the synthetic truth;
+- cleanlab: `cleanlab.filter.find_label_issues(labels, pred_probs)` on probabilities of the same N and
+  classes (the synthetic run's own at the end of its learning phase), seconds and peak memory, for the
+  sizes up to `--cleanlab-max`;
+- with `--compare`, the flag result computed from the tables loaded into memory against the one read
+  in blocks (scores, ranking, count, AUROC), and with `--float16` the AUROC of float16 storage.
+
+    python benchmarks/bench_flag_scale.py --sizes 100000 1000000 10000000 --epochs 100 --json FILE
+
+Needs cleanlab for its column (`pip install "curriculoss[bench]"`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _results import command, load_average, write_result
+
+BATCH = 250_000
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def truth(n: int, classes: int, noise: float, seed: int):
+    """True classes, given labels (wrong for a `noise` share, uniformly another class), noise mask, difficulty."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, classes, n)
+    mask = rng.random(n) < noise
+    y = np.where(mask, (y_true + rng.integers(1, classes, n)) % classes, y_true)
+    return y_true, y, mask, rng.random(n).astype(np.float32)
+
+
+def batch_logits(torch, y_true, y, mask, hard, idx, epoch: int, epochs: int, classes: int):
+    """The synthetic logits of samples `idx` at `epoch`: noise, the true class learnt when the run's progress
+    passes (0.6 times) the sample's difficulty, a noisy label memorised from half the run on (later when hard)."""
+    g = torch.Generator().manual_seed(epoch * 1_000_003 + int(idx[0]))
+    z = 1.5 * torch.randn(len(idx), classes, generator=g)
+    progress = (epoch + 1) / epochs
+    h = torch.from_numpy(hard[idx])
+    learnt = 3 * torch.sigmoid(10 * (progress - 0.6 * h))
+    memorised = 6 * torch.sigmoid(10 * (progress - 0.5 - 0.3 * h)) * torch.from_numpy(mask[idx]).float()
+    rows = torch.arange(len(idx))
+    z[rows, torch.from_numpy(y_true[idx])] += learnt
+    z[rows, torch.from_numpy(y[idx])] += memorised
+    return z
+
+
+def stage_record(args) -> dict:
+    import torch
+
+    from curriculoss.recorder import Recorder
+
+    torch.set_num_threads(args.threads)
+    y_true, y, mask, hard = truth(args.n, args.classes, args.noise, args.seed)
+    before = rss_mb()
+    recorder = Recorder(args.n, path=args.folder, dtype=args.dtype)
+    labels = torch.from_numpy(y)
+    seconds = []
+    for epoch in range(args.epochs):
+        spent = 0.0
+        for start in range(0, args.n, BATCH):
+            idx = np.arange(start, min(start + BATCH, args.n))
+            z = batch_logits(torch, y_true, y, mask, hard, idx, epoch, args.epochs, args.classes)
+            t0 = time.perf_counter()
+            recorder.update(torch.from_numpy(idx), z, labels[idx])
+            spent += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        recorder.end_epoch()
+        seconds.append(spent + time.perf_counter() - t0)
+    recorder.save(noise_mask=mask, true_labels=y_true)
+    return {"record_seconds_per_epoch": float(np.median(seconds)), "record_peak_mb": peak_mb(),
+            "record_rss_before_mb": before}
+
+
+def stage_flag(args) -> dict:
+    from curriculoss.harness.cli import main
+
+    t0 = time.perf_counter()
+    assert main(["flag", args.folder, "--top", "3"]) == 0
+    seconds = time.perf_counter() - t0
+    figures = json.loads((Path(args.folder).parent / "flag.json").read_text())
+    return {"flag_seconds": seconds, "flag_peak_mb": peak_mb(), "auroc": figures["auroc"],
+            "estimated_num_issues": figures["estimated_num_issues"], "num_noisy": figures["num_noisy"]}
+
+
+def stage_cleanlab(args) -> dict:
+    """cleanlab's `find_label_issues` on the synthetic run's probabilities after its learning phase."""
+    import torch
+    from cleanlab.filter import find_label_issues
+    from sklearn.metrics import roc_auc_score
+
+    y_true, y, mask, hard = truth(args.n, args.classes, args.noise, args.seed)
+    probs = np.empty((args.n, args.classes), np.float32)
+    for start in range(0, args.n, BATCH):
+        idx = np.arange(start, min(start + BATCH, args.n))
+        z = batch_logits(torch, y_true, y, mask, hard, idx, int(0.5 * args.epochs), args.epochs, args.classes)
+        probs[idx] = z.softmax(1).numpy()
+    before = rss_mb()
+    t0 = time.perf_counter()
+    ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    seconds = time.perf_counter() - t0
+    flagged = np.zeros(args.n, bool)
+    flagged[ranked] = True
+    return {"cleanlab_seconds": seconds, "cleanlab_peak_mb": peak_mb(), "cleanlab_rss_before_mb": before,
+            "cleanlab_auroc_of_self_confidence": float(roc_auc_score(mask, -probs[np.arange(args.n), y])),
+            "cleanlab_num_issues": int(flagged.sum())}
+
+
+def stage_compare(args) -> dict:
+    """The flag result from the tables in memory against the one read in blocks from the folder."""
+    from curriculoss import flag
+    from curriculoss.signals import open_signals
+
+    folder = open_signals(args.folder)
+    memory = {key: np.asarray(value) for key, value in folder.items()}
+    out = {}
+    for name, signals in (("blocks", folder), ("memory", memory)):
+        score, s = flag.run_scores(signals)
+        out[name] = {"scores": s, "order": np.argsort(s, kind="stable"),
+                     "count": flag.estimate_num_issues(s, score=score),
+                     "auroc": flag.evaluate(s, memory["noise_mask"], score=score)["auroc"]}
+    a, b = out["blocks"], out["memory"]
+    return {"scores_equal": bool(np.array_equal(a["scores"], b["scores"], equal_nan=True)),
+            "ranking_equal": bool(np.array_equal(a["order"], b["order"])), "count_equal": a["count"] == b["count"],
+            "auroc_blocks": a["auroc"], "auroc_memory": b["auroc"]}
+
+
+STAGES = {"record": stage_record, "flag": stage_flag, "cleanlab": stage_cleanlab, "compare": stage_compare}
+
+
+def run_stage(stage: str, args, n: int, folder: Path, dtype: str = "float32") -> dict:
+    """One stage in a fresh process (its own peak memory); returns what it printed as JSON."""
+    argv = [sys.executable, __file__, "--stage", stage, "--n", str(n), "--folder", str(folder), "--dtype", dtype,
+            "--epochs", str(args.epochs), "--classes", str(args.classes), "--noise", str(args.noise),
+            "--seed", str(args.seed), "--threads", str(args.threads)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"stage {stage} at N={n} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(args, n: int, root: Path) -> dict:
+    folder = root / f"n{n}" / "signals"
+    row = {"n": n, "epochs": args.epochs, "classes": args.classes, **run_stage("record", args, n, folder)}
+    row["signals_bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+    row.update(run_stage("flag", args, n, folder))
+    if args.compare and n <= args.compare_max:
+        row["compare"] = run_stage("compare", args, n, folder)
+    if args.float16 and n <= args.compare_max:
+        half = root / f"n{n}-float16" / "signals"
+        run_stage("record", args, n, half, "float16")
+        row["float16_auroc"] = run_stage("flag", args, n, half)["auroc"]
+    if n <= args.cleanlab_max:
+        row.update(run_stage("cleanlab", args, n, folder))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--noise", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cleanlab-max", type=int, default=1_000_000, help="largest N given to cleanlab")
+    p.add_argument("--compare", action="store_true", help="flag in memory against flag in blocks")
+    p.add_argument("--float16", action="store_true", help="also record in float16 and flag that")
+    p.add_argument("--compare-max", type=int, default=1_000_000)
+    p.add_argument("--keep", help="folder for the signals (default: a temporary one)")
+    p.add_argument("--json", help="write the figures here")
+    p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.stage:
+        print(json.dumps(STAGES[args.stage](args)))
+        return
+    load, t0 = load_average(), time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        rows = [measure(args, n, root) for n in args.sizes]
+    if args.json:
+        write_result(args.json, "flag-scale", {"rows": rows, "noise": args.noise, "batch": BATCH}, cmd=command(),
+                     load_before=load, wall_seconds=time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()
