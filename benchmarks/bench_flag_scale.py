@@ -19,7 +19,12 @@ that stage's own:
 - with `--compare`, the flag result computed from the tables loaded into memory against the one read
   in blocks (scores, ranking, count, AUROC), and with `--float16` the AUROC of float16 storage.
 
+With `--mnist-dir`, a real run instead: `curriculoss train` on the 60,000 MNIST training images (MLP,
+40 % symmetric noise) in one process and under `torchrun` with two, each rank's resident memory after
+every epoch, and the two runs' signals compared value by value.
+
     python benchmarks/bench_flag_scale.py --sizes 100000 1000000 10000000 --epochs 100 --json FILE
+    python benchmarks/bench_flag_scale.py --mnist-dir MNIST_DIR --epochs 20 --json FILE
 
 Needs cleanlab for its column (`pip install "curriculoss[bench]"`).
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -53,26 +59,29 @@ def peak_mb() -> float:
 
 
 def truth(n: int, classes: int, noise: float, seed: int):
-    """True classes, given labels (wrong for a `noise` share, uniformly another class), noise mask, difficulty."""
+    """True classes, given labels (wrong for a `noise` share, uniformly another class), noise mask, difficulty,
+    and an ambiguity: how much each sample's image resembles its given label beyond the learnt class."""
     rng = np.random.default_rng(seed)
     y_true = rng.integers(0, classes, n)
     mask = rng.random(n) < noise
     y = np.where(mask, (y_true + rng.integers(1, classes, n)) % classes, y_true)
-    return y_true, y, mask, rng.random(n).astype(np.float32)
+    hard = (rng.random(n) ** 3).astype(np.float32)  # most samples easy, a tail of hard ones
+    return y_true, y, mask, hard, rng.normal(0, 1, n).astype(np.float32)
 
 
-def batch_logits(torch, y_true, y, mask, hard, idx, epoch: int, epochs: int, classes: int):
+def batch_logits(torch, y_true, y, mask, hard, ambiguity, idx, epoch: int, epochs: int, classes: int):
     """The synthetic logits of samples `idx` at `epoch`: noise, the true class learnt when the run's progress
-    passes (0.6 times) the sample's difficulty, a noisy label memorised from half the run on (later when hard)."""
+    passes (0.3 times) the sample's difficulty, a noisy label memorised from half the run on (later when hard)."""
     g = torch.Generator().manual_seed(epoch * 1_000_003 + int(idx[0]))
-    z = 1.5 * torch.randn(len(idx), classes, generator=g)
+    z = torch.randn(len(idx), classes, generator=g)
     progress = (epoch + 1) / epochs
     h = torch.from_numpy(hard[idx])
-    learnt = 3 * torch.sigmoid(10 * (progress - 0.6 * h))
-    memorised = 6 * torch.sigmoid(10 * (progress - 0.5 - 0.3 * h)) * torch.from_numpy(mask[idx]).float()
+    top = 1.5 * (1 + np.sqrt(2 * np.log(classes)))  # a learnt class stands above the largest of the others
+    learnt = top * torch.sigmoid(20 * (progress - 0.3 * h))
+    memorised = 1.4 * top * torch.sigmoid(10 * (progress - 0.5 - 0.3 * h)) * torch.from_numpy(mask[idx]).float()
     rows = torch.arange(len(idx))
     z[rows, torch.from_numpy(y_true[idx])] += learnt
-    z[rows, torch.from_numpy(y[idx])] += memorised
+    z[rows, torch.from_numpy(y[idx])] += memorised + 0.5 * top * torch.from_numpy(ambiguity[idx])
     return z
 
 
@@ -82,7 +91,7 @@ def stage_record(args) -> dict:
     from curriculoss.recorder import Recorder
 
     torch.set_num_threads(args.threads)
-    y_true, y, mask, hard = truth(args.n, args.classes, args.noise, args.seed)
+    y_true, y, mask, hard, ambiguity = truth(args.n, args.classes, args.noise, args.seed)
     before = rss_mb()
     recorder = Recorder(args.n, path=args.folder, dtype=args.dtype)
     labels = torch.from_numpy(y)
@@ -91,7 +100,7 @@ def stage_record(args) -> dict:
         spent = 0.0
         for start in range(0, args.n, BATCH):
             idx = np.arange(start, min(start + BATCH, args.n))
-            z = batch_logits(torch, y_true, y, mask, hard, idx, epoch, args.epochs, args.classes)
+            z = batch_logits(torch, y_true, y, mask, hard, ambiguity, idx, epoch, args.epochs, args.classes)
             t0 = time.perf_counter()
             recorder.update(torch.from_numpy(idx), z, labels[idx])
             spent += time.perf_counter() - t0
@@ -120,11 +129,11 @@ def stage_cleanlab(args) -> dict:
     from cleanlab.filter import find_label_issues
     from sklearn.metrics import roc_auc_score
 
-    y_true, y, mask, hard = truth(args.n, args.classes, args.noise, args.seed)
+    y_true, y, mask, hard, ambiguity = truth(args.n, args.classes, args.noise, args.seed)
     probs = np.empty((args.n, args.classes), np.float32)
     for start in range(0, args.n, BATCH):
         idx = np.arange(start, min(start + BATCH, args.n))
-        z = batch_logits(torch, y_true, y, mask, hard, idx, int(0.5 * args.epochs), args.epochs, args.classes)
+        z = batch_logits(torch, y_true, y, mask, hard, ambiguity, idx, int(0.5 * args.epochs), args.epochs, args.classes)
         probs[idx] = z.softmax(1).numpy()
     before = rss_mb()
     t0 = time.perf_counter()
@@ -156,7 +165,56 @@ def stage_compare(args) -> dict:
             "auroc_blocks": a["auroc"], "auroc_memory": b["auroc"]}
 
 
-STAGES = {"record": stage_record, "flag": stage_flag, "cleanlab": stage_cleanlab, "compare": stage_compare}
+def stage_train(args) -> dict:
+    """`curriculoss train` on MNIST (also as one rank of `torchrun`), its resident memory after every epoch."""
+    from curriculoss.harness.cli import main
+    from curriculoss.recorder import Recorder
+
+    after_epoch, end_epoch = [], Recorder.end_epoch
+
+    def end_and_measure(self):
+        end_epoch(self)
+        after_epoch.append(rss_mb())
+
+    Recorder.end_epoch = end_and_measure
+    main(["train", "--data-dir", args.mnist_dir, "--model", "mlp", "--noise-rate", "0.4", "--epochs",
+          str(args.epochs), "--out", args.folder, "--quiet"])
+    rank = int(os.environ.get("RANK", "0"))
+    report = {"rank": rank, "rss_after_epoch_mb": after_epoch, "peak_mb": peak_mb()}
+    Path(args.folder, f"memory-rank{rank}.json").write_text(json.dumps(report))
+    return report
+
+
+def real_run(args, root: Path) -> dict:
+    """One process against two under torchrun: the signals, and each rank's memory over the epochs."""
+    from curriculoss.signals import open_signals
+
+    common = [__file__, "--stage", "train", "--mnist-dir", args.mnist_dir, "--epochs", str(args.epochs)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"one": root / "one", "two": root / "two"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *common, "--folder", str(runs["one"])], check=True, env=env, capture_output=True)
+    seconds_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *common, "--folder",
+                    str(runs["two"])], check=True, env=env, capture_output=True)
+    seconds_two = time.perf_counter() - t0
+    one, two = open_signals(runs["one"]), open_signals(runs["two"])
+    differing = [key for key in one if not np.array_equal(np.asarray(one[key]), np.asarray(two[key]), equal_nan=True)]
+    ranks = [json.loads((runs["two"] / f"memory-rank{r}.json").read_text()) for r in range(2)]
+    out = {"epochs": args.epochs, "samples": len(one["labels"]), "signals_equal": not differing,
+           "differing": differing, "seconds_one_process": seconds_one, "seconds_two_processes": seconds_two,
+           "table_mb_per_epoch": 3 * 4 * len(one["labels"]) / 2**20}
+    for r in ranks:
+        rss = r["rss_after_epoch_mb"]
+        out[f"rank{r['rank']}"] = {"rss_epoch2_mb": rss[1], "rss_last_mb": rss[-1], "growth_mb": rss[-1] - rss[1],
+                                   "peak_mb": r["peak_mb"]}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+STAGES = {"record": stage_record, "flag": stage_flag, "cleanlab": stage_cleanlab, "compare": stage_compare,
+          "train": stage_train}
 
 
 def run_stage(stage: str, args, n: int, folder: Path, dtype: str = "float32") -> dict:
@@ -199,6 +257,7 @@ def main() -> None:
     p.add_argument("--compare", action="store_true", help="flag in memory against flag in blocks")
     p.add_argument("--float16", action="store_true", help="also record in float16 and flag that")
     p.add_argument("--compare-max", type=int, default=1_000_000)
+    p.add_argument("--mnist-dir", help="MNIST IDX files: measure a real run (one process and torchrun with two)")
     p.add_argument("--keep", help="folder for the signals (default: a temporary one)")
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -212,10 +271,13 @@ def main() -> None:
     load, t0 = load_average(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
-        rows = [measure(args, n, root) for n in args.sizes]
+        if args.mnist_dir:
+            data = {"real_run": real_run(args, root)}
+        else:
+            data = {"rows": [measure(args, n, root) for n in args.sizes], "noise": args.noise, "batch": BATCH}
     if args.json:
-        write_result(args.json, "flag-scale", {"rows": rows, "noise": args.noise, "batch": BATCH}, cmd=command(),
-                     load_before=load, wall_seconds=time.perf_counter() - t0)
+        write_result(args.json, "flag-scale", data, cmd=command(roles={"--mnist-dir": "MNIST_DIR"}), load_before=load,
+                     wall_seconds=time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -446,6 +446,50 @@ def distributed() -> str:
     return text + "\n\n" + source(record)
 
 
+def _mb(value) -> str:
+    return "" if value is None else f"{value:,.0f} MB"
+
+
+def flag_scale() -> str:
+    """Recording and flagging N synthetic samples over E epochs, beside cleanlab's find_label_issues."""
+    record = load("flag-scale")
+    rows = []
+    for r in record["data"]["rows"]:
+        cleanlab = (f"{r['cleanlab_seconds']:.1f} s, {_mb(r['cleanlab_peak_mb'])}" if "cleanlab_seconds" in r
+                    else "not run (above the size given to it)")
+        same = r.get("compare")
+        rows.append([f"{r['n']:,}", f"{r['epochs']} x {r['classes']}", f"{r['record_seconds_per_epoch']:.2f} s",
+                     f"{_mb(r['record_peak_mb'])} ({_mb(r['record_rss_before_mb'])} before the recorder)",
+                     f"{r['signals_bytes'] / 2**30:.2f} GiB", f"{r['flag_seconds']:.0f} s", _mb(r["flag_peak_mb"]),
+                     f"{r['auroc']:.4f}" + (f" (float16: {r['float16_auroc']:.4f})" if "float16_auroc" in r else ""),
+                     "" if same is None else ("equal" if same["scores_equal"] and same["ranking_equal"]
+                                              and same["count_equal"] else "DIFFERENT"),
+                     cleanlab])
+    text = _table(["N", "epochs x classes", "recorder per epoch", "peak memory while recording", "signals on disk",
+                   "`curriculoss flag`", "its peak memory", "AUROC", "in memory vs in blocks",
+                   "cleanlab `find_label_issues`"], rows)
+    text += (f"\n\nSynthetic runs with {100 * record['data']['noise']:.0f} % of the labels wrong, recorded in batches of "
+             f"{record['data']['batch']:,}. Recorder per epoch: its `update` and `end_epoch` calls only (the "
+             "generator's logits excluded). Peak memory: the process's own maximum resident memory, each step in its "
+             "own process. cleanlab ranks probabilities of the same N and classes.")
+    return text + "\n\n" + source(record)
+
+
+def flag_scale_mnist() -> str:
+    """One process against two under torchrun, on the MNIST training images."""
+    record = load("flag-scale-mnist")
+    d = record["data"]["real_run"]
+    rows = [[f"rank {r}", _mb(d[f"rank{r}"]["rss_epoch2_mb"]), _mb(d[f"rank{r}"]["rss_last_mb"]),
+             f"{d[f'rank{r}']['growth_mb']:+.1f} MB", _mb(d[f"rank{r}"]["peak_mb"])] for r in (0, 1)]
+    text = _table(["process", "resident memory after epoch 2", f"after epoch {d['epochs']}", "growth", "peak"], rows)
+    text += (f"\n\n`curriculoss train` on the {d['samples']:,} MNIST training images (MLP, 40 % symmetric noise, "
+             f"{d['epochs']} epochs) under `torchrun` with 2 processes; a table kept in memory would grow by "
+             f"{d['table_mb_per_epoch']:.2f} MB per epoch. Its signals against the one-process run's: "
+             f"{'equal, every value' if d['signals_equal'] else 'DIFFERENT in ' + ', '.join(d['differing'])}. "
+             f"Wall time {d['seconds_one_process']:.0f} s in one process, {d['seconds_two_processes']:.0f} s in two.")
+    return text + "\n\n" + source(record)
+
+
 def superloss_collapse() -> str:
     """The SuperLoss collapse probe (docs/superloss-collapse/probe.py), per seed."""
     record = load("superloss-collapse")
@@ -492,6 +536,8 @@ TABLES = {
     "flag-blobs": flag_blobs,
     "flag-scores": flag_scores,
     "flag-scores-worst": flag_scores_worst,
+    "flag-scale": flag_scale,
+    "flag-scale-mnist": flag_scale_mnist,
     "overhead": overhead,
     "step": step,
     "lambertw": lambertw,

@@ -9,9 +9,9 @@ import curriculoss.harness
 
 #: The library's modules, at the top level of the package.
 LIBRARY = ("_checks", "contrastive", "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed",
-           "integrations", "lambertw", "mae", "noise", "recorder", "sce", "superloss")
+           "integrations", "lambertw", "mae", "noise", "recorder", "sce", "signals", "superloss")
 #: The harness's modules and sub-packages.
-HARNESS = ("augment", "bench", "cli", "data", "divergence", "methods", "models", "plots", "reproduce", "runlock",
+HARNESS = ("augment", "bench", "cli", "data", "divergence", "flagging", "methods", "models", "plots", "reproduce", "runlock",
            "train")
 
 

@@ -69,6 +69,9 @@ class _Folder:
             self.signals = open_signals(path)
         except ValueError as exc:
             raise SystemExit(f"curriculoss: error: {exc}") from None
+        if self.signals["labels"].dtype.kind not in "iu":
+            raise SystemExit(f"curriculoss: error: {path}: labels.npy holds {self.signals['labels'].dtype} values; flag "
+                             "ranks classification labels (integers), not a regression's targets")
         held = {len(t) for t in self.signals.values() if getattr(t, "ndim", 1) == 2}
         if epochs is not None and held and max(held) > epochs:
             raise SystemExit(f"curriculoss: error: {path}: the tables hold {max(held)} epochs; the run (args.json) "
