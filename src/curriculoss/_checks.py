@@ -1,4 +1,4 @@
-"""Input checks and the reduction shared by the classification losses (MAE, GCE, SCE, focal, IMAE).
+"""Input checks and the reduction shared by the library's losses.
 
 Checks look at metadata only (type, dtype, shape, device), so they never synchronise with a device.
 The one value check, targets in `[0, C)`, runs only on CPU tensors outside `torch.compile`:
@@ -13,10 +13,12 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: Computed in float32 and returned in their own dtype by every loss (and by `lambertw`).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def check_reduction(reduction: str) -> None:
+    """`reduction` is one of `REDUCTIONS`, the values torch's losses take."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
@@ -90,10 +92,11 @@ def check_class_weights(name: str, weights: Tensor, num_classes: int | None = No
 
 def compute_dtype(logits: Tensor) -> Tensor:
     """float16/bfloat16 logits upcast to float32 (the loss is computed there); others as they are."""
-    return logits.float() if logits.dtype in _LOW_PRECISION else logits
+    return logits.float() if logits.dtype in LOW_PRECISION else logits
 
 
 def reduce(values: Tensor, reduction: str) -> Tensor:
+    """Per-sample `values` reduced as `reduction` says (`'none'`: as they are)."""
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":
