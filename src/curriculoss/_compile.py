@@ -34,7 +34,8 @@ def compiled(fn: Callable, dynamic: bool) -> Callable | None:
         return None
 
 
-def call(fn: Callable, dynamic: bool, device_type: str, *args: Any, mark: tuple[Tensor | None, ...] = ()) -> Any:
+def call_compiled(fn: Callable, dynamic: bool, device_type: str, *args: Any,
+                  mark: tuple[Tensor | None, ...] = ()) -> Any:
     """`fn(*args)` through its compiled graph (see `compiled`), the tensors in `mark` marked dynamic
     first (`mark_dynamic`); `None` when it cannot run compiled: inside another compilation (the
     caller's eager code is then traced into that graph), without `torch.compile`, or where compiling

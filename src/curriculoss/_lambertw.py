@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-from curriculoss import _compile
+from curriculoss._compile import call_compiled
 
 INV_E = 1.0 / math.e  # float64 1/e
 _INV_E_LO64 = -1.2428753672788363e-17  # 1/e - float64(1/e), from a 50-digit value of 1/e
@@ -204,7 +204,7 @@ def evaluate(x: Tensor, fused: bool = False) -> Tensor:
     """`W(x)` for a float32 or float64 tensor, without autograd: one compiled kernel when `fused`
     (and a compiler works), else the eager operations, in cache-sized pieces on large CPU tensors."""
     if fused:
-        w = _compile.call(lambertw_forward, True, x.device.type, x, True)
+        w = call_compiled(lambertw_forward, True, x.device.type, x, True)
         if w is not None:
             return w
     if x.device.type != "cpu" or torch.compiler.is_compiling() or not in_place():

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from curriculoss import _compile
+from curriculoss._compile import call_compiled
 from curriculoss._lambertw import half_delta_bounds, in_place, precision_of, start_scale, w_plus_one
 
 
@@ -97,7 +97,7 @@ def forward(loss: Tensor, source: Tensor | None, tau: Tensor | float, lam: float
     """`superloss_forward`, as one compiled graph when `fused` (compiled once per process for every
     batch size, `tau` and `lam`; inductor fuses it into one or two kernels) and a compiler works."""
     if fused:
-        out = _compile.call(superloss_forward, True, loss.device.type, loss, source, tau, lam, precision, reduction,
+        out = call_compiled(superloss_forward, True, loss.device.type, loss, source, tau, lam, precision, reduction,
                             keep, out_dtype, True, normalise)
         if out is not None:
             return out

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from curriculoss import _compile
+from curriculoss._compile import call_compiled
 from curriculoss._checks import LOW_PRECISION, check_reduction
 from curriculoss._lambertw import precision_of
 from curriculoss._loss import Loss
@@ -394,7 +394,7 @@ class SuperLoss(Loss):
         output given its gradient by `Precomputed`; `None` where it cannot run compiled."""
         detached = loss.detach()
         with torch.no_grad():
-            result = _compile.call(fused_step, False, loss.device.type, detached, index, keep,
+            result = call_compiled(fused_step, False, loss.device.type, detached, index, keep,
                                    *self._smoothing_buffers(index), self.loss_sum, self.count, self.tau,
                                    self.tau_mode, self.momentum, self.smoothing, self.lam, precision_of(loss.dtype),
                                    self.reduction, loss.dtype, self.step == "normalised", mark=(detached, index, keep))
