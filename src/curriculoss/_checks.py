@@ -23,6 +23,15 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def check_floating_tensor(name: str, x: object, *, tensor_hint: str = "", dtype_hint: str = "") -> None:
+    """`x` is a floating-point `torch.Tensor`; the messages name it `name`, with the hints after
+    "must be a torch.Tensor" and "must be a floating-point tensor"."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{tensor_hint}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor{dtype_hint}, got dtype {x.dtype}")
+
+
 def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
     """Return `value` as a float after checking it is a finite real number within the bounds."""
@@ -48,12 +57,9 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1,
     `values=False` leaves the range of the values to the caller, whose indexing of the logits by
     `target` (`gather`, which refuses any index outside `[0, C)`) comes first and calls
     `check_target_values` when it fails: an `aminmax` and two host reads fewer per call."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if not isinstance(target, Tensor):
+    if isinstance(logits, Tensor) and not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    check_floating_tensor("logits", logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (B, C), got {tuple(logits.shape)}")
     if logits.shape[1] < min_classes:

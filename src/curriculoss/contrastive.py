@@ -121,13 +121,9 @@ class SuperContrastiveLoss(nn.Module):
         self.confidence = None
 
     def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:
-        """The SuperLoss of the pairs' contrastive losses, reduced by `reduction`; sets `confidence`.
-
-        Args:
-            x1: embeddings of the first side of each pair, `(P, D)`.
-            x2: embeddings of the second side of each pair, `(P, D)`.
-            label: `(P,)` bool or integer, 1 (True) for positive pairs, 0 for negative ones.
-        """
+        """The SuperLoss of the contrastive losses of the pairs `(x1, x2)`, embeddings `(P, D)`, whose
+        `label` `(P,)` is 1 (True) for positive pairs and 0 for negative ones (as in `contrastive_loss`),
+        reduced by `reduction`; sets `confidence`."""
         _check_pairs(x1, x2, label)
         dtype = torch.promote_types(x1.dtype, x2.dtype)
         if dtype in LOW_PRECISION:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from curriculoss._checks import check_floating_tensor
 from curriculoss._lambertw import HALF_ULP_INV_E, INV_E, INV_E_F32, evaluate
 
 __all__ = ["lambertw"]
@@ -70,10 +71,7 @@ def lambertw(x: Tensor, *, fused: bool = False) -> Tensor:
 
     Differentiable: `dW/dx = W / (x (1 + W))`, equal to 1 at 0 and infinite at `-1/e`.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"lambertw: x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"lambertw: x must be a floating-point tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}")
+    check_floating_tensor("lambertw: x", x, dtype_hint=" (float16/bfloat16/float32/float64)")
     if x.dtype in HALF_ULP_INV_E:
         # Computed in float32, but the domain's edge is the input dtype's: float16(-1/e) lies 4e-5
         # below -1/e, outside float32's tolerance, and is still "-1/e rounded", so it gives -1.

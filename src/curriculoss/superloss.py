@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from curriculoss._compile import call_compiled
-from curriculoss._checks import LOW_PRECISION, check_reduction
+from curriculoss._checks import LOW_PRECISION, check_floating_tensor, check_reduction
 from curriculoss._lambertw import precision_of
 from curriculoss._loss import Loss
 from curriculoss._superloss import Precomputed, SuperLossFunction, compute_dtype, elementwise
@@ -74,10 +74,7 @@ def _check_tau(tau: Tensor | float) -> None:
 
 
 def _check_loss(loss: Tensor) -> None:
-    if not isinstance(loss, Tensor):
-        raise TypeError(f"loss must be a torch.Tensor of per-sample losses, got {type(loss).__name__}")
-    if not loss.is_floating_point():
-        raise TypeError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
+    check_floating_tensor("loss", loss, tensor_hint=" of per-sample losses")
 
 
 def _check_step(step: str) -> None:
