@@ -1,35 +1,11 @@
-"""The method behind `lambertw`: `W0(x)` by a fixed sequence of element-wise tensor operations.
+"""The steps of `lambertw`: `W0(x)` by a fixed sequence of element-wise tensor operations.
 
-No data-dependent control flow and no host-device synchronisation: any device (`meta` included), any
-batch shape, and one graph under `torch.compile`. At small batch sizes each operation costs a few
-microseconds whatever its arithmetic, so the method is chosen for its operation count: 29 in float32
-and 37 in float64. On the CPU, where torch's kernels that read or write bool masks are 2-4 times
-slower than a float addition, the special values are handled with float arithmetic where a mask is
-not needed (step 3).
-
-Method, per element. Everything is solved for `v = W + 1 >= 0` from `h = (x + 1/e) / 2` (formed as
-`x/2 + c_hi/2 + c_lo/2` with `c_hi + c_lo = 1/e` split in the working precision, so that the
-cancellation near `-1/e` costs nothing), because in `v` the equation `(v - 1) e^v = e x` stays
-well conditioned right up to the branch point:
-
-1. Start: `q = log1p(c sqrt(2 e (x + 1/e)))` and `v0 = a q - k q log1p(q) / (b + q)`.
-   `sqrt(2 (e x + 1))` is the variable of the branch-point series (Corless et al. 1996, Eq. 4.22),
-   in which `v = p - p^2/3 + ...`; the form also follows `W + 1 ~ 2 log p - log log p` for large
-   `x`. The constants `a, b, c, k` are fitted per dtype (minimax of the error after step 2).
-2. Halley's iteration on `f(v) = (v - 1) e^v - e x`, written with `em = expm1(v)` as
-   `f = v + v em - em - 2 e h` and `f' = v (1 + em)`, `f''/f' = (v + 1)/v`, every term divided
-   by `2e` so that nothing overflows below the largest float. Through `expm1` the rounding errors
-   of `f` scale with `v`, so the step is accurate to a few units in the last place of `v` even
-   next to the branch point (an iteration on `w e^w - x` loses `ulp / sqrt(x + 1/e)` there). One
-   step in float32, two in float64 (cubic convergence).
-3. `W = v - 1`. Where `|x| < 2^-24` (float32) or `2^-53` (float64), `W = x - x^2` rounds to
-   `x`, which is returned, so subnormals come back exactly. Below the domain the clamped `h` is made
-   negative (so that the start's square root gives NaN), and `+inf`, clamped to a finite value inside,
-   is restored by a maximum with `x - max`.
-
-`w_plus_one` (steps 1-2) is what SuperLoss's closed-form confidence (Eq. 4) evaluates, with its own
-affine map in front (`start_scale`, `half_delta_bounds`). Large CPU tensors are evaluated in
-cache-sized pieces (`evaluate`).
+The method (a start fitted per dtype, then Halley steps on `v = W + 1` from `(x + 1/e) / 2`), its
+accuracy and its domain are described in `curriculoss.lambertw`, the public module, which calls
+`evaluate`. `w_plus_one` (the start and the Halley steps) is also what SuperLoss's closed-form
+confidence (Eq. 4) evaluates, behind its own affine map (`start_scale`, `half_delta_bounds`).
+Everything here runs without autograd and without host synchronisation, on any device, and as one
+graph under `torch.compile`.
 """
 from __future__ import annotations
 

@@ -3,9 +3,35 @@
 `W(x)` is the solution `w >= -1` of `w * exp(w) = x`, defined for `x >= -1/e`. The SuperLoss
 needs it for its closed-form confidence (Castells et al. 2020, Eq. 4); computing it with scipy on the
 host would copy every batch's losses to the CPU and break `torch.compile`. `lambertw` evaluates it
-with a short fixed sequence of element-wise tensor operations (a start fitted per dtype, then Halley
-steps on `v = W + 1`; the method is described in `curriculoss._lambertw`): no data-dependent control
-flow, no host-device synchronisation, any device (`meta` included), any batch shape.
+with a short fixed sequence of element-wise tensor operations: no data-dependent control flow, no
+host-device synchronisation, any device (`meta` included), any batch shape. At small batch sizes each
+operation costs a few microseconds whatever its arithmetic, so the method is chosen for its operation
+count: 29 in float32 and 37 in float64 (60 for the series-and-iteration method it replaced). On the CPU,
+where torch's kernels that read or write bool masks are 2-4 times slower than a float addition, the
+special values are handled with float arithmetic where a mask is not needed (step 3).
+
+Method, per element. Everything is solved for `v = W + 1 >= 0` from `h = (x + 1/e) / 2` (formed as
+`x/2 + c_hi/2 + c_lo/2` with `c_hi + c_lo = 1/e` split in the working precision, so that the
+cancellation near `-1/e` costs nothing), because in `v` the equation `(v - 1) e^v = e x` stays
+well conditioned right up to the branch point:
+
+1. Start: `q = log1p(c sqrt(2 e (x + 1/e)))` and `v0 = a q - k q log1p(q) / (b + q)`.
+   `sqrt(2 (e x + 1))` is the variable of the branch-point series (Corless et al. 1996, Eq. 4.22),
+   in which `v = p - p^2/3 + ...`; the form also follows `W + 1 ~ 2 log p - log log p` for large
+   `x`. The constants `a, b, c, k` are fitted per dtype (minimax of the error after step 2).
+2. Halley's iteration on `f(v) = (v - 1) e^v - e x`, written with `em = expm1(v)` as
+   `f = v + v em - em - 2 e h` and `f' = v (1 + em)`, `f''/f' = (v + 1)/v`, every term divided
+   by `2e` so that nothing overflows below the largest float. Through `expm1` the rounding errors
+   of `f` scale with `v`, so the step is accurate to a few units in the last place of `v` even
+   next to the branch point (an iteration on `w e^w - x` loses `ulp / sqrt(x + 1/e)` there). One
+   step in float32, two in float64 (cubic convergence).
+3. `W = v - 1`. Where `|x| < 2^-24` (float32) or `2^-53` (float64), `W = x - x^2` rounds to
+   `x`, which is returned, so subnormals come back exactly. Below the domain the clamped `h` is made
+   negative (so that the start's square root gives NaN), and `+inf`, clamped to a finite value inside,
+   is restored by a maximum with `x - max`.
+
+The steps are written once, in `curriculoss._lambertw`, which SuperLoss's closed-form confidence
+uses too; large CPU tensors are evaluated in cache-sized pieces.
 
 Accuracy, measured against mpmath (50 digits) on the test grids and 700,000 random float32 values:
 at most 0.2 of the float32 contract (2e-6 relative + 1e-6 absolute) and 0.06 of the float64 one
