@@ -261,6 +261,6 @@ def test_fused_module_step_is_one_kernel():
     fn = torch.compile(fused_step, dynamic=False, fullgraph=True)
     loss, index = torch.rand(128), torch.randint(0, 1000, (128,))
     _, codes = run_and_get_code(fn, loss, index, None, module.smoothed_loss, module.seen, module.loss_sum,
-                                module.count, module.tau, "avg", 0.9, 0.9, 1.0, torch.float32, "mean", torch.float32)
+                                module.count, module.tau, "avg", 0.9, 0.9, 1.0, torch.float32, "mean", torch.float32, True)
     kernels = set(re.findall(r"cpp_fused_\w+", "\n".join(codes)))
     assert len(kernels) == 1, kernels
