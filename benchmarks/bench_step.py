@@ -15,8 +15,7 @@ part's own time, called back to back and right after a forward of the model: on 
 runs after the convolutions runs several times slower than in a tight loop (caches), which is why the
 step ratio is larger than the loss part's warm time suggests.
 
-Variants: SuperLoss (tau='avg', per-sample smoothing over N = 60,000) eager (on these CPU batches the
-NumPy copy; ``superloss_torch``: torch's operations, as on a GPU) and, with ``--fused``,
+Variants: SuperLoss (tau='avg', per-sample smoothing over N = 60,000) eager and, with ``--fused``,
 with ``fused=True`` (its compile time is printed); data parameters at the instance level (the
 command line's default) and the joint curriculum, N = 60,000; IMAE (T = 8). Two floors, the least any
 per-sample reweighting can add to CE: ``floor_weighted``, CE per sample times fixed weights, then the
@@ -32,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from typing import Callable
 
@@ -45,9 +43,7 @@ from _timing import interleaved_samples, load_note, print_samples, ratio, sample
 from curriculoss import DataParameters, SuperLoss, imae
 from curriculoss.harness.models import LeNet5
 
-_LAMBERTW = sys.modules["curriculoss.lambertw"]  # the module (the package's name is the function)
-
-GOALS = {"superloss": 1.02, "superloss_torch": 1.02, "superloss_fused": 1.02, "dp_instance": 1.03, "dp_joint": 1.03, "imae": 1.02}
+GOALS = {"superloss": 1.02, "superloss_fused": 1.02, "dp_instance": 1.03, "dp_joint": 1.03, "imae": 1.02}
 N = 60_000
 
 
@@ -116,16 +112,6 @@ def main() -> None:
         else:
             loss_fn = lambda out, i: imae(out, y, T=8.0)  # noqa: E731
 
-        if kind == "superloss_torch":  # torch's operations, as on a GPU, instead of the CPU's NumPy copy
-            numpy_copy = loss_fn
-
-            def loss_fn(out, i):
-                saved, _LAMBERTW._NUMPY_BELOW = _LAMBERTW._NUMPY_BELOW, 0
-                try:
-                    return numpy_copy(out, i)
-                finally:
-                    _LAMBERTW._NUMPY_BELOW = saved
-
         def step() -> None:
             loss = loss_fn(model(x), index())
             opt.zero_grad(set_to_none=True)
@@ -161,7 +147,7 @@ def main() -> None:
             warm.append(time.perf_counter() - t1)
         return 1e6 * statistics.median(cold), 1e6 * statistics.median(warm)
 
-    kinds = ["ce", "ce_again", "superloss", "superloss_torch", *(["superloss_fused"] if args.fused else []),
+    kinds = ["ce", "ce_again", "superloss", *(["superloss_fused"] if args.fused else []),
              "dp_instance", "dp_joint", "imae", "floor_weighted", "floor_node"]
     if args.child:
         print_samples(interleaved_samples({kind: make(kind)[0] for kind in kinds}, args.repeats, warmup=20,

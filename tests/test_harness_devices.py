@@ -325,13 +325,13 @@ def test_compile_fuses_superloss(tmp_path, monkeypatch):
     import sys
 
     core = sys.modules["curriculoss.superloss"]
-    calls = []
+    calls, step = [], core.fused_step
 
     def fused_step(*args):
         calls.append(len(args[0]))
-        return core._fused_step(*args)
+        return step(*args)
     monkeypatch.setattr(torch, "compile", lambda model, *a, **k: model)
-    monkeypatch.setattr(core, "_compiled_step", lambda: fused_step)
+    monkeypatch.setattr(core, "fused_step", fused_step)
     train(TrainConfig(limit=64, epochs=1, method="superloss", compile=True), tmp_path / "run", progress=False)
     assert sum(calls) == len(open_signals(tmp_path / "run")["labels"])  # every training sample, once
     calls.clear()

@@ -15,17 +15,6 @@ mpmath.mp.dps = 50
 INV_E = float(1 / mpmath.e)
 
 
-@pytest.fixture(autouse=True, params=["torch", "numpy"])
-def evaluation(request, monkeypatch):
-    """Every test runs on both CPU evaluations: torch's operations, and the NumPy copy that small CPU
-    tensors take (``_NUMPY_BELOW``)."""
-    import sys
-
-    module = sys.modules["curriculoss.lambertw"]
-    monkeypatch.setattr(module, "_NUMPY_BELOW", 0 if request.param == "torch" else 10**12)
-    return request.param
-
-
 def _reference(xs: list[float]) -> np.ndarray:
     return np.array([float(mpmath.lambertw(mpmath.mpf(v)).real) for v in xs])
 
@@ -160,15 +149,9 @@ def test_bad_input_types(bad):
         lambertw(bad)
 
 
-def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
-    """Below ``_NUMPY_BELOW`` a CPU tensor never reaches torch's operations (0-d, float64, a tensor that
-    requires grad, float16 included); the result keeps the input's shape, dtype and gradient."""
-    import sys
-
-    if evaluation != "numpy":
-        pytest.skip("the NumPy copy only")
-    module = sys.modules["curriculoss.lambertw"]
-    monkeypatch.setattr(module, "_lambertw_forward", lambda *a, **k: pytest.fail("torch's path was taken"))
+def test_small_tensors_keep_shape_dtype_and_gradient():
+    """A batch-sized call (0-d, float64, a tensor that requires grad, float16 included): the result keeps
+    the input's shape, dtype and gradient."""
     x = torch.tensor([0.5, 2.0, -0.2], requires_grad=True)
     w = lambertw(x)
     w.sum().backward()
@@ -181,25 +164,20 @@ def test_small_cpu_tensors_take_the_numpy_copy(evaluation, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype, rtol, atol", [(torch.float64, 1e-12, 1e-12), (torch.float32, 2e-6, 1e-6)])
-def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol, monkeypatch):
-    """Large CPU tensors are evaluated in cache-sized pieces: torch's operations (several threads) or,
-    with one torch thread, the NumPy copy. Pieces of 37 values per thread here (a remainder included),
-    over the mpmath grid, a non-contiguous 2-D input, and special values on both sides of the first
-    piece's edge (37 for NumPy, 74 for torch with two threads)."""
-    import sys
+def test_large_cpu_tensors_in_pieces_match_mpmath(dtype, rtol, atol, monkeypatch):
+    """Large CPU tensors are evaluated in cache-sized pieces on all of torch's threads. Pieces of 37
+    values per thread here (a remainder included), over the mpmath grid, a non-contiguous 2-D input,
+    and special values on both sides of the first piece's edge (74 with two threads)."""
+    from curriculoss import _lambertw as module
 
-    module = sys.modules["curriculoss.lambertw"]
     monkeypatch.setattr(module, "_CPU_PIECE", 37)
-    monkeypatch.setattr(module, "_NUMPY_PIECE", 37)
-    forward, calls = module._lambertw_forward, []
+    forward, calls = module.lambertw_forward, []
 
     def counted(*args, **kwargs):
         calls.append(args[0].numel())
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(module, "_lambertw_forward", counted)
-    if evaluation == "numpy":
-        monkeypatch.setattr(module, "_NUMPY_BELOW", 1)  # not the small-tensor copy: the one-thread rule
+    monkeypatch.setattr(module, "lambertw_forward", counted)
     special = [math.nan, math.inf, -1.0, 0.0, 1e-40]
     xs = _grid(dtype)
     xs = xs[:35] + special + xs[35:67] + special + xs[67:]  # flat indices 35-39 and 72-76
@@ -208,7 +186,7 @@ def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol,
     flat = x.reshape(-1)
     assert not x.is_contiguous() and flat[36] == flat[73] == math.inf and flat[37] == flat[74] == -1.0
     threads = torch.get_num_threads()
-    torch.set_num_threads(1 if evaluation == "numpy" else 2)
+    torch.set_num_threads(2)
     try:
         w = lambertw(x)
     finally:
@@ -220,23 +198,20 @@ def test_large_cpu_tensors_in_pieces_match_mpmath(evaluation, dtype, rtol, atol,
     np.testing.assert_allclose(w.numpy(), ref, rtol=rtol, atol=atol, equal_nan=True)
     tiny = x == torch.tensor(1e-40, dtype=dtype)  # returned exactly (float32: a subnormal)
     assert int(tiny.sum()) == 2 and w[tiny].tolist() == x[tiny].tolist()
-    if evaluation == "numpy":
-        assert calls == []
-    else:  # pieces of 37 values per thread, the last one shorter
-        assert calls == [74] * (len(xs) // 74) + ([len(xs) % 74] if len(xs) % 74 else [])
+    # pieces of 37 values per thread, the last one shorter
+    assert calls == [74] * (len(xs) // 74) + ([len(xs) % 74] if len(xs) % 74 else [])
 
 
 def test_float32_floor_keeps_expm1_off_its_slow_path():
     """At the clamp's floor (the branch point, SuperLoss's cap) v = W + 1 stays above 1e-14: torch's
     float32 expm1 on the CPU is about 8 times slower below about 1e-15 (docs/benchmarks.md),
     and W = v - 1 still rounds to exactly -1."""
-    import sys
+    from curriculoss import _lambertw as lw
 
-    lw = sys.modules["curriculoss.lambertw"]
-    low, _ = lw._half_delta_bounds(torch.float32)
+    low, _ = lw.half_delta_bounds(torch.float32)
     for scaled in (False, True):
-        floor = low * (lw._start_scale(torch.float32) if scaled else 1.0)
-        v = lw._w_plus_one(torch.full((4,), floor, dtype=torch.float32), torch.float32, scaled=scaled)
+        floor = low * (lw.start_scale(torch.float32) if scaled else 1.0)
+        v = lw.w_plus_one(torch.full((4,), floor, dtype=torch.float32), torch.float32, scaled=scaled)
         assert (v > 1e-14).all() and (v < 1e-9).all(), v
         assert torch.equal(v - 1.0, torch.full_like(v, -1.0))
 

@@ -17,15 +17,6 @@ SuperLoss = functools.partial(curriculoss.SuperLoss, step="paper")
 superloss = functools.partial(curriculoss.superloss, step="paper")
 
 
-@pytest.fixture(autouse=True, params=["torch", "numpy"])
-def evaluation(request, monkeypatch):
-    """Every test runs on both CPU evaluations: torch's operations, and the NumPy copy that small CPU
-    batches take (``curriculoss.lambertw._NUMPY_BELOW``)."""
-    import sys
-
-    monkeypatch.setattr(sys.modules["curriculoss.lambertw"], "_NUMPY_BELOW", 0 if request.param == "torch" else 10**12)
-    return request.param
-
 E = math.e
 
 

@@ -17,16 +17,6 @@ SuperLoss = functools.partial(curriculoss.SuperLoss, step="paper")
 SuperContrastiveLoss = functools.partial(curriculoss.SuperContrastiveLoss, step="paper")
 
 
-@pytest.fixture(autouse=True, params=["torch", "numpy"])
-def evaluation(request, monkeypatch):
-    """Every test runs on both CPU evaluations: torch's operations, and the NumPy copy that small CPU
-    batches take (``curriculoss.lambertw._NUMPY_BELOW``)."""
-    import sys
-
-    monkeypatch.setattr(sys.modules["curriculoss.lambertw"], "_NUMPY_BELOW", 0 if request.param == "torch" else 10**12)
-    return request.param
-
-
 def reference_sl(loss: np.ndarray, tau: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 3-4 in numpy with scipy's Lambert W (an independent implementation)."""
     beta = np.maximum((loss - tau) / lam, -2 / math.e)

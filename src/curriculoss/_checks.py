@@ -1,4 +1,4 @@
-"""Input checks and the reduction shared by the classification losses (MAE, GCE, SCE, focal, IMAE).
+"""Input checks and the reduction shared by the library's losses.
 
 Checks look at metadata only (type, dtype, shape, device), so they never synchronise with a device.
 The one value check, targets in `[0, C)`, runs only on CPU tensors outside `torch.compile`:
@@ -13,12 +13,23 @@ import torch
 from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: Computed in float32 and returned in their own dtype by every loss (and by `lambertw`).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def check_reduction(reduction: str) -> None:
+    """`reduction` is one of `REDUCTIONS`, the values torch's losses take."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def check_floating_tensor(name: str, x: object, *, tensor_hint: str = "", dtype_hint: str = "") -> None:
+    """`x` is a floating-point `torch.Tensor`; the messages name it `name`, with the hints after
+    "must be a torch.Tensor" and "must be a floating-point tensor"."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{tensor_hint}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor{dtype_hint}, got dtype {x.dtype}")
 
 
 def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
@@ -46,12 +57,9 @@ def check_logits_target(logits: Tensor, target: Tensor, *, min_classes: int = 1,
     `values=False` leaves the range of the values to the caller, whose indexing of the logits by
     `target` (`gather`, which refuses any index outside `[0, C)`) comes first and calls
     `check_target_values` when it fails: an `aminmax` and two host reads fewer per call."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if not isinstance(target, Tensor):
+    if isinstance(logits, Tensor) and not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    check_floating_tensor("logits", logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (B, C), got {tuple(logits.shape)}")
     if logits.shape[1] < min_classes:
@@ -90,10 +98,11 @@ def check_class_weights(name: str, weights: Tensor, num_classes: int | None = No
 
 def compute_dtype(logits: Tensor) -> Tensor:
     """float16/bfloat16 logits upcast to float32 (the loss is computed there); others as they are."""
-    return logits.float() if logits.dtype in _LOW_PRECISION else logits
+    return logits.float() if logits.dtype in LOW_PRECISION else logits
 
 
 def reduce(values: Tensor, reduction: str) -> Tensor:
+    """Per-sample `values` reduced as `reduction` says (`'none'`: as they are)."""
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":

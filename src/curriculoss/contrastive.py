@@ -27,11 +27,10 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
-from curriculoss.superloss import SuperLoss, _check_reduction
+from curriculoss._checks import LOW_PRECISION, check_reduction, reduce
+from curriculoss.superloss import SuperLoss
 
 __all__ = ["contrastive_loss", "SuperContrastiveLoss"]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _check_pairs(x1: Tensor, x2: Tensor, label: Tensor) -> None:
@@ -71,13 +70,12 @@ def contrastive_loss(x1: Tensor, x2: Tensor, label: Tensor, margin: float = 0.7,
     """
     _check_pairs(x1, x2, label)
     _check_margin(margin)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     dtype = torch.promote_types(x1.dtype, x2.dtype)
-    if dtype in _LOW_PRECISION:
+    if dtype in LOW_PRECISION:
         return contrastive_loss(x1.float(), x2.float(), label, margin, squared, reduction).to(dtype)
     pos, neg = _pair_losses(x1, x2, margin, squared)
-    loss = torch.where(label.bool(), pos, neg)
-    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+    return reduce(torch.where(label.bool(), pos, neg), reduction)
 
 
 class SuperContrastiveLoss(nn.Module):
@@ -113,7 +111,7 @@ class SuperContrastiveLoss(nn.Module):
                  step: str = "normalised"):
         super().__init__()
         _check_margin(margin)
-        _check_reduction(reduction)
+        check_reduction(reduction)
         tau_pos, tau_neg = tau if isinstance(tau, tuple) else (tau, tau)
         self.margin = float(margin)
         self.squared = squared
@@ -123,16 +121,12 @@ class SuperContrastiveLoss(nn.Module):
         self.confidence = None
 
     def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:
-        """The SuperLoss of the pairs' contrastive losses, reduced by `reduction`; sets `confidence`.
-
-        Args:
-            x1: embeddings of the first side of each pair, `(P, D)`.
-            x2: embeddings of the second side of each pair, `(P, D)`.
-            label: `(P,)` bool or integer, 1 (True) for positive pairs, 0 for negative ones.
-        """
+        """The SuperLoss of the contrastive losses of the pairs `(x1, x2)`, embeddings `(P, D)`, whose
+        `label` `(P,)` is 1 (True) for positive pairs and 0 for negative ones (as in `contrastive_loss`),
+        reduced by `reduction`; sets `confidence`."""
         _check_pairs(x1, x2, label)
         dtype = torch.promote_types(x1.dtype, x2.dtype)
-        if dtype in _LOW_PRECISION:
+        if dtype in LOW_PRECISION:
             out = self.forward(x1.float(), x2.float(), label)
             self.confidence = self.confidence.to(dtype)
             return out.to(dtype)
@@ -142,6 +136,4 @@ class SuperContrastiveLoss(nn.Module):
         sl_neg = self.negative(neg, mask=is_pos)
         loss = torch.where(is_pos, sl_pos, sl_neg)
         self.confidence = torch.where(is_pos, self.positive.confidence, self.negative.confidence)
-        if self.reduction == "none":
-            return loss
-        return loss.sum() if self.reduction == "sum" else loss.mean()
+        return reduce(loss, self.reduction)

@@ -19,11 +19,11 @@ Only $\log p_t$ of each row is kept from the (N, C) logits (`log_softmax` then `
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from curriculoss._checks import (check_class_weights, check_logits_target, check_number, check_reduction,
                                  compute_dtype, reduce)
-from curriculoss.mae import _log_prob_target
+from curriculoss._loss import Loss, log_prob_target
 
 __all__ = ["focal_loss", "FocalLoss"]
 
@@ -65,7 +65,7 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: Tensor
     if isinstance(alpha, Tensor) and alpha.device != logits.device:
         raise ValueError(f"alpha must be on the device of logits ({logits.device}), got {alpha.device}")
     x = compute_dtype(logits)
-    log_pt = _log_prob_target(x, target)
+    log_pt = log_prob_target(x, target)
     if gamma == 0.0:
         loss = -log_pt
     else:
@@ -78,25 +78,32 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0, alpha: Tensor
     return reduce(loss, reduction).to(logits.dtype)
 
 
-class FocalLoss(nn.Module):
-    """Module form of `focal_loss` (Lin et al. 2017). A per-class `alpha` is a buffer."""
+class FocalLoss(Loss):
+    """Module form of `focal_loss` (Lin et al. 2017). A per-class `alpha` is a buffer.
+
+    Args:
+        gamma: focusing parameter, >= 0.
+        alpha: `None`, a float >= 0, or a floating tensor of shape (C,) of per-class factors.
+        reduction: `'none'` | `'mean'` | `'sum'`.
+    """
 
     alpha: Tensor | None
+    _settings = ("gamma", "alpha", "reduction")
 
     def __init__(self, gamma: float = 2.0, alpha: Tensor | float | None = None, reduction: str = "mean"):
-        super().__init__()
-        self.gamma = check_number("gamma", gamma, low=0.0)
+        gamma = check_number("gamma", gamma, low=0.0)
         alpha = _check_alpha(alpha)
-        check_reduction(reduction)
-        self.reduction = reduction
+        super().__init__(reduction)
+        self.gamma = gamma
         if isinstance(alpha, Tensor):
             self.register_buffer("alpha", alpha.detach().clone())
         else:
             self.alpha = alpha
 
-    def extra_repr(self) -> str:
-        a = f"tensor of shape {tuple(self.alpha.shape)}" if isinstance(self.alpha, Tensor) else self.alpha
-        return f"gamma={self.gamma}, alpha={a}, reduction={self.reduction!r}"
+    def _shown(self, name: str) -> str:
+        if name == "alpha" and isinstance(self.alpha, Tensor):
+            return f"tensor of shape {tuple(self.alpha.shape)}"
+        return super()._shown(name)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """`focal_loss` of `logits` `(N, C)` and `target` `(N,)` with this module's `gamma`, `alpha` and

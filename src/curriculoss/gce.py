@@ -13,10 +13,10 @@ Computed as `-expm1(q log p_y) / q`: accurate when `p_y -> 1` and finite when `p
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from curriculoss._checks import check_logits_target, check_number, check_reduction, compute_dtype, reduce
-from curriculoss.mae import _log_prob_target
+from curriculoss._checks import check_number, reduce
+from curriculoss._loss import Loss, checked_log_prob_target
 
 __all__ = ["gce_loss", "GCELoss"]
 
@@ -35,30 +35,32 @@ def gce_loss(logits: Tensor, target: Tensor, q: float = 0.7, reduction: str = "m
         reduction: `'none'` | `'mean'` | `'sum'`.
 
     Returns:
-        The loss, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
+        $(1 - p_y^q) / q$ per sample for `'none'` (shape (B,)), else its mean or sum; in the dtype
+        of `logits`.
 
     Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> gce_loss(z, torch.tensor([1, 0, 4, 9]), q=0.7).backward()
     """
     q = _check_q(q)
-    check_reduction(reduction)
-    target = check_logits_target(logits, target)
-    loss = torch.expm1(q * _log_prob_target(compute_dtype(logits), target)) * (-1.0 / q)
+    loss = torch.expm1(q * checked_log_prob_target(logits, target, reduction)) * (-1.0 / q)
     return reduce(loss, reduction).to(logits.dtype)
 
 
-class GCELoss(nn.Module):
-    """Module form of `gce_loss` (Zhang & Sabuncu 2018), `q = 0.7` by default."""
+class GCELoss(Loss):
+    """Module form of `gce_loss` (Zhang & Sabuncu 2018), `q = 0.7` by default.
+
+    Args:
+        q: exponent in (0, 1].
+        reduction: `'none'` | `'mean'` | `'sum'`.
+    """
+
+    _settings = ("q", "reduction")
 
     def __init__(self, q: float = 0.7, reduction: str = "mean"):
-        super().__init__()
-        self.q = _check_q(q)
-        check_reduction(reduction)
-        self.reduction = reduction
-
-    def extra_repr(self) -> str:
-        return f"q={self.q}, reduction={self.reduction!r}"
+        q = _check_q(q)
+        super().__init__(reduction)
+        self.q = q
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """`gce_loss` of `logits` `(B, C)` and `target` `(B,)` with this module's `q` and `reduction`."""

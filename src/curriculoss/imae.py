@@ -63,17 +63,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from curriculoss._checks import check_logits_target, check_number, check_reduction, check_target_values, reduce
+from curriculoss._checks import (check_logits_target, check_number, check_reduction, check_target_values, compute_dtype,
+                                 reduce)
+from curriculoss._loss import Loss
 from curriculoss.distributed import all_reduce_sum, is_distributed
 
 __all__ = ["imae", "IMAE", "sample_weight", "VARIANTS", "NORMALIZATIONS"]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-_LOG2 = math.log(2.0)
-
 
 # The largest weight is exp(T / 4) (p_y (1 - p_y) <= 1/4), computed in float32 for float32 and half
 # logits: past T = 4 log(3.4e38) = 355 it is inf and the gradients inf/NaN. T <= 300 keeps it below
@@ -88,7 +86,6 @@ def _check_T(T: float) -> float:
 
 VARIANTS = ("authors", "paper")
 NORMALIZATIONS = ("weights", "batch")
-_WEIGHT_SUM_EPS = 1e-8  # the authors' layer: S = 1e-8 + sum of the weights
 
 
 def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -106,7 +103,7 @@ class _IMAEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, T: float, reduction: str, eps: float,  # type: ignore[override]
                 normalize: str, sync: bool):
-        x = logits.float() if logits.dtype in _LOW_PRECISION else logits
+        x = compute_dtype(logits)
         # expm1(log p_y) = p_y - 1, accurate as p_y -> 1 where 1 - p_y would cancel. The gather refuses
         # a target outside [0, C) (the values are not checked beforehand: three operations fewer).
         log_p = torch.log_softmax(x, dim=1)  # kept for the backward: p = exp(log p), not a second softmax
@@ -240,7 +237,7 @@ def imae(logits: Tensor, target: Tensor, T: float = 8.0, reduction: str = "mean"
     return _imae(logits, target, T, reduction, eps, normalize, sync)
 
 
-class IMAE(nn.Module):
+class IMAE(Loss):
     """Module form of `imae`; `T = 8` (noisy data) by default, 0.5 on clean data (Sec. 5).
 
     `variant`, `eps` and `normalize` as in [`imae`][curriculoss.imae.imae] (default: the authors' layer).
@@ -249,20 +246,17 @@ class IMAE(nn.Module):
     float64 logits), before any normalisation.
     """
 
+    _settings = ("T", "reduction", "variant", "eps", "normalize")
+
     def __init__(self, T: float = 8.0, reduction: str = "mean", *, variant: str = "authors",
                  eps: float | None = None, normalize: str | None = None, sync: bool = True):
-        super().__init__()
-        self.T = _check_T(T)
-        check_reduction(reduction)
-        self.reduction = reduction
+        T = _check_T(T)
+        super().__init__(reduction)
+        self.T = T
         self.variant = variant
         self.eps, self.normalize = _resolve_variant(variant, eps, normalize)
         self.sync = bool(sync)
         self.confidence: Tensor | None = None
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}, reduction={self.reduction!r}, variant={self.variant!r}, eps={self.eps}, " \
-               f"normalize={self.normalize!r}"
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """`imae` of `logits` `(B, C)` and `target` `(B,)` with this module's settings; sets `confidence`."""

@@ -14,16 +14,12 @@ weights samples by $4 p (1 - p)$ (Eq. 20), too flat to fit noisy data well; see 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from curriculoss._checks import check_logits_target, check_reduction, compute_dtype, reduce
+from curriculoss._checks import reduce
+from curriculoss._loss import Loss, checked_log_prob_target
 
 __all__ = ["mae_loss", "MAELoss"]
-
-
-def _log_prob_target(logits: Tensor, target: Tensor) -> Tensor:
-    """log p_y per sample from (B, C) logits (in the compute dtype) and int64 targets."""
-    return torch.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
 
 
 def mae_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
@@ -35,28 +31,22 @@ def mae_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         reduction: `'none'` | `'mean'` | `'sum'`.
 
     Returns:
-        The loss, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
+        $2 (1 - p_y)$ per sample (`'none'`, shape (B,)) or its mean or sum, in the dtype of `logits`.
 
     Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> mae_loss(z, torch.tensor([1, 0, 4, 9])).backward()
     """
-    check_reduction(reduction)
-    target = check_logits_target(logits, target)
-    loss = -2.0 * torch.expm1(_log_prob_target(compute_dtype(logits), target))
+    loss = -2.0 * torch.expm1(checked_log_prob_target(logits, target, reduction))
     return reduce(loss, reduction).to(logits.dtype)
 
 
-class MAELoss(nn.Module):
-    """Module form of `mae_loss` (IMAE paper, Eq. 11)."""
+class MAELoss(Loss):
+    """Module form of `mae_loss` (IMAE paper, Eq. 11).
 
-    def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        check_reduction(reduction)
-        self.reduction = reduction
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+    Args:
+        reduction: `'none'` | `'mean'` | `'sum'`.
+    """
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """`mae_loss` of `logits` `(B, C)` and `target` `(B,)`, reduced by `reduction`."""

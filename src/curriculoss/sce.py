@@ -17,10 +17,10 @@ the label at 1e-4 instead, i.e. `A = log 1e-4 ~ -9.21`; pass `A=math.log(1e-4)` 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from curriculoss._checks import check_logits_target, check_number, check_reduction, compute_dtype, reduce
-from curriculoss.mae import _log_prob_target
+from curriculoss._checks import check_number, reduce
+from curriculoss._loss import Loss, checked_log_prob_target
 
 __all__ = ["sce_loss", "SCELoss"]
 
@@ -43,31 +43,35 @@ def sce_loss(logits: Tensor, target: Tensor, alpha: float = 0.1, beta: float = 1
         reduction: `'none'` | `'mean'` | `'sum'`.
 
     Returns:
-        The loss, shape (B,) for `'none'`, else a scalar, in the dtype of `logits`.
+        $-\alpha \log p_y - \beta A (1 - p_y)$ per sample (`'none'`, shape (B,)), or reduced to a
+        scalar; in the dtype of `logits`.
 
     Examples:
         >>> z = torch.randn(4, 10, requires_grad=True)
         >>> sce_loss(z, torch.tensor([1, 0, 4, 9]), alpha=0.1, beta=1.0).backward()
     """
     alpha, beta, A = _check_hyper(alpha, beta, A)
-    check_reduction(reduction)
-    target = check_logits_target(logits, target)
-    log_p = _log_prob_target(compute_dtype(logits), target)
+    log_p = checked_log_prob_target(logits, target, reduction)
     loss = (-alpha) * log_p + (beta * A) * torch.expm1(log_p)  # -A (1 - p) = A expm1(log p)
     return reduce(loss, reduction).to(logits.dtype)
 
 
-class SCELoss(nn.Module):
-    """Module form of `sce_loss` (Wang et al. 2019); defaults are the paper's CIFAR-10 setting."""
+class SCELoss(Loss):
+    """Module form of `sce_loss` (Wang et al. 2019); defaults are the paper's CIFAR-10 setting.
+
+    Args:
+        alpha: weight of cross-entropy, >= 0.
+        beta: weight of reverse cross-entropy, >= 0.
+        A: the value that replaces `log 0`, < 0.
+        reduction: `'none'` | `'mean'` | `'sum'`.
+    """
+
+    _settings = ("alpha", "beta", "A", "reduction")
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"):
-        super().__init__()
-        self.alpha, self.beta, self.A = _check_hyper(alpha, beta, A)
-        check_reduction(reduction)
-        self.reduction = reduction
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, A={self.A}, reduction={self.reduction!r}"
+        alpha, beta, A = _check_hyper(alpha, beta, A)
+        super().__init__(reduction)
+        self.alpha, self.beta, self.A = alpha, beta, A
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """`sce_loss` of `logits` `(B, C)` and `target` `(B,)` with this module's `alpha`, `beta`, `A` and
