@@ -8,8 +8,9 @@ import curriculoss
 import curriculoss.harness
 
 #: The library's modules, at the top level of the package.
-LIBRARY = ("_checks", "contrastive", "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed",
-           "integrations", "lambertw", "mae", "noise", "recorder", "sce", "signals", "superloss")
+LIBRARY = ("_checks", "_compile", "_lambertw", "_loss", "_sparse", "_superloss", "_superloss_state", "contrastive",
+           "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed", "integrations", "lambertw", "mae",
+           "noise", "recorder", "sce", "signals", "superloss")
 #: The harness's modules and sub-packages.
 HARNESS = ("augment", "bench", "cli", "data", "divergence", "flagging", "methods", "models", "plots", "reproduce", "runlock",
            "train")
