@@ -14,7 +14,7 @@ Compute is reported as training sample-epochs (one pass over one sample) and wal
 
 ``MNIST_DIR`` is a folder holding the MNIST IDX files (plain or gzipped). `--keep DIR` keeps each run's
 signals.npz and cleanlab's probabilities; `--json FILE` writes the figures with the command, the machine
-and the date. Needs cleanlab (`pip install "curriculoss[flag]"`).
+and the date. Needs cleanlab (`pip install "curriculoss[bench]"`).
 """
 from __future__ import annotations
 

@@ -198,7 +198,7 @@ def test_apply_dispatch(labels):
                                   noise.asymmetric(labels, 0.3, noise.MNIST_MAP, seed=1).labels)
     cifar = noise.apply("asymmetric", labels, 0.3, num_classes=C, seed=1, class_map=noise.CIFAR10_MAP)
     np.testing.assert_array_equal(cifar.labels, noise.asymmetric(labels, 0.3, noise.CIFAR10_MAP, seed=1).labels)
-    none = noise.apply("none", labels, 0.0, num_classes=C, data_dir=None)
+    none = noise.apply("none", labels, 0.0, num_classes=C)
     np.testing.assert_array_equal(none.labels, labels)
     assert none.rate == 0.0 and none.labels is not labels
     with pytest.raises(ValueError, match="class_map"):
@@ -228,7 +228,7 @@ def test_from_file_npy_and_csv(tmp_path):
         assert out.rate == pytest.approx(3 / 7)
     unknown = noise.from_file(tmp_path / "noisy.npy")
     assert not unknown.mask.any() and unknown.rate == 0.0
-    via_apply = noise.apply("file", true, 0.0, num_classes=5, data_dir=str(tmp_path / "noisy.csv"))
+    via_apply = noise.apply("file", true, 0.0, num_classes=5, path=str(tmp_path / "noisy.csv"))
     np.testing.assert_array_equal(via_apply.labels, given)
 
 

@@ -47,15 +47,15 @@ SIGNAL_OF = {"aum": "margin", "loss": "loss", "superloss": "confidence", "data-p
 #: The default window of each score (`window` of `label_quality_scores`).
 DEFAULT_WINDOW = {"aum": "auto", "loss": 0.5, "superloss": 0.5, "data-params": 0.5, "imae": 0.5}
 
-#: The score that ranks a run of each training method best (measured on digits and MNIST at 15-200
-#: epochs and 20-40 % noise; docs/flagging.md): the early-learning AUM for every
-#: method, also for SuperLoss and data-parameter runs, whose own confidences rank worse.
-DEFAULT_SCORE = {"ce": "aum", "superloss": "aum", "data-params": "aum", "imae": "aum"}
+#: The default score for a run of any training method: the early-learning AUM ranked best on digits and
+#: MNIST at 15-200 epochs and 20-40 % noise for cross-entropy, SuperLoss, data-parameter and IMAE runs
+#: alike, also where the method's own confidence is recorded (docs/flagging.md).
+DEFAULT_SCORE = "aum"
 
 
-def default_score(method: str) -> str:
-    """The default score for a run trained with `method` (a `curriculoss train --method` name)."""
-    return DEFAULT_SCORE.get(method, "aum")
+def default_score(method: str | None = None) -> str:
+    """The default score for a run trained with `method` (any method: `DEFAULT_SCORE`)."""
+    return DEFAULT_SCORE
 
 
 #: Bytes of float64 a block of a table may take when it is read (`block_columns`).

@@ -407,17 +407,16 @@ def from_file(path, labels=None, *, num_classes: int | None = None) -> NoisyLabe
 # dispatch
 
 
-def apply(kind: str, labels, rate: float, *, num_classes: int, seed: int = 0, path=None, data_dir=None,
+def apply(kind: str, labels, rate: float, *, num_classes: int, seed: int = 0, path=None,
           class_map=None) -> NoisyLabels:
-    """Noise of kind `kind` (one of `KINDS`), as the training command line asks for it.
+    """Noise of kind `kind` (one of `KINDS`).
 
     - `'none'`: the labels unchanged (a copy), mask all `False`;
     - `'symmetric'`: `symmetric` (the new class may be the true one);
     - `'pair'`: `pair_flip`;
     - `'asymmetric'`: `asymmetric` with `class_map`; by default `MNIST_MAP`
       (digits, MNIST); pass `CIFAR10_MAP` for CIFAR-10. Needs 10 classes with a default map;
-    - `'file'`: `from_file` on `path` (or `data_dir` when `path` is not given; the
-      command line's `--data-dir` names the file for `--noise file`); `rate` is then not used.
+    - `'file'`: `from_file` on `path`; `rate` is then not used.
     """
     if kind not in KINDS:
         raise ValueError(f"noise kind must be one of {', '.join(KINDS)}; got {kind!r}")
@@ -438,7 +437,6 @@ def apply(kind: str, labels, rate: float, *, num_classes: int, seed: int = 0, pa
                 raise ValueError(f"asymmetric noise needs a class_map for {num_classes} classes (the default maps are for 10)")
             class_map = MNIST_MAP
         return asymmetric(labels, rate, class_map, seed=seed, num_classes=num_classes)
-    file = path if path is not None else data_dir
-    if file is None:
+    if path is None:
         raise ValueError("noise kind 'file' needs path (the noisy-label file, .npy or .csv)")
-    return from_file(file, labels, num_classes=num_classes)
+    return from_file(path, labels, num_classes=num_classes)
