@@ -5,6 +5,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from lightning.pytorch.plugins import MixedPrecision  # noqa: E402
 
 from curriculoss import DataParameters, IndexedDataset  # noqa: E402
 from curriculoss.integrations.lightning import DataParametersCallback, RecorderCallback  # noqa: E402
+from curriculoss.signals import open_signals
 
 from _helpers import run_example  # noqa: E402
 
@@ -128,10 +130,11 @@ def test_data_parameters_step_through_the_grad_scaler():
     torch.testing.assert_close(fp16, fp32, rtol=1e-2, atol=1e-2)  # unscaled: else sigma runs to the clamp
 
 
-def _fit_with_checkpoints(root, epochs, ckpt_path=None):
+def _fit_with_checkpoints(root, epochs, ckpt_path=None, stream=False):
     torch.manual_seed(0)
     model = Classifier()
-    recorder, data_parameters = RecorderCallback(N), DataParametersCallback(model.dp)
+    recorder = RecorderCallback(N, root, stream=True) if stream else RecorderCallback(N)
+    data_parameters = DataParametersCallback(model.dp)
     checkpoint = ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{epoch}")
     trainer = _trainer(root, [recorder, data_parameters, checkpoint], max_epochs=epochs, enable_checkpointing=True)
     trainer.fit(model, DataLoader(_data(), batch_size=BATCH), ckpt_path=ckpt_path)
@@ -147,6 +150,18 @@ def test_recorder_and_data_parameters_survive_a_checkpoint(tmp_path):
         torch.testing.assert_close(resumed.recorder.signal(name), straight.recorder.signal(name))
     torch.testing.assert_close(resumed_model.dp.instance_sigma, straight_model.dp.instance_sigma)
     assert resumed.saved_path == tmp_path / "resumed" / "signals.npz" and resumed.saved_path.exists()
+
+
+def test_a_streaming_recorder_resumes_in_its_folder(tmp_path):
+    straight, _ = _fit_with_checkpoints(tmp_path / "straight", 3)
+    _fit_with_checkpoints(tmp_path / "run", 2, stream=True)
+    resumed, _ = _fit_with_checkpoints(tmp_path / "run", 3, tmp_path / "run" / "epoch=1.ckpt", stream=True)
+    assert resumed.saved_path == tmp_path / "run" / "signals"
+    signals = open_signals(tmp_path / "run")
+    for name in ("loss", "confidence", "margin"):
+        np.testing.assert_array_equal(np.asarray(signals[name]), straight.recorder.signal(name).numpy())
+    with pytest.raises(ValueError, match="path is needed with stream=True"):
+        RecorderCallback(N, stream=True)
 
 
 def test_recorder_state_mid_epoch_round_trips(tmp_path):

@@ -53,8 +53,19 @@ def _check_data_parameters(data_parameters) -> DataParameters:
     return data_parameters
 
 
+def _recorder(num_samples: int, path: str | Path | None, stream: bool) -> Recorder:
+    """The callbacks' recorder: in memory, or (`stream`) streaming into `path/signals`."""
+    if stream and path is None:
+        raise ValueError("path is needed with stream=True: the folder whose signals/ the epochs stream into")
+    return Recorder(num_samples, path=Path(path) / "signals" if stream else None)
+
+
 def _save(recorder: Recorder, path: str | Path, noise_mask: np.ndarray | None, extra: dict[str, Any]) -> Path:
-    """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`); returns the file."""
+    """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), or for a streaming
+    recorder the labels and extras into its signals folder; returns the file or the folder."""
+    if recorder.path is not None:
+        recorder.save(noise_mask=noise_mask, **extra)
+        return recorder.path
     path = Path(path)
     if path.suffix != ".npz":
         path = path / "signals.npz"

@@ -35,9 +35,8 @@ from typing import Any
 
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _noise_mask, _require,
+from curriculoss.integrations import (_check_data_parameters, _noise_mask, _recorder, _require,
                                       _save)
-from curriculoss.recorder import Recorder
 
 pl = _require(("lightning.pytorch", "pytorch_lightning"), "lightning", "curriculoss.integrations.lightning")
 
@@ -81,6 +80,8 @@ class RecorderCallback(pl.Callback):
         noise_mask: the known wrong labels (bool, `(num_samples,)`), saved for `flag` to score its
             ranking.
         extra: more arrays to save (e.g. `{"true_labels": y}`).
+        stream: write each epoch into `path/signals` as it closes (`Recorder(path=...)`), so that memory
+            does not grow with the epochs; `path` is then needed, and a resumed run must use the same one.
         label_key: where the batch holds the labels: a position in a tuple batch (default 1, i.e.
             `(x, y, index)` from `IndexedDataset`) or a key in a dict batch (default `"labels"` or
             `"label"`).
@@ -92,11 +93,11 @@ class RecorderCallback(pl.Callback):
     """
 
     def __init__(self, num_samples: int, path: str | Path | None = None, *, noise_mask=None,
-                 extra: Mapping[str, Any] | None = None, label_key: int | str | None = None,
+                 extra: Mapping[str, Any] | None = None, stream: bool = False, label_key: int | str | None = None,
                  index_key: int | str | None = None, logits_key: str = "logits",
                  confidence_key: str = "confidence"):
         super().__init__()
-        self.recorder = Recorder(num_samples)
+        self.recorder = _recorder(num_samples, path, stream)
         self.path = None if path is None else Path(path)
         self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
         self.extra = dict(extra or {})

@@ -34,9 +34,8 @@ import torch
 from torch import Tensor
 
 from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _noise_mask, _require,
+from curriculoss.integrations import (_check_data_parameters, _noise_mask, _recorder, _require,
                                       _save)
-from curriculoss.recorder import Recorder
 
 _transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
 TrainerCallback = _transformers.TrainerCallback
@@ -68,11 +67,13 @@ class RecorderCallback(TrainerCallback):
             After training, `saved_path` says where it went.
         noise_mask: the known wrong labels (bool, `(num_samples,)`), saved for `flag` to score its
             ranking; `extra`: more arrays to save (e.g. `{"true_labels": y}`).
+        stream: write each epoch into `path/signals` as it closes (`Recorder(path=...)`), so that memory
+            does not grow with the epochs; `path` is then needed, and a resumed run must use the same one.
     """
 
     def __init__(self, num_samples: int, path: str | Path | None = None, *, noise_mask=None,
-                 extra: Mapping[str, Any] | None = None):
-        self.recorder = Recorder(num_samples)
+                 extra: Mapping[str, Any] | None = None, stream: bool = False):
+        self.recorder = _recorder(num_samples, path, stream)
         self.path = None if path is None else Path(path)
         self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
         self.extra = dict(extra or {})
