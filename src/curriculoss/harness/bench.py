@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from curriculoss.harness.methods import METHODS
-from curriculoss.harness.train import TrainConfig, _same_run, stderr_is_terminal, train
+from curriculoss.harness.config import TrainConfig, same_run
+from curriculoss.harness.progress import stderr_is_terminal
+from curriculoss.harness.train import train
 
 __all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps", "check_rates", "clear_grid", "GRID_FILES"]
 
@@ -62,7 +64,7 @@ def _finished(folder: Path, cfg: TrainConfig) -> dict:
         recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         recorded = None
-    if not isinstance(recorded, dict) or not _same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json()):
+    if not isinstance(recorded, dict) or not same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json()):
         raise ValueError(f"{folder} holds a finished run of another configuration (or none readable); give "
                          "another --out, or --overwrite")
     return json.loads((folder / "results.json").read_text())

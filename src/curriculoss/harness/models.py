@@ -274,7 +274,7 @@ def _import_module(name: str, module_name: str):
         raise ValueError(f"--model {name}: cannot import {module_name!r}: SyntaxError in {exc.filename}, "
                          f"line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # whatever the module's own code raises while it is imported
-        raise ValueError(f"--model {name}: importing {module_name!r} raised {_one_line(exc)}") from None
+        raise ValueError(f"--model {name}: importing {module_name!r} raised {one_line(exc)}") from None
 
 
 def _check_factory_signature(name: str, attr: str, obj) -> None:
@@ -287,7 +287,7 @@ def _check_factory_signature(name: str, attr: str, obj) -> None:
                          "takes num_classes and returns a torch.nn.Module") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, at most 300 characters: an error message's part that fits one line."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
@@ -306,7 +306,7 @@ def probe_model(model: nn.Module, name: str, x: torch.Tensor, num_outputs: int) 
             out = model(x)
     except Exception as exc:  # the user's forward: any error is the model's
         raise ValueError(f"--model {name}: its forward pass on a batch of shape {tuple(x.shape)} failed "
-                         f"({_one_line(exc)}); the model must take the data set's inputs") from None
+                         f"({one_line(exc)}); the model must take the data set's inputs") from None
     finally:
         model.train(was_training)
     _check_output(name, out, len(x), num_outputs)
@@ -349,7 +349,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, al
     try:
         model = factory(num_classes=num_outputs)
     except Exception as exc:  # the user's code: any error is the factory's
-        raise ValueError(f"--model {name}: the factory raised {_one_line(exc)}") from None
+        raise ValueError(f"--model {name}: the factory raised {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model
