@@ -108,12 +108,13 @@ def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[s
 
 def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
     """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
-    from curriculoss.harness.cli import _config, build_parser
+    from curriculoss.harness.arguments import build_config
+    from curriculoss.harness.cli import build_parser
 
     argv = ["train", "--dataset", dataset, "--model", model, "--method", method, "--noise-rate", str(rate),
             "--seed", str(seed), *(["--data-dir", data_dir] if data_dir else []), *extra]
     args = build_parser().parse_args(argv)
-    return _config(args, method, rate, seed)
+    return build_config(args, method, rate, seed)
 
 
 def run_one(job: tuple) -> dict:

@@ -104,7 +104,8 @@ def _options_before_defaults_changed(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in {f.name for f in fields(MethodOptions)}}
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
+#: float32's largest value, which the parameters and the optimizer's steps must fit in.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -158,9 +159,9 @@ def check_config(cfg: TrainConfig) -> None:
     _check_types(cfg.options, MethodOptions, "options.")
     _check_names(cfg)
     check_number("noise_rate", cfg.noise_rate, low=0.0, high=1.0)
-    check_number("lr", cfg.lr, low=0.0, high=_FLOAT32_MAX, low_open=True)
+    check_number("lr", cfg.lr, low=0.0, high=FLOAT32_MAX, low_open=True)
     check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
-    check_number("weight_decay", cfg.weight_decay, low=0.0, high=_FLOAT32_MAX)
+    check_number("weight_decay", cfg.weight_decay, low=0.0, high=FLOAT32_MAX)
     for name in ("epochs", "batch_size"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
