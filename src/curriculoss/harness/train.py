@@ -66,6 +66,7 @@ Augmentation (`augment='crop-flip'`, the default for cifar10 and cifar100; see
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -82,7 +83,7 @@ from curriculoss.harness import data as datasets
 from curriculoss.harness import plots
 from curriculoss.harness.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, record_resume, resume_from
 from curriculoss.harness.config import (AMP_DTYPES, RUNTIME_FIELDS, TrainConfig, check_config, default_augment,
-                                        toml_text)
+                                        same_run, toml_text)
 from curriculoss.harness.data.imagefolder import ImageFiles
 from curriculoss.harness.devices import available_memory, end_distributed, init_distributed_from_env, resolve_device
 from curriculoss.harness.divergence import ADVICE, find_divergence
@@ -100,7 +101,7 @@ from curriculoss.superloss import SuperLoss
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "RunFolderExists",
            "check_config", "resolve_device", "build_checked_model", "toml_text", "RUNTIME_FIELDS", "RUN_FILES",
-           "run_files_in", "clear_run_folder", "available_memory"]
+           "run_files_in", "clear_run_folder", "available_memory", "train_or_reuse"]
 
 #: The name under which `curriculoss flag` reads a streamed set's batches.
 _stream_loader = stream_loader
@@ -230,6 +231,42 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     finally:
         if started:
             end_distributed(finished)
+
+
+def train_or_reuse(cfg: TrainConfig, folder: str | Path, *, stamp: str | None = None, trainer=None,
+                   **kwargs) -> dict[str, Any]:
+    """The results of the run folder `folder` trained with `cfg`: read back when the run there has finished,
+    else trained by `trainer` (default `train`; an interrupted run resumes from its checkpoint), given
+    `kwargs`.
+
+    A finished run must be of `cfg`: with `stamp`, the file of that name, written with `cfg` before the
+    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected); else the
+    run's `args.json` must be the same run (`RUNTIME_FIELDS` aside: a grid's cell). Another configuration
+    raises `ValueError`.
+    """
+    folder = Path(folder)
+    done = folder / "results.json"
+    if done.exists():
+        if not _finished_with(folder, cfg, stamp):
+            why = "(other hyper-parameters?); give another --out" if stamp else \
+                "(or none readable); give another --out, or --overwrite"
+            raise ValueError(f"{folder} holds a finished run of another configuration {why}")
+        return json.loads(done.read_text())
+    if stamp:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / stamp).write_text(json.dumps(cfg.to_json(), indent=1))
+    return (trainer or train)(cfg, folder, resume=True, **kwargs)
+
+
+def _finished_with(folder: Path, cfg: TrainConfig, stamp: str | None) -> bool:
+    if stamp:
+        path = folder / stamp
+        return path.exists() and json.loads(path.read_text()) == json.loads(json.dumps(cfg.to_json()))
+    try:
+        recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json())
 
 
 def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool = False, progress: bool = True,
