@@ -33,10 +33,11 @@ _DEFAULT = TrainConfig()
 
 
 def _rate(text: str) -> float:
+    """An argparse type: a noise rate, a number in [0, 1]."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        value = math.nan
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value

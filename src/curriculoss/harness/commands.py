@@ -128,13 +128,19 @@ def _check_user_model(model: str, args: argparse.Namespace, where: str) -> None:
                          f"because a folder names it; give --model {model} to import it from your Python path")
 
 
+def _resumed_file(args: argparse.Namespace, name: str, what: str) -> Path:
+    """The file `name` in the folder of `--resume` (which `--out`, if given, must name too)."""
+    folder = Path(args.resume)
+    if args.out and Path(args.out) != folder:
+        raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {folder} name different folders")
+    if not (folder / name).exists():
+        raise SystemExit(f"curriculoss: error: --resume {folder}: no {name} there (not a {what} folder)")
+    return folder / name
+
+
 def _resume_config(args: argparse.Namespace):
     """The run folder and configuration of `train --resume`: the recorded one, with the changes allowed."""
-    run_dir = Path(args.resume)
-    if args.out and Path(args.out) != run_dir:
-        raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {run_dir} name different folders")
-    if not (run_dir / "args.json").exists():
-        raise SystemExit(f"curriculoss: error: --resume {run_dir}: no args.json there (not a run folder)")
+    run_dir = _resumed_file(args, "args.json", "run").parent
     recorded = read_config(run_dir / "args.json")
     wanted = _given_fields(args, config_fields(build_config(args, args.method, args.noise_rate, args.seed)))
     found = _differences(config_fields(recorded), wanted, ("epochs", *_RESUME_MAY_CHANGE), "the run's")
@@ -223,12 +229,8 @@ def _grid_fields(base, methods: list, rates: list, seeds: list) -> dict:
 
 def _resume_grid(args: argparse.Namespace):
     """`bench --resume`: the recorded grid, with the changes allowed."""
-    out = Path(args.resume)
-    if args.out and Path(args.out) != out:
-        raise SystemExit(f"curriculoss: error: --out {args.out} and --resume {out} name different folders")
-    spec = out / "grid.json"
-    if not spec.exists():
-        raise SystemExit(f"curriculoss: error: --resume {out}: no grid.json there (not a bench folder)")
+    spec = _resumed_file(args, "grid.json", "bench")
+    out = spec.parent
     base, methods, rates, seeds = _read_grid(spec)
     distinct = (list(dict.fromkeys(v)) for v in (args.methods, args.noise_rates, args.seeds))
     wanted = _given_fields(args, _grid_fields(build_config(args), *distinct))
