@@ -53,14 +53,14 @@ def _unique(name: str, values: list) -> list:
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:
-    from curriculoss.harness.data._common import _EXPECTED
+    from curriculoss.harness.data._common import EXPECTED
 
     if args.dataset != "digits" and not args.data_dir:
         raise SystemExit(f"curriculoss: error: --data-dir is required for --dataset {args.dataset}")
     if args.data_dir and not Path(args.data_dir).exists():
         raise SystemExit(f"curriculoss: error: --data-dir {args.data_dir}: no such file or directory")
     if args.data_dir:
-        _refuse_special("--data-dir", args.data_dir, _EXPECTED.get(args.dataset, "a file or a directory"))
+        _refuse_special("--data-dir", args.data_dir, EXPECTED.get(args.dataset, "a file or a directory"))
     if args.noise == "file" and not args.noise_file:
         raise SystemExit("curriculoss: error: --noise file needs --noise-file (the noisy labels, .npy or .csv)")
     if args.noise_file and not Path(args.noise_file).exists():

@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED, check_file_or_dir
+from curriculoss.harness.data._common import EXPECTED, check_file_or_dir
 from curriculoss.harness.data.builtin import _digits
 from curriculoss.harness.data.cifar import RestrictedUnpickler, UnsafePickleError, _cifar10, _cifar100
 from curriculoss.harness.data.idx import _idx_dir, read_idx
@@ -221,8 +221,8 @@ def _check_request(name: str, data_dir, task: str, limit) -> None:
         if data_dir is None:
             raise ValueError(f"data_dir is required for dataset {name!r}")
         if not os.path.exists(data_dir):
-            raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} not found (expected {_EXPECTED[name]})")
-        check_file_or_dir(data_dir, _EXPECTED[name])
+            raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} not found (expected {EXPECTED[name]})")
+        check_file_or_dir(data_dir, EXPECTED[name])
 
 
 #: The largest class count `load` accepts; a larger label is a corrupt one (and would size the
