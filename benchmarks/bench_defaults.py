@@ -108,12 +108,13 @@ def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[s
 
 def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
     """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
-    from curriculoss.harness.cli import _config, build_parser
+    from curriculoss.harness.arguments import build_config
+    from curriculoss.harness.cli import build_parser
 
     argv = ["train", "--dataset", dataset, "--model", model, "--method", method, "--noise-rate", str(rate),
             "--seed", str(seed), *(["--data-dir", data_dir] if data_dir else []), *extra]
     args = build_parser().parse_args(argv)
-    return _config(args, method, rate, seed)
+    return build_config(args, method, rate, seed)
 
 
 def run_one(job: tuple) -> dict:
@@ -155,14 +156,14 @@ def collapsed(results: dict) -> bool:
 
 
 def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
-    from curriculoss.harness.reproduce import _validation_split
+    from curriculoss.harness.reproduce import validation_split
 
     seed, rate = 100, 0.4
     lines = ["# Selection of the defaults (validation split, 40 % noise, seed 100)", ""]
     splits = {}
     for name, (dataset, data_dir, models) in data.items():
         base = cli_config(dataset, data_dir, models[0], "ce", rate, seed, epochs_flag)
-        splits[name] = str(_validation_split(base, out / "select" / name, 0.2))
+        splits[name] = str(validation_split(base, out / "select" / name, 0.2))
 
     def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]], rate: float = rate,
              only: set[str] | None = None, names: set[str] | None = None, run_seed: int = seed):

@@ -33,7 +33,7 @@ from _results import load_average, write_result
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
 from curriculoss.harness.models import LeNet5
-from curriculoss.harness.train import _end_distributed
+from curriculoss.harness.devices import end_distributed
 
 N_TRAIN = 60_000
 
@@ -97,7 +97,7 @@ def _worker(rank: int, world: int, store: str, batch: int, steps: int, out: str)
         torch.save(res, os.path.join(out, f"rank{rank}.pt"))
         finished = True
     finally:
-        _end_distributed(finished)  # the harness's ordered teardown
+        end_distributed(finished)  # the harness's ordered teardown
 
 
 def _fmt_bytes(b: float) -> str:

@@ -1,11 +1,12 @@
 """The command line's defaults: learning rate per model, 3 seeds for bench, SuperLoss's normalised step."""
-from curriculoss.harness.cli import _config, build_parser
+from curriculoss.harness.arguments import build_config
+from curriculoss.harness.cli import build_parser
 from curriculoss.harness.models import DEFAULT_LR, MODELS
 
 
 def _cfg(*argv):
     args = build_parser().parse_args(["train", *argv])
-    return _config(args, args.method, args.noise_rate, args.seed)
+    return build_config(args, args.method, args.noise_rate, args.seed)
 
 
 def test_learning_rate_defaults_per_model_and_a_given_lr_wins():
@@ -89,3 +90,33 @@ def test_library_superloss_and_the_command_line_take_the_same_step():
             grads.append(z.grad)
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
     assert float(method.criterion.tau) == float(library.tau)
+
+
+def test_every_option_default_is_the_configurations():
+    """Each option's default is the field's of `TrainConfig` or `MethodOptions`, and a method option's is
+    the library's own (read from its signature): `curriculoss train` with no option is `TrainConfig()`,
+    its learning rate aside (the model's)."""
+    from dataclasses import fields, replace
+
+    from curriculoss import IMAE, DataParameters, SuperLoss
+    from curriculoss.harness.config import TrainConfig
+    from curriculoss.harness.methods import MethodOptions
+
+    cfg = _cfg()
+    assert cfg == replace(TrainConfig(), lr=DEFAULT_LR[TrainConfig().model])
+    args = vars(build_parser().parse_args(["train"]))
+    for f in fields(MethodOptions):
+        if f.name not in ("smoothing", "sl_normalise"):
+            assert args[f.name] == f.default, f.name
+    library = {"tau": (SuperLoss, "tau"), "lam": (SuperLoss, "lam"), "smoothing": (SuperLoss, "smoothing"),
+               "imae_T": (IMAE, "T"), "dp_level": (DataParameters, "level"),
+               "dp_class_lr": (DataParameters.optimizer, "class_lr"),
+               "dp_instance_lr": (DataParameters.optimizer, "instance_lr"),
+               "dp_class_weight_decay": (DataParameters.optimizer, "class_weight_decay"),
+               "dp_instance_weight_decay": (DataParameters.optimizer, "instance_weight_decay"),
+               "dp_weight_decay_mode": (DataParameters.optimizer, "weight_decay_mode")}
+    for name, (fn, parameter) in library.items():
+        assert getattr(MethodOptions(), name) == _default(fn, parameter), name
+    assert MethodOptions().sl_normalise == (_default(SuperLoss, "step") == "normalised")
+    bench = build_parser().parse_args(["bench"])
+    assert build_config(bench) == replace(cfg, method="ce", noise_rate=0.0, seed=0)

@@ -29,7 +29,8 @@ from curriculoss.harness.cli import main
 from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.imae import imae
 from curriculoss.superloss import SuperLoss
-from curriculoss.harness.train import _end_distributed, load_checkpoint
+from curriculoss.harness.devices import end_distributed
+from curriculoss.harness.train import load_checkpoint
 from curriculoss.signals import open_signals
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -176,7 +177,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         finished = True
     finally:
-        _end_distributed(finished)  # the harness's teardown: a rank leaving early can abort in interpreter shutdown
+        end_distributed(finished)  # the harness's teardown: a rank leaving early can abort in interpreter shutdown
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +317,7 @@ def test_teardown_waits_for_the_other_ranks_only_after_a_finished_run(monkeypatc
     for finished, expected in ((True, ["barrier"]), (False, [])):
         calls.clear()
         dist.init_process_group("gloo", init_method=f"file://{tmp_path / str(finished)}", rank=0, world_size=1)
-        _end_distributed(finished)
+        end_distributed(finished)
         assert calls == expected and not dist.is_initialized()
 
 

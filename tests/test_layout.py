@@ -12,8 +12,9 @@ LIBRARY = ("_checks", "_compile", "_lambertw", "_loss", "_sparse", "_superloss",
            "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed", "integrations", "lambertw", "mae",
            "noise", "recorder", "sce", "signals", "superloss")
 #: The harness's modules and sub-packages.
-HARNESS = ("augment", "bench", "cli", "data", "divergence", "flagging", "methods", "models", "plots", "reproduce", "runlock",
-           "train")
+HARNESS = ("arguments", "augment", "bench", "checkpoint", "cli", "commands", "config", "configfile", "data", "devices",
+           "divergence", "epoch", "flagging", "methods", "models", "plots", "presets", "progress", "reproduce",
+           "runfolder", "runlock", "schedule", "train")
 
 
 def test_every_module_is_library_or_harness():

@@ -52,13 +52,14 @@ import math
 import numpy as np
 
 from curriculoss.harness import data as datasets, reproduce
-from curriculoss.harness.reproduce import HPARAMS_FILE, _validation_split, load_hparams, tune_preset
+from curriculoss.harness.presets import verdict_better
+from curriculoss.harness.reproduce import HPARAMS_FILE, load_hparams, validation_split, tune_preset
 from curriculoss.harness.train import TrainConfig, prepare_data
 
 
 def test_validation_split_is_carved_from_the_training_set_with_noisy_labels(tmp_path):
     cfg = TrainConfig(dataset="digits", noise_rate=0.4, seed=7)
-    path = _validation_split(cfg, tmp_path, 0.2)
+    path = validation_split(cfg, tmp_path, 0.2)
     split = np.load(path)
     full = datasets.load("digits")
     _, noisy = prepare_data(cfg)
@@ -177,7 +178,7 @@ def test_shipped_selections_cover_every_tuned_variant_with_a_candidate_value():
 
 
 def test_a_diverged_baseline_is_beaten_by_a_finite_method():
-    rule = reproduce._verdict_better(["l2"], ["sl"], 0.0, "final", True)
+    rule = verdict_better(["l2"], ["sl"], 0.0, "final", True)
     cells = {("l2", 0.8): [{"final": math.nan}, {"final": 1.0}], ("sl", 0.8): [{"final": 2.0}, {"final": 2.0}]}
     assert rule(cells)[0] == "reproduced"
     cells[("sl", 0.8)][0]["final"] = math.nan  # a diverged method never wins

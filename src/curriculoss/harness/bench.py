@@ -12,7 +12,6 @@ counted in the table's `diverged` column; a single seed prints no standard devia
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from curriculoss.harness.methods import METHODS
-from curriculoss.harness.train import TrainConfig, _same_run, stderr_is_terminal, train
+from curriculoss.harness import plots
+from curriculoss.harness.config import TrainConfig
+from curriculoss.harness.progress import stderr_is_terminal
+from curriculoss.harness.train import train_or_reuse
 
 __all__ = ["run_grid", "summarise", "format_table", "memorisation_gaps", "check_rates", "clear_grid", "GRID_FILES"]
 
@@ -56,18 +58,6 @@ def clear_grid(out: str | Path) -> None:
             shutil.rmtree(out / method)
 
 
-def _finished(folder: Path, cfg: TrainConfig) -> dict:
-    """The results of a finished cell, if it was trained with `cfg` (a grid is keyed by its configuration)."""
-    try:
-        recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        recorded = None
-    if not isinstance(recorded, dict) or not _same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json()):
-        raise ValueError(f"{folder} holds a finished run of another configuration (or none readable); give "
-                         "another --out, or --overwrite")
-    return json.loads((folder / "results.json").read_text())
-
-
 def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: list[int], out: str | Path,
              *, progress: bool = True) -> list[dict]:
     """Train every cell not finished yet; return one row per cell with its results.
@@ -87,10 +77,7 @@ def run_grid(base: TrainConfig, methods: list[str], rates: list[float], seeds: l
         grid.set_postfix_str(f"{method} rate={rate:g} seed={seed}")
         folder = cell_dir(out, method, rate, seed)
         cfg = replace(base, method=method, noise_rate=rate, seed=seed)
-        if (folder / "results.json").exists():
-            results = _finished(folder, cfg)
-        else:
-            results = train(cfg, folder, resume=True, progress=progress, position=1)
+        results = train_or_reuse(cfg, folder, progress=progress, position=1)
         rows.append({"method": method, "noise_rate": rate, "seed": seed, **results})
     return rows
 
@@ -161,17 +148,11 @@ def write_summary(summary: list[dict], out: str | Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
-    try:
-        plot_summary(summary).savefig(out / "summary.png", dpi=100)
-    except ImportError:
-        pass
+    plots.save_figure(out / "summary.png", plot_summary, summary)
 
 
 def plot_summary(summary: list[dict], ax=None):
     """Final test metric (mean +- std) against noise rate, one line per method (SuperLoss Figs. 4, 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if ax is None:

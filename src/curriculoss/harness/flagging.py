@@ -18,20 +18,20 @@ import numpy as np
 from curriculoss import flag
 from curriculoss.signals import is_signals_folder, open_signals
 
-__all__ = ["flag_run", "PLOT_SAMPLES"]
+__all__ = ["cmd_flag", "PLOT_SAMPLES"]
 
 #: Above this many samples the plots of the signals over the epochs show an evenly spread subset of them.
 PLOT_SAMPLES = 200_000
 
 
-def flag_run(args: argparse.Namespace) -> int:
+def cmd_flag(args: argparse.Namespace) -> int:
     """`curriculoss flag RUN_DIR`: rank, print, and write the suspects next to the signals."""
-    from curriculoss.harness.cli import _read_config
+    from curriculoss.harness.commands import read_config
 
     source, out_dir, is_run = _locate(Path(args.run_dir))
     cfg = None
     if is_run and (out_dir / "args.json").exists():
-        cfg = _read_config(out_dir / "args.json")
+        cfg = read_config(out_dir / "args.json")
         if cfg.task != "classification":
             raise SystemExit("curriculoss: error: flag ranks classification labels; this run is a regression")
     _check_score(args.score, cfg, Path(args.run_dir))
@@ -192,7 +192,9 @@ def _predictions(run_dir: Path, cfg):
     import torch
 
     from curriculoss.harness.models import build_model
-    from curriculoss.harness.train import CheckpointError, _stream_loader, load_checkpoint, prepare_data
+    from curriculoss.harness.checkpoint import CheckpointError, load_checkpoint
+    from curriculoss.harness.epoch import stream_loader
+    from curriculoss.harness.train import prepare_data
 
     data, _ = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes, allow_import=False)
@@ -209,7 +211,7 @@ def _predictions(run_dir: Path, cfg):
     if isinstance(x, np.ndarray):
         batches = (torch.from_numpy(x[i:i + 1024]) for i in range(0, n, 1024))
     else:
-        batches = _stream_loader(x, cfg.workers, torch.device("cpu"),
+        batches = stream_loader(x, cfg.workers, torch.device("cpu"),
                                  [list(range(i, min(i + 1024, n))) for i in range(0, n, 1024)])
     with torch.no_grad():
         return torch.cat([model(xb).argmax(1) for xb in batches]).numpy()
@@ -235,29 +237,20 @@ def _plot_tables(signals, method: str, noise_mask: np.ndarray) -> dict:
 
 def _flag_plots(run_dir: Path, tables: dict, scores, method: str, noise_mask) -> None:
     """`signals.png` (the score's signal over the epochs by group, on `_plot_tables`' samples) and
-    `scores.png` (the histogram of every score)."""
-    try:
-        import matplotlib
-    except ImportError:
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    `scores.png` (the histogram of every score); nothing without matplotlib."""
     from curriculoss.harness import plots
 
     shown = tables.get(_PLOTTED.get(method, "loss"))
     if "loss" in tables and shown is not None:
-        groups = plots.sample_groups(tables["loss"], tables["noise_mask"])
-        if method == "aum":
-            fig = plots.confidence_by_group(shown, groups, ylabel="margin z_y - max other z")
-        elif method == "superloss":
-            fig = plots.confidence_by_group(shown, groups)
-        elif method == "data-params":
-            fig = plots.data_parameters_by_group(shown, tables["noise_mask"])
-        else:
-            fig = plots.confidence_by_group(shown, groups, ylabel="per-sample loss")
-        fig.savefig(run_dir / "signals.png", dpi=100)
-        plt.close(fig)
-    fig = plots.score_histogram(scores, noise_mask)
-    fig.savefig(run_dir / "scores.png", dpi=100)
-    plt.close(fig)
+        plots.save_figure(run_dir / "signals.png", _signals_figure, tables, shown, method)
+    plots.save_figure(run_dir / "scores.png", plots.score_histogram, scores, noise_mask)
+
+
+def _signals_figure(tables: dict, shown, method: str):
+    from curriculoss.harness import plots
+
+    if method == "data-params":
+        return plots.data_parameters_by_group(shown, tables["noise_mask"])
+    groups = plots.sample_groups(tables["loss"], tables["noise_mask"])
+    ylabel = {"aum": "margin z_y - max other z", "superloss": "confidence sigma*"}.get(method, "per-sample loss")
+    return plots.confidence_by_group(shown, groups, ylabel=ylabel)

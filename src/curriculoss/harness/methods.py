@@ -18,9 +18,10 @@ Adding a method is a few lines: a builder in `METHODS`.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +30,12 @@ from torch import Tensor, nn
 from curriculoss.data_parameters import DataParameters
 from curriculoss.focal import focal_loss
 from curriculoss.gce import gce_loss
-from curriculoss.imae import imae
+from curriculoss.imae import IMAE, imae
 from curriculoss.mae import mae_loss
 from curriculoss.sce import sce_loss
 from curriculoss.superloss import SuperLoss
 
-__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "EPOCH_COLUMNS", "build_method"]
+__all__ = ["MethodOptions", "Method", "METHODS", "BASE_LOSSES", "EPOCH_COLUMNS", "build_method", "library_default"]
 
 #: Extra per-epoch metrics: SuperLoss's share of samples at the cap (beta <= -2/e, sigma* = e, the
 #: largest confidence: the whole step is then e times the base loss's) and its mean sigma*.
@@ -79,22 +80,66 @@ def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def library_default(function: Callable, name: str) -> Any:
+    """The default of parameter `name` in the signature of `function` (a loss's or an optimizer's): the
+    methods' defaults are the library's, read from where the library writes them."""
+    return inspect.signature(function).parameters[name].default
+
+
+def _option(default: Any, help: str, **cli: Any) -> Any:
+    """A method option: its default, and its command-line form (`help`, and argparse's `choices`, or the
+    bounds `low`, `high` and `low_open` of a number), from which `curriculoss.harness.arguments` builds the
+    option `--NAME` (the field's name with dashes)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+_SL_TAU = library_default(SuperLoss, "tau")  # 'avg', 'ema', a number, or 'logC'
+_SL_LAM = library_default(SuperLoss, "lam")
+_IMAE_T = library_default(IMAE, "T")
+_DP_INSTANCE_LR = library_default(DataParameters.optimizer, "instance_lr")
+
+
 @dataclass
 class MethodOptions:
-    """Options shared by the methods (the command line's method flags)."""
+    """Options shared by the methods (the command line's method flags), with the library's defaults.
 
-    base_loss: str | None = None  # SuperLoss's input loss; default ce, or l2 for regression
-    tau: str = "avg"  # 'avg', 'ema', a number, or 'logC'
-    lam: float = 1.0
-    smoothing: float | None = 0.9  # None: no per-sample smoothing
-    sl_normalise: bool = True  # SuperLoss(step='normalised'), the library's default; False: step='paper'
-    imae_T: float = 8.0
-    dp_level: str = "instance"  # the paper's choice under label noise (Sec. 3.4)
-    dp_class_lr: float = 0.1
-    dp_instance_lr: float = 1.0  # selected on validation splits with a 100-epoch check (docs/defaults.md)
-    dp_class_weight_decay: float = 5e-4
-    dp_instance_weight_decay: float = 0.0
-    dp_weight_decay_mode: str = "per_sample"  # the reference's: counted once per occurrence in the batch
+    Each field is one command-line option (`--base-loss`, `--tau`, ...; `smoothing` is `--no-smoothing`
+    and `sl_normalise` is `--sl-step`): a new option is one field here.
+    """
+
+    base_loss: str | None = _option(  # SuperLoss's input loss; default ce, or l2 for regression
+        None, f"SuperLoss's input loss ({', '.join(BASE_LOSSES)}); default ce, or l2 for regression")
+    tau: str = _option(_SL_TAU, f"SuperLoss threshold: avg, ema, logC or a number (default {_SL_TAU})")
+    lam: float = _option(_SL_LAM, f"SuperLoss lambda (default {_SL_LAM}: the paper's value for 10 classes)",
+                         low=0.0, low_open=True)
+    smoothing: float | None = _option(  # None: no per-sample smoothing
+        library_default(SuperLoss, "smoothing"), "turn off SuperLoss's per-sample loss smoothing")
+    sl_normalise: bool = _option(  # SuperLoss(step='normalised'), the library's default; False: step='paper'
+        library_default(SuperLoss, "step") == "normalised",
+        "SuperLoss's batch objective: 'normalised' (default) divides it by the batch's mean sigma* (same "
+        "per-sample weights, a step never larger than the base loss's); 'paper' is the plain mean, whose step "
+        "reaches e times the base loss's (see docs/superloss-collapse)")
+    imae_T: float = _option(_IMAE_T, f"IMAE temperature (default {_IMAE_T:g}: the paper's value on noisy data)",
+                            low=0.0, high=300.0)
+    dp_level: str = _option(  # the paper's choice under label noise (Sec. 3.4)
+        library_default(DataParameters, "level"),
+        "data-parameter curriculum (default instance: the paper's choice under label noise)",
+        choices=("class", "instance", "joint"))
+    dp_class_lr: float = _option(library_default(DataParameters.optimizer, "class_lr"),
+                                 "class-level data-parameter learning rate", low=0.0)
+    dp_instance_lr: float = _option(  # selected on validation splits with a 100-epoch check (docs/defaults.md)
+        _DP_INSTANCE_LR, f"instance-level data-parameter learning rate (default {_DP_INSTANCE_LR:g}, selected on "
+        "validation splits with a 100-epoch check in which 10 collapsed; see docs/defaults.md)", low=0.0)
+    dp_class_weight_decay: float = _option(library_default(DataParameters.optimizer, "class_weight_decay"),
+                                           "class-level data-parameter weight decay on log sigma (default 5e-4)",
+                                           low=0.0)
+    dp_instance_weight_decay: float = _option(
+        library_default(DataParameters.optimizer, "instance_weight_decay"),
+        "instance-level data-parameter weight decay on log sigma (default 0, the reference's)", low=0.0)
+    dp_weight_decay_mode: str = _option(  # the reference's: counted once per occurrence in the batch
+        library_default(DataParameters.optimizer, "weight_decay_mode"),
+        "data-parameter weight decay counted per occurrence in the batch (default, the reference "
+        "implementation's) or once per present row (plain L2)", choices=("per_sample", "per_row"))
 
 
 class Method(nn.Module):
@@ -241,7 +286,8 @@ def _superloss(o: MethodOptions, num_classes: int | None, num_samples: int) -> M
     smoothing = o.smoothing
     criterion = SuperLoss(
         tau=tau, lam=o.lam, num_samples=num_samples if smoothing is not None else None,
-        smoothing=smoothing if smoothing is not None else 0.9, step="normalised" if o.sl_normalise else "paper",
+        smoothing=smoothing if smoothing is not None else library_default(SuperLoss, "smoothing"),
+        step="normalised" if o.sl_normalise else "paper",
     )
     return SuperLossMethod(BASE_LOSSES[base], criterion)
 

@@ -8,8 +8,9 @@
 - `WideResNet` (`wrn28-10`, `wrn16-4`, any `wrnD-K`): Zagoruyko & Komodakis (2016), the
   WRN-28-10 of the SuperLoss and Data Parameters CIFAR experiments.
 
-`build_model` picks one by name for an input shape and an output size; a name
-`package.module:factory` imports a user's callable `factory(num_classes=...)` instead.
+`build_model` picks one by name (the registry `MODEL_BUILDERS`: a new network is a builder and one
+line there) for an input shape and an output size; a name `package.module:factory` imports a user's
+callable `factory(num_classes=...)` instead.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS",
+__all__ = ["MLP", "LeNet5", "ResNetCifar", "resnet20", "resnet32", "WideResNet", "build_model", "MODELS", "MODEL_BUILDERS",
            "check_model_name", "is_factory", "probe_model", "DEFAULT_LR", "default_lr"]
 
 #: The command line's default SGD learning rate per model (momentum 0.9, batch 64, cosine schedule),
@@ -220,7 +221,30 @@ def _image_dims(input_shape: tuple[int, ...], name: str) -> tuple[int, int]:
 
 #: The built-in names; besides these, `wrnD-K` for any WideResNet depth D = 6n+4 and width K, and
 #: `package.module:factory` for a user's network.
-MODELS = ("mlp", "lenet", "lenet-torchinit", "resnet20", "resnet32", "wrn16-4", "wrn28-10")
+def _mlp(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    return MLP(math.prod(input_shape), num_outputs)
+
+
+def _lenet(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    channels, size = _image_dims(input_shape, name)
+    return LeNet5(channels, num_outputs, size, init="he" if name == "lenet" else "torch")
+
+
+def _resnet(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    channels, _ = _image_dims(input_shape, name)
+    return ResNetCifar(int(name[6:]), channels, num_outputs)
+
+
+def _wide_resnet(name: str, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    channels, _ = _image_dims(input_shape, name)
+    depth, width = _WRN.fullmatch(name).groups()
+    return WideResNet(int(depth), int(width), channels, num_outputs)
+
+
+#: name -> builder(name, input shape without the batch, number of outputs); any `wrnDEPTH-WIDTH` builds too.
+MODEL_BUILDERS = {"mlp": _mlp, "lenet": _lenet, "lenet-torchinit": _lenet, "resnet20": _resnet, "resnet32": _resnet,
+                  "wrn16-4": _wide_resnet, "wrn28-10": _wide_resnet}
+MODELS = tuple(MODEL_BUILDERS)
 
 _WRN = re.compile(r"wrn(\d+)-(\d+)")
 
@@ -274,7 +298,7 @@ def _import_module(name: str, module_name: str):
         raise ValueError(f"--model {name}: cannot import {module_name!r}: SyntaxError in {exc.filename}, "
                          f"line {exc.lineno}: {exc.msg}") from None
     except Exception as exc:  # whatever the module's own code raises while it is imported
-        raise ValueError(f"--model {name}: importing {module_name!r} raised {_one_line(exc)}") from None
+        raise ValueError(f"--model {name}: importing {module_name!r} raised {one_line(exc)}") from None
 
 
 def _check_factory_signature(name: str, attr: str, obj) -> None:
@@ -287,7 +311,7 @@ def _check_factory_signature(name: str, attr: str, obj) -> None:
                          "takes num_classes and returns a torch.nn.Module") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, at most 300 characters: an error message's part that fits one line."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
@@ -306,7 +330,7 @@ def probe_model(model: nn.Module, name: str, x: torch.Tensor, num_outputs: int) 
             out = model(x)
     except Exception as exc:  # the user's forward: any error is the model's
         raise ValueError(f"--model {name}: its forward pass on a batch of shape {tuple(x.shape)} failed "
-                         f"({_one_line(exc)}); the model must take the data set's inputs") from None
+                         f"({one_line(exc)}); the model must take the data set's inputs") from None
     finally:
         model.train(was_training)
     _check_output(name, out, len(x), num_outputs)
@@ -331,25 +355,17 @@ def build_model(name: str, input_shape: tuple[int, ...], num_outputs: int, *, al
     a factory instead of importing it (a name read from a run folder, which must never run code).
     """
     check_model_name(name)
-    if name == "mlp":
-        return MLP(math.prod(input_shape), num_outputs)
-    if name in ("lenet", "lenet-torchinit"):
-        channels, size = _image_dims(input_shape, name)
-        return LeNet5(channels, num_outputs, size, init="he" if name == "lenet" else "torch")
-    if name in ("resnet20", "resnet32"):
-        channels, _ = _image_dims(input_shape, name)
-        return ResNetCifar(int(name[6:]), channels, num_outputs)
-    wrn = _WRN.fullmatch(name)
-    if wrn:
-        channels, _ = _image_dims(input_shape, name)
-        return WideResNet(int(wrn.group(1)), int(wrn.group(2)), channels, num_outputs)
+    if name in MODEL_BUILDERS:
+        return MODEL_BUILDERS[name](name, input_shape, num_outputs)
+    if _WRN.fullmatch(name):
+        return _wide_resnet(name, input_shape, num_outputs)
     if not allow_import:
         raise ValueError(f"model {name!r} is user code, which is imported only when named on the command line")
     factory = _import_factory(name)
     try:
         model = factory(num_classes=num_outputs)
     except Exception as exc:  # the user's code: any error is the factory's
-        raise ValueError(f"--model {name}: the factory raised {_one_line(exc)}") from None
+        raise ValueError(f"--model {name}: the factory raised {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model {name}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model

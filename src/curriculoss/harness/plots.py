@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["confidence_by_group", "data_parameters_by_group", "score_histogram", "sample_groups"]
+__all__ = ["confidence_by_group", "data_parameters_by_group", "score_histogram", "sample_groups", "training_curves",
+           "save_figure"]
 
 
 def _axes(ax, figsize=(5, 3.5)):
@@ -17,6 +18,43 @@ def _axes(ax, figsize=(5, 3.5)):
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
     return ax.figure, ax
+
+
+def save_figure(path, draw, *args, **kwargs) -> bool:
+    """Draw a figure, `draw(*args, **kwargs)`, and write it to `path` with matplotlib's Agg backend (no
+    display needed); without matplotlib (the `[plot]` extra) nothing is drawn. Whether it was written."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = draw(*args, **kwargs)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def training_curves(history: list[dict[str, float]], metric: str, axes=None):
+    """A run's learning curves from its `metrics.csv` rows: the training loss, and the test metric beside
+    the training accuracy on the noisy and on the true labels; `axes`: a pair of matplotlib axes."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    else:
+        fig = axes[0].figure
+    epochs = [r["epoch"] for r in history]
+    axes[0].plot(epochs, [r["train_loss"] for r in history])
+    axes[0].set(xlabel="epoch", ylabel="train loss (task loss, noisy labels)")
+    axes[1].plot(epochs, [r["test_metric"] for r in history], label=f"test {metric}")
+    axes[1].plot(epochs, [r["train_acc_noisy"] for r in history], label="train acc (noisy labels)")
+    axes[1].plot(epochs, [r["train_acc_true"] for r in history], label="train acc (true labels)")
+    axes[1].set(xlabel="epoch")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def sample_groups(loss: np.ndarray, noise_mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -67,19 +67,12 @@ Augmentation (`augment='crop-flip'`, the default for cifar10 and cifar100; see
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import numbers
 import os
 import random
 import shutil
-import sys
-import time
-import types
-import typing
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,269 +81,32 @@ import torch
 
 from curriculoss import distributed as dist_utils
 from curriculoss import noise
-from curriculoss._checks import check_number
 from curriculoss.harness import data as datasets
-from curriculoss.harness.augment import AUGMENTS, augment as augment_batch
+from curriculoss.harness import plots
+from curriculoss.harness.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, record_resume, resume_from
+from curriculoss.harness.config import (AMP_DTYPES, RUNTIME_FIELDS, TrainConfig, check_config, default_augment,
+                                        same_run, toml_text)
 from curriculoss.harness.data.imagefolder import ImageFiles
-from curriculoss.harness.divergence import ADVICE, chance_accuracy, find_divergence, window_accuracies
-from curriculoss.harness.methods import EPOCH_COLUMNS, MethodOptions, accumulator_dtype, build_method
-from curriculoss.harness.models import _one_line, build_model, check_model_name, is_factory, probe_model
+from curriculoss.harness.devices import available_memory, end_distributed, init_distributed_from_env, resolve_device
+from curriculoss.harness.divergence import ADVICE, find_divergence
+from curriculoss.harness.epoch import Run, evaluate_epoch, stream_loader, train_one_epoch
+from curriculoss.harness.methods import build_method
+from curriculoss.harness.models import build_model, is_factory, probe_model
+from curriculoss.harness.progress import progress_bar
+from curriculoss.harness.runfolder import (RUN_FILES, RunFolderExists, atomic_write, claim_folder, clear_run_folder,
+                                           run_files_in, write_config, write_json)
+from curriculoss.harness.runfolder import write_metrics as _write_metrics  # looked up here at each epoch
 from curriculoss.harness.runlock import check_not_in_use, run_folder_lock
+from curriculoss.harness.schedule import make_scheduler
 from curriculoss.recorder import Recorder
 from curriculoss.superloss import SuperLoss
 
 __all__ = ["TrainConfig", "train", "prepare_data", "load_checkpoint", "CheckpointError", "RunFolderExists",
            "check_config", "resolve_device", "build_checked_model", "toml_text", "RUNTIME_FIELDS", "RUN_FILES",
-           "run_files_in", "clear_run_folder"]
+           "run_files_in", "clear_run_folder", "available_memory", "train_or_reuse"]
 
-
-@dataclass
-class TrainConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    task: str = "classification"
-    limit: int | None = None
-    model: str = "mlp"
-    method: str = "ce"
-    noise: str = "symmetric"
-    noise_rate: float = 0.0
-    noise_file: str | None = None  # the noisy labels for noise='file' (.npy or .csv)
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
-    options: MethodOptions = field(default_factory=MethodOptions)
-    augment: str | None = None  # None: crop-flip for cifar10/cifar100, else none
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)  # step schedule: epochs where lr *= gamma
-    gamma: float = 0.1
-    warmup: int = 0  # epochs of linear warmup
-    image_size: int = 32  # imagefolder only
-    skip_bad_images: bool = False  # imagefolder only
-    device: str = "auto"  # runtime: not compared with a checkpoint's configuration
-    amp: str | None = None  # None, 'bf16' or 'fp16'
-    compile: bool = False  # runtime
-    workers: int = 0  # runtime: imagefolder decoding processes (at load time, and per batch when streamed)
-    stream: str = "auto"  # runtime: imagefolder 'auto', 'yes' (decode per batch) or 'no' (in memory)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        data = dict(data)
-        data["options"] = MethodOptions(**_options_before_defaults_changed(data.get("options", {})))
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-#: Configuration fields that say *where* a run trains, not *what* it trains: a checkpoint resumes
-#: whatever their values.
-RUNTIME_FIELDS = ("device", "compile", "workers", "stream")
-
-SCHEDULES = ("cosine", "step")
-STREAM_MODES = ("auto", "yes", "no")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _same_run(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
-    # Fields a configuration did not have yet (an older args.json) count as their defaults.
-    defaults = TrainConfig().to_json()
-    keys = (set(a) | set(b)) - set(RUNTIME_FIELDS) - set(ignore)
-    return all(a.get(k, defaults.get(k)) == b.get(k, defaults.get(k)) for k in keys)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of `name` (`auto`, `cpu`, `cuda`, `cuda:N`, `mps`); under torchrun on
-    CUDA, GPU `LOCAL_RANK`. A device that is not there is an error naming it."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: CUDA is not available here (use --device cpu or auto)")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        elif dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        if dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(dev)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"device {name!r}: MPS is not available here (use --device cpu or auto)")
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
-    return dev
-
-
-def _to_cpu(obj):
-    """`obj` with every tensor moved to the CPU (a checkpoint must load on a machine without the GPU)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def _lr_lambda(cfg: "TrainConfig"):
-    """The learning-rate factor of epoch `e` (0-based) for the warmup and the schedule."""
-    def factor(e: int) -> float:
-        if e < cfg.warmup:
-            return (e + 1) / (cfg.warmup + 1)
-        if cfg.schedule == "step":
-            return cfg.gamma ** sum(1 for m in cfg.milestones if e >= m)
-        span = cfg.epochs - cfg.warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (e - cfg.warmup) / span)) if span > 0 else 1.0
-    return factor
-
-
-def _make_scheduler(optimizer, cfg: "TrainConfig"):
-    if cfg.schedule == "cosine" and cfg.warmup == 0:
-        # The historical schedule, kept as it was so that earlier runs resume and reproduce bit for bit.
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-
-
-def _default_augment(cfg: "TrainConfig") -> str:
-    if cfg.augment is not None:
-        return cfg.augment
-    return "crop-flip" if cfg.dataset in ("cifar10", "cifar100") else "none"
-
-
-def _options_before_defaults_changed(options: dict[str, Any]) -> dict[str, Any]:
-    """A configuration written before an option existed keeps the behaviour it was trained with."""
-    options = dict(options)
-    options.setdefault("sl_normalise", False)  # SuperLoss's normalised step became the default later
-    return {k: v for k, v in options.items() if k in {f.name for f in fields(MethodOptions)}}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read (corrupt, truncated or from another configuration)."""
-
-
-class RunFolderExists(ValueError):
-    """A new run was asked for in a folder that holds a run (or a bench grid) already."""
-
-
-#: The files a run writes into its folder; with `curriculoss flag`'s, what `overwrite=True` removes.
-RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals", "signals.npz", "results.json", "checkpoint.pt",
-             "resumes.json", "curves.png")
-_FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
-
-
-def run_files_in(run_dir: str | Path) -> list[str]:
-    """The run files that `run_dir` holds (none: it holds no run)."""
-    return [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
-
-
-def clear_run_folder(run_dir: str | Path) -> None:
-    """Remove a run's files (and `curriculoss flag`'s) from `run_dir`; any other file stays."""
-    for name in (*RUN_FILES, *_FLAG_FILES):
-        for path in (Path(run_dir) / name, Path(run_dir) / (name + ".tmp")):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-
-
-def _claim_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a bench folder, and a new run in a folder holding one unless it is to be overwritten."""
-    if (run_dir / "grid.json").exists():
-        raise RunFolderExists(f"{run_dir} is a bench folder (grid.json), not a run folder; choose another --out")
-    held = run_files_in(run_dir)
-    if held and not (resume or overwrite):
-        raise RunFolderExists(f"{run_dir} holds a run already ({', '.join(held)}); continue it with --resume "
-                              f"{run_dir}, or give --overwrite to replace it")
-
-
-def _check_resume(previous: "TrainConfig", cfg: "TrainConfig", path: Path, more_epochs: bool) -> None:
-    """A checkpoint continues only its own configuration (with `more_epochs`, possibly longer)."""
-    if not _same_run(previous.to_json(), cfg.to_json(), ("epochs",) if more_epochs else ()):
-        raise CheckpointError(f"{path} was written by another configuration; start a new run folder")
-    if cfg.epochs < previous.epochs:
-        raise CheckpointError(f"{path}: the run has {previous.epochs} epochs; a resume may add epochs, not "
-                              f"remove them (got {cfg.epochs})")
-
-
-def _resume_changes(previous: "TrainConfig", cfg: "TrainConfig") -> dict[str, dict[str, Any]]:
-    """What a resume changes: the number of epochs and where the run trains."""
-    return {name: {"from": getattr(previous, name), "to": getattr(cfg, name)}
-            for name in ("epochs", *RUNTIME_FIELDS) if getattr(previous, name) != getattr(cfg, name)}
-
-
-def _record_resume(run_dir: Path, epoch: int, changes: dict[str, dict[str, Any]]) -> None:
-    path = run_dir / "resumes.json"
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not readable ({exc}); the file is damaged") from None
-    entries.append({"epoch": epoch, "changed": changes})
-    _atomic_write(path, lambda fh: fh.write((json.dumps(entries, indent=2) + "\n").encode()))
-
-
-def _reschedule(optimizer, scheduler, cfg: "TrainConfig", epoch: int) -> None:
-    """After a resume that changed the number of epochs: the new total's schedule from `epoch` on."""
-    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-        scheduler.T_max = cfg.epochs
-    factor = _lr_lambda(cfg)(epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * factor
-
-
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
-                  "train_acc_peak", *EPOCH_COLUMNS)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write `path` through `path.tmp`, renamed over it once complete. When writing fails (a full disk)
-    the partial `.tmp` is removed, `path` is left as it was, and the error names `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(exc, (OSError, RuntimeError)) or (isinstance(exc, OSError) and exc.filename):
-            raise
-        # torch.save reports a failed write as a RuntimeError; either way, name the file in one line
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc)
-        raise OSError(getattr(exc, "errno", None), f"{why} (writing it failed: the partial {tmp.name} was "
-                      f"removed, {path.name} is as it was before)", str(path)) from exc
-
-
-def available_memory(device: torch.device | None = None) -> int | None:
-    """Bytes free for one process's data set: the host's available memory (`MemAvailable`, else the
-    free physical pages) shared by the host's `torchrun` processes (`LOCAL_WORLD_SIZE`: each holds
-    its own copy), and on CUDA at most the device's free memory; `None` when unknown."""
-    free = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if free is None:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, ValueError, OSError):
-            free = None
-    if free is not None:
-        free //= max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
-    if device is not None and device.type == "cuda":
-        gpu = torch.cuda.mem_get_info(device)[0]
-        free = gpu if free is None else min(free, gpu)
-    return free
+#: The name under which `curriculoss flag` reads a streamed set's batches.
+_stream_loader = stream_loader
 
 
 def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
@@ -433,166 +189,6 @@ def build_checked_model(cfg: TrainConfig, data, device: torch.device | None = No
     return model
 
 
-class _Stack:
-    """A `DataLoader` collate: the decoded samples stacked, an empty batch (a rank's empty shard) too."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = tuple(shape)
-
-    def __call__(self, samples):
-        return torch.stack(samples) if samples else torch.empty((0, *self.shape))
-
-
-class _Batches:
-    """The batch sampler of a streamed set: the index batches the loop sets for each epoch."""
-
-    def __init__(self, batches=()):
-        self.batches = list(batches)
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def _stream_loader(files, workers: int, device: torch.device, batches=()):
-    """A `DataLoader` decoding `files` by the index batches of a `_Batches` (set per epoch)."""
-    from torch.utils.data import DataLoader
-
-    # Its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, and
-    # the streamed run must leave that RNG exactly as the in-memory run does.
-    return DataLoader(files, batch_sampler=_Batches(batches), num_workers=workers, collate_fn=_Stack(files.shape[1:]),
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                      generator=torch.Generator())
-
-
-def _evaluate(model, x, y: torch.Tensor, regression: bool, batch_size: int = 1024,
-              autocast=nullcontext) -> torch.Tensor:
-    """The test set's summed correct predictions (classification) or absolute errors (regression), as a
-    float64 tensor on the device: the caller reads it with the epoch's other sums, in one synchronisation.
-    `x`: a tensor on the device, or a streamed set's `DataLoader` yielding the same `batch_size` batches."""
-    model.eval()
-    total = torch.zeros((), dtype=accumulator_dtype(y.device), device=y.device)
-    streamed = iter(x) if not torch.is_tensor(x) else None
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            xb = next(streamed).to(y.device, non_blocking=True) if streamed is not None else x[i:i + batch_size]
-            with autocast():
-                out = model(xb)
-            out = out.float()
-            if regression:
-                total += (out.squeeze(-1) - y[i:i + batch_size]).abs().sum()
-            else:
-                total += (out.argmax(1) == y[i:i + batch_size]).sum()
-    model.train()
-    return total
-
-
-_FLOAT32_MAX = 3.4028234663852886e38
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-#: Types a field takes besides its annotation's, in Python: SuperLoss's threshold as a number, paths.
-_ALSO_ALLOWED = {"options.tau": [float], "data_dir": [os.PathLike], "noise_file": [os.PathLike]}
-
-
-def _type_fits(value, kind) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind in (int, float):
-        return not isinstance(value, bool) and isinstance(value, numbers.Integral if kind is int else numbers.Real)
-    return isinstance(value, (list, tuple) if kind is list else kind)
-
-
-def _allowed(hint) -> tuple[list, bool]:
-    """The types a field's annotation allows, and whether `None` is one of them."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    args = typing.get_args(hint) if union else (hint,)
-    return [typing.get_origin(a) or a for a in args if a is not type(None)], type(None) in args
-
-
-def _check_types(obj, cls, prefix: str = "") -> None:
-    """Every field of a configuration (`cls`, a dataclass) of its annotated type: a JSON file edited by
-    hand can hold `"noise_rate": "0.4"`, which would otherwise fail far from where it was read."""
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        value = getattr(obj, f.name)
-        kinds, nullable = _allowed(hints[f.name])
-        kinds += _ALSO_ALLOWED.get(prefix + f.name, [])
-        if (value is None and nullable) or any(_type_fits(value, k) for k in kinds):
-            continue
-        wanted = " or ".join(_TYPE_NAMES.get(k, f"a {k.__name__}") for k in kinds) + (" or null" if nullable else "")
-        raise ValueError(f"{prefix}{f.name} must be {wanted}, got {value!r}")
-
-
-def _check_names(cfg: TrainConfig) -> None:
-    from curriculoss.harness.methods import METHODS
-
-    for name, value, allowed in (("dataset", cfg.dataset, datasets.DATASETS), ("task", cfg.task, datasets.TASKS),
-                                 ("method", cfg.method, tuple(METHODS)), ("noise", cfg.noise, noise.KINDS)):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ValueError(f"limit must be a positive integer or null, got {cfg.limit!r}")
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """The optimisation settings of a configuration, before anything is loaded: a NaN, negative or
-    overflowing rate would train silently on garbage (`lr=nan` ran to the end with accuracy 0.1) or
-    fail deep in the optimizer (`lr=1e300` does not fit the float32 parameters)."""
-    _check_types(cfg, TrainConfig)
-    _check_types(cfg.options, MethodOptions, "options.")
-    _check_names(cfg)
-    check_number("noise_rate", cfg.noise_rate, low=0.0, high=1.0)
-    check_number("lr", cfg.lr, low=0.0, high=_FLOAT32_MAX, low_open=True)
-    check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
-    check_number("weight_decay", cfg.weight_decay, low=0.0, high=_FLOAT32_MAX)
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    check_model_name(cfg.model)
-    if cfg.augment is not None and cfg.augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {cfg.augment!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {cfg.schedule!r}")
-    if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or not 0 <= cfg.warmup < cfg.epochs:
-        raise ValueError(f"warmup must be an int in [0, epochs) = [0, {cfg.epochs}), got {cfg.warmup!r}")
-    if not isinstance(cfg.milestones, (list, tuple)) or any(
-            isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in cfg.milestones) \
-            or list(cfg.milestones) != sorted(set(cfg.milestones)):
-        raise ValueError(f"milestones must be increasing positive epoch numbers, got {cfg.milestones!r}")
-    check_number("gamma", cfg.gamma, low=0.0, high=1.0, low_open=True)
-    if cfg.amp is not None and cfg.amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16'; got {cfg.amp!r}")
-    if isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int) or cfg.image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {cfg.image_size!r}")
-    if isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int) or cfg.workers < 0:
-        raise ValueError(f"workers must be an int >= 0, got {cfg.workers!r}")
-    if cfg.stream not in STREAM_MODES:
-        raise ValueError(f"stream must be one of {', '.join(STREAM_MODES)}; got {cfg.stream!r}")
-    if cfg.stream == "yes" and cfg.dataset != "imagefolder":
-        raise ValueError(f"stream 'yes' is for dataset imagefolder; {cfg.dataset} is read into memory")
-    if not isinstance(cfg.device, str):
-        raise ValueError(f"device must be a string (auto, cpu, cuda, cuda:N, mps), got {cfg.device!r}")
-
-
-def _init_distributed_from_env(device: torch.device) -> bool:
-    """Under torchrun (`WORLD_SIZE` > 1) start the default process group (NCCL on CUDA, each rank on GPU
-    `LOCAL_RANK`; gloo otherwise); True if this call started it."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
-        return False
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if dist.is_nccl_available() else "gloo")
-    else:
-        dist.init_process_group("gloo")
-    return True
-
-
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, progress: bool = True,
           position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
           more_epochs: bool = False) -> dict[str, Any]:
@@ -615,20 +211,20 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     check_config(cfg)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    started = _init_distributed_from_env(resolve_device(cfg.device))
+    started = init_distributed_from_env(resolve_device(cfg.device))
     finished = False
     writer = run_dir is not None and dist_utils.rank() == 0
     try:
         with ExitStack() as held:
             if writer:  # refused at once; checked again under the lock, once the data and the model are ready
                 check_not_in_use(run_dir)
-                _claim_folder(Path(run_dir), resume, overwrite)
+                claim_folder(Path(run_dir), resume, overwrite)
 
             def claim() -> None:
                 # One run per folder (curriculoss.harness.runlock); only the writing rank holds it.
                 if writer:
                     held.enter_context(run_folder_lock(run_dir))
-                    _claim_folder(Path(run_dir), resume, overwrite)
+                    claim_folder(Path(run_dir), resume, overwrite)
 
             results = _train(cfg, run_dir, claim, resume=resume, progress=progress, position=position,
                              stop_on_divergence=stop_on_divergence, overwrite=overwrite, more_epochs=more_epochs)
@@ -636,43 +232,76 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         return results
     finally:
         if started:
-            _end_distributed(finished)
+            end_distributed(finished)
 
 
-def _end_distributed(finished: bool) -> None:
-    """Tear down the process group that `train` started, in the order that stopped ranks aborting.
+def train_or_reuse(cfg: TrainConfig, folder: str | Path, *, stamp: str | None = None, trainer=None,
+                   **kwargs) -> dict[str, Any]:
+    """The results of the run folder `folder` trained with `cfg`: read back when the run there has finished,
+    else trained by `trainer` (default `train`; an interrupted run resumes from its checkpoint), given
+    `kwargs`.
 
-    A rank that tore down and exited while another was still running (rank 0 writing the run folder)
-    was seen to abort in interpreter shutdown ("terminate called without an active exception", gloo,
-    torch 2.13): 8 of 60 runs of a minimal DDP script on a loaded 2-core machine, none of 100 with a
-    barrier before the teardown, a collection of the DDP wrapper, or both (docs/distributed-gpu.md). So the training objects are collected first and, after a run that finished on this
-    rank, the ranks wait for each other. After an error there is no barrier: a rank that failed alone
-    would leave the others waiting for it (under torchrun its agent ends them).
+    A finished run must be of `cfg`: with `stamp`, the file of that name, written with `cfg` before the
+    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected); else the
+    run's `args.json` must be the same run (`RUNTIME_FIELDS` aside: a grid's cell). Another configuration
+    raises `ValueError`.
     """
-    import gc
+    folder = Path(folder)
+    done = folder / "results.json"
+    if done.exists():
+        if not _finished_with(folder, cfg, stamp):
+            why = "(other hyper-parameters?); give another --out" if stamp else \
+                "(or none readable); give another --out, or --overwrite"
+            raise ValueError(f"{folder} holds a finished run of another configuration {why}")
+        return json.loads(done.read_text())
+    if stamp:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / stamp).write_text(json.dumps(cfg.to_json(), indent=1))
+    return (trainer or train)(cfg, folder, resume=True, **kwargs)
 
-    import torch.distributed as dist
 
-    gc.collect()  # the DDP wrapper and its reducer, if a reference cycle kept them, while the group is alive
-    if finished:
-        dist.barrier()
-    dist.destroy_process_group()
+def _finished_with(folder: Path, cfg: TrainConfig, stamp: str | None) -> bool:
+    if stamp:
+        path = folder / stamp
+        return path.exists() and json.loads(path.read_text()) == json.loads(json.dumps(cfg.to_json()))
+    try:
+        recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and same_run(TrainConfig.from_json(recorded).to_json(), cfg.to_json())
 
 
 def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool = False, progress: bool = True,
            position: int = 0, stop_on_divergence: bool = False, overwrite: bool = False,
            more_epochs: bool = False) -> dict[str, Any]:
-    world, rank = dist_utils.world_size(), dist_utils.rank()
-    distributed = dist_utils.is_distributed()
-    writer = rank == 0  # only rank 0 writes the run folder
+    """The training loop: set-up, restore, then per epoch one epoch of training, evaluation and a
+    checkpoint, and the run's end."""
+    run = _set_up(cfg)
     run_dir = Path(run_dir) if run_dir is not None else None
-    regression = cfg.task == "regression"
-    data, noisy = prepare_data(cfg)
-    n = len(data.y_train)
-    chance = None if regression else chance_accuracy(noisy.labels, data.num_classes)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if run_dir is not None:
+        history, start_epoch = _open_run_folder(run, run_dir, claim, resume, overwrite, more_epochs)
+    bar = progress_bar(progress and run.writer, f"{cfg.method} r={cfg.noise_rate:g} s={cfg.seed}", cfg.epochs,
+                       math.ceil(run.n / cfg.batch_size), start_epoch, position)
+    for epoch in range(start_epoch, cfg.epochs):
+        sums = train_one_epoch(run, epoch, bar)
+        row = evaluate_epoch(run, epoch, sums)
+        history.append(row)
+        bar.end_epoch(row)
+        if run_dir is not None and run.writer:
+            _save_checkpoint(run, run_dir, epoch + 1, history)
+        if stop_on_divergence and find_divergence(history, run.chance)[0] is not None:
+            break
+    bar.close()
+    return _finish(run, run_dir, history)
 
+
+def _set_up(cfg: TrainConfig) -> Run:
+    """The run's data on its device, its model, method and optimizers, seeded by `cfg.seed`."""
+    data, noisy = prepare_data(cfg)
     dev = resolve_device(cfg.device)
-    aug = _default_augment(cfg)
+    aug = default_augment(cfg)
     if aug != "none" and len(data.input_shape) != 3:
         raise ValueError(f"augment {aug!r} needs image inputs (channels, height, width); {cfg.dataset} has "
                          f"input shape {tuple(data.input_shape)} (use augment 'none')")
@@ -681,355 +310,102 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
             else torch.from_numpy(-data.normalisation[0] / data.normalisation[1]).to(dev))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    # The one choice of where batches come from: tensors on the device, or (a streamed imagefolder)
-    # the files, decoded per batch by a DataLoader in the same seeded order.
-    streamed = isinstance(data.x_train, ImageFiles)
-    if streamed:
-        loader = _stream_loader(data.x_train, cfg.workers, dev)
+    inputs = _inputs(cfg, data, noisy, dev)
+    parts = _trainable(cfg, data, dev)
+    n = len(data.y_train)
+    recorder = Recorder(n)  # the per-sample signals, as a user's own loop records them (streamed: _open_run_folder)
+    return Run(cfg=cfg, dev=dev, data=data, noisy=noisy, aug=aug, fill=fill, recorder=recorder, **inputs, **parts)
+
+
+def _inputs(cfg: TrainConfig, data, noisy, dev: torch.device) -> dict[str, Any]:
+    """Where batches come from: tensors on the device, or (a streamed imagefolder) the files, decoded per
+    batch by a `DataLoader` in the same seeded order; and the targets on the device."""
+    x_train = loader = None
+    if isinstance(data.x_train, ImageFiles):
+        loader = stream_loader(data.x_train, cfg.workers, dev)
         n_test = len(data.x_test)
-        x_test = _stream_loader(data.x_test, cfg.workers, dev,
-                                [list(range(i, min(i + 1024, n_test))) for i in range(0, n_test, 1024)])
+        x_test = stream_loader(data.x_test, cfg.workers, dev,
+                               [list(range(i, min(i + 1024, n_test))) for i in range(0, n_test, 1024)])
     else:
         x_train = torch.from_numpy(data.x_train).to(dev)
         x_test = torch.from_numpy(data.x_test).to(dev)
-    target_dtype = torch.float32 if regression else torch.int64
+    target_dtype = torch.float32 if cfg.task == "regression" else torch.int64
     y_train = torch.from_numpy(np.asarray(noisy.labels)).to(dev, target_dtype)
     y_clean = torch.from_numpy(np.asarray(data.y_train)).to(dev, target_dtype)
     y_test = torch.from_numpy(np.asarray(data.y_test)).to(dev, target_dtype)
+    return {"x_train": x_train, "loader": loader, "x_test": x_test, "y_train": y_train, "y_clean": y_clean,
+            "y_test": y_test}
 
+
+def _trainable(cfg: TrainConfig, data, dev: torch.device) -> dict[str, Any]:
+    """The model (as trained: under DDP and `torch.compile` where asked), the method, their optimizers,
+    the schedule and the mixed-precision context."""
     model = build_checked_model(cfg, data, dev)
-    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, n)
+    regression = cfg.task == "regression"
+    method = build_method(cfg.method, cfg.options, None if regression else data.num_classes, len(data.y_train))
     if dev.type == "mps":  # no float64 there: SuperLoss's state in float32 (its docstring says what it costs)
         method = method.float()
     method = method.to(dev)
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-           if distributed else model)
+           if dist_utils.is_distributed() else model)
     if cfg.compile:
         net = torch.compile(net)
         if isinstance(getattr(method, "criterion", None), SuperLoss):
             method.criterion.fused = True  # SuperLoss's step as one compiled graph as well
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = _make_scheduler(optimizer, cfg)
-    method_optimizer = method.make_optimizer()
     amp_dtype = AMP_DTYPES.get(cfg.amp) if cfg.amp else None
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext
-    scaler = torch.amp.GradScaler(dev.type) if cfg.amp == "fp16" else None
+    return {"model": model, "net": net, "method": method, "optimizer": optimizer,
+            "scheduler": make_scheduler(optimizer, cfg), "method_optimizer": method.make_optimizer(),
+            "autocast": (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp_dtype is not None else nullcontext,
+            "scaler": torch.amp.GradScaler(dev.type) if cfg.amp == "fp16" else None}
 
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    changes: dict[str, dict[str, Any]] = {}
 
-    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
-    if run_dir is not None:
-        claim()  # the data and the model are ready: from here on the folder is written
-        if writer:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if overwrite:
-                clear_run_folder(run_dir)
-    # The per-sample signals, exactly as a user's own loop records them, streamed into the run folder.
-    if writer and run_dir is not None and not (resume and ckpt_path.exists()):
+def _open_run_folder(run: Run, run_dir: Path, claim, resume: bool, overwrite: bool,
+                     more_epochs: bool) -> tuple[list[dict[str, float]], int]:
+    """Claim the folder (the data and the model are ready: from here on it is written) and restore a
+    resumed run; the history so far and the epoch to start from."""
+    history, start_epoch, changes = [], 0, {}
+    claim()
+    if run.writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            clear_run_folder(run_dir)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if run.writer and not (resume and ckpt_path.exists()):
         shutil.rmtree(run_dir / "signals", ignore_errors=True)  # a start from epoch 0 (a new run, or none to resume)
-    recorder = Recorder(n, path=None if run_dir is None else run_dir / "signals")
-    if run_dir is not None:
-        if resume and ckpt_path.exists():
-            parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "method": method,
-                     "method_optimizer": method_optimizer, "scaler": scaler, "recorder": recorder}
-            history, start_epoch, changes = _resume_from(ckpt_path, cfg, more_epochs, parts, dev, n)
-        if writer:
-            _write_config(run_dir, cfg)
-            if changes:
-                _record_resume(run_dir, start_epoch, changes)
+    run.recorder = Recorder(run.recorder.num_samples, path=run_dir / "signals")  # streamed into the run folder
+    if resume and ckpt_path.exists():
+        history, start_epoch, changes = resume_from(ckpt_path, run, more_epochs)
+    if run.writer:
+        write_config(run_dir, run.cfg)
+        if changes:
+            record_resume(run_dir, start_epoch, changes)
+    return history, start_epoch
 
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    bar = _progress(progress and writer, f"{cfg.method} r={cfg.noise_rate:g} s={cfg.seed}", cfg.epochs,
-                    steps_per_epoch, start_epoch, position)
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        order_host = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        order = order_host.to(dev)
-        if streamed:  # this rank's index batches, as the loop below cuts them
-            loader.batch_sampler.batches = [
-                (dist_utils.shard(b, rank, world) if distributed else b).tolist()
-                for b in order_host.split(cfg.batch_size)]
-            batches = iter(loader)
-        aug_gen = None
-        if aug != "none":
-            aug_gen = torch.Generator(device=dev).manual_seed(((cfg.seed * 100_003 + epoch) * 1009 + rank) * 2 + 1)
-        # Running sums stay tensors: one host synchronisation per epoch, not per step.
-        sum_loss, correct_noisy, correct_true = (torch.zeros((), device=dev) for _ in range(3))
-        lr = optimizer.param_groups[0]["lr"]
-        method.start_epoch()
-        window_correct, window_sizes = [], []  # per batch, for the divergence check's quarter-epoch accuracy
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            if distributed:
-                global_idx, idx = idx, dist_utils.shard(idx, rank, world)
-            xb = next(batches).to(dev, non_blocking=True) if streamed else x_train[idx]
-            yb = y_train[idx]
-            if aug_gen is not None:
-                xb = augment_batch(aug, xb, aug_gen, fill=fill)
-            with autocast():
-                out = net(xb)
-            # The method sees float32 outputs: its state (SuperLoss's float64 buffers, the data
-            # parameters) and its loss keep their dtype whatever autocast computed the network in.
-            out = out.float()
-            loss = method(out, yb, idx)
-            if distributed:
-                # Rank r's mean times K n_r / n: DDP's (and SparseSGD's) average is the global batch mean.
-                loss = loss * (world * len(idx) / len(global_idx)) if len(idx) else out.sum() * 0.0
-            optimizer.zero_grad(set_to_none=True)
-            if method_optimizer is not None:
-                method_optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                if method_optimizer is not None:
-                    scaler.step(method_optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-                if method_optimizer is not None:
-                    method_optimizer.step()
-            with torch.no_grad():
-                recorder.update(idx, out, yb, confidence=method.confidence, loss=method.per_sample_loss)
-                sum_loss += method.per_sample_loss.sum()
-                pred = out.squeeze(-1).round() if regression else out.argmax(1)
-                batch_correct = (pred == yb).sum()
-                correct_noisy += batch_correct
-                window_correct.append(batch_correct)
-                window_sizes.append(len(global_idx) if distributed else len(idx))
-                correct_true += (pred == y_clean[idx]).sum()
-            bar.update(1)
-        scheduler.step()
-        recorder.end_epoch()  # distributed: gathers every rank's shard
-        if distributed:
-            sums = dist_utils.all_reduce_sum(torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double()]))
-            sum_loss, correct_noisy, correct_true = sums.unbind()
-            # summary() reads the last batch's signals: give it the global batch's, as one process has them.
-            method.per_sample_loss = recorder.last("loss").to(dev)[global_idx]
-            if method.confidence is not None:
-                method.confidence = recorder.last("confidence").to(dev)[global_idx]
-        test_sum = _evaluate(model, x_test, y_test, regression, autocast=autocast)
-        # The epoch's one wait for the device: all its numbers in one transfer.
-        sums = torch.stack([sum_loss.double(), correct_noisy.double(), correct_true.double(), test_sum]).tolist()
-        stat = method.summary()
-        row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": sums[0] / n, "train_acc_noisy": sums[1] / n,
-            "train_acc_true": sums[2] / n, "test_metric": sums[3] / max(len(data.y_test), 1),
-            "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - t0,
-            **_window_columns(window_correct, window_sizes, distributed),
-            **_epoch_columns(method, distributed),
-        }
-        history.append(row)
-        bar.end_epoch(row)
-        if run_dir is not None and writer:
-            state = {
-                "config": cfg.to_json(), "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(),
-                "method_optimizer": method_optimizer.state_dict() if method_optimizer is not None else None,
-                "history": history, "recorder": recorder.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        **({"cuda": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {})},
-                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-            }
-            # CPU tensors only: the checkpoint loads on any machine, with or without the device.
-            state = _to_cpu(state)
-            _atomic_write(ckpt_path, lambda fh: torch.save(state, fh))
-            _write_metrics(run_dir, history)
-        if stop_on_divergence and find_divergence(history, chance)[0] is not None:
-            break
-    bar.close()
 
-    metric = "mae" if regression else "accuracy"
+def _save_checkpoint(run: Run, run_dir: Path, epoch: int, history: list[dict[str, float]]) -> None:
+    """The checkpoint after `epoch` (1-based), written atomically, and the metrics so far."""
+    state = checkpoint_state(run, epoch, history)
+    atomic_write(run_dir / "checkpoint.pt", lambda fh: torch.save(state, fh))
+    _write_metrics(run_dir, history)
+
+
+def _finish(run: Run, run_dir: Path | None, history: list[dict[str, float]]) -> dict[str, Any]:
+    """The run's results; with a run folder, its signals, results and learning curves written."""
+    cfg, data, noisy, recorder = run.cfg, run.data, run.noisy, run.recorder
+    metric = "mae" if run.regression else "accuracy"
     tests = [r["test_metric"] for r in history]
-    best = min(tests) if regression else max(tests)
+    best = min(tests) if run.regression else max(tests)
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
-               **_divergence_results(history, chance, cfg.epochs)}
-    if run_dir is not None and writer:
+               **_divergence_results(history, run.chance, cfg.epochs)}
+    if run_dir is not None and run.writer:
         recorder.save(labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
                       noise_mask=np.asarray(noisy.mask))
         (run_dir / "signals.npz").unlink(missing_ok=True)  # a resumed run of an older version: its tables moved on
-        _atomic_write(run_dir / "results.json", lambda fh: fh.write((json.dumps(results, indent=2) + "\n").encode()))
-        _plot_curves(run_dir, history, metric)
+        write_json(run_dir / "results.json", results)
+        plots.save_figure(run_dir / "curves.png", plots.training_curves, history, metric)
     return results
-
-
-def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """`args.json` (the configuration) and `config.toml` (the same, as options of `curriculoss train
-    --config`)."""
-    _atomic_write(run_dir / "args.json", lambda fh: fh.write((json.dumps(cfg.to_json(), indent=2) + "\n").encode()))
-    _atomic_write(run_dir / "config.toml", lambda fh: fh.write(toml_text(cfg).encode()))
-
-
-#: What a checkpoint holds (`recorder`, or before it `loss_signal` and `conf_signal`, besides).
-_CHECKPOINT_FIELDS = ("config", "epoch", "model", "optimizer", "scheduler", "method", "history", "rng")
-
-
-def _checked_checkpoint(state: dict[str, Any], path: Path) -> TrainConfig:
-    """The configuration of a checkpoint whose fields are all there and agree with each other (its history
-    holds the metrics of its epochs at least)."""
-    missing = [k for k in _CHECKPOINT_FIELDS if k not in state]
-    if "recorder" not in state and not {"loss_signal", "conf_signal"} <= state.keys():
-        missing.append("recorder")
-    if missing:
-        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}; not a complete curriculoss "
-                              "checkpoint (delete it to restart the run from scratch)")
-    try:
-        previous = TrainConfig.from_json(state["config"])
-        check_config(previous)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: field config is not a valid configuration ({exc})") from None
-    epoch, history = state["epoch"], state["history"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= previous.epochs:
-        raise CheckpointError(f"{path}: field epoch is {epoch!r}; expected an integer in [1, {previous.epochs}] "
-                              "(the epochs of its run): the checkpoint is damaged or was edited")
-    if not isinstance(history, list) or len(history) < epoch:
-        held = f"{len(history)} epochs" if isinstance(history, list) else f"a {type(history).__name__}"
-        raise CheckpointError(f"{path}: field history holds {held}, field epoch says {epoch}: the checkpoint is "
-                              "damaged or was edited")
-    return previous
-
-
-def _resume_from(path: Path, cfg: TrainConfig, more_epochs: bool, parts: dict[str, Any], dev: torch.device,
-                 n: int) -> tuple[list, int, dict[str, dict[str, Any]]]:
-    """Restore `parts` (model, optimizers, method, ...) from the checkpoint at `path`: the history so
-    far, the epoch to start from and what the resume changes."""
-    state = load_checkpoint(path)
-    previous = _checked_checkpoint(state, path)
-    _check_resume(previous, cfg, path, more_epochs)
-    try:
-        _restore(state, parts, dev, n)
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: cannot restore the run from it ({_one_line(exc)}); the checkpoint is "
-                              "damaged or was edited (delete it to restart the run from scratch)") from None
-    if cfg.epochs != previous.epochs:
-        _reschedule(parts["optimizer"], parts["scheduler"], cfg, state["epoch"])
-    return list(state["history"][:state["epoch"]]), state["epoch"], _resume_changes(previous, cfg)
-
-
-def _restore(state: dict[str, Any], parts: dict[str, Any], dev: torch.device, n: int) -> None:
-    for name in ("model", "optimizer", "scheduler", "method"):
-        parts[name].load_state_dict(state[name])
-    if parts["method_optimizer"] is not None:
-        parts["method_optimizer"].load_state_dict(state["method_optimizer"])
-    if parts["scaler"] is not None and state.get("scaler"):
-        parts["scaler"].load_state_dict(state["scaler"])
-    parts["recorder"].load_state_dict(_recorder_state(state, n))
-    torch.set_rng_state(state["rng"]["torch"])
-    if dev.type == "cuda" and "cuda" in state["rng"]:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], dev)
-
-
-#: Configuration fields that are not command-line options (the method options are written one by one).
-_NOT_OPTIONS = ("momentum", "options")
-
-
-def _cli_options(cfg: TrainConfig) -> dict:
-    """The command-line options of a run's configuration, by long option name; `None` values left out."""
-    out = {f.name.replace("_", "-"): getattr(cfg, f.name) for f in fields(cfg) if f.name not in _NOT_OPTIONS}
-    opts = cfg.options
-    out.update({name.replace("_", "-"): getattr(opts, name) for name in (f.name for f in fields(opts))
-                if name not in ("smoothing", "sl_normalise")})
-    out["no-smoothing"] = opts.smoothing is None
-    out["sl-step"] = "normalised" if opts.sl_normalise else "paper"
-    if not out["milestones"]:
-        out["milestones"] = None
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, (int, float)):
-        return repr(value)  # TOML's forms: 3, 0.0005, 1e-05, inf, nan
-    escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x10000
-                      else f"\\U{ord(c):08x}" for c in str(value))
-    return f'"{escaped}"'
-
-
-def toml_text(cfg: TrainConfig) -> str:
-    """The configuration `cfg` as the TOML options of `curriculoss train --config`: every option with
-    its resolved value (one left at `None`, such as the `data-dir` of the built-in digits, is left out)."""
-    lines = ["# The options of this run: `curriculoss train --config config.toml --out NEW` trains it again.",
-             "# args.json holds the same configuration."]
-    if cfg.momentum != 0.9 or cfg.options.smoothing not in (None, 0.9):
-        lines.append(f"# Not command-line options: momentum {cfg.momentum}, smoothing {cfg.options.smoothing} "
-                     "(see args.json).")
-    lines += [f"{key} = {_toml_value(value)}" for key, value in _cli_options(cfg).items()]
-    return "\n".join(lines) + "\n"
-
-
-def stderr_is_terminal() -> bool:
-    """Whether progress (written to stderr) reaches a terminal, where a redrawn bar belongs."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed
-        return False
-
-
-class _Silent:
-    """No progress (`progress=False`, or a rank that does not write)."""
-
-    def update(self, steps: int = 1) -> None:
-        pass
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _EpochLines(_Silent):
-    """Progress into a file or a pipe: one plain line per epoch, no carriage return or escape code."""
-
-    def __init__(self, desc: str, epochs: int):
-        self.desc, self.epochs = desc, epochs
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        print(f"{self.desc} epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f}, train acc "
-              f"{row['train_acc_noisy']:.4f}, test {row['test_metric']:.4f}, {row['seconds']:.1f} s",
-              file=sys.stderr, flush=True)
-
-
-class _Bar(_Silent):
-    """A tqdm bar on a terminal, one step per batch, the last test metric in its postfix."""
-
-    def __init__(self, **kwargs):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(**kwargs)
-
-    def update(self, steps: int = 1) -> None:
-        self.bar.update(steps)
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        self.bar.set_postfix(test=f"{row['test_metric']:.4f}")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _progress(enabled: bool, desc: str, epochs: int, steps: int, start: int, position: int) -> _Silent:
-    if not enabled:
-        return _Silent()
-    if not stderr_is_terminal():
-        return _EpochLines(desc, epochs)
-    return _Bar(total=epochs * steps, initial=start * steps, desc=desc, position=position, leave=False,
-                dynamic_ncols=True)
-
-
-def _window_columns(correct: list, sizes: list[int], distributed: bool) -> dict[str, float]:
-    """Best quarter-epoch training accuracy (noisy labels), for the divergence check."""
-    if correct:  # one host transfer per epoch
-        stacked = torch.stack(correct).double()
-        correct = (dist_utils.all_reduce_sum(stacked) if distributed else stacked).tolist()
-    return {"train_acc_peak": window_accuracies(correct, sizes)[0]}
 
 
 def _divergence_results(history: list[dict[str, float]], chance: float | None, epochs: int) -> dict[str, Any]:
@@ -1040,67 +416,3 @@ def _divergence_results(history: list[dict[str, float]], chance: float | None, e
     if len(history) < epochs:
         out.update(stopped_early=True, epochs_trained=len(history))
     return out
-
-
-def _epoch_columns(method, distributed: bool) -> dict[str, float]:
-    """The method's extra metrics of the epoch (e.g. SuperLoss's share at the cap), over every rank."""
-    sums = method.epoch_sums()
-    if distributed and sums is not None:
-        sums = dist_utils.all_reduce_sum(sums)
-    return method.epoch_columns(sums)
-
-
-def _recorder_state(state: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
-    """The recorder's state of a checkpoint; one written before the recorder (`loss_signal` and
-    `conf_signal`, `(epochs, N)` with NaN rows ahead) gives its finished epochs and no margins."""
-    if "recorder" in state:
-        return state["recorder"]
-    done = state["epoch"]
-    loss, conf = state["loss_signal"][:done], state["conf_signal"][:done]
-    return {"loss": loss, "confidence": conf, "margin": torch.full_like(loss, float("nan")),
-            "labels": torch.full((n,), -1, dtype=torch.int64), "predicted": torch.full((n,), -1, dtype=torch.int64)}
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a damaged file raises `CheckpointError`."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}; "
-                              "it is corrupt or truncated (delete it to restart the run from scratch)") from exc
-    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
-        raise CheckpointError(f"{path} is not a curriculoss checkpoint")
-    return state
-
-
-def _write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
-    def write(fh):
-        import io
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(history)
-        fh.write(text.getvalue().encode())
-    _atomic_write(run_dir / "metrics.csv", write)
-
-
-def _plot_curves(run_dir: Path, history: list[dict[str, float]], metric: str) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    axes[0].plot(epochs, [r["train_loss"] for r in history])
-    axes[0].set(xlabel="epoch", ylabel="train loss (task loss, noisy labels)")
-    axes[1].plot(epochs, [r["test_metric"] for r in history], label=f"test {metric}")
-    axes[1].plot(epochs, [r["train_acc_noisy"] for r in history], label="train acc (noisy labels)")
-    axes[1].plot(epochs, [r["train_acc_true"] for r in history], label="train acc (true labels)")
-    axes[1].set(xlabel="epoch")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
-    plt.close(fig)

@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED, check_file_or_dir
+from curriculoss.harness.data._common import EXPECTED, check_file_or_dir
 from curriculoss.harness.data.builtin import _digits
 from curriculoss.harness.data.cifar import RestrictedUnpickler, UnsafePickleError, _cifar10, _cifar100
 from curriculoss.harness.data.idx import _idx_dir, read_idx
@@ -84,9 +84,31 @@ from curriculoss.harness.data.tabular import _csv, _npz
 
 __all__ = ["Dataset", "load", "DATASETS", "TASKS", "read_idx", "RestrictedUnpickler", "UnsafePickleError"]
 
+def _imagefolder(path: Path, task: str, options: dict):
+    from curriculoss.harness.data.imagefolder import read_image_folder  # Pillow only when used
+
+    return read_image_folder(path, **options)
+
+
+#: name -> reader(data_dir as a `Path`, or `None` for digits; task; imagefolder's options) returning
+#: `(x_train, y_train, x_test, y_test)` (imagefolder: and the images' pixel moments). A new format is its
+#: module and one line here (and its expected layout in `_common`).
+READERS = {
+    "digits": lambda path, task, options: _digits(),
+    "idx": lambda path, task, options: _idx_dir(path),
+    "cifar10": lambda path, task, options: _cifar10(path),
+    "cifar100": lambda path, task, options: _cifar100(path),
+    "imagefolder": _imagefolder,
+    "npz": lambda path, task, options: _npz(path, task),
+    "csv": lambda path, task, options: _csv(path, task),
+}
 #: The names `load` knows.
-DATASETS = ("digits", "idx", "cifar10", "cifar100", "imagefolder", "npz", "csv")
+DATASETS = tuple(READERS)
 TASKS = ("classification", "regression")
+#: The image sets standardised per channel by their training statistics (imagefolder by exact moments).
+_IMAGES = ("digits", "idx", "cifar10", "cifar100")
+#: The sets whose class count is fixed by the format, whatever labels occur.
+_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
 @dataclass
@@ -147,6 +169,45 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         ValueError: an unknown name or task, a bad `limit`, malformed files (the message names the file).
         FileNotFoundError: a missing directory or file (the message names the path and what was expected).
     """
+    _check_request(name, data_dir, task, limit)
+    options = {"image_size": image_size, "skip_bad_images": skip_bad_images, "workers": workers, "stream": stream,
+               "memory": memory}
+    x_tr, y_tr, x_te, y_te, *moments = READERS[name](None if data_dir is None else Path(data_dir), task, options)
+    where = name if data_dir is None else os.fspath(data_dir)
+    if math.prod(x_tr.shape[1:]) == 0:
+        raise ValueError(f"{where}: each sample has shape {tuple(x_tr.shape[1:])}: no features to learn from")
+    if task == "classification":
+        y_tr, y_te = _check_class_labels(y_tr, where, "training"), _check_class_labels(y_te, where, "test")
+        num_classes: int | None = _CLASSES.get(name) or _class_count(y_tr, y_te, where)
+    else:
+        y_tr, y_te = y_tr.astype(np.float32), y_te.astype(np.float32)
+        _check_finite(where, "regression targets", y_tr, y_te)
+        num_classes = None
+
+    if limit is not None:
+        x_tr, y_tr = x_tr[:limit], y_tr[:limit]
+    normalisation = None
+    if name == "imagefolder":
+        from curriculoss.harness.data.imagefolder import ImageFiles, moment_stats
+
+        # Exact integer statistics: the same whether the images are in memory or streamed.
+        normalisation = moment_stats(moments[0][:len(y_tr)], image_size * image_size) if len(y_tr) else None
+        if isinstance(x_tr, ImageFiles):
+            x_tr = ImageFiles(x_tr.paths, image_size, normalisation)
+            x_te = ImageFiles(x_te.paths, image_size, normalisation)
+            return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(x_tr.shape[1:]), name, normalisation)
+        x_tr, x_te = _standardise(x_tr, x_te, given=normalisation)
+    elif name in _IMAGES:
+        x_tr, x_te, normalisation = _standardise(x_tr, x_te, stats=True)
+    x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
+    x_te = np.ascontiguousarray(x_te, dtype=np.float32)
+    # after the conversion: a float64 1e300 is finite in the file and inf in float32
+    _check_finite(where, "features", x_tr, x_te)
+    return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name, normalisation)
+
+
+def _check_request(name: str, data_dir, task: str, limit) -> None:
+    """The arguments of `load`, before anything is read."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if task not in TASKS:
@@ -160,60 +221,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, task: str = "c
         if data_dir is None:
             raise ValueError(f"data_dir is required for dataset {name!r}")
         if not os.path.exists(data_dir):
-            raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} not found (expected {_EXPECTED[name]})")
-        check_file_or_dir(data_dir, _EXPECTED[name])
-
-    if name == "digits":
-        x_tr, y_tr, x_te, y_te = _digits()
-    elif name == "idx":
-        x_tr, y_tr, x_te, y_te = _idx_dir(Path(data_dir))
-    elif name == "cifar10":
-        x_tr, y_tr, x_te, y_te = _cifar10(Path(data_dir))
-    elif name == "cifar100":
-        x_tr, y_tr, x_te, y_te = _cifar100(Path(data_dir))
-    elif name == "imagefolder":
-        from curriculoss.harness.data.imagefolder import read_image_folder  # Pillow only when used
-
-        x_tr, y_tr, x_te, y_te, moments = read_image_folder(Path(data_dir), image_size=image_size,
-                                                            skip_bad_images=skip_bad_images, workers=workers,
-                                                            stream=stream, memory=memory)
-    elif name == "npz":
-        x_tr, y_tr, x_te, y_te = _npz(Path(data_dir), task)
-    else:
-        x_tr, y_tr, x_te, y_te = _csv(Path(data_dir), task)
-
-    where = name if data_dir is None else os.fspath(data_dir)
-    if math.prod(x_tr.shape[1:]) == 0:
-        raise ValueError(f"{where}: each sample has shape {tuple(x_tr.shape[1:])}: no features to learn from")
-    if task == "classification":
-        y_tr, y_te = _check_class_labels(y_tr, where, "training"), _check_class_labels(y_te, where, "test")
-        num_classes: int | None = ({"cifar10": 10, "cifar100": 100}.get(name)
-                                   or _class_count(y_tr, y_te, where))
-    else:
-        y_tr, y_te = y_tr.astype(np.float32), y_te.astype(np.float32)
-        _check_finite(where, "regression targets", y_tr, y_te)
-        num_classes = None
-
-    if limit is not None:
-        x_tr, y_tr = x_tr[:limit], y_tr[:limit]
-    normalisation = None
-    if name == "imagefolder":
-        from curriculoss.harness.data.imagefolder import ImageFiles, moment_stats
-
-        # Exact integer statistics: the same whether the images are in memory or streamed.
-        normalisation = moment_stats(moments[:len(y_tr)], image_size * image_size) if len(y_tr) else None
-        if isinstance(x_tr, ImageFiles):
-            x_tr = ImageFiles(x_tr.paths, image_size, normalisation)
-            x_te = ImageFiles(x_te.paths, image_size, normalisation)
-            return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(x_tr.shape[1:]), name, normalisation)
-        x_tr, x_te = _standardise(x_tr, x_te, given=normalisation)
-    elif name in ("digits", "idx", "cifar10", "cifar100"):
-        x_tr, x_te, normalisation = _standardise(x_tr, x_te, stats=True)
-    x_tr = np.ascontiguousarray(x_tr, dtype=np.float32)
-    x_te = np.ascontiguousarray(x_te, dtype=np.float32)
-    # after the conversion: a float64 1e300 is finite in the file and inf in float32
-    _check_finite(where, "features", x_tr, x_te)
-    return Dataset(x_tr, y_tr, x_te, y_te, num_classes, tuple(int(s) for s in x_tr.shape[1:]), name, normalisation)
+            raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} not found (expected {EXPECTED[name]})")
+        check_file_or_dir(data_dir, EXPECTED[name])
 
 
 #: The largest class count `load` accepts; a larger label is a corrupt one (and would size the

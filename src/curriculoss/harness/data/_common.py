@@ -7,7 +7,7 @@ import stat
 
 import numpy as np
 
-_EXPECTED = {
+EXPECTED = {
     "idx": "a directory with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
            "t10k-labels-idx1-ubyte (each optionally .gz)",
     "cifar10": "a directory with CIFAR-10's data_batch_1..5 and test_batch (binary .bin or python version), "

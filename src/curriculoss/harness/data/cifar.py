@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED
+from curriculoss.harness.data._common import EXPECTED
 
 
 _CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -116,7 +116,7 @@ def _cifar_layout(root: Path) -> tuple[Path, str]:
             return folder, "binary"
         if (folder / "data_batch_1").is_file():
             return folder, "python"
-    raise FileNotFoundError(f"no CIFAR-10 batches in {str(root)!r} (expected {_EXPECTED['cifar10']})")
+    raise FileNotFoundError(f"no CIFAR-10 batches in {str(root)!r} (expected {EXPECTED['cifar10']})")
 
 
 def _cifar10(root: Path):

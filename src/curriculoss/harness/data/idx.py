@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED, _GZIP_MAX_RATIO
+from curriculoss.harness.data._common import EXPECTED, _GZIP_MAX_RATIO
 
 
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -99,11 +99,11 @@ def _find(directory: Path, stem: str, expected: str) -> Path:
 
 def _idx_dir(directory: Path):
     if not directory.is_dir():
-        raise FileNotFoundError(f"{str(directory)!r} is not a directory (expected {_EXPECTED['idx']})")
+        raise FileNotFoundError(f"{str(directory)!r} is not a directory (expected {EXPECTED['idx']})")
     out = []
     for split in ("train", "t10k"):
-        img_path = _find(directory, f"{split}-images-idx3-ubyte", _EXPECTED["idx"])
-        lab_path = _find(directory, f"{split}-labels-idx1-ubyte", _EXPECTED["idx"])
+        img_path = _find(directory, f"{split}-images-idx3-ubyte", EXPECTED["idx"])
+        lab_path = _find(directory, f"{split}-labels-idx1-ubyte", EXPECTED["idx"])
         labels = read_idx(lab_path, ndim=1)
 
         def same_count(shape, labels=labels, img_path=img_path, lab_path=lab_path):

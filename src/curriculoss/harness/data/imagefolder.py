@@ -229,6 +229,25 @@ def _check_classes(root: Path, train_root: Path, classes: list[str]) -> None:
                      "sub-folder of images per class)")
 
 
+def _listed(root: Path, split: bool) -> tuple[list[Path], list[int], list[Path], list[int]]:
+    """The training images and labels, and the test ones (none without `train` and `test` folders)."""
+    train_root = root / "train" if split else root
+    classes = _class_folders(train_root)
+    if not classes:
+        raise FileNotFoundError(f"{str(train_root)!r} has no class sub-folders (expected one folder of images per class)")
+    _check_classes(root, train_root, classes)
+    paths, labels = _files(train_root, classes)
+    if not paths:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(train_root)!r}")
+    tpaths, tlabels = [], []
+    if split:
+        unknown = sorted(set(_class_folders(root / "test")) - set(classes))
+        if unknown:
+            raise ValueError(f"{root / 'test'}: class folders {unknown} have no training folder in {train_root}")
+        tpaths, tlabels = _files(root / "test", classes)
+    return paths, labels, tpaths, tlabels
+
+
 def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images: bool = False, workers: int = 0,
                       stream: bool | None = False, memory: int | None = None):
     """`(x_train, y_train, x_test, y_test, moments_train)`.
@@ -255,20 +274,7 @@ def read_image_folder(root: str | Path, *, image_size: int = 32, skip_bad_images
         raise FileNotFoundError(f"{str(root)!r} is not a directory (expected one sub-folder of images per class)")
     Image = _pil()
     split = (root / "train").is_dir() and (root / "test").is_dir()
-    train_root = root / "train" if split else root
-    classes = _class_folders(train_root)
-    if not classes:
-        raise FileNotFoundError(f"{str(train_root)!r} has no class sub-folders (expected one folder of images per class)")
-    _check_classes(root, train_root, classes)
-    paths, labels = _files(train_root, classes)
-    if not paths:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {str(train_root)!r}")
-    tpaths, tlabels = [], []
-    if split:
-        unknown = sorted(set(_class_folders(root / "test")) - set(classes))
-        if unknown:
-            raise ValueError(f"{root / 'test'}: class folders {unknown} have no training folder in {train_root}")
-        tpaths, tlabels = _files(root / "test", classes)
+    paths, labels, tpaths, tlabels = _listed(root, split)
     if stream is None:
         decoded = (len(paths) + len(tpaths)) * 3 * image_size * image_size * 4
         stream = memory is not None and decoded > memory // 4

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import _EXPECTED, _GZIP_MAX_RATIO, _split, check_file_or_dir
+from curriculoss.harness.data._common import EXPECTED, _GZIP_MAX_RATIO, _split, check_file_or_dir
 
 
 
 def _npz(path: Path, task: str):
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a file (expected {_EXPECTED['npz']})")
+        raise FileNotFoundError(f"{str(path)!r} is not a file (expected {EXPECTED['npz']})")
     try:
         with np.load(path, allow_pickle=False) as archive:
             # only the members used, each after its declared size is checked (a never-used or
@@ -119,11 +119,11 @@ def _csv(path: Path, task: str):
     if path.is_dir():
         train, test = path / "train.csv", path / "test.csv"
         if not train.exists():
-            raise FileNotFoundError(f"{str(train)!r} not found (expected {_EXPECTED['csv']})")
+            raise FileNotFoundError(f"{str(train)!r} not found (expected {EXPECTED['csv']})")
         for part in (train, test) if test.exists() else (train,):
-            check_file_or_dir(part, _EXPECTED["csv"])
+            check_file_or_dir(part, EXPECTED["csv"])
             if part.is_dir():
-                raise ValueError(f"{part}: a directory, not a CSV file (expected {_EXPECTED['csv']})")
+                raise ValueError(f"{part}: a directory, not a CSV file (expected {EXPECTED['csv']})")
     else:
         train, test = path, None
     x, y = _read_csv(train)
