@@ -224,12 +224,14 @@ class Recorder:
         buffers = self._open or self._buffers(torch.device("cpu"))
         self._open, self._bounds = None, []
         n = self.num_samples
-        values = dist_utils.all_reduce_sum(buffers["values"][:, :n].contiguous())
-        given = dist_utils.all_reduce_max(buffers["labels"][:n].contiguous()).cpu()
-        predicted = dist_utils.all_reduce_max(buffers["predicted"][:n].contiguous()).cpu()
-        values = values.cpu()
+        values, given, predicted = buffers["values"][:, :n], buffers["labels"][:n], buffers["predicted"][:n]
+        if dist_utils.is_distributed():
+            values = dist_utils.all_reduce_sum(values.contiguous())
+            given = dist_utils.all_reduce_max(given.contiguous())
+            predicted = dist_utils.all_reduce_max(predicted.contiguous())
+        values, given, predicted = values.cpu(), given.cpu(), predicted.cpu()
         seen = values[-1] > 0
-        row = torch.where(seen, values[:-1] / values[-1].clamp_min(1), float("nan"))
+        row = values[:-1].div_(values[-1].clamp_min(1)).masked_fill_(~seen, float("nan"))  # in place: no copy of N
         self.labels = torch.where(given >= 0, given, self.labels)
         self.predicted = torch.where(seen, predicted, self.predicted)
         self._append(row)
@@ -267,7 +269,7 @@ class Recorder:
                 if self._writers is not None:
                     self._writers[name].append(values.numpy())
                 else:
-                    self._rows[name].append(values)
+                    self._rows[name].append(values.clone())  # its own memory, not a view of the epoch's buffer
         self._epochs += 1
 
     def signal(self, name: str) -> Tensor:
