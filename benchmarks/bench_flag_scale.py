@@ -23,10 +23,11 @@ With `--mnist-dir`, a real run instead: `curriculoss train` on the 60,000 MNIST 
 40 % symmetric noise) in one process and under `torchrun` with two, each rank's resident memory after
 every epoch, and the two runs' signals compared value by value.
 
-    python benchmarks/bench_flag_scale.py --sizes 100000 1000000 10000000 --epochs 100 --json FILE
+    python benchmarks/bench_flag_scale.py --sizes 100000 1000000 10000000 --classes 100 100 10 --json FILE
     python benchmarks/bench_flag_scale.py --mnist-dir MNIST_DIR --epochs 20 --json FILE
 
-Needs cleanlab for its column (`pip install "curriculoss[bench]"`).
+Peak memory is `ru_maxrss` of a stage's process, started from this small one (a child's peak begins at
+its parent's size). Needs cleanlab for its column (`pip install "curriculoss[bench]"`).
 """
 from __future__ import annotations
 
@@ -217,10 +218,10 @@ STAGES = {"record": stage_record, "flag": stage_flag, "cleanlab": stage_cleanlab
           "train": stage_train}
 
 
-def run_stage(stage: str, args, n: int, folder: Path, dtype: str = "float32") -> dict:
+def run_stage(stage: str, args, n: int, folder: Path, dtype: str = "float32", classes: int = 100) -> dict:
     """One stage in a fresh process (its own peak memory); returns what it printed as JSON."""
     argv = [sys.executable, __file__, "--stage", stage, "--n", str(n), "--folder", str(folder), "--dtype", dtype,
-            "--epochs", str(args.epochs), "--classes", str(args.classes), "--noise", str(args.noise),
+            "--epochs", str(args.epochs), "--classes", str(classes), "--noise", str(args.noise),
             "--seed", str(args.seed), "--threads", str(args.threads)]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode:
@@ -228,19 +229,19 @@ def run_stage(stage: str, args, n: int, folder: Path, dtype: str = "float32") ->
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(args, n: int, root: Path) -> dict:
+def measure(args, n: int, classes: int, root: Path) -> dict:
     folder = root / f"n{n}" / "signals"
-    row = {"n": n, "epochs": args.epochs, "classes": args.classes, **run_stage("record", args, n, folder)}
+    row = {"n": n, "epochs": args.epochs, "classes": classes, **run_stage("record", args, n, folder, classes=classes)}
     row["signals_bytes"] = sum(p.stat().st_size for p in folder.iterdir())
-    row.update(run_stage("flag", args, n, folder))
+    row.update(run_stage("flag", args, n, folder, classes=classes))
     if args.compare and n <= args.compare_max:
-        row["compare"] = run_stage("compare", args, n, folder)
+        row["compare"] = run_stage("compare", args, n, folder, classes=classes)
     if args.float16 and n <= args.compare_max:
         half = root / f"n{n}-float16" / "signals"
-        run_stage("record", args, n, half, "float16")
-        row["float16_auroc"] = run_stage("flag", args, n, half)["auroc"]
+        run_stage("record", args, n, half, "float16", classes)
+        row["float16_auroc"] = run_stage("flag", args, n, half, classes=classes)["auroc"]
     if n <= args.cleanlab_max:
-        row.update(run_stage("cleanlab", args, n, folder))
+        row.update(run_stage("cleanlab", args, n, folder, classes=classes))
     print(json.dumps(row), flush=True)
     return row
 
@@ -249,7 +250,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--classes", type=int, nargs="+", default=[100],
+                   help="classes of the synthetic run: one number, or one per size")
     p.add_argument("--noise", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -266,6 +268,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.stage:
+        args.classes = args.classes[0]
         print(json.dumps(STAGES[args.stage](args)))
         return
     load, t0 = load_average(), time.perf_counter()
@@ -274,7 +277,11 @@ def main() -> None:
         if args.mnist_dir:
             data = {"real_run": real_run(args, root)}
         else:
-            data = {"rows": [measure(args, n, root) for n in args.sizes], "noise": args.noise, "batch": BATCH}
+            classes = args.classes * len(args.sizes) if len(args.classes) == 1 else args.classes
+            if len(classes) != len(args.sizes):
+                raise SystemExit("--classes: give one number, or one per size")
+            data = {"rows": [measure(args, n, c, root) for n, c in zip(args.sizes, classes)], "noise": args.noise,
+                    "batch": BATCH}
     if args.json:
         write_result(args.json, "flag-scale", data, cmd=command(roles={"--mnist-dir": "MNIST_DIR"}), load_before=load,
                      wall_seconds=time.perf_counter() - t0)
