@@ -113,16 +113,21 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
 
 
+def _between(s: np.ndarray) -> np.ndarray:
+    """Otsu's between-group variance, times `n^2`, of every split of the sorted `s` into its `k` lowest values
+    and the rest (`k = 1 .. n - 1`): `k (n - k) (mean_high - mean_low)^2` (Otsu 1979)."""
+    n = s.size
+    cum = np.cumsum(s)
+    k = np.arange(1, n)
+    return k * (n - k) * ((cum[-1] - cum[:-1]) / (n - k) - cum[:-1] / k) ** 2
+
+
 def _separability(scores: np.ndarray) -> float:
     """Otsu's effectiveness: the largest between-group variance of a two-group split over the total variance."""
     s = np.sort(scores[np.isfinite(scores)])
-    n = s.size
-    if n < 2 or s[0] == s[-1]:
+    if s.size < 2 or s[0] == s[-1]:
         return 0.0
-    cum = np.cumsum(s)
-    k = np.arange(1, n)
-    between = k * (n - k) * ((cum[-1] - cum[:-1]) / (n - k) - cum[:-1] / k) ** 2 / n ** 2
-    return float(between.max() / s.var())
+    return float((_between(s) / s.size ** 2).max() / s.var())
 
 
 def select_epochs(margin, *, max_samples: int = 100_000) -> int:
@@ -317,16 +322,11 @@ def estimate_num_issues(scores, *, score: str | None = None) -> int:
     s = np.sort(_check_scores(scores))
     if score == "aum":
         return int((s < 0.5).sum())
-    n = s.size
-    if n < 2 or s[0] == s[-1]:
+    if s.size < 2 or s[0] == s[-1]:
         return 0
-    cum = np.cumsum(s)
-    k = np.arange(1, n)  # size of the low group
-    mean_low = cum[:-1] / k
-    mean_high = (cum[-1] - cum[:-1]) / (n - k)
-    between = k * (n - k) * (mean_high - mean_low) ** 2
+    between = _between(s)
     between[s[1:] == s[:-1]] = -1.0  # never split between equal scores
-    return int(k[np.argmax(between)])
+    return int(np.argmax(between)) + 1  # the size of the low group
 
 
 def find_label_issues(scores, *, num_issues: int | None = None, threshold: float | None = None,
