@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from curriculoss.data_parameters import DataParameters
+from curriculoss.data_parameters import DataParameters, SparseSGD
 from curriculoss.recorder import Recorder
 
 __all__: list[str] = []
@@ -51,6 +51,37 @@ def _check_data_parameters(data_parameters) -> DataParameters:
     if not isinstance(data_parameters, DataParameters):
         raise TypeError(f"data_parameters must be a curriculoss.DataParameters, got {type(data_parameters).__name__}")
     return data_parameters
+
+
+class _DataParametersStep:
+    """What both frameworks' `DataParametersCallback` do: make the data parameters' own optimizer once,
+    load its saved state once the parameters are on their device, and step it after the backward passes
+    (through the framework's `GradScaler` when there is one), then zero the gradients."""
+
+    def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
+        self.data_parameters = _check_data_parameters(data_parameters)
+        self.optimizer_kwargs = optimizer_kwargs
+        self.optimizer: SparseSGD | None = None
+        self._loaded: dict | None = None
+
+    def _make_optimizer(self) -> None:
+        if self.optimizer is None:
+            self.optimizer = self.data_parameters.optimizer(**self.optimizer_kwargs)
+
+    def _load_saved(self) -> None:
+        if self._loaded is not None:
+            self.optimizer.load_state_dict(self._loaded)
+            self._loaded = None
+
+    def _step(self, scaler) -> None:
+        if not any(p.grad is not None for p in self.data_parameters.data_parameters()):
+            return  # no backward since the last step (a skipped batch, or a second optimizer)
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+            scaler.step(self.optimizer)  # the framework's scaler.update() follows the model's step
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 def _recorder(num_samples: int, path: str | Path | None, stream: bool) -> Recorder:

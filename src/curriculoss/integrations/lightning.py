@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 
-from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _noise_mask, _recorder, _require,
+from curriculoss.data_parameters import DataParameters
+from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
                                       _save)
 
 pl = _require(("lightning.pytorch", "pytorch_lightning"), "lightning", "curriculoss.integrations.lightning")
@@ -135,7 +135,7 @@ class RecorderCallback(pl.Callback):
         self.recorder.load_state_dict(state_dict["recorder"])
 
 
-class DataParametersCallback(pl.Callback):
+class DataParametersCallback(_DataParametersStep, pl.Callback):
     """Trains `DataParameters` with their own optimizer next to the model's.
 
     The data parameters are not in `parameters()`, so the optimizer of `configure_optimizers`
@@ -158,35 +158,21 @@ class DataParametersCallback(pl.Callback):
     """
 
     def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
-        super().__init__()
-        self.data_parameters = _check_data_parameters(data_parameters)
-        self.optimizer_kwargs = optimizer_kwargs
-        self.optimizer: SparseSGD | None = None
+        pl.Callback.__init__(self)
+        _DataParametersStep.__init__(self, data_parameters, **optimizer_kwargs)
         self._inside_module: bool | None = None
-        self._loaded: dict | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.optimizer is None:
-            self.optimizer = self.data_parameters.optimizer(**self.optimizer_kwargs)
+        self._make_optimizer()
         self._inside_module = any(m is self.data_parameters for m in pl_module.modules())
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # A checkpoint is restored before the model moves to its device: load the momentum buffers
         # now, so that they land on the data parameters' device.
-        if self._loaded is not None:
-            self.optimizer.load_state_dict(self._loaded)
-            self._loaded = None
+        self._load_saved()
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not any(p.grad is not None for p in self.data_parameters.data_parameters()):
-            return  # no backward since the last step (a skipped batch, or a second optimizer)
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
-        if scaler is not None:
-            scaler.unscale_(self.optimizer)
-            scaler.step(self.optimizer)  # the trainer's scaler.update() follows the model's step
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._step(getattr(trainer.precision_plugin, "scaler", None))
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}

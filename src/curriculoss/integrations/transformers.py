@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from curriculoss.data_parameters import DataParameters, SparseSGD
-from curriculoss.integrations import (_check_data_parameters, _noise_mask, _recorder, _require,
+from curriculoss.data_parameters import DataParameters
+from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
                                       _save)
 
 _transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
@@ -113,7 +113,7 @@ class RecorderCallback(TrainerCallback):
         self.load_state_dict(torch.load(Path(folder) / RECORDER_FILE, weights_only=True))
 
 
-class DataParametersCallback(TrainerCallback):
+class DataParametersCallback(_DataParametersStep, TrainerCallback):
     """Trains `DataParameters` with their own optimizer next to the Trainer's.
 
     The data parameters are not in `model.parameters()`, so the Trainer's optimizer, its gradient
@@ -137,28 +137,14 @@ class DataParametersCallback(TrainerCallback):
     """
 
     def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
-        self.data_parameters = _check_data_parameters(data_parameters)
-        self.optimizer_kwargs = optimizer_kwargs
-        self.optimizer: SparseSGD | None = None
-        self._loaded: dict | None = None
+        _DataParametersStep.__init__(self, data_parameters, **optimizer_kwargs)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.optimizer is None:
-            self.optimizer = self.data_parameters.optimizer(**self.optimizer_kwargs)
-        if self._loaded is not None:  # after the Trainer moved the model: the buffers follow the parameters
-            self.optimizer.load_state_dict(self._loaded)
-            self._loaded = None
+        self._make_optimizer()
+        self._load_saved()  # after the Trainer moved the model: the buffers follow the parameters
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
-        if not any(p.grad is not None for p in self.data_parameters.data_parameters()):
-            return
-        scaler = getattr(optimizer, "scaler", None)  # accelerate's AcceleratedOptimizer under fp16
-        if scaler is not None:
-            scaler.unscale_(self.optimizer)
-            scaler.step(self.optimizer)  # the scaler's update() follows the model's step
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._step(getattr(optimizer, "scaler", None))  # accelerate's AcceleratedOptimizer under fp16
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.optimizer is not None:
