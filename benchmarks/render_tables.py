@@ -484,8 +484,9 @@ def flag_scale_mnist() -> str:
     text = _table(["process", "resident memory after epoch 2", f"after epoch {d['epochs']}", "growth", "peak"], rows)
     text += (f"\n\n`curriculoss train` on the {d['samples']:,} MNIST training images (MLP, 40 % symmetric noise, "
              f"{d['epochs']} epochs) under `torchrun` with 2 processes; a table kept in memory would grow by "
-             f"{d['table_mb_per_epoch']:.2f} MB per epoch. Its signals against the one-process run's: "
-             f"{'equal, every value' if d['signals_equal'] else 'DIFFERENT in ' + ', '.join(d['differing'])}. "
+             f"{d['table_mb_per_epoch']:.2f} MB per epoch. Its signals against the one-process run's: equal "
+             f"({', '.join(d['equal'])})" + "".join(f"; {key} to {value:.1e}" for key, value in d["largest_difference"].items())
+             + " (the largest difference: the two processes sum the gradients in another order). "
              f"Wall time {d['seconds_one_process']:.0f} s in one process, {d['seconds_two_processes']:.0f} s in two.")
     return text + "\n\n" + source(record)
 
