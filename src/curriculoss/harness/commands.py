@@ -53,7 +53,7 @@ def _unique(name: str, values: list) -> list:
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:
-    from curriculoss.harness.data._common import EXPECTED
+    from curriculoss.harness.data import EXPECTED
 
     if args.dataset != "digits" and not args.data_dir:
         raise SystemExit(f"curriculoss: error: --data-dir is required for --dataset {args.dataset}")
@@ -74,7 +74,7 @@ def _refuse_special(option: str, path: str, expected: str, directory: bool = Tru
     ends, opening a FIFO blocks until a writer comes."""
     import stat
 
-    from curriculoss.harness.data._common import file_kind
+    from curriculoss.harness.data import file_kind
 
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or (directory and stat.S_ISDIR(mode))):

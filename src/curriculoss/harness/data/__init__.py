@@ -76,13 +76,14 @@ from pathlib import Path
 
 import numpy as np
 
-from curriculoss.harness.data._common import EXPECTED, check_file_or_dir
+from curriculoss.harness.data._common import EXPECTED, check_file_or_dir, file_kind
 from curriculoss.harness.data.builtin import _digits
 from curriculoss.harness.data.cifar import RestrictedUnpickler, UnsafePickleError, _cifar10, _cifar100
 from curriculoss.harness.data.idx import _idx_dir, read_idx
 from curriculoss.harness.data.tabular import _csv, _npz
 
-__all__ = ["Dataset", "load", "DATASETS", "TASKS", "read_idx", "RestrictedUnpickler", "UnsafePickleError"]
+__all__ = ["Dataset", "load", "DATASETS", "TASKS", "EXPECTED", "file_kind", "read_idx", "RestrictedUnpickler",
+           "UnsafePickleError"]
 
 def _imagefolder(path: Path, task: str, options: dict):
     from curriculoss.harness.data.imagefolder import read_image_folder  # Pillow only when used
