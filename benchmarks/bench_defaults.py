@@ -51,7 +51,8 @@ LONG_EPOCHS = 100  # the data parameters' longer-training check (see --select)
 CHECK_SEEDS = (100, 101, 102)  # every method at its model's chosen rate, on these seeds too (see --select)
 
 
-def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
+def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]],
+           methods: list[str] = METHODS) -> None:
     from curriculoss.harness.reproduce import validation_split
 
     seed, rate = 100, 0.4
@@ -86,10 +87,10 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
 
     t0 = time.perf_counter()
     models = sorted({m for _, _, ms in data.values() for m in ms})
-    lr_runs = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
+    lr_runs = grid({}, methods, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
     # 0 % noise as well, for the models and candidates given (a rate fine at 40 % can kill a run at 0 %)
     for model, lrs in zero_noise.items():
-        clean = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
+        clean = grid({}, methods, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
         lines += [f"{model} at 0 % noise (the validation labels keep their 40 % noise):", ""]
         for lr in lrs:
             cells = {k: v for k, v in clean.items() if k[2] == f"lr{lr:g}"}
@@ -128,10 +129,10 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     for model in models:
         variant = [(f"lr{chosen_lr[model]:g}", ["--lr", str(chosen_lr[model])])]
         for s in CHECK_SEEDS:
-            check.update({(*k, s): v for k, v in grid({}, METHODS, variant, only={model}, run_seed=s).items()})
+            check.update({(*k, s): v for k, v in grid({}, methods, variant, only={model}, run_seed=s).items()})
             if model in zero_noise:
                 check.update({(*k, "@0", s): v for k, v in
-                              grid({}, METHODS, variant, rate=0.0, only={model}, run_seed=s).items()})
+                              grid({}, methods, variant, rate=0.0, only={model}, run_seed=s).items()})
     bad = [f"{k[3]} on {k[1]}, {k[0]}{' (0 % noise)' if '@0' in k else ''}, seed {k[-1]}: {100 * v['final']:.1f} %"
            for k, v in check.items() if collapsed(v)]
     lines.append(f"{len(check)} runs, {len(bad)} collapsed" + (": " + "; ".join(bad) if bad else "."))
@@ -229,7 +230,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
     parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
-                        help="methods of the grid (default: all; a quick look only)")
+                        help="methods of the grid or the selection (default: all; fewer for a quick look only)")
     parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
     parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
                         help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
@@ -242,7 +243,7 @@ def main() -> None:
     epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
     if args.select:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
-        select(data, out, args.jobs, epochs_flag, zero)
+        select(data, out, args.jobs, epochs_flag, zero, args.methods)
     else:
         defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json, args.methods)
 
