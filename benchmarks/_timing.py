@@ -24,9 +24,14 @@ import numpy as np
 
 
 def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 10,
-                        max_seconds: float | None = None, min_repeats: int = 10) -> dict[str, list[float]]:
+                        max_seconds: float | None = None, min_repeats: int = 10, *, own_time: bool = False,
+                        until: Callable[[dict[str, list[float]]], bool] | None = None) -> dict[str, list[float]]:
     """Seconds of every call of each function, the functions called in turn ``repeats`` times (fewer if
-    ``max_seconds`` runs out first, but at least ``min_repeats``); the order rotates every round."""
+    ``max_seconds`` runs out first, or ``until(times so far)`` is true, but at least ``min_repeats``); the
+    order rotates every round.
+
+    ``own_time=True``: each function returns the seconds to count itself, the part of its call that is
+    measured (an epoch without the set-up that precedes it)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -37,9 +42,13 @@ def interleaved_samples(fns: dict[str, Callable[[], object]], repeats: int, warm
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
             t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-        if max_seconds is not None and rep + 1 >= min_repeats and time.perf_counter() - start > max_seconds:
+            got = fns[name]()
+            times[name].append(float(got) if own_time else time.perf_counter() - t0)
+        if rep + 1 < min_repeats:
+            continue
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        if until is not None and until(times):
             break
     return times
 

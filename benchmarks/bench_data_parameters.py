@@ -1,4 +1,6 @@
-"""Data Parameters' cost on a training step, CPU: O(batch), independent of the number of instances.
+"""Does a data-parameter step cost the same whatever the number of training samples?
+
+Data Parameters' cost on a training step, CPU: O(batch), independent of the number of instances.
 
 LeNet-5, batch 128, MNIST-sized random input; a step is zero_grad, forward, loss, backward, the
 model's SGD step and the data parameters' sparse SGD step (joint curriculum, momentum 0.9). Variants

@@ -1,4 +1,4 @@
-"""The defaults grid: does every method train, with the command line's defaults, on every data set?
+"""Does every method train, with the command line's defaults, on every data set? (the defaults grid)
 
     OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py [--mnist MNIST_DIR] [--out runs/bench_defaults] [--jobs 2]
     OMP_NUM_THREADS=1 python benchmarks/bench_defaults.py --select [...]   # how the defaults were chosen
@@ -9,15 +9,9 @@ documentation's tables are rendered from such files).
 
 Every cell is one ``curriculoss train`` run configured exactly as the command line configures it when
 given only ``--dataset/--data-dir/--model/--method/--noise-rate/--seed`` (the script asks the CLI's own
-parser for the configuration), so the grid measures the defaults a user gets. Data sets:
-
-- ``digits``: scikit-learn's 8x8 digits (built in), MLP and LeNet-5;
-- ``digits-moved``: the same digits rotated by up to +-20 degrees and shifted by up to one pixel
-  (generated, an npz), MLP and LeNet-5;
-- ``tabular``: 3,000 samples of 20 features in 10 classes from ``sklearn.datasets.make_classification``
-  (generated, a csv), MLP;
-- with ``--mnist DIR``: ``mnist-3k`` (the first 3,000 MNIST training images, 2,000 test images, an
-  npz), LeNet-5, and ``mnist-14px`` (the same images average-pooled to 14x14), MLP.
+parser for the configuration), so the grid measures the defaults a user gets. Data sets (``_grid.py``):
+``digits`` and ``digits-moved`` (MLP and LeNet-5), ``tabular`` (MLP) and, with ``--mnist DIR``,
+``mnist-3k`` (LeNet-5) and ``mnist-14px`` (MLP). A finished run folder under ``--out`` is read back.
 
 Noise 0 % and 40 % symmetric; methods ce, mae, gce, sce, focal, imae, superloss, data-params. The table
 (``OUT/defaults.md``) gives the final test accuracy per cell, CE's best-minus-final gap, and marks a
@@ -40,14 +34,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _grid import cli_config, collapsed, make_data, run_all
 from _results import command, load_average, write_result
 
 METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
@@ -58,104 +51,8 @@ LONG_EPOCHS = 100  # the data parameters' longer-training check (see --select)
 CHECK_SEEDS = (100, 101, 102)  # every method at its model's chosen rate, on these seeds too (see --select)
 
 
-def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[str]]]:
-    """name -> (--dataset, --data-dir, models); generated files are written once under ``root``."""
-    from curriculoss.harness import data as datasets
-
-    root.mkdir(parents=True, exist_ok=True)
-    out = {"digits": ("digits", "", ["mlp", "lenet"])}
-
-    moved = root / "digits-moved.npz"
-    if not moved.exists():
-        from scipy import ndimage
-
-        d = datasets.load("digits")
-        rng = np.random.default_rng(0)
-
-        def move(x):
-            res = np.empty_like(x)
-            for i, img in enumerate(x[:, 0]):
-                img = ndimage.rotate(img, rng.uniform(-20, 20), reshape=False, order=1, mode="nearest")
-                res[i, 0] = ndimage.shift(img, rng.integers(-1, 2, size=2), order=0, mode="nearest")
-            return res
-
-        np.savez(moved, x=move(d.x_train), y=d.y_train, x_test=move(d.x_test), y_test=d.y_test)
-    out["digits-moved"] = ("npz", str(moved), ["mlp", "lenet"])
-
-    tab = root / "tabular"
-    if not (tab / "train.csv").exists():
-        from sklearn.datasets import make_classification
-
-        x, y = make_classification(n_samples=4000, n_features=20, n_informative=12, n_redundant=4, n_classes=10,
-                                   n_clusters_per_class=1, class_sep=1.5, random_state=0)
-        tab.mkdir(parents=True, exist_ok=True)
-        for name, part in (("train", slice(0, 3000)), ("test", slice(3000, None))):
-            np.savetxt(tab / f"{name}.csv", np.column_stack([x[part], y[part]]), delimiter=",", fmt="%.6g",
-                       header=",".join([f"f{i}" for i in range(20)] + ["label"]), comments="")
-    out["tabular"] = ("csv", str(tab), ["mlp"])
-
-    if mnist:
-        full, small = root / "mnist-3k.npz", root / "mnist-14px.npz"
-        if not small.exists():
-            d = datasets.load("idx", data_dir=mnist, limit=3000)
-            np.savez(full, x=d.x_train, y=d.y_train, x_test=d.x_test[:2000], y_test=d.y_test[:2000])
-            pool = lambda x: x.reshape(len(x), 1, 14, 2, 14, 2).mean(axis=(3, 5))  # noqa: E731
-            np.savez(small, x=pool(d.x_train), y=d.y_train, x_test=pool(d.x_test[:2000]), y_test=d.y_test[:2000])
-        out["mnist-3k"] = ("npz", str(full), ["lenet"])
-        out["mnist-14px"] = ("npz", str(small), ["mlp"])
-    return out
-
-
-def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
-    """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
-    from curriculoss.harness.arguments import build_config
-    from curriculoss.harness.cli import build_parser
-
-    argv = ["train", "--dataset", dataset, "--model", model, "--method", method, "--noise-rate", str(rate),
-            "--seed", str(seed), *(["--data-dir", data_dir] if data_dir else []), *extra]
-    args = build_parser().parse_args(argv)
-    return build_config(args, method, rate, seed)
-
-
-def run_one(job: tuple) -> dict:
-    import torch
-
-    torch.set_num_threads(1)
-    from curriculoss.harness.train import train
-
-    cfg, folder = job
-    done = Path(folder) / "results.json"
-    if done.exists():
-        return _recheck(json.loads(done.read_text()), Path(folder))
-    return train(cfg, folder, resume=True, progress=False)
-
-
-def _recheck(results: dict, folder: Path) -> dict:
-    """A finished run read back: its divergence re-judged by the current rule (metrics.csv, labels)."""
-    import csv
-
-    from curriculoss.harness.divergence import chance_accuracy, find_divergence
-
-    with open(folder / "metrics.csv") as fh:
-        history = list(csv.DictReader(fh))
-    labels = np.load(folder / "signals.npz")["labels"]
-    epoch, _ = find_divergence(history, chance_accuracy(labels, int(labels.max()) + 1), complete=True)
-    return {**results, "diverged": epoch is not None, "diverged_epoch": epoch}
-
-
-def run_all(jobs: list[tuple], n_jobs: int) -> list[dict]:
-    if n_jobs <= 1:
-        return [run_one(j) for j in jobs]
-    with ProcessPoolExecutor(n_jobs) as pool:
-        return list(pool.map(run_one, jobs))
-
-
-def collapsed(results: dict) -> bool:
-    """A diverged run, or one whose final accuracy is within 2 points of 10-class chance."""
-    return bool(results.get("diverged")) or not math.isfinite(results["final"]) or results["final"] <= 0.12
-
-
-def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]]) -> None:
+def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]],
+           methods: list[str] = METHODS) -> None:
     from curriculoss.harness.reproduce import validation_split
 
     seed, rate = 100, 0.4
@@ -190,10 +87,10 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
 
     t0 = time.perf_counter()
     models = sorted({m for _, _, ms in data.values() for m in ms})
-    lr_runs = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
+    lr_runs = grid({}, methods, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in LR_CANDIDATES])
     # 0 % noise as well, for the models and candidates given (a rate fine at 40 % can kill a run at 0 %)
     for model, lrs in zero_noise.items():
-        clean = grid({}, METHODS, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
+        clean = grid({}, methods, [(f"lr{lr:g}", ["--lr", str(lr)]) for lr in lrs], rate=0.0, only={model})
         lines += [f"{model} at 0 % noise (the validation labels keep their 40 % noise):", ""]
         for lr in lrs:
             cells = {k: v for k, v in clean.items() if k[2] == f"lr{lr:g}"}
@@ -232,10 +129,10 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     for model in models:
         variant = [(f"lr{chosen_lr[model]:g}", ["--lr", str(chosen_lr[model])])]
         for s in CHECK_SEEDS:
-            check.update({(*k, s): v for k, v in grid({}, METHODS, variant, only={model}, run_seed=s).items()})
+            check.update({(*k, s): v for k, v in grid({}, methods, variant, only={model}, run_seed=s).items()})
             if model in zero_noise:
                 check.update({(*k, "@0", s): v for k, v in
-                              grid({}, METHODS, variant, rate=0.0, only={model}, run_seed=s).items()})
+                              grid({}, methods, variant, rate=0.0, only={model}, run_seed=s).items()})
     bad = [f"{k[3]} on {k[1]}, {k[0]}{' (0 % noise)' if '@0' in k else ''}, seed {k[-1]}: {100 * v['final']:.1f} %"
            for k, v in check.items() if collapsed(v)]
     lines.append(f"{len(check)} runs, {len(bad)} collapsed" + (": " + "; ".join(bad) if bad else "."))
@@ -272,12 +169,12 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
 
 
 def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str],
-                  json_path: str | None = None) -> None:
+                  json_path: str | None = None, methods: list[str] = METHODS) -> None:
     jobs, keys = [], []
     for name, (dataset, data_dir, models) in data.items():
         for model in models:
             for rate in RATES:
-                for method in METHODS:
+                for method in methods:
                     for seed in seeds:
                         cfg = cli_config(dataset, data_dir, model, method, rate, seed, epochs_flag)
                         jobs.append((cfg, str(out / "grid" / name / model / f"rate{rate:g}" / method / f"seed{seed}")))
@@ -287,25 +184,25 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
     results = dict(zip(keys, run_all(jobs, n_jobs)))
     wall = time.perf_counter() - t0
     cfg0 = jobs[0][0]
-    head = "| data set | model | noise | " + " | ".join(METHODS) + " | CE best - final |"
+    head = "| data set | model | noise | " + " | ".join(methods) + " | CE best - final |"
     lines = [f"Final test accuracy (%), mean over seeds {seeds}; **bold**: a collapsed run (diverged, or final "
              f"accuracy at chance) in the cell. CLI defaults: epochs {cfg0.epochs}, batch {cfg0.batch_size}, "
              f"momentum {cfg0.momentum}, weight decay {cfg0.weight_decay}, cosine schedule; lr per model as "
-             "`curriculoss train` picks it.", "", head, "|" + "---|" * (len(METHODS) + 4)]
+             "`curriculoss train` picks it.", "", head, "|" + "---|" * (len(methods) + 4)]
     n_collapsed = 0
     for name, (_, _, models) in data.items():
         for model in models:
             for rate in RATES:
                 cells = []
-                for method in METHODS:
+                for method in methods:
                     runs = [results[(name, model, rate, method, s)] for s in seeds]
                     value = f"{100 * np.mean([r['final'] for r in runs]):.1f}"
                     bad = sum(collapsed(r) for r in runs)
                     n_collapsed += bad
                     cells.append(f"**{value} ({bad} collapsed)**" if bad else value)
-                ce = [results[(name, model, rate, "ce", s)] for s in seeds]
-                gap = 100 * (np.mean([r["best"] for r in ce]) - np.mean([r["final"] for r in ce]))
-                lines.append(f"| {name} | {model} | {rate:.0%} | " + " | ".join(cells) + f" | {gap:+.1f} |")
+                ce = [results[(name, model, rate, "ce", s)] for s in seeds if "ce" in methods]
+                gap = f"{100 * (np.mean([r['best'] for r in ce]) - np.mean([r['final'] for r in ce])):+.1f}" if ce else ""
+                lines.append(f"| {name} | {model} | {rate:.0%} | " + " | ".join(cells) + f" | {gap} |")
     lines += ["", f"{len(jobs)} runs, {n_collapsed} collapsed; {wall / 60:.1f} min wall with {n_jobs} process(es)."]
     (out / "defaults.md").write_text("\n".join(lines) + "\n")
     (out / "defaults.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
@@ -318,7 +215,7 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
             "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
             "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
                                                       for m in sorted({k[1] for k in keys})},
-            "methods": METHODS, "noise_rates": RATES, "seeds": seeds, "processes": n_jobs, "rows": rows},
+            "methods": methods, "noise_rates": RATES, "seeds": seeds, "processes": n_jobs, "rows": rows},
             cmd=command(roles={"--mnist": "MNIST_DIR"}), load_before=load_before, wall_seconds=wall)
 
 
@@ -332,6 +229,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
     parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
+                        help="methods of the grid or the selection (default: all; fewer for a quick look only)")
     parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
     parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
                         help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
@@ -344,9 +243,9 @@ def main() -> None:
     epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
     if args.select:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
-        select(data, out, args.jobs, epochs_flag, zero)
+        select(data, out, args.jobs, epochs_flag, zero, args.methods)
     else:
-        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json)
+        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json, args.methods)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""SuperLoss over detection anchors: (focal + SuperLoss) / (focal alone), forward + backward, CPU.
+"""What does SuperLoss add to a focal loss over detection anchors? (focal + SuperLoss) / (focal alone).
 
 200,000 anchors (2 images x 100,000), 80 classes, a focal loss per anchor (RetinaNet style), 10 %
-ignored anchors; SuperLoss with tau='avg', no per-anchor state. Interleaved repetitions; the ratio is
-the median of the per-round ratios with a 95 % bootstrap interval. ``--fused`` adds
-``SuperLoss(..., fused=True)``.
+ignored anchors; SuperLoss with tau='avg', no per-anchor state; forward + backward, CPU. Interleaved
+repetitions; the ratio is the median of the per-round ratios with a 95 % bootstrap interval.
+``--fused`` adds ``SuperLoss(..., fused=True)``. For reference, plain cross-entropy over the same
+anchors runs in the same rounds: what the focal loss itself costs over CE.
 
     python benchmarks/bench_detection.py
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 import statistics
+
+import torch
+import torch.nn.functional as F
 
 from _results import load_average, write_result
 from _timing import interleaved_samples, load_note, ratio, spread
@@ -51,6 +53,12 @@ def main() -> None:
         logits.grad = None
         loss.backward()
 
+    def ce_alone() -> None:
+        per_anchor = F.cross_entropy(logits, target, reduction="none")
+        loss = (per_anchor * keep).sum() / keep.sum()
+        logits.grad = None
+        loss.backward()
+
     def with_superloss(crit: SuperLoss):
         def run() -> None:
             per_anchor = focal_loss(logits, target, reduction="none").reshape(images, per_image)
@@ -59,7 +67,7 @@ def main() -> None:
             loss.backward()
         return run
 
-    fns = {"focal": focal_alone, "sl": with_superloss(criterion)}
+    fns = {"focal": focal_alone, "ce": ce_alone, "sl": with_superloss(criterion)}
     if args.fused:
         fns["sl_fused"] = with_superloss(SuperLoss(tau="avg", lam=1.0, fused=True))
         t0 = time.perf_counter()
@@ -69,9 +77,11 @@ def main() -> None:
     print(f"{args.anchors} anchors, {args.classes} classes, CPU, {torch.get_num_threads()} threads, "
           f"{args.repeats} interleaved rounds; {load_note()}")
     print(f"focal alone          : {spread(times['focal'])} (forward + backward)")
+    print(f"CE alone (reference) : {spread(times['ce'])}; focal / CE {ratio(times['focal'], times['ce'])}")
     record = {"anchors": args.anchors, "classes": args.classes, "rounds": args.repeats, "threads": torch.get_num_threads(),
-              "focal_ms": 1e3 * statistics.median(times["focal"]), "variants": {}}
-    for name in [k for k in fns if k != "focal"]:
+              "focal_ms": 1e3 * statistics.median(times["focal"]), "ce_ms": 1e3 * statistics.median(times["ce"]),
+              "variants": {}}
+    for name in [k for k in fns if k not in ("focal", "ce")]:
         r = ratio(times[name], times["focal"])
         record["variants"]["fused" if name == "sl_fused" else "eager"] = {
             "ms": 1e3 * statistics.median(times[name]), "ratio": r.value, "low": r.low, "high": r.high, "goal": 1.05}

@@ -1,4 +1,6 @@
-"""Distributed training cost on CPU (gloo) and Data Parameters at N = 10 million, printed as markdown tables.
+"""What does training in 2 processes cost the library's methods (time, bytes), and a data-parameter step at N = 10M?
+
+Distributed training on CPU (gloo) and Data Parameters at N = 10 million, printed as markdown tables.
 
 1. Communication and step time, 2 processes vs 1, same global batch (default 128), LeNet-5 on
    MNIST-sized random input: (a) CE + SuperLoss (tau='avg', per-sample smoothing over N = 60,000),
@@ -8,7 +10,7 @@
    ``curriculoss.distributed.stats``) and DDP's gradient all-reduce (the model's gradient size).
    The 2-process runs are spawned with ``torch.multiprocessing`` (one thread per process).
 2. Joint Data Parameters step (LeNet-5, batch 128, one process) with N = 10,000,000 instances vs
-   N = 100,000: the two run interleaved (A B A B ...), the ratio of the medians is printed
+   N = 100,000: the two run interleaved (``benchmarks/_timing.py``), the ratio of the medians is printed
    (goal <= 1.10), with the memory the instance parameters and their momentum take.
 
     python benchmarks/bench_distributed.py [--steps 60] [--repeats 200] [--json FILE]
@@ -29,6 +31,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from _results import load_average, write_result
+from _timing import interleaved
 
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
@@ -152,16 +155,9 @@ def scale_table(repeats: int, batch: int) -> dict:
             dp_opt.step()
 
         variants[n] = (step, dp, dp_opt)
-    for fn, _, _ in variants.values():  # warm-up; the first step projects the whole tensor once (O(N))
-        for _ in range(10):
-            fn()
-    times: dict[int, list[float]] = {n: [] for n in variants}
-    for _ in range(repeats):
-        for n, (fn, _, _) in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[n].append(time.perf_counter() - t0)
-    med = {n: statistics.median(t) for n, t in times.items()}
+    # the warm-up also takes the first step, which projects the whole tensor once (O(N))
+    timed = interleaved({str(n): fn for n, (fn, _, _) in variants.items()}, repeats, warmup=10)
+    med = {n: timed[str(n)] for n in variants}
     print(f"\n### Joint Data Parameters step, N = 10M vs N = 100k (LeNet-5, batch {batch}, CPU, one thread, "
           f"interleaved, median of {repeats})\n")
     print("| N | step time | instance parameters + momentum |")

@@ -1,143 +1,140 @@
-"""One training epoch with each method against the plain cross-entropy loop (goal <= 1.05x each).
+"""What does an epoch of `curriculoss train` cost, with each method, against a plain hand-written PyTorch loop?
 
-MNIST from its IDX files (``--data-dir MNIST_DIR``, the folder holding them; or ``--dataset digits``),
-LeNet-5, SGD with momentum, batch 128, CPU. The data set, model, methods and noise come from the
-library (``curriculoss.harness.data.load``, ``curriculoss.harness.models.build_model``,
-``curriculoss.harness.methods.build_method``, ``curriculoss.noise.symmetric`` at 40 %). The baseline is a plain
-PyTorch loop with ``F.cross_entropy``; each method runs the same loop through its ``Method`` (and its
-own optimizer, for data parameters). Only the loop is timed: batch indexing, forward, loss, backward
-and the optimizer steps. Methods run interleaved, one epoch each per round with the order rotated
-between rounds. Each method's ratio is the median of its per-round ratios (epoch / CE epoch of the same
-round) with a 95 % bootstrap interval; rounds continue (up to ``--repeats``, or ``--max-minutes``) until
-every interval's half-width is below ``--resolution`` (2 %), and the script says whether it got there.
+Harness: ``curriculoss.harness.train.train`` with no run folder, one epoch per call, whose ``seconds``
+cover the epoch's training loop (batches, forward, the method's loss, backward, the optimizer steps,
+the per-sample signals recorded) and the test-set evaluation; the set-up before it (reading the data,
+the noise, the model) is not counted. Plain loop: the same data tensors and noisy labels, the same
+initial weights, SGD, sample order and batch size, ``F.cross_entropy``, then the same test-set
+accuracy; nothing else. MNIST from its IDX files (``--data-dir MNIST_DIR``) or the built-in digits
+(``--dataset digits``), LeNet-5, 40 % symmetric noise.
+
+The variants run interleaved (``benchmarks/_timing.py``), one epoch each per round, from the same
+initial weights every round, the order rotated between rounds. Each ratio is the median of the
+per-round ratios (epoch / plain epoch of the same round) with a 95 % bootstrap interval; rounds go on
+(up to ``--repeats``, or ``--max-minutes``) until every interval's half-width is below
+``--resolution`` (2 %), and the script says whether it got there. Goal: every method's harness epoch
+within 1.05x of the plain CE loop (``ce``: the harness's own cost; the others: the method's cost on top).
 
     python benchmarks/bench_epoch.py --data-dir MNIST_DIR                 # the full 60,000-image epoch
     python benchmarks/bench_epoch.py --data-dir MNIST_DIR --limit 10000   # a shorter epoch
-    python benchmarks/bench_epoch.py --data-dir MNIST_DIR --quick         # a smoke run (3,000 images, 3 repeats)
+    python benchmarks/bench_epoch.py --data-dir MNIST_DIR --device cuda   # on a GPU
+
+``MNIST_DIR`` is a folder holding the MNIST IDX files (plain or gzipped); ``--json FILE`` writes the
+figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-
-from _timing import load_note, ratio
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curriculoss import noise
-from curriculoss.harness import data as datasets
-from curriculoss.harness.methods import METHODS, REGRESSION_LOSSES, MethodOptions, build_method
+from _results import command, load_average, write_result
+from _timing import interleaved_samples, load_note, ratio
+
+from curriculoss.harness.config import TrainConfig
+from curriculoss.harness.devices import resolve_device
+from curriculoss.harness.methods import METHODS, REGRESSION_LOSSES
 from curriculoss.harness.models import build_model
+from curriculoss.harness.train import prepare_data, train
 
 GOAL = 1.05
+CLASSIFICATION = [m for m in METHODS if m not in REGRESSION_LOSSES]
 
 
-class Runner:
-    """One method's model, optimizers and epoch loop; the state carries over between repeats."""
+def plain_epoch(cfg: TrainConfig, tensors: tuple[torch.Tensor, ...], input_shape: tuple, num_classes: int) -> float:
+    """Seconds of one epoch of a hand-written CE loop (train, then test accuracy), from the initial weights."""
+    x, y, xt, yt = tensors
+    torch.manual_seed(cfg.seed)  # the harness seeds the same way before it builds the model
+    model = build_model(cfg.model, input_shape, num_classes).to(x.device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    n = len(y)
+    t0 = time.perf_counter()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003)).to(x.device)
+    for start in range(0, n, cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        correct = sum((model(xt[i:i + 1024]).argmax(1) == yt[i:i + 1024]).sum() for i in range(0, len(xt), 1024))
+    float(correct)  # waits for the device
+    return time.perf_counter() - t0
 
-    def __init__(self, name: str, data: datasets.Dataset, y_train: torch.Tensor, x_train: torch.Tensor,
-                 batch_size: int, seed: int):
-        self.name = name
-        torch.manual_seed(seed)  # the same initial weights for every method
-        self.model = build_model("lenet", tuple(data.input_shape), data.num_classes)
-        self.method = None if name == "baseline" else build_method(name, MethodOptions(), data.num_classes, len(y_train))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        self.method_opt = self.method.make_optimizer() if self.method is not None else None
-        self.x, self.y, self.batch_size = x_train, y_train, batch_size
 
-    def epoch(self, order: torch.Tensor) -> float:
-        model, method, opt, method_opt = self.model, self.method, self.opt, self.method_opt
-        x, y, bs = self.x, self.y, self.batch_size
-        t0 = time.perf_counter()
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            xb, yb = x[idx], y[idx]
-            out = model(xb)
-            loss = F.cross_entropy(out, yb) if method is None else method(out, yb, idx)
-            opt.zero_grad(set_to_none=True)
-            if method_opt is not None:
-                method_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if method_opt is not None:
-                method_opt.step()
-        return time.perf_counter() - t0
+def harness_epoch(cfg: TrainConfig) -> float:
+    """Seconds of the epoch of a one-epoch `curriculoss train` run (its training loop and evaluation)."""
+    return train(cfg, None, progress=False)["seconds"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (plain or gzipped)")
     parser.add_argument("--dataset", default="idx", choices=("idx", "digits"), help="digits: no files needed")
-    parser.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in REGRESSION_LOSSES],
+    parser.add_argument("--methods", nargs="+", default=CLASSIFICATION, choices=CLASSIFICATION, metavar="METHOD",
                         help="default: every classification method")
     parser.add_argument("--limit", type=int, default=None, help="training images per epoch (default: all)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=30, help="most epochs per method (interleaved rounds)")
+    parser.add_argument("--repeats", type=int, default=30, help="most epochs per variant (interleaved rounds)")
     parser.add_argument("--min-repeats", type=int, default=5, help="fewest rounds before the resolution is checked")
     parser.add_argument("--resolution", type=float, default=0.02, help="target half-width of every 95 %% interval")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop adding rounds after this long")
     parser.add_argument("--noise-rate", type=float, default=0.4, help="symmetric label noise (default 0.4)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: --limit 3000 --repeats 3")
+    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
     args = parser.parse_args()
-    if args.quick:
-        args.limit = args.limit or 3000
-        args.repeats = args.min_repeats = 3
-    unknown = [m for m in args.methods if m not in METHODS or m in REGRESSION_LOSSES]
-    if unknown:
-        parser.error(f"--methods: unknown or regression-only {unknown}; choose from "
-                     f"{', '.join(m for m in METHODS if m not in REGRESSION_LOSSES)}")
     if args.dataset != "digits" and not args.data_dir:
         parser.error("--data-dir MNIST_DIR is needed (the folder of the MNIST IDX files), or --dataset digits")
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before, t_start = load_average(), time.perf_counter()
 
-    data = datasets.load(args.dataset, data_dir=None if args.dataset == "digits" else args.data_dir, limit=args.limit)
-    noisy = noise.symmetric(data.y_train, args.noise_rate, data.num_classes, seed=0)
-    x_train = torch.from_numpy(data.x_train)
-    y_train = torch.from_numpy(np.asarray(noisy.labels))
-    n = len(y_train)
+    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir if args.dataset != "digits" else None,
+                      limit=args.limit, model="lenet", method="ce", noise_rate=args.noise_rate, epochs=1,
+                      batch_size=args.batch_size, lr=0.01, augment="none", device=args.device)
+    dev = resolve_device(args.device)
+    data, noisy = prepare_data(cfg, stream=False)
+    tensors = tuple(torch.from_numpy(np.asarray(a)).to(dev) for a in
+                    (data.x_train, np.asarray(noisy.labels, np.int64), data.x_test, np.asarray(data.y_test, np.int64)))
+    shape = tuple(data.input_shape)
+    fns = {"plain": lambda: plain_epoch(cfg, tensors, shape, data.num_classes)}
+    fns.update({m: (lambda m=m: harness_epoch(replace(cfg, method=m))) for m in args.methods})
 
-    names = ["baseline", *args.methods]
-    runners = [Runner(name, data, y_train, x_train, args.batch_size, seed=0) for name in names]
-    gen = torch.Generator().manual_seed(0)
-    warm = torch.randperm(n, generator=gen)[: min(n, 20 * args.batch_size)]
-    for r in runners:  # warm-up: allocator, autograd graph caches, lazy state
-        r.epoch(warm)
+    def resolved(times: dict[str, list[float]]) -> bool:
+        return max(ratio(times[m], times["plain"]).half_width for m in args.methods) <= args.resolution
 
-    times: dict[str, list[float]] = {name: [] for name in names}
-    started = time.perf_counter()
-    for rep in range(args.repeats):
-        order = torch.randperm(n, generator=gen)
-        shift = rep % len(runners)
-        for r in runners[shift:] + runners[:shift]:
-            times[r.name].append(r.epoch(order))
-        if rep + 1 >= args.min_repeats:
-            widest = max(ratio(times[m], times["baseline"]).half_width for m in args.methods)
-            if widest <= args.resolution:
-                break
-            if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
-                break
+    times = interleaved_samples(fns, args.repeats, warmup=1, min_repeats=min(args.min_repeats, args.repeats),
+                                max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+                                own_time=True, until=resolved)
 
-    rounds = len(times["baseline"])
-    base = statistics.median(times["baseline"])
-    steps = -(-n // args.batch_size)
-    print(f"{data.name} ({n} training images, {steps} steps of {args.batch_size}), LeNet-5, CPU, "
-          f"{torch.get_num_threads()} threads, {rounds} interleaved epochs per method, "
-          f"{args.noise_rate:.0%} symmetric noise; {load_note()}")
-    print(f"{'method':<12} {'epoch (s, median)':>18} {'ratio vs CE loop, 95 % CI':>30} {'+-':>6}  goal <= {GOAL:.2f}x")
-    print(f"{'plain CE':<12} {base:>18.3f} {'1':>30}")
+    rounds, n = len(times["plain"]), len(tensors[1])
+    base = statistics.median(times["plain"])
+    print(f"{data.name} ({n} training images, {-(-n // args.batch_size)} steps of {args.batch_size}, "
+          f"{len(tensors[3])} test images), LeNet-5, {dev}, {torch.get_num_threads()} threads, {rounds} interleaved "
+          f"epochs per variant, {args.noise_rate:.0%} symmetric noise; {load_note()}")
+    print(f"| variant | epoch (s, median) | / plain CE loop, 95 % CI | resolution | goal <= {GOAL:.2f}x |")
+    print("|---|---|---|---|---|")
+    print(f"| plain CE loop | {base:.3f} | 1 | | |")
+    record = {"dataset": data.name, "train_samples": n, "test_samples": len(tensors[3]), "batch_size": args.batch_size,
+              "device": str(dev), "threads": torch.get_num_threads(), "noise_rate": args.noise_rate, "rounds": rounds,
+              "plain_seconds": base, "goal": GOAL, "methods": {}}
     worst, widest, undecided = 0.0, 0.0, []
     for name in args.methods:
-        r = ratio(times[name], times["baseline"])
+        r = ratio(times[name], times["plain"])
         worst, widest = max(worst, r.value), max(widest, r.half_width)
-        verdict = "ok" if r.high <= GOAL else "OVER" if r.low > GOAL else "undecided"
+        verdict = "met" if r.high <= GOAL else "NOT met" if r.low > GOAL else "undecided"
         if verdict == "undecided":
             undecided.append(name)
-        print(f"{name:<12} {statistics.median(times[name]):>18.3f} {str(r):>30} {100 * r.half_width:>5.1f}%  {verdict}")
+        print(f"| harness, {name} | {statistics.median(times[name]):.3f} | {r} | +-{100 * r.half_width:.1f} % | {verdict} |")
+        record["methods"][name] = {"seconds": statistics.median(times[name]), "ratio": r.value, "low": r.low,
+                                   "high": r.high}
     if widest <= args.resolution:
         print(f"resolution: every interval within +-{100 * widest:.1f} % (target {100 * args.resolution:.0f} %): reached")
     else:
@@ -145,6 +142,9 @@ def main() -> None:
               f"+-{100 * widest:.1f} %); more rounds (--repeats) or a quieter machine are needed")
     print(f"worst ratio {worst:.3f}x; " + (f"undecided against the goal: {', '.join(undecided)}" if undecided else
                                            f"{'meets' if worst <= GOAL else 'misses'} the goal (<= {GOAL:.2f}x for every method)"))
+    if args.json:
+        write_result(args.json, "epoch", record, cmd=command(roles={"--data-dir": "MNIST_DIR"}),
+                     load_before=load_before, wall_seconds=time.perf_counter() - t_start)
 
 
 if __name__ == "__main__":

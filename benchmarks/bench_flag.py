@@ -1,4 +1,4 @@
-"""Ranking mislabelled samples: one training run of ours vs cleanlab on 5-fold cross-validation.
+"""How well does one training run rank the mislabelled samples, against cleanlab on 5-fold cross-validation?
 
 On an MNIST subset (or a generated data set, `--dataset blobs`) with injected noise, for each of our
 methods one `curriculoss train` run gives the per-sample signals that `curriculoss.flag` turns into
@@ -34,13 +34,17 @@ from curriculoss import flag
 from curriculoss.harness.methods import MethodOptions
 from curriculoss.harness.models import build_model
 from curriculoss.harness.train import TrainConfig, prepare_data, train
+from curriculoss.signals import open_signals
 
 SCORE_OF = {"ce": "loss", "superloss": "superloss", "data-params": "data-params", "imae": "imae"}
 
 
 def _fit_predict(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, x_eval: torch.Tensor, num_classes: int,
                  seed: int) -> np.ndarray:
-    """Train cfg.model with CE exactly as `curriculoss train` does (SGD, cosine, same batch); return probabilities."""
+    """Train cfg.model with CE exactly as `curriculoss train` does (SGD, cosine, same batch); return probabilities.
+
+    Its own loop: cleanlab needs the probabilities of the held-out fold, which a `curriculoss train` run
+    does not return."""
     torch.manual_seed(seed)
     model = build_model(cfg.model, tuple(x.shape[1:]), num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -103,7 +107,7 @@ def ours(cfg: TrainConfig, method: str, out: Path, epochs: int) -> dict[str, dic
     t0 = time.perf_counter()
     train(run_cfg, out / method, progress=False)
     seconds = time.perf_counter() - t0
-    signals = dict(np.load(out / method / "signals.npz"))
+    signals = {key: np.asarray(value) for key, value in open_signals(out / method).items()}
     rows = {}
     scores_to_try = list(SCORES)
     if SCORE_OF[method] != "loss":

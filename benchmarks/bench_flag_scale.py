@@ -1,4 +1,6 @@
-"""Flagging at scale: record N samples for E epochs into a signals folder, flag them, beside cleanlab.
+"""What do recording and flagging N samples over E epochs cost, in time and memory, beside cleanlab?
+
+Flagging at scale: record N samples for E epochs into a signals folder, flag them, beside cleanlab.
 
 A synthetic run stands in for training: every sample has a true class, a given label (another class for
 a `--noise` share of them) and a difficulty. Epoch by epoch its logits move the way a network's do on

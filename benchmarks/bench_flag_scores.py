@@ -1,8 +1,8 @@
-"""Which score and window rank the mislabelled samples of a run, at every run length (how the default
-of `curriculoss flag` was chosen).
+"""Which score and window rank a run's mislabelled samples best, at every run length? (how the default
+of `curriculoss flag` was chosen)
 
-For each method x noise setting x run length, one `curriculoss train` run (kept in --runs, reused when
-there), then every candidate score from its signals.npz, scored against the run's known noise mask
+For each method x noise setting x run length, one `curriculoss train` run (kept in --runs, read back when
+finished there), then every candidate score from its signals.npz, scored against the run's known noise mask
 (training labels only; no test set is used): AUROC, precision at k (k = the true number of changed
 labels) and the estimated number of issues (`curriculoss.flag.estimate_num_issues`) against the truth.
 
@@ -23,7 +23,8 @@ import numpy as np
 from _results import command, load_average, write_result
 
 from curriculoss import flag
-from curriculoss.harness.train import TrainConfig, train
+from curriculoss.harness.train import TrainConfig, train_or_reuse
+from curriculoss.signals import open_signals
 
 #: (label, score, window) of every candidate.
 CANDIDATES = [
@@ -77,11 +78,10 @@ def main() -> None:
             kind, rate = setting.split(":")
             for epochs in args.epochs:
                 run = Path(args.runs) / f"{method}_{kind}{rate}_e{epochs}_s{args.seed}"
-                if not (run / "signals.npz").exists():
-                    cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, model=args.model,
-                                      method=method, noise=kind, noise_rate=float(rate), epochs=epochs, seed=args.seed)
-                    train(cfg, run, progress=False)
-                signals = dict(np.load(run / "signals.npz"))
+                cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, model=args.model,
+                                  method=method, noise=kind, noise_rate=float(rate), epochs=epochs, seed=args.seed)
+                train_or_reuse(cfg, run, progress=False)
+                signals = {key: np.asarray(value) for key, value in open_signals(run).items()}
                 window = flag.select_epochs(signals["margin"])
                 rows = evaluate_run(signals, method)
                 results[run.name] = {"method": method, "noise": kind, "noise_rate": float(rate), "epochs": epochs,

@@ -1,4 +1,6 @@
-"""Each method's LeNet-5 training step against the plain cross-entropy step, in one interleaved run.
+"""What does each method add to a LeNet-5 training step over plain cross-entropy?
+
+Each method's step against the plain cross-entropy step, in one interleaved run.
 
 Batch 128 of MNIST-sized random input, CPU; a step is zero_grad, forward, loss, backward and the SGD
 steps (the model's, and data parameters' own sparse SGD). The model's learning rate is 0, so that

@@ -13,7 +13,7 @@ and the date; see ``benchmarks/_results.py``). Nothing between the markers is ty
     python benchmarks/render_tables.py --check    # exit 1 if any table differs from its result file
     python benchmarks/render_tables.py import-bench OUT --wall-seconds S   # a `curriculoss bench` folder
                                                   # -> docs/results/main-job.json (+ its plot)
-    python benchmarks/render_tables.py import-probe OUT/probe.csv   # docs/superloss-collapse/probe.py's log
+    python benchmarks/render_tables.py import-probe OUT/probe.csv   # the SuperLoss collapse probe's log
                                                   # -> docs/results/superloss-collapse.json (+ its plot)
 
 ``import-bench`` reads the grid folder as ``curriculoss bench`` writes it (``grid.json``, ``summary.csv``,
@@ -492,7 +492,7 @@ def flag_scale_mnist() -> str:
 
 
 def superloss_collapse() -> str:
-    """The SuperLoss collapse probe (docs/superloss-collapse/probe.py), per seed."""
+    """The SuperLoss collapse probe (benchmarks/probes/superloss_collapse.py), per seed."""
     record = load("superloss-collapse")
     rows = []
     for r in record["data"]["seeds"]:
@@ -617,7 +617,7 @@ def import_bench(folder: Path, out: Path, cmd: str, wall_seconds: float | None, 
 
 def import_probe(csv_path: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
                  load_before: list[float] | None = None) -> None:
-    """The probe.csv of docs/superloss-collapse/probe.py -> a per-seed summary result file."""
+    """The probe.csv of benchmarks/probes/superloss_collapse.py -> a per-seed summary result file."""
     import math
     import statistics
 
@@ -664,10 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["import-probe"]:
         p = argparse.ArgumentParser(prog="render_tables.py import-probe", description=import_probe.__doc__)
-        p.add_argument("csv", type=Path, help="OUT/probe.csv of docs/superloss-collapse/probe.py")
+        p.add_argument("csv", type=Path, help="OUT/probe.csv of benchmarks/probes/superloss_collapse.py")
         p.add_argument("--out", type=Path, default=RESULTS / "superloss-collapse.json")
         p.add_argument("--figure", type=Path, default=ROOT / "docs" / "superloss-collapse" / "superloss-collapse.png")
-        p.add_argument("--command", default="OMP_NUM_THREADS=1 python docs/superloss-collapse/probe.py MNIST_DIR")
+        p.add_argument("--command", default="OMP_NUM_THREADS=1 python benchmarks/probes/superloss_collapse.py MNIST_DIR")
         p.add_argument("--wall-seconds", type=float)
         p.add_argument("--load-before", type=float, nargs=3)
         a = p.parse_args(argv[1:])

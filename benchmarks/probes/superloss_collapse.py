@@ -1,6 +1,6 @@
-"""Why SuperLoss collapsed: tau, the share of samples at the cap and the step size, step by step.
+"""Why does SuperLoss with the paper's step collapse? Tau, the share of samples at the cap and the step size, step by step.
 
-    OMP_NUM_THREADS=1 python docs/superloss-collapse/probe.py [MNIST_DIR] [--seeds 0 1 2 3] [--epochs 2]
+    OMP_NUM_THREADS=1 python benchmarks/probes/superloss_collapse.py [MNIST_DIR] [--seeds 0 1 2 3] [--epochs 2]
 
 Trains LeNet-5 with PyTorch's default initialisation (``lenet-torchinit``) on the first 10,000 MNIST
 images (or the MLP on digits when no MNIST directory is given), 0 % noise, SGD lr 0.1, momentum 0.9,
@@ -14,7 +14,8 @@ step:
 
 Variants: ``ce``; ``paper`` (SuperLoss, tau 'avg', lam 1, smoothing 0.9, the mean of SL over the batch);
 ``normalised`` (the same SuperLoss, the batch's SL divided by its mean sigma*, a detached constant).
-Writes ``superloss-collapse.png`` and ``probe.csv`` next to this file (or into ``--out``).
+Writes ``superloss-collapse.png`` and ``probe.csv`` into ``docs/superloss-collapse/`` (or ``--out``);
+``python benchmarks/render_tables.py import-probe OUT/probe.csv`` makes the result file of its table.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("data_dir", nargs="?")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
 parser.add_argument("--epochs", type=int, default=2)
-parser.add_argument("--out", default=str(Path(__file__).parent))
+parser.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "docs" / "superloss-collapse"))
 parser.add_argument("--plot-only", action="store_true", help="redraw the figure from OUT/probe.csv")
 args = parser.parse_args()
 torch.set_num_threads(1)

@@ -1,11 +1,11 @@
-"""Why MAE and GCE can collapse with LeNet-5 on the 8x8 digits: a sweep of learning rate, warm-up and
+"""Why can MAE and GCE collapse with LeNet-5 on the 8x8 digits? A sweep of learning rate, warm-up and
 initialisation (see docs/defaults.md, "LeNet-5's initialisation").
 
-    OMP_NUM_THREADS=1 python benchmarks/probe_bounded_losses.py [--methods mae gce ce] [--lrs 0.03 0.1]
+    OMP_NUM_THREADS=1 python benchmarks/probes/bounded_losses.py [--methods mae gce ce] [--lrs 0.03 0.1]
         [--seeds 0 1 2] [--warmup 5] [--init he] [--extra "--epochs 100"] [--jobs 2] [--out runs/probe_bounded]
 
 Each cell is one ``curriculoss train`` run with the command line's defaults but for the flags swept, on
-``digits`` and ``digits-moved`` (bench_defaults.py's rotated and shifted digits), LeNet-5, 0 % and
+``digits`` and ``digits-moved`` (the defaults grid's rotated and shifted digits, ``_grid.py``), LeNet-5, 0 % and
 40 % symmetric noise; it prints the final test accuracy per seed (``*``: collapsed, as the grid counts
 it) and the mean. ``--init torch`` trains ``lenet-torchinit`` (PyTorch's default layer initialisation) instead
 of ``lenet`` (He-initialised, output layer at zero).
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_defaults import cli_config, collapsed, make_data, run_all  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for the shared grid runner
+from _grid import cli_config, collapsed, make_data, run_all  # noqa: E402
 
 
 def main() -> None:

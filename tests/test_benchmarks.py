@@ -1,0 +1,210 @@
+"""Every benchmark and probe runs: its main path at tiny sizes (seconds), so that none of them can rot.
+
+Each script runs as its documentation says, in a subprocess from ``benchmarks/`` with the repository's
+``src`` on ``PYTHONPATH``, one thread; the test checks that it exits 0 and that its result file
+(``--json``) holds the figures its table is rendered from. The figures themselves are not checked:
+at these sizes they mean nothing. Scripts that need cleanlab, scipy, Pillow or matplotlib are skipped
+without them; those that read MNIST run on their built-in or generated data instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+#: Scripts that are not benchmarks: the table renderer (tests/test_docs_tables.py runs it).
+NOT_BENCHMARKS = {"render_tables.py"}
+
+
+def run(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` from benchmarks/, the repository's src first on the path; it must exit 0."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    done = subprocess.run([sys.executable, script, *args], cwd=BENCHMARKS, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"{script} exited with {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def result(path: Path, benchmark: str, keys: set[str]) -> dict:
+    """The data of a result file, which says how it was measured and holds at least ``keys``."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert {"benchmark", "command", "machine", "date", "transcribed", "data"} <= set(record)
+    assert record["benchmark"] == benchmark
+    assert record["command"].split()[-2:] == ["--json", str(path)]
+    missing = keys - set(record["data"])
+    assert not missing, f"{path.name}: no {sorted(missing)} in {sorted(record['data'])}"
+    return record["data"]
+
+
+def test_step(tmp_path):
+    out = tmp_path / "step.json"
+    run("bench_step.py", "--batch-size", "4", "--repeats", "3", "--processes", "1", "--threads", "1", "--json", str(out))
+    data = result(out, "step", {"batch_size", "threads", "rounds", "processes", "num_samples", "variants"})
+    assert {"ce", "ce_again", "superloss", "dp_instance", "dp_joint", "imae", "floor_weighted", "floor_node"} \
+        <= set(data["variants"])
+    assert {"step_ms", "ops", "ratio", "low", "high", "goal", "loss_part_us_back_to_back",
+            "loss_part_us_after_forward"} <= set(data["variants"]["superloss"])
+
+
+def test_lambertw(tmp_path):
+    pytest.importorskip("scipy")
+    out = tmp_path / "lambertw.json"
+    run("bench_lambertw.py", "--size", "1000", "--repeats", "2", "--threads", "1", "--json", str(out))
+    data = result(out, "lambertw", {"dtype", "threads", "rows"})
+    assert len(data["rows"]) == 3
+    assert {"input", "variant", "scipy_ms", "ours_ms", "speedup", "low", "high", "ops", "max_abs_difference"} \
+        <= set(data["rows"][0])
+
+
+def test_detection(tmp_path):
+    out = tmp_path / "detection.json"
+    run("bench_detection.py", "--anchors", "2000", "--classes", "10", "--repeats", "2", "--threads", "1",
+        "--json", str(out))
+    data = result(out, "detection", {"anchors", "classes", "rounds", "threads", "focal_ms", "ce_ms", "variants"})
+    assert {"ms", "ratio", "low", "high", "goal"} <= set(data["variants"]["eager"])
+
+
+def test_data_parameters(tmp_path):
+    out = tmp_path / "data-parameters.json"
+    run("bench_data_parameters.py", "--repeats", "2", "--threads", "1", "--json", str(out))
+    data = result(out, "data-parameters", {"batch_size", "repeats", "threads", "step_ms", "ratios", "goals"})
+    assert set(data["step_ms"]) == {"ce", "dp_50k", "dp_60k", "dp_2.4M"}
+    assert set(data["ratios"]) == set(data["goals"]) == {"joint_2.4M_over_50k", "joint_60k_over_ce"}
+
+
+def test_distributed(tmp_path):
+    out = tmp_path / "distributed.json"
+    run("bench_distributed.py", "--batch-size", "16", "--steps", "2", "--repeats", "2", "--json", str(out))
+    data = result(out, "distributed", {"distributed", "scale"})
+    assert set(data["distributed"]["methods"]) == {"superloss", "data-params"}
+    assert {"label", "step_ms_1", "step_ms_2", "library_bytes", "ddp_bytes"} \
+        <= set(data["distributed"]["methods"]["superloss"])
+    assert {"repeats", "step_ms", "ratio", "goal", "memory_mib_10M"} <= set(data["scale"])
+
+
+def test_epoch(tmp_path):
+    out = tmp_path / "epoch.json"
+    run("bench_epoch.py", "--dataset", "digits", "--limit", "256", "--methods", "ce", "data-params",
+        "--repeats", "2", "--min-repeats", "2", "--threads", "1", "--json", str(out))
+    data = result(out, "epoch", {"dataset", "train_samples", "batch_size", "rounds", "plain_seconds", "goal", "methods"})
+    assert set(data["methods"]) == {"ce", "data-params"}
+    assert {"seconds", "ratio", "low", "high"} <= set(data["methods"]["data-params"])
+
+
+def test_imagefolder(tmp_path):
+    pytest.importorskip("PIL")
+    out = tmp_path / "imagefolder.json"
+    run("bench_imagefolder.py", "--images", "40", "--workers", "0", "1", "--json", str(out))
+    data = result(out, "imagefolder", {"images", "load_images_per_second", "epoch_seconds"})
+    assert set(data["load_images_per_second"]) == {"0", "1"}
+    assert set(data["epoch_seconds"]) == {"in memory", "streamed, 0 workers", "streamed, 1 workers"}
+
+
+def test_defaults_grid(tmp_path):
+    """The grid on the built-in digits, then again: the second time every run folder is read back."""
+    pytest.importorskip("scipy")  # the rotated digits
+    out = tmp_path / "defaults-grid.json"
+    args = ["--only", "digits", "--methods", "ce", "--epochs", "1", "--out", str(tmp_path / "grid")]
+    run("bench_defaults.py", *args, "--json", str(out))
+    data = result(out, "defaults-grid", {"epochs", "batch_size", "momentum", "weight_decay", "lr", "methods",
+                                          "noise_rates", "seeds", "rows"})
+    assert len(data["rows"]) == 2 * 2  # models x noise rates
+    assert {"dataset", "model", "noise_rate", "method", "seed", "best", "final", "diverged", "collapsed"} \
+        <= set(data["rows"][0])
+    again = run("bench_defaults.py", *args)
+    assert "4 runs" in again.stdout
+
+
+def test_flag_scores(tmp_path):
+    out = tmp_path / "flag-scores.json"
+    run("bench_flag_scores.py", "--runs", str(tmp_path / "runs"), "--methods", "ce", "--settings", "symmetric:0.4",
+        "--epochs", "2", "--json", str(out))
+    data = result(out, "flag-scores", {"dataset", "model", "seed", "runs"})
+    (row,) = data["runs"].values()
+    assert {"method", "noise", "noise_rate", "epochs", "window", "num_samples", "rows"} <= set(row)
+    assert {"auroc", "precision_at_k", "estimated_num_issues", "num_noisy"} <= set(row["rows"]["aum, early window"])
+
+
+def test_flag(tmp_path):
+    pytest.importorskip("cleanlab")
+    out = tmp_path / "flag.json"
+    run("bench_flag.py", "--dataset", "blobs", "--model", "mlp", "--epochs", "1", "--methods", "ce",
+        "--settings", "symmetric:0.4", "--json", str(out))
+    data = result(out, "flag", {"dataset", "model", "epochs_per_fold", "our_epochs", "folds", "settings"})
+    rows = data["settings"]["symmetric:0.4"]
+    assert {"ce: aum, early window (default)", "cleanlab 5-fold"} <= set(rows)
+    assert {"auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy", "seconds",
+            "sample_epochs"} <= set(rows["cleanlab 5-fold"])
+
+
+def test_flag_scale(tmp_path):
+    pytest.importorskip("cleanlab")
+    out = tmp_path / "flag-scale.json"
+    run("bench_flag_scale.py", "--sizes", "2000", "--epochs", "4", "--classes", "10", "--threads", "1",
+        "--cleanlab-max", "2000", "--json", str(out))
+    data = result(out, "flag-scale", {"rows", "noise", "batch"})
+    assert {"n", "epochs", "classes", "record_seconds_per_epoch", "record_peak_mb", "record_rss_before_mb",
+            "signals_bytes", "flag_seconds", "flag_peak_mb", "auroc", "cleanlab_seconds", "cleanlab_peak_mb"} \
+        <= set(data["rows"][0])
+
+
+def test_probe_bounded_losses(tmp_path):
+    pytest.importorskip("scipy")  # the rotated digits
+    done = run("probes/bounded_losses.py", "--methods", "ce", "--seeds", "0", "--extra", "--epochs 1", "--jobs", "1",
+               "--out", str(tmp_path / "probe"))
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| digits")]
+    assert len(rows) == 4  # two data sets x two noise rates
+
+
+def test_probe_superloss_collapse(tmp_path):
+    """The probe on the digits, then its log turned into the result file its table is rendered from."""
+    pytest.importorskip("matplotlib")
+    run("probes/superloss_collapse.py", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path))
+    assert (tmp_path / "superloss-collapse.png").stat().st_size > 0
+    out = tmp_path / "superloss-collapse.json"
+    run("render_tables.py", "import-probe", str(tmp_path / "probe.csv"), "--out", str(out), "--figure",
+        str(tmp_path / "figure.png"))
+    data = json.loads(out.read_text(encoding="utf-8"))["data"]
+    assert {"test_accuracy", "largest_batch_loss", "cap_share_before", "tau_max", "grad_norm_max"} <= set(data["seeds"][0])
+    assert set(data["seeds"][0]["test_accuracy"]) == {"ce", "paper", "normalised"}
+
+
+def _scripts() -> list[Path]:
+    return sorted(p for p in [*BENCHMARKS.glob("*.py"), *BENCHMARKS.glob("probes/*.py")]
+                  if not p.name.startswith("_") and p.name not in NOT_BENCHMARKS)
+
+
+def test_every_script_has_a_smoke_test():
+    tested = set()
+    for name, fn in globals().items():
+        if name.startswith("test_") and fn is not test_every_script_has_a_smoke_test:
+            source = fn.__code__.co_consts
+            tested |= {c for c in source if isinstance(c, str) and c.endswith(".py")}
+    scripts = {str(p.relative_to(BENCHMARKS)) for p in _scripts()}
+    assert scripts - tested == set(), f"benchmarks without a smoke test here: {sorted(scripts - tested)}"
+
+
+@pytest.mark.parametrize("path", _scripts(), ids=lambda p: str(p.relative_to(BENCHMARKS)))
+def test_every_script_opens_with_its_question(path):
+    """One script per question: the docstring's first line asks it."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    assert doc and "?" in doc.splitlines()[0], f"{path.name}: the docstring's first line is not a question"
+
+
+def test_benchmarks_import_no_private_harness_name():
+    import ast
+
+    for path in [*BENCHMARKS.glob("*.py"), *BENCHMARKS.glob("probes/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("curriculoss"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
