@@ -7,10 +7,13 @@ import sys
 import curriculoss
 import curriculoss.harness
 
+
 #: The library's modules, at the top level of the package.
 LIBRARY = ("_checks", "_compile", "_lambertw", "_loss", "_sparse", "_superloss", "_superloss_state", "contrastive",
            "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed", "integrations", "lambertw", "mae",
            "noise", "recorder", "sce", "signals", "superloss")
+
+
 #: The harness's modules and sub-packages.
 HARNESS = ("arguments", "augment", "bench", "checkpoint", "cli", "commands", "config", "configfile", "data", "devices",
            "divergence", "epoch", "flagging", "methods", "models", "plots", "presets", "progress", "reproduce",
@@ -35,13 +38,6 @@ def test_library_never_imports_the_harness():
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_python_m_curriculoss_runs_the_harness_cli():
-    proc = subprocess.run([sys.executable, "-m", "curriculoss", "--version"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert curriculoss.__version__ in proc.stdout
 
 
 def test_the_version_is_written_once():
