@@ -10,7 +10,7 @@ from curriculoss.harness.cli import main
 from _helpers import TINY64
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def finished_runs(tmp_path_factory) -> Path:
     """A folder holding `run`, a finished 2-epoch CE run on 64 digits with 20 % noise, and `grid`, a
     finished one-cell grid of the same (1 epoch); tests change copies of them."""
@@ -21,7 +21,7 @@ def finished_runs(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def finished_run(finished_runs) -> Path:
     """The finished run of `finished_runs`."""
     return finished_runs / "run"
