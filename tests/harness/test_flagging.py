@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from curriculoss import flag
-from curriculoss.harness import train as train_mod
 from curriculoss.harness.cli import main
 from curriculoss.harness.train import TrainConfig, train
 from curriculoss.recorder import Recorder
@@ -102,16 +101,16 @@ def test_flag_predicts_a_streamed_set_as_the_in_memory_one(tmp_path, monkeypatch
     gets the predictions the in-memory arrays give."""
     from dataclasses import replace
 
-    from curriculoss.harness import cli
+    from curriculoss.harness import epoch, flagging
 
     write_pngs(tmp_path / "D", per_class=5)
     cfg = _cfg(tmp_path / "D", stream="yes", epochs=1)
     train(cfg, tmp_path / "run", progress=False)
     streamed_batches = []
-    real = train_mod._stream_loader
-    monkeypatch.setattr(train_mod, "_stream_loader", lambda *a, **k: streamed_batches.append(a[3]) or real(*a, **k))
-    streamed = cli._predictions(tmp_path / "run", cfg)
+    real = epoch.stream_loader
+    monkeypatch.setattr(epoch, "stream_loader", lambda *a, **k: streamed_batches.append(a[3]) or real(*a, **k))
+    streamed = flagging._predictions(tmp_path / "run", cfg)
     assert streamed_batches, "the streamed run's predictions did not stream"
-    in_memory = cli._predictions(tmp_path / "run", replace(cfg, stream="no"))
+    in_memory = flagging._predictions(tmp_path / "run", replace(cfg, stream="no"))
     np.testing.assert_array_equal(streamed, in_memory)
     assert main(["flag", str(tmp_path / "run")]) == 0
