@@ -1,8 +1,42 @@
-"""What several test files share: a refused command's one-line error, an example run to its flags."""
+"""What several test files share: a refused command's one-line error, an example run to its flags, the
+argument lists of tiny runs, and writers of small data sets and readers of run folders."""
+import csv
 import importlib.util
+import math
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+from scipy.special import lambertw as scipy_lambertw
+
 from curriculoss.harness.cli import main
+from curriculoss.harness.config import TrainConfig
+from curriculoss.harness.checkpoint import load_checkpoint
+from curriculoss.signals import open_signals
+
+#: A tiny `curriculoss train` (300 digits, 3 epochs).
+TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
+#: A tinier one (64 digits, 2 epochs), the finished run of `tests/harness/conftest.py`.
+TINY64 = ["--limit", "64", "--epochs", "2", "--batch-size", "32", "--quiet"]
+#: One thread per process: the tests that spawn processes run on 2 shared cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+#: A model factory module that a run folder could carry: importing it writes `marker`.
+PAYLOAD = '''
+import pathlib
+pathlib.Path({marker!r}).write_text("the run folder's code ran")
+import torch.nn as nn
+
+
+def f(num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+'''
 
 
 def one_line_error(capsys, argv: list[str]) -> str:
@@ -28,3 +62,154 @@ def run_example(script: Path, argv: list[str]) -> dict:
     figures = example.main(argv)
     assert set(Path.cwd().iterdir()) == before  # nothing written outside --out
     return figures
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+
+def signals_of(run: Path) -> dict:
+    return {key: np.asarray(value) for key, value in open_signals(run).items()}
+
+
+def without(arrays: dict, key: str) -> dict:
+    return {k: v for k, v in arrays.items() if k != key}
+
+
+def copy_run(run: Path, tmp_path: Path, *, npz: bool = False) -> Path:
+    """A copy of the run; `npz=True`: with its signals in one `signals.npz`, as older versions wrote them."""
+    out = Path(shutil.copytree(run, tmp_path / "run"))
+    if npz:
+        signals = signals_of(out)
+        shutil.rmtree(out / "signals")
+        np.savez(out / "signals.npz", **signals)
+    return out
+
+
+def copy_named(finished, name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished / name, tmp_path / name))
+
+
+def stamps(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def grid_argv(out: Path, *extra: str) -> list[str]:
+    return ["bench", *TINY64, "--epochs", "1", "--methods", "ce", "--noise-rates", "0.2", "--seeds", "0", *extra,
+            "--out", str(out)]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r.pop("seconds")
+    return rows
+
+
+def spawn_train(out: Path) -> subprocess.Popen:
+    args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "800", "--epochs", "6",
+            "--batch-size", "8", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def tensors_in(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v)
+
+
+def assert_cpu_checkpoint(run: Path) -> dict:
+    state = load_checkpoint(run / "checkpoint.pt")
+    found = list(tensors_in(state))
+    assert found and all(t.device.type == "cpu" for t in found)
+    return state
+
+
+def same_run_outputs(a, b, exact=True):
+    """Identical signals, weights, method state and metrics (on a GPU, whose kernels may sum in any
+    order from run to run, to float32 rounding)."""
+    same = (lambda x, y, msg: np.testing.assert_array_equal(x, y, err_msg=msg)) if exact else \
+        (lambda x, y, msg: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=msg))
+    sa, sb = open_signals(a), open_signals(b)
+    for key in sa:
+        same(sa[key], sb[key], key)
+    ma, mb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    for part in ("model", "method"):
+        for name, tensor in ma[part].items():
+            if torch.is_tensor(tensor):
+                same(tensor.numpy(), mb[part][name].numpy(), name)
+    drop = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]
+    if exact:
+        np.testing.assert_equal(drop(ma["history"]), drop(mb["history"]))  # NaN columns count as equal
+
+
+def image_run_config(root, device="cpu", **kw):
+    """A tiny SuperLoss run on the image folder `root` (see `write_pngs`)."""
+    base = dict(dataset="imagefolder", data_dir=str(root), image_size=8, model="lenet", method="superloss",
+                noise_rate=0.3, epochs=3, batch_size=5, augment="crop-flip", device=str(device))
+    return TrainConfig(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------------------------- data sets
+
+def write_cifar10_python(folder: Path, per_batch: int = 8, seed: int = 0) -> None:
+    """CIFAR-10's python version: data_batch_1..5 and test_batch pickles of random images."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        obj = {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+               b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
+
+
+def write_png_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 20, seed: int = 0):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def write_pngs(root, classes=("a", "b", "c"), per_class=7, size=12, seed=0):
+    Image = pytest.importorskip("PIL.Image")
+
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            # sizes differ from the image size: the resize is part of what must match
+            Image.fromarray(rng.integers(0, 256, (size + i % 3, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def peak_bytes(fn):
+    """Peak of Python-tracked allocations (bytes objects, numpy arrays) during fn(), and its exception."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - returned to the caller, which checks it
+        error = exc
+    else:
+        error = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, error
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+def superloss_reference(loss: np.ndarray, tau: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 3-4 in numpy with scipy's Lambert W (an independent implementation)."""
+    beta = np.maximum((loss - tau) / lam, -2 / math.e)
+    # At the cap the argument is -1/e, where W = -1 exactly; scipy returns NaN for the double nearest
+    # -1/e (it lies just below -1/e), so the cap's value is written out.
+    w = np.where(beta <= -2 / math.e, -1.0, scipy_lambertw(np.maximum(beta / 2, -1 / math.e)).real)
+    sigma = np.exp(-w)
+    return (loss - tau) * sigma + lam * w**2, sigma

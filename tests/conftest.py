@@ -6,6 +6,15 @@ suite runs on a GPU when one is there::
     pytest --device cuda --dtype float32
 
 Tests marked ``slow`` (longer than CI's budget allows) run only with ``--run-slow``.
+
+The tests mirror the source tree: ``src/curriculoss/a/b.py`` is tested in ``tests/a/test_b.py``, a
+package's ``__init__.py`` in ``test___init__.py`` where it holds logic of its own (``test_layout.py``
+checks it). The files at the top level that test no single module are cross-cutting: the documentation
+(``test_docs.py``, ``test_docs_tables.py``, ``test_words.py``), the examples (``test_examples.py``,
+``test_own_loop.py``), the defaults shared by the command line and the library (``test_defaults.py``),
+the operation budgets and fused paths (``test_speed.py``), the test template run over the four baseline
+losses (``test_baselines.py``) and the layering (``test_layout.py``). Plain helpers shared by several
+files are in ``_helpers.py``; the fixtures of a folder's tests in its ``conftest.py``.
 """
 import pytest
 import torch

@@ -4,7 +4,6 @@ against ``curriculoss train``."""
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,10 @@ from scipy.special import log_softmax
 
 from curriculoss import flag
 from curriculoss.harness.cli import main
-from curriculoss.recorder import SIGNALS, Recorder, margins
-from curriculoss.signals import Table, open_signals
 from curriculoss.harness.train import TrainConfig, train
+from curriculoss.recorder import Recorder, SIGNALS, margins
+from curriculoss.signals import open_signals
+
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flag_own_loop.py"
 
@@ -254,84 +254,6 @@ def test_recorder_and_flag_import_no_harness():
             "bad = [m for m in sys.modules if m.startswith('curriculoss.harness')]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_flag_command_on_a_run_folder_and_on_old_signals(tmp_path, capsys):
-    cfg = TrainConfig(dataset="digits", model="mlp", method="superloss", noise="pair", noise_rate=0.2, epochs=3, seed=0)
-    run = tmp_path / "run"
-    train(cfg, run, progress=False)
-    assert main(["flag", str(run)]) == 0
-    assert "scored by 'aum'" in capsys.readouterr().out  # SuperLoss runs are ranked by AUM too
-    signals = {k: np.asarray(v) for k, v in open_signals(run).items()}
-    _, scores = flag.run_scores(signals, method="superloss")
-    suspects = np.genfromtxt(run / "suspects.csv", delimiter=",", names=True, dtype=None)
-    flagged = np.zeros(len(scores), bool)
-    flagged[suspects["index"][suspects["flagged"] == 1]] = True
-    np.testing.assert_array_equal(flagged, flag.find_label_issues(scores, score="aum"))
-    assert main(["flag", str(run), "--score", "superloss", "--window", "all"]) == 0
-    old = tmp_path / "old"
-    old.mkdir()
-    np.savez(old / "signals.npz", **{k: v for k, v in signals.items() if k != "margin"})
-    with pytest.raises(SystemExit, match="margin"):
-        main(["flag", str(old)])
-    assert main(["flag", str(old / "signals.npz"), "--score", "loss"]) == 0
-
-
-def test_resume_from_a_checkpoint_written_before_the_recorder(tmp_path):
-    """A checkpoint with the old (epochs, N) loss_signal / conf_signal tables resumes; its epochs keep
-    their losses and have no margins."""
-    cfg = TrainConfig(dataset="digits", model="mlp", method="ce", noise="symmetric", noise_rate=0.2, epochs=3, seed=0)
-    full = tmp_path / "full"
-    train(cfg, full, progress=False)
-    part = tmp_path / "part"
-    shutil.copytree(full, part)
-    state = torch.load(full / "checkpoint.pt", weights_only=True)
-    # rewind to epoch 2 in the old format: NaN rows ahead of the finished epochs
-    state.pop("recorder")
-    finished = open_signals(full)
-    n = finished["loss"].shape[1]
-    loss = torch.full((3, n), float("nan"))
-    loss[:2] = torch.from_numpy(finished["loss"][:2])
-    conf = torch.full((3, n), float("nan"))
-    state.update(loss_signal=loss, conf_signal=conf, epoch=2)
-    torch.save(state, part / "checkpoint.pt")
-    train(cfg, part, resume=True, progress=False)
-    got = open_signals(part)
-    np.testing.assert_array_equal(got["loss"][:2], finished["loss"][:2])
-    assert np.isnan(got["margin"][:2]).all() and np.isfinite(got["margin"][2]).all()
-
-
-def test_a_run_of_the_in_memory_format_resumes_exactly_into_a_signals_folder(tmp_path, monkeypatch):
-    """A run folder as version 0.2.0 left it (the tables in the checkpoint, signals.npz) resumes: the
-    tables move to `signals/`, the stale signals.npz goes, and every value equals an uninterrupted run's."""
-    cfg = TrainConfig(dataset="digits", model="mlp", method="superloss", noise="symmetric", noise_rate=0.2, epochs=3,
-                      seed=0)
-    full, part = tmp_path / "full", tmp_path / "part"
-    train(cfg, full, progress=False)
-    import curriculoss.harness.train as harness_train
-
-    written, write = [], harness_train._write_metrics
-    def stop_after_two(run_dir, history):  # the run is stopped once epoch 2 is checkpointed
-        write(run_dir, history)
-        written.append(len(history))
-        if len(history) == 2:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(harness_train, "_write_metrics", stop_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, part, progress=False)
-    monkeypatch.undo()
-    tables = {k: torch.from_numpy(np.asarray(Table(part / "signals" / f"{k}.npy"))) for k in SIGNALS}
-    state = torch.load(part / "checkpoint.pt", weights_only=True)
-    state["recorder"] = {**tables, "labels": state["recorder"]["labels"], "predicted": state["recorder"]["predicted"]}
-    torch.save(state, part / "checkpoint.pt")
-    shutil.rmtree(part / "signals")
-    np.savez(part / "signals.npz", **{k: v.numpy() for k, v in tables.items()})
-    train(cfg, part, resume=True, progress=False)
-    assert (part / "signals").is_dir() and not (part / "signals.npz").exists()
-    a, b = open_signals(full), open_signals(part)
-    assert set(a) == set(b)
-    for key in a:
-        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
 def test_a_failed_save_leaves_no_partial_file_and_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from curriculoss import flag
-from curriculoss.recorder import SIGNALS, Recorder
+from curriculoss.recorder import Recorder, SIGNALS
 from curriculoss.signals import Table, TableWriter, open_signals
 
 
@@ -159,29 +159,3 @@ def test_streamed_recorder_memory_does_not_grow_with_the_epochs(tmp_path):
         growth[name] = float(proc.stdout.split()[-1])
     assert growth["memory"] > 50, growth  # the test can tell the two apart
     assert growth["streamed"] < 10, growth
-
-
-def test_the_command_flags_a_signals_npz_as_it_flags_the_same_signals_in_a_folder(tmp_path, capsys):
-    from curriculoss.harness.cli import main
-
-    n, g = 400, torch.Generator().manual_seed(2)
-    wrong = torch.arange(n) % 5 == 0
-    y_true = torch.randint(0, 4, (n,), generator=g)
-    y = torch.where(wrong, (y_true + 1) % 4, y_true)
-    memory, streamed = Recorder(n), Recorder(n, path=tmp_path / "folder" / "signals")
-    for epoch in range(6):
-        z = torch.nn.functional.one_hot(y_true, 4) * (0.5 + epoch) + torch.randn(n, 4, generator=g)
-        for idx in torch.randperm(n, generator=g).split(50):
-            for rec in (memory, streamed):
-                rec.update(idx, z[idx], y[idx])
-        memory.end_epoch()
-        streamed.end_epoch()
-    memory.save(tmp_path / "old", noise_mask=wrong.numpy())
-    streamed.save(noise_mask=wrong.numpy())
-    printed = []
-    for target in (tmp_path / "old", tmp_path / "folder"):
-        assert main(["flag", str(target)]) == 0
-        printed.append(capsys.readouterr().out.replace(str(target), "RUN"))
-    assert printed[0] == printed[1]
-    for name in ("suspects.csv", "flag.json"):
-        assert (tmp_path / "old" / name).read_text() == (tmp_path / "folder" / name).read_text()

@@ -6,14 +6,20 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
 import curriculoss
 from curriculoss import superloss_confidence
 
+from _helpers import superloss_reference as reference_sl
+
+
 # The equations' tests run Eq. 3 as written (step='paper'); the normalised step, the default, is
 # tested against them below (test_normalised_step_*).
 SuperLoss = functools.partial(curriculoss.SuperLoss, step="paper")
+
+
 superloss = functools.partial(curriculoss.superloss, step="paper")
 
 
@@ -372,10 +378,6 @@ def test_float32_confidence_within_the_lambertw_contract_against_mpmath(smoothin
     assert np.all(np.abs(w - w_ref) <= 1e-6 + 2e-6 * np.abs(w_ref) + 1e-7)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Robustness: half precision, negative indices, overflow of the running sums, tau checks
-# ----------------------------------------------------------------------------------------------------------
-
 ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 
@@ -454,10 +456,6 @@ def test_functional_superloss_validates_tau(tau):
         superloss(torch.rand(3), torch.tensor([1, 2, 3]))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# float32 state, for devices without float64 (Apple's MPS)
-
-
 class _Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
     """Records every operation whose output is a float64 tensor."""
 
@@ -516,10 +514,6 @@ def test_confidence_under_torch_func_vmap():
     ref = torch.from_numpy(np.where(capped, E, np.exp(-scipy.special.lambertw(np.where(capped, 0.0, beta) / 2).real)))
     torch.testing.assert_close(torch.func.vmap(lambda l: superloss_confidence(l, 1.5, 0.5))(loss), ref,
                                rtol=1e-11, atol=1e-12)
-
-
-# ------------------------------------------------------------------------------------------------------
-# The normalised step (the default) and evaluation mode.
 
 
 def scipy_sigma(loss: np.ndarray, tau: float, lam: float) -> np.ndarray:
@@ -601,18 +595,6 @@ def test_eval_mode_changes_no_state(tau, smoothing):
     assert tau == 1.5 or float(module.tau) != tau_now
 
 
-def test_contrastive_eval_mode_changes_no_state():
-    criterion = curriculoss.SuperContrastiveLoss(tau="avg")
-    gen = torch.Generator().manual_seed(1)
-    criterion(torch.randn(16, 8, generator=gen), torch.randn(16, 8, generator=gen), torch.randint(0, 2, (16,)))
-    before = {k: v.clone() for k, v in criterion.state_dict().items()}
-    criterion.eval()
-    for _ in range(10):
-        criterion(torch.randn(16, 8, generator=gen) * 5, torch.randn(16, 8, generator=gen),
-                  torch.randint(0, 2, (16,), generator=gen))
-    assert all(torch.equal(v, before[k]) for k, v in criterion.state_dict().items())
-
-
 def test_misuse_gets_a_sentence_that_names_the_fix():
     logits, target = torch.randn(8, 10), torch.randint(10, (8,))
     with pytest.raises(ValueError, match="per-sample losses, not logits"):
@@ -623,3 +605,98 @@ def test_misuse_gets_a_sentence_that_names_the_fix():
     loss = torch.rand(8, dtype=torch.float64)
     out = module(loss, np.arange(8, dtype=np.int32))  # a NumPy index is converted
     assert torch.equal(out, reference(loss, torch.arange(8)))
+
+
+def test_at_cap_marks_beta_at_or_below_minus_two_over_e():
+    lam, tau = 0.5, 1.0
+    loss = torch.tensor([0.0, 0.5, 1.0 - 2 * lam / math.e - 1e-9, 1.0 - 2 * lam / math.e + 1e-6, 1.0, 3.0],
+                        dtype=torch.float64)
+    module = curriculoss.SuperLoss(tau=tau, lam=lam)
+    module(loss)
+    beta = (loss.numpy() - tau) / lam  # independent: the definition of the cap in Eq. 4 (errata 1)
+    np.testing.assert_array_equal(module.at_cap.numpy(), beta <= -2 / math.e)
+    torch.testing.assert_close(module.confidence[module.at_cap], torch.full((3,), math.e, dtype=torch.float64))
+
+
+def test_multi_output_regression_sums_outputs_per_sample():
+    pred = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(6, 3, dtype=torch.float64)
+    per_sample = F.mse_loss(pred, target, reduction="none").sum(1)
+    criterion = SuperLoss(tau=0.5, lam=1.0)
+    out = criterion(per_sample)
+    l = ((pred.detach() - target) ** 2).sum(1).numpy()
+    sl, sigma = reference_sl(l, 0.5, 1.0)
+    assert out.item() == pytest.approx(sl.mean(), rel=1e-10)
+    out.backward()
+    # d SL / d pred = sigma_i * 2 (pred - target) / N
+    expected = torch.from_numpy(sigma)[:, None] * 2 * (pred.detach() - target) / 6
+    torch.testing.assert_close(pred.grad, expected)
+
+
+@pytest.mark.parametrize("scale", [1.0, 100.0, 10_000.0])
+def test_running_threshold_is_homogeneous_for_losses_up_to_1e4(scale):
+    # ell_2 losses of age regression range in [0, 10000] (Sec. 3.2): scaling the losses and lam together
+    # leaves the confidences unchanged, with the running threshold doing the rest.
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.rand(32, generator=gen, dtype=torch.float64) for _ in range(4)]
+    a, b = SuperLoss(tau="ema", lam=0.5), SuperLoss(tau="ema", lam=0.5 * scale)
+    for batch in batches:
+        out_a, out_b = a(batch), b(batch * scale)
+        torch.testing.assert_close(b.confidence, a.confidence)
+        torch.testing.assert_close(out_b, out_a * scale)
+    assert float(b.tau) == pytest.approx(float(a.tau) * scale, rel=1e-12)
+
+
+def test_smooth_l1_regression_matches_reference():
+    pred, target = torch.randn(40, dtype=torch.float64) * 3, torch.randn(40, dtype=torch.float64)
+    l = F.smooth_l1_loss(pred, target, reduction="none")
+    out = SuperLoss(tau=0.5, lam=1.0, reduction="sum")(l)
+    assert out.item() == pytest.approx(reference_sl(l.numpy(), 0.5, 1.0)[0].sum(), rel=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["avg", "ema"])
+def test_detection_anchors_with_ignore_mask(mode):
+    images, anchors, classes = 3, 50, 5
+    gen = torch.Generator().manual_seed(0)
+    criterion = SuperLoss(tau=mode, lam=1.0)
+    ref_tau = None
+    total, count = 0.0, 0
+    for _ in range(3):
+        logits = torch.randn(images, anchors, classes, generator=gen, dtype=torch.float64)
+        target = torch.randint(0, classes, (images, anchors), generator=gen)
+        ignore = torch.rand(images, anchors, generator=gen) < 0.3
+        ce = F.cross_entropy(logits.reshape(-1, classes), target.reshape(-1), reduction="none").reshape(images, anchors)
+        out = criterion(ce, mask=ignore)
+        kept = ce[~ignore].numpy()
+        if mode == "avg":
+            total, count = total + kept.sum(), count + kept.size
+            ref_tau = total / count
+        else:
+            ref_tau = kept.mean() if ref_tau is None else 0.9 * ref_tau + 0.1 * kept.mean()
+        sl, _ = reference_sl(kept, ref_tau, 1.0)
+        assert float(criterion.tau) == pytest.approx(ref_tau, rel=1e-12)
+        assert out.item() == pytest.approx(sl.mean(), rel=1e-10)
+        assert criterion.confidence.shape == (images, anchors)
+
+
+def test_detection_with_focal_anchor_losses():
+    from curriculoss import focal_loss
+
+    logits = torch.randn(2 * 30, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 4, (60,))
+    fl = focal_loss(logits, target, reduction="none").reshape(2, 30)
+    ignore = torch.zeros(2, 30, dtype=torch.bool)
+    ignore[:, :5] = True
+    out = SuperLoss(tau="avg")(fl, mask=ignore)
+    out.backward()
+    assert torch.all(logits.grad.reshape(2, 30, 4)[ignore] == 0)
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_triplet_loss_with_plain_superloss():
+    a, p, n = (torch.randn(10, 6, dtype=torch.float64) for _ in range(3))
+    a.requires_grad_()
+    l = F.triplet_margin_loss(a, p, n, margin=1.0, reduction="none")
+    out = SuperLoss(tau="avg", reduction="sum")(l)
+    assert out.item() == pytest.approx(reference_sl(l.detach().numpy(), l.mean().item(), 1.0)[0].sum(), rel=1e-10)
+    out.backward()

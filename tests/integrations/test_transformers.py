@@ -1,32 +1,27 @@
 """curriculoss.integrations.transformers: the example flags the noisy digits, data parameters train under
 the Hugging Face Trainer as in a plain loop, and the recorder closes, saves and checkpoints its epochs."""
 import copy
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-
 from transformers import Trainer, TrainingArguments  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
-
 from curriculoss import DataParameters, IndexedDataset  # noqa: E402
 from curriculoss.integrations.transformers import (  # noqa: E402
     RECORDER_FILE, DataParametersCallback, RecorderCallback)
-
 from _helpers import run_example  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "huggingface_trainer_digits.py"
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "huggingface_trainer_digits.py"
+
+
 N, C, BATCH, LR = 96, 4, 16, 0.05
 
 
@@ -178,16 +173,3 @@ def test_recorder_closes_saves_and_checkpoints_epochs(tmp_path):
     optimizer.load_checkpoint(last)
     optimizer.on_train_begin(args, None, None)
     assert optimizer.optimizer.state_dict()["state"][0]["step"] == trainer.state.global_step
-
-
-@pytest.mark.parametrize("module, missing, extra", [
-    ("curriculoss.integrations.transformers", ("transformers",), "huggingface"),
-    ("curriculoss.integrations.lightning", ("lightning", "lightning.pytorch", "pytorch_lightning"), "lightning"),
-])
-def test_a_missing_framework_names_the_extra(monkeypatch, module, missing, extra):
-    for name in missing:
-        monkeypatch.setitem(sys.modules, name, None)  # import refused, as when not installed
-    monkeypatch.delitem(sys.modules, module, raising=False)
-    message = rf'needs {missing[0]}, which is not installed: pip install "curriculoss\[{extra}\]"'
-    with pytest.raises(ImportError, match=message):
-        importlib.import_module(module)

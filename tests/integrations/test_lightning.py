@@ -9,21 +9,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-L = pytest.importorskip("lightning")
-
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from lightning.pytorch.plugins import MixedPrecision  # noqa: E402
-
-from curriculoss import DataParameters, IndexedDataset  # noqa: E402
-from curriculoss.integrations.lightning import DataParametersCallback, RecorderCallback  # noqa: E402
+from curriculoss import DataParameters, IndexedDataset
+from curriculoss.integrations.lightning import DataParametersCallback, RecorderCallback
 from curriculoss.signals import open_signals
 
-from _helpers import run_example  # noqa: E402
+from _helpers import run_example
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lightning_digits.py"
+
+L = pytest.importorskip("lightning")
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lightning_digits.py"
+
+
 N, C, BATCH = 96, 4, 16
 
 

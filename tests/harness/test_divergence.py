@@ -1,22 +1,16 @@
-"""No silent collapse: the divergence check, its record in results.json, the command line's report and
---stop-on-divergence; SuperLoss's per-epoch cap statistics and its normalised step in the harness."""
+"""curriculoss.harness.divergence: telling a collapsed run from a finished one."""
 import csv
 import json
 import math
 
 import numpy as np
 import pytest
-import torch
 
 from curriculoss.harness import divergence
-from curriculoss.harness.bench import format_table, memorisation_gaps, summarise
 from curriculoss.harness.cli import main
-from curriculoss.harness.methods import MethodOptions, SuperLossMethod
-from curriculoss.superloss import SuperLoss
 from curriculoss.harness.train import TrainConfig, train
-from curriculoss.signals import open_signals
 
-TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size", "32", "--quiet"]
+from _helpers import TINY
 
 
 def _rows(accs, losses=None):
@@ -111,70 +105,3 @@ def test_stop_on_divergence_stops_with_a_clear_message(tmp_path, capsys):
 def test_a_healthy_run_is_not_diverged(tmp_path):
     results = train(TrainConfig(limit=300, epochs=2, batch_size=32), tmp_path / "ok", progress=False)
     assert results["diverged"] is False and results["diverged_epoch"] is None
-
-
-def test_bench_table_counts_diverged_cells_and_prints_no_spread_for_one_seed():
-    rows = [{"method": "ce", "noise_rate": 0.4, "seed": s, "metric": "accuracy", "best": 0.9, "final": f,
-             "seconds": 1.0, "diverged": d} for s, (f, d) in enumerate([(0.8, False), (0.1, True), (0.7, False)])]
-    rows.append({"method": "imae", "noise_rate": 0.0, "seed": 0, "metric": "accuracy", "best": 0.5, "final": 0.4,
-                 "seconds": 1.0})
-    table = format_table(summarise(rows))
-    ce = next(line for line in table.splitlines() if line.startswith("| ce"))
-    assert "**1/3**" in ce and "53.33 ±" in ce  # the collapsed seed stays in the mean: (80 + 10 + 70) / 3
-    imae = next(line for line in table.splitlines() if line.startswith("| imae"))
-    assert "± 0.00" not in imae and "(1 seed)" in imae and "0/1" in imae
-    assert "40% noise +36.67" in memorisation_gaps(summarise(rows))
-
-
-# --- SuperLoss: share at the cap and the normalised step ---------------------------------------------
-
-def test_at_cap_marks_beta_at_or_below_minus_two_over_e():
-    lam, tau = 0.5, 1.0
-    loss = torch.tensor([0.0, 0.5, 1.0 - 2 * lam / math.e - 1e-9, 1.0 - 2 * lam / math.e + 1e-6, 1.0, 3.0],
-                        dtype=torch.float64)
-    module = SuperLoss(tau=tau, lam=lam)
-    module(loss)
-    beta = (loss.numpy() - tau) / lam  # independent: the definition of the cap in Eq. 4 (errata 1)
-    np.testing.assert_array_equal(module.at_cap.numpy(), beta <= -2 / math.e)
-    torch.testing.assert_close(module.confidence[module.at_cap], torch.full((3,), math.e, dtype=torch.float64))
-
-
-def test_metrics_record_the_share_at_the_cap_and_the_mean_confidence(tmp_path):
-    out = tmp_path / "sl"
-    # lr 0.1: fast enough for some losses to fall below tau - 2/e within 3 epochs of 300 samples
-    assert main(["train", *TINY, "--method", "superloss", "--lr", "0.1", "--noise-rate", "0.4", "--out", str(out)]) == 0
-    with open(out / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    conf = open_signals(out)["confidence"]  # the per-sample signal table, recorded separately
-    for epoch, row in enumerate(rows):
-        assert float(row["sl_mean_sigma"]) == pytest.approx(conf[epoch].mean(), rel=1e-5)
-        assert float(row["sl_cap_share"]) == pytest.approx((conf[epoch] >= np.float32(math.e) * (1 - 1e-6)).mean())
-    assert any(float(r["sl_cap_share"]) > 0 for r in rows)
-    out = tmp_path / "ce"
-    assert main(["train", *TINY, "--out", str(out)]) == 0
-    with open(out / "metrics.csv") as fh:
-        assert all(math.isnan(float(r["sl_cap_share"])) for r in csv.DictReader(fh))
-
-
-@pytest.mark.parametrize("normalise", [True, False])
-def test_harness_step_is_the_confidence_weighted_mean(normalise):
-    torch.manual_seed(0)
-    loss = (torch.rand(16, dtype=torch.float64) * 4).requires_grad_()
-    method = SuperLossMethod(lambda z, y: z, SuperLoss(tau=2.0, lam=1.0, step="normalised" if normalise else "paper"))
-    method(loss, None, torch.arange(16)).backward()
-    # independent: sigma* = exp(-W(max(-2/e, beta)/2)) from scipy
-    from scipy.special import lambertw as scipy_w
-
-    beta = (loss.detach().numpy() - 2.0) / 1.0
-    capped = beta <= -2 / math.e
-    sigma = np.where(capped, math.e, np.exp(-np.real(scipy_w(np.where(capped, 0.0, beta) / 2))))
-    assert capped.any() and not capped.all()
-    expected = sigma / sigma.sum() if normalise else sigma / 16
-    np.testing.assert_allclose(loss.grad.numpy(), expected, rtol=1e-7)
-
-
-def test_old_configurations_keep_the_paper_step():
-    cfg = TrainConfig.from_json({"method": "superloss", "options": {"tau": "avg"}})
-    assert cfg.options.sl_normalise is False
-    assert MethodOptions().sl_normalise is True
-    assert TrainConfig.from_json(TrainConfig().to_json()).options.sl_normalise is True
