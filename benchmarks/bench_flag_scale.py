@@ -23,8 +23,8 @@ that stage's own:
 
 With `--mnist-dir`, a real run instead: `curriculoss train` on the 60,000 MNIST training images (MLP,
 40 % symmetric noise) in one process and under `torchrun` with two, each rank's resident memory after
-every epoch, and the two runs' signals compared value by value (the tables equal to the float rounding
-of two processes' gradient sums; the labels and the noise mask exactly).
+every epoch, and the two runs' signals compared value by value, beside a control: the one-process run
+again with its matrix products summed by two threads instead of one.
 
     python benchmarks/bench_flag_scale.py --sizes 100000 1000000 10000000 --classes 100 100 10 --json FILE
     python benchmarks/bench_flag_scale.py --mnist-dir MNIST_DIR --epochs 20 --json FILE
@@ -189,28 +189,45 @@ def stage_train(args) -> dict:
     return report
 
 
+def compare_runs(one, two) -> dict:
+    """Two runs' signals: which arrays are equal; for the tables, how far apart at the first epoch (before
+    the two trainings' rounding has compounded) and over the run; the predictions' agreement; each run's
+    flag AUROC."""
+    from curriculoss import flag
+
+    out = {"samples": len(one["labels"]), "table_mb_per_epoch": 3 * 4 * len(one["labels"]) / 2**20,
+           "equal": [key for key in one if np.array_equal(np.asarray(one[key]), np.asarray(two[key]), equal_nan=True)]}
+    for key in ("loss", "margin"):
+        diff = np.abs(np.asarray(one[key], np.float64) - np.asarray(two[key], np.float64))
+        out[key] = {"first_epoch_largest": float(np.nanmax(diff[0])), "median": float(np.nanmedian(diff)),
+                    "largest": float(np.nanmax(diff))}
+    out["predicted_agreement"] = float(np.mean(np.asarray(one["predicted"]) == np.asarray(two["predicted"])))
+    out["auroc"] = [flag.evaluate(flag.run_scores(s)[1], s["noise_mask"])["auroc"] for s in (one, two)]
+    return out
+
+
 def real_run(args, root: Path) -> dict:
     """One process against two under torchrun: the signals, and each rank's memory over the epochs."""
     from curriculoss.signals import open_signals
 
     common = [__file__, "--stage", "train", "--mnist-dir", args.mnist_dir, "--epochs", str(args.epochs)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = {"one": root / "one", "two": root / "two"}
+    runs = {"one": root / "one", "two": root / "two", "control": root / "one-2-threads"}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, *common, "--folder", str(runs["one"])], check=True, env=env, capture_output=True)
     seconds_one = time.perf_counter() - t0
+    # The control: one process again, its matrix products summed by 2 threads instead of 1.
+    subprocess.run([sys.executable, *common, "--folder", str(runs["control"])], check=True, capture_output=True,
+                   env={**env, "OMP_NUM_THREADS": "2"})
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *common, "--folder",
                     str(runs["two"])], check=True, env=env, capture_output=True)
     seconds_two = time.perf_counter() - t0
-    one, two = open_signals(runs["one"]), open_signals(runs["two"])
-    equal = [key for key in one if np.array_equal(np.asarray(one[key]), np.asarray(two[key]), equal_nan=True)]
-    largest = {key: float(np.nanmax(np.abs(np.asarray(one[key], np.float64) - np.asarray(two[key], np.float64))))
-               for key in one if key not in equal}
+    one = open_signals(runs["one"])
+    out = {"epochs": args.epochs, **compare_runs(one, open_signals(runs["two"])),
+           "control": compare_runs(one, open_signals(runs["control"])),
+           "seconds_one_process": seconds_one, "seconds_two_processes": seconds_two}
     ranks = [json.loads((runs["two"] / f"memory-rank{r}.json").read_text()) for r in range(2)]
-    out = {"epochs": args.epochs, "samples": len(one["labels"]), "equal": equal, "largest_difference": largest,
-           "seconds_one_process": seconds_one, "seconds_two_processes": seconds_two,
-           "table_mb_per_epoch": 3 * 4 * len(one["labels"]) / 2**20}
     for r in ranks:
         rss = r["rss_after_epoch_mb"]
         out[f"rank{r['rank']}"] = {"rss_epoch2_mb": rss[1], "rss_last_mb": rss[-1], "growth_mb": rss[-1] - rss[1],
