@@ -22,7 +22,7 @@ SPHINX = re.compile(r":(?:math|class|func|meth|mod|data|attr|obj|exc):`|^\s*\.\.
 MODULES = ["curriculoss", "curriculoss.superloss", "curriculoss.lambertw", "curriculoss.data_parameters",
            "curriculoss.imae", "curriculoss.mae", "curriculoss.gce", "curriculoss.sce", "curriculoss.focal",
            "curriculoss.contrastive", "curriculoss.noise", "curriculoss.recorder", "curriculoss.indexed",
-           "curriculoss.distributed", "curriculoss._checks"]
+           "curriculoss.distributed", "curriculoss.checks"]
 INTEGRATIONS = ["lightning", "transformers"]
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 #: The library's modules, at the top level of the package.
-LIBRARY = ("_checks", "_compile", "_lambertw", "_loss", "_sparse", "_superloss", "_superloss_state", "contrastive",
+LIBRARY = ("_compile", "_lambertw", "_loss", "_sparse", "_superloss", "_superloss_state", "checks", "contrastive",
            "data_parameters", "distributed", "flag", "focal", "gce", "imae", "indexed", "integrations", "lambertw", "mae",
            "noise", "recorder", "sce", "signals", "superloss")
 
@@ -71,7 +71,7 @@ def mirrored_test(module: Path) -> Path:
 def test_mirrored_test_paths():
     src = ROOT / "src" / "curriculoss"
     assert mirrored_test(src / "superloss.py") == ROOT / "tests" / "test_superloss.py"
-    assert mirrored_test(src / "_checks.py") == ROOT / "tests" / "test__checks.py"
+    assert mirrored_test(src / "_loss.py") == ROOT / "tests" / "test__loss.py"
     assert mirrored_test(src / "harness" / "data" / "idx.py") == ROOT / "tests" / "harness" / "data" / "test_idx.py"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from curriculoss._checks import check_logits_target, check_reduction, compute_dtype
+from curriculoss.checks import check_logits_target, check_reduction, compute_dtype
 
 
 class Loss(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from curriculoss._checks import check_number
+from curriculoss.checks import check_number
 from curriculoss.distributed import all_gather_cat, all_reduce_sum, is_distributed, world_size
 
 CLASS_GRAD_MODES = ("batch_mean", "class_mean")

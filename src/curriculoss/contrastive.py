@@ -27,7 +27,7 @@ from numbers import Real
 import torch
 from torch import Tensor, nn
 
-from curriculoss._checks import LOW_PRECISION, check_reduction, reduce
+from curriculoss.checks import LOW_PRECISION, check_reduction, reduce
 from curriculoss.superloss import SuperLoss
 
 __all__ = ["contrastive_loss", "SuperContrastiveLoss"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from curriculoss._checks import (check_class_weights, check_logits_target, check_number, check_reduction,
+from curriculoss.checks import (check_class_weights, check_logits_target, check_number, check_reduction,
                                  compute_dtype, reduce)
 from curriculoss._loss import Loss, log_prob_target
 

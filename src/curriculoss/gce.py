@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from curriculoss._checks import check_number, reduce
+from curriculoss.checks import check_number, reduce
 from curriculoss._loss import Loss, checked_log_prob_target
 
 __all__ = ["gce_loss", "GCELoss"]

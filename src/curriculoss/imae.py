@@ -66,7 +66,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from curriculoss._checks import (check_logits_target, check_number, check_reduction, check_target_values, compute_dtype,
+from curriculoss.checks import (check_logits_target, check_number, check_reduction, check_target_values, compute_dtype,
                                  reduce)
 from curriculoss._loss import Loss
 from curriculoss.distributed import all_reduce_sum, is_distributed

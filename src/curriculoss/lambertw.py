@@ -53,7 +53,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from curriculoss._checks import check_floating_tensor
+from curriculoss.checks import check_floating_tensor
 from curriculoss._lambertw import HALF_ULP_INV_E, INV_E, INV_E_F32, evaluate
 
 __all__ = ["lambertw"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from curriculoss._checks import reduce
+from curriculoss.checks import reduce
 from curriculoss._loss import Loss, checked_log_prob_target
 
 __all__ = ["mae_loss", "MAELoss"]

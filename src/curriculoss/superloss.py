@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from curriculoss._compile import call_compiled
-from curriculoss._checks import LOW_PRECISION, check_floating_tensor, check_reduction
+from curriculoss.checks import LOW_PRECISION, check_floating_tensor, check_reduction
 from curriculoss._lambertw import precision_of
 from curriculoss._loss import Loss
 from curriculoss._superloss import Precomputed, SuperLossFunction, compute_dtype, elementwise

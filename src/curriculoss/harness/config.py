@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from curriculoss import noise
-from curriculoss._checks import check_number
+from curriculoss.checks import check_number
 from curriculoss.harness import data as datasets
 from curriculoss.harness.augment import AUGMENTS
 from curriculoss.harness.methods import METHODS, MethodOptions

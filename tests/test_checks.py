@@ -1,11 +1,11 @@
-"""curriculoss._checks: the input checks and the reduction every loss shares, against hand-computed
+"""curriculoss.checks: the input checks and the reduction every loss shares, against hand-computed
 values and the messages their docstrings promise."""
 import math
 
 import pytest
 import torch
 
-from curriculoss._checks import (check_class_weights, check_logits_target, check_number, check_reduction,
+from curriculoss.checks import (check_class_weights, check_logits_target, check_number, check_reduction,
                                  check_target_values, compute_dtype, reduce)
 
 

@@ -1,4 +1,5 @@
-"""Input checks and the reduction shared by the library's losses.
+"""Input checks and the reduction shared by the library's losses (and by the harness, whose messages
+about the same arguments read the same).
 
 Checks look at metadata only (type, dtype, shape, device), so they never synchronise with a device.
 The one value check, targets in `[0, C)`, runs only on CPU tensors outside `torch.compile`:
