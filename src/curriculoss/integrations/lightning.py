@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 
-from curriculoss.data_parameters import DataParameters
 from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
                                       _save)
 
@@ -157,10 +156,7 @@ class DataParametersCallback(_DataParametersStep, pl.Callback):
             `instance_lr`, `momentum`, weight decays, ...).
     """
 
-    def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
-        pl.Callback.__init__(self)
-        _DataParametersStep.__init__(self, data_parameters, **optimizer_kwargs)
-        self._inside_module: bool | None = None
+    _inside_module: bool | None = None  # whether the LightningModule holds the data parameters (at setup)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._make_optimizer()

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from curriculoss.data_parameters import DataParameters
 from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
                                       _save)
 
@@ -47,8 +46,12 @@ RECORDER_FILE = "curriculoss_recorder.pt"
 DATA_PARAMETERS_FILE = "curriculoss_data_parameters.pt"
 
 
-def _checkpoint_folder(args, state) -> Path:
-    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+def _save_in_checkpoint(args, state, contents: dict, name: str) -> None:
+    """Write `contents` into the Trainer's checkpoint folder of this step (the main process only)."""
+    if state.is_world_process_zero:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(contents, folder / name)
 
 
 class RecorderCallback(TrainerCallback):
@@ -96,10 +99,7 @@ class RecorderCallback(TrainerCallback):
         return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = _checkpoint_folder(args, state)
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save(self.state_dict(), folder / RECORDER_FILE)
+        _save_in_checkpoint(args, state, self.state_dict(), RECORDER_FILE)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The recorded epochs and the batches of the epoch in progress (tensors only)."""
@@ -132,12 +132,9 @@ class DataParametersCallback(_DataParametersStep, TrainerCallback):
 
     Args:
         data_parameters: the `DataParameters` to train.
-        **optimizer_kwargs: for `optimizer` (`class_lr`,
-            `instance_lr`, `momentum`, weight decays, ...).
+        **optimizer_kwargs: passed to `data_parameters.optimizer` (its learning rates, momentum and
+            weight decays).
     """
-
-    def __init__(self, data_parameters: DataParameters, **optimizer_kwargs):
-        _DataParametersStep.__init__(self, data_parameters, **optimizer_kwargs)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._make_optimizer()
@@ -147,10 +144,8 @@ class DataParametersCallback(_DataParametersStep, TrainerCallback):
         self._step(getattr(optimizer, "scaler", None))  # accelerate's AcceleratedOptimizer under fp16
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self.optimizer is not None:
-            folder = _checkpoint_folder(args, state)
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save(self.state_dict(), folder / DATA_PARAMETERS_FILE)
+        if self.optimizer is not None:
+            _save_in_checkpoint(args, state, self.state_dict(), DATA_PARAMETERS_FILE)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state (momentum buffers, step counts)."""
