@@ -352,7 +352,7 @@ def flag_scores_worst() -> str:
 
 # --------------------------------------------------------------------------------------------- speed
 
-STEP_LABELS = {"ce_again": "a second plain CE (control)", "superloss": "SuperLoss 'avg' + smoothing (CPU batches: NumPy path)",
+STEP_LABELS = {"ce_again": "a second plain CE (control)", "superloss": "SuperLoss 'avg' + smoothing",
                "superloss_torch": "SuperLoss, torch operations (as on a GPU)", "superloss_fused": "SuperLoss, `fused=True`",
                "dp_instance": "Data Parameters, instance level", "dp_joint": "Data Parameters, joint",
                "imae": "IMAE (T = 8)", "floor_weighted": "floor: CE times fixed weights",
