@@ -122,13 +122,20 @@ def _check_num_classes(num_classes, minimum: int = 1) -> int:
     return int(num_classes)
 
 
+def _as_1d(values, name: str, kind: type, of: str, expected_dtype: str) -> np.ndarray:
+    """`values` as a 1-D array of numpy type `kind` (`np.integer`, `np.number`), not bool; an empty one of any.
+    The errors say `{name} must be a 1-D array{of}` and `{name} must {expected_dtype}` (`{dtype}`: the one got)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array{of}; got shape {arr.shape}")
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, kind) or arr.size == 0):
+        raise ValueError(f"{name} must {expected_dtype.format(dtype=arr.dtype)}")
+    return arr
+
+
 def _as_labels(labels, name: str = "labels") -> np.ndarray:
     """`labels` as a 1-D int64 array of non-negative class indices (a copy is not made)."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class indices; got shape {arr.shape}")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-        raise ValueError(f"{name} must have an integer dtype; got {arr.dtype}")
+    arr = _as_1d(labels, name, np.integer, " of class indices", "have an integer dtype; got {dtype}")
     if arr.size and arr.min() < 0:
         raise ValueError(f"{name} must be class indices >= 0; got a minimum of {arr.min()}")
     return arr.astype(np.int64, copy=False)
@@ -309,11 +316,7 @@ def regression(targets, rate: float, low: float, high: float, *, seed: int = 0) 
     """
     rate = _check_rate(rate)
     rng = _check_seed(seed)
-    y = np.asarray(targets)
-    if y.ndim != 1:
-        raise ValueError(f"targets must be a 1-D array; got shape {y.shape}")
-    if y.dtype == bool or not (np.issubdtype(y.dtype, np.number) or y.size == 0):
-        raise ValueError(f"targets must be numeric; got dtype {y.dtype}")
+    y = _as_1d(targets, "targets", np.number, "", "be numeric; got dtype {dtype}")
     try:
         low, high = float(low), float(high)
     except (TypeError, ValueError):

@@ -32,12 +32,17 @@ FIELD_OF = {"no_smoothing": "smoothing", "sl_step": "sl_normalise"}
 _DEFAULT = TrainConfig()
 
 
+def _float(text: str) -> float:
+    """`text` as a float; NaN (outside every interval) when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def _rate(text: str) -> float:
     """An argparse type: a noise rate, a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
@@ -77,10 +82,7 @@ def _number(low: float, high: float = FLOAT32_MAX, *, low_open: bool = False):
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = _float(text)
         if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
             raise argparse.ArgumentTypeError(f"expected a finite number in {interval}, got {text!r}")
         return value

@@ -43,10 +43,7 @@ def _read_options(path: str | os.PathLike) -> dict:
 def _toml(path: Path, text: bytes) -> dict:
     import tomllib
 
-    try:
-        return tomllib.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        _fail(f"--config {path}: not valid TOML ({exc})")
+    return _parse(path, text, tomllib.loads, tomllib.TOMLDecodeError, "TOML")
 
 
 def _yaml(path: Path, text: bytes):
@@ -54,10 +51,15 @@ def _yaml(path: Path, text: bytes):
         import yaml
     except ImportError:
         _fail(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); or write the file as TOML")
+    return _parse(path, text, yaml.safe_load, yaml.YAMLError, "YAML")
+
+
+def _parse(path: Path, text: bytes, loads, error: type[Exception], kind: str):
+    """`loads` of the UTF-8 `text`; a file it cannot read is a one-line error naming it."""
     try:
-        return yaml.safe_load(text.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        _fail(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})")
+        return loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, error) as exc:
+        _fail(f"--config {path}: not valid {kind} ({' '.join(str(exc).split())})")
 
 
 def _dest(key: str) -> str:

@@ -84,21 +84,29 @@ class _DataParametersStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _recorder(num_samples: int, path: str | Path | None, stream: bool) -> Recorder:
-    """The callbacks' recorder: in memory, or (`stream`) streaming into `path/signals`."""
-    if stream and path is None:
-        raise ValueError("path is needed with stream=True: the folder whose signals/ the epochs stream into")
-    return Recorder(num_samples, path=Path(path) / "signals" if stream else None)
+class _Recording:
+    """What both frameworks' `RecorderCallback` hold: the recorder (in memory, or streaming into
+    `path/signals`), the noise mask and extras it saves with the signals, and where they went."""
 
+    def __init__(self, num_samples: int, path: str | Path | None = None, *, noise_mask=None,
+                 extra: dict[str, Any] | None = None, stream: bool = False):
+        if stream and path is None:
+            raise ValueError("path is needed with stream=True: the folder whose signals/ the epochs stream into")
+        self.recorder = Recorder(num_samples, path=Path(path) / "signals" if stream else None)
+        self.path = None if path is None else Path(path)
+        self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
+        self.extra = dict(extra or {})
+        self.saved_path: Path | None = None
 
-def _save(recorder: Recorder, path: str | Path, noise_mask: np.ndarray | None, extra: dict[str, Any]) -> Path:
-    """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), or for a streaming
-    recorder the labels and extras into its signals folder; returns the file or the folder."""
-    if recorder.path is not None:
-        recorder.save(noise_mask=noise_mask, **extra)
-        return recorder.path
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path / "signals.npz"
-    recorder.save(path, noise_mask=noise_mask, **extra)
-    return path
+    def save(self, path: str | Path) -> Path:
+        """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
+        `noise_mask` and `extra`; a streaming recorder writes the labels and extras into its signals
+        folder instead. Returns the file or the folder."""
+        if self.recorder.path is not None:
+            self.recorder.save(noise_mask=self.noise_mask, **self.extra)
+            return self.recorder.path
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path / "signals.npz"
+        self.recorder.save(path, noise_mask=self.noise_mask, **self.extra)
+        return path

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 
-from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
-                                      _save)
+from curriculoss.integrations import _DataParametersStep, _Recording, _require
 
 pl = _require(("lightning.pytorch", "pytorch_lightning"), "lightning", "curriculoss.integrations.lightning")
 
@@ -62,7 +61,7 @@ def _field(batch: Any, key: int | str | Sequence[str] | None, position: int, nam
     raise TypeError(f"RecorderCallback reads the {what} from a tuple or dict batch, got {type(batch).__name__}")
 
 
-class RecorderCallback(pl.Callback):
+class RecorderCallback(_Recording, pl.Callback):
     """Records each training sample's loss, confidence and margin, per epoch, for `curriculoss flag`.
 
     After every training batch (`on_train_batch_end`) it reads the samples' indices and labels from
@@ -95,14 +94,9 @@ class RecorderCallback(pl.Callback):
                  extra: Mapping[str, Any] | None = None, stream: bool = False, label_key: int | str | None = None,
                  index_key: int | str | None = None, logits_key: str = "logits",
                  confidence_key: str = "confidence"):
-        super().__init__()
-        self.recorder = _recorder(num_samples, path, stream)
-        self.path = None if path is None else Path(path)
-        self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
-        self.extra = dict(extra or {})
+        _Recording.__init__(self, num_samples, path, noise_mask=noise_mask, extra=extra, stream=stream)
         self.label_key, self.index_key = label_key, index_key
         self.logits_key, self.confidence_key = logits_key, confidence_key
-        self.saved_path: Path | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not isinstance(outputs, Mapping) or outputs.get(self.logits_key) is None:
@@ -121,11 +115,6 @@ class RecorderCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         folder = trainer.log_dir or trainer.default_root_dir  # (log_dir: a collective call under DDP)
         self.saved_path = self.save(self.path if self.path is not None else folder)
-
-    def save(self, path: str | Path) -> Path:
-        """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
-        `noise_mask` and `extra`; returns the file's path."""
-        return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorder": self.recorder.state_dict(open_epoch=True)}

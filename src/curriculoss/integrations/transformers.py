@@ -26,15 +26,13 @@ The module is named after the library it integrates; `import transformers` elsew
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from curriculoss.integrations import (_DataParametersStep, _noise_mask, _recorder, _require,
-                                      _save)
+from curriculoss.integrations import _DataParametersStep, _Recording, _require
 
 _transformers = _require(("transformers",), "huggingface", "curriculoss.integrations.transformers")
 TrainerCallback = _transformers.TrainerCallback
@@ -54,7 +52,7 @@ def _save_in_checkpoint(args, state, contents: dict, name: str) -> None:
         torch.save(contents, folder / name)
 
 
-class RecorderCallback(TrainerCallback):
+class RecorderCallback(_Recording, TrainerCallback):
     """Records each training sample's loss, confidence and margin, per epoch, for `curriculoss flag`.
 
     Batches are recorded by the `compute_loss` of a `Trainer` subclass calling `update`
@@ -74,14 +72,6 @@ class RecorderCallback(TrainerCallback):
             does not grow with the epochs; `path` is then needed, and a resumed run must use the same one.
     """
 
-    def __init__(self, num_samples: int, path: str | Path | None = None, *, noise_mask=None,
-                 extra: Mapping[str, Any] | None = None, stream: bool = False):
-        self.recorder = _recorder(num_samples, path, stream)
-        self.path = None if path is None else Path(path)
-        self.noise_mask = _noise_mask(noise_mask, self.recorder.num_samples)
-        self.extra = dict(extra or {})
-        self.saved_path: Path | None = None
-
     def update(self, index, logits: Tensor, labels: Tensor, confidence: Tensor | None = None,
                loss: Tensor | None = None) -> None:
         """Record one training batch (see `update`)."""
@@ -92,11 +82,6 @@ class RecorderCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.saved_path = self.save(self.path if self.path is not None else Path(args.output_dir))
-
-    def save(self, path: str | Path) -> Path:
-        """Write the closed epochs to `path` (a `.npz` file, or a folder for `signals.npz`), with
-        `noise_mask` and `extra`; returns the file's path."""
-        return _save(self.recorder, path, self.noise_mask, self.extra)
 
     def on_save(self, args, state, control, **kwargs):
         _save_in_checkpoint(args, state, self.state_dict(), RECORDER_FILE)
