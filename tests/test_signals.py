@@ -135,8 +135,9 @@ def test_flag_on_a_folder_equals_flag_on_the_arrays_whatever_the_block(tmp_path,
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident memory from /proc")
 def test_streamed_recorder_memory_does_not_grow_with_the_epochs(tmp_path):
-    """Resident memory after 5 and after 30 epochs of 200,000 samples: the in-memory table grows by
-    3 x 4 bytes x 200,000 per epoch (60 MB over 25 epochs); the streamed recorder's stays flat. (The
+    """Resident memory after 5 and after 40 epochs of 200,000 samples: the in-memory table grows by
+    3 x 4 bytes x 200,000 per epoch (84 MB over 35 epochs); the streamed recorder's does not grow with
+    the epochs (a few MB of the allocator's come and go: its epoch buffers are allocated anew). (The
     current resident memory, not the peak: a child's peak starts at its parent's size when it forks.)"""
     code = textwrap.dedent("""
         import resource, sys, torch
@@ -145,17 +146,17 @@ def test_streamed_recorder_memory_does_not_grow_with_the_epochs(tmp_path):
         rec = Recorder(n, path=sys.argv[1] if sys.argv[1] != "-" else None)
         idx, z, y = torch.arange(n), torch.randn(n, 3), torch.randint(0, 3, (n,))
         peaks = []
-        for epoch in range(30):
+        for epoch in range(40):
             rec.update(idx, z, y)
             rec.end_epoch()
             with open("/proc/self/statm") as fh:
                 peaks.append(int(fh.read().split()[1]) * resource.getpagesize() / 2**20)
-        print(peaks[29] - peaks[4])
+        print(peaks[39] - peaks[4])
     """)
     growth = {}
     for name, path in (("memory", "-"), ("streamed", str(tmp_path / "s"))):
         proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         growth[name] = float(proc.stdout.split()[-1])
-    assert growth["memory"] > 50, growth  # the test can tell the two apart
-    assert growth["streamed"] < 10, growth
+    assert growth["memory"] > 70, growth  # the test can tell the two apart
+    assert growth["streamed"] < 25, growth

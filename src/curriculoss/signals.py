@@ -193,8 +193,8 @@ def is_signals_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and any((path / f"{name}.npy").exists() for name in ("labels", *SIGNALS))
 
 
-class Signals(Mapping):
-    """The arrays of a signals folder: each table a `Table`, each per-sample array in memory.
+class Signals(dict):
+    """The arrays of a signals folder by name: each table a `Table`, each per-sample array in memory.
 
     Args:
         folder: a folder written by a streaming `Recorder` and its `save`.
@@ -210,15 +210,15 @@ class Signals(Mapping):
         if not labels_path.exists():
             raise ValueError(f"{self.path}: no labels.npy (Recorder.save writes it when the run ends; the run is "
                              "unfinished, or this is not a signals folder)")
-        self._arrays: dict[str, np.ndarray | Table] = {}
+        super().__init__()
         n = self._per_sample("labels", None, _KINDS["labels"])
         for file in sorted(self.path.glob("*.npy")):
             name = file.stem
             if name in SIGNALS:
-                self._arrays[name] = self._table(file, n)
+                self[name] = self._table(file, n)
             elif name != "labels":
                 self._per_sample(name, n, _KINDS.get(name, "biuf"))
-        epochs = {t.shape[0] for t in self._arrays.values() if isinstance(t, Table)}
+        epochs = {t.shape[0] for t in self.values() if isinstance(t, Table)}
         if len(epochs) > 1:
             raise ValueError(f"{self.path}: the tables hold different numbers of epochs {sorted(epochs)}")
 
@@ -227,7 +227,7 @@ class Signals(Mapping):
         if array.dtype.kind not in kinds or array.ndim != 1 or (n is not None and array.shape[0] != n):
             raise ValueError(f"{self.path / (name + '.npy')}: {array.dtype} of shape {array.shape}; expected one "
                              f"{'integer' if kinds == 'iu' else 'number'} per sample" + (f" ({n},)" if n else ""))
-        self._arrays[name] = array
+        self[name] = array
         return array.shape[0]
 
     @staticmethod
@@ -237,15 +237,6 @@ class Signals(Mapping):
             raise ValueError(f"{path}: {table.dtype} of shape {table.shape}; expected (epochs, {n}) floats, one "
                              "column per sample of labels.npy")
         return table
-
-    def __getitem__(self, key: str):
-        return self._arrays[key]
-
-    def __iter__(self):
-        return iter(self._arrays)
-
-    def __len__(self) -> int:
-        return len(self._arrays)
 
 
 def open_signals(path: str | os.PathLike) -> Mapping:
