@@ -12,10 +12,10 @@ model said about it while it trained on it:
   NeurIPS 2020, Eqs. 1-2). A sample the model fits against its label has a negative margin.
 
 `Recorder` collects them batch by batch (`update`), closes each epoch (`end_epoch`) and
-writes the `signals.npz` file that `curriculoss train` writes and `curriculoss flag` reads:
+writes the signals that `curriculoss train` writes and `curriculoss flag` reads:
 
 ```python
-recorder = Recorder(len(train_set))
+recorder = Recorder(len(train_set), path="run/signals")  # or Recorder(N): in memory, then signals.npz
 for epoch in range(epochs):
     for x, y, index in loader:
         logits = model(x)
@@ -23,7 +23,7 @@ for epoch in range(epochs):
         ...
         recorder.update(index, logits, y)
     recorder.end_epoch()
-recorder.save("run/signals.npz", noise_mask=known_mask)  # then: curriculoss flag run/
+recorder.save(noise_mask=known_mask)  # then: curriculoss flag run/
 ```
 
 Per batch the recorder writes the batch into the epoch's buffers on the outputs' device (one
