@@ -475,16 +475,6 @@ def flag_scale() -> str:
     return text + "\n\n" + source(record)
 
 
-def flag_scale_headline() -> str:
-    """The scale benchmark in three columns per size, for the front page."""
-    record = load("flag-scale")
-    rows = [[f"{r['n']:,} x {r['epochs']} epochs", f"{_mb(r['record_peak_mb'])} ({_mb(r['record_rss_before_mb'])})",
-             f"{r['flag_seconds'] / 60:.1f} min", _mb(r["flag_peak_mb"])] for r in record["data"]["rows"]]
-    text = _table(["samples", "peak memory while recording (before the recorder was made)", "`curriculoss flag`",
-                   "its peak memory"], rows)
-    return text + "\n\n" + source(record)
-
-
 def flag_scale_mnist() -> str:
     """One process against two under torchrun (and against a control), on the MNIST training images."""
     record = load("flag-scale-mnist")
@@ -556,7 +546,6 @@ TABLES = {
     "flag-scores": flag_scores,
     "flag-scores-worst": flag_scores_worst,
     "flag-scale": flag_scale,
-    "flag-scale-headline": flag_scale_headline,
     "flag-scale-mnist": flag_scale_mnist,
     "overhead": overhead,
     "step": step,
