@@ -267,7 +267,11 @@ def run_window(signals: Mapping, score: str, window=_UNSET) -> slice:
         window: as in `label_quality_scores` (default the score's `DEFAULT_WINDOW`); `'auto'` is the
             early-learning window of the run's margins (`select_epochs`).
     """
-    table = _run_table(signals, score)
+    return _run_rows(signals, score, _run_table(signals, score), window)
+
+
+def _run_rows(signals: Mapping, score: str, table, window) -> slice:
+    """`run_window` for the checked `table` of `score`."""
     window = DEFAULT_WINDOW[score] if window is _UNSET else window
     margin = _as_signal(signals["margin"], "margin") if "margin" in signals else None
     if isinstance(window, str) and window == "auto" and (margin is None or not _any_finite(margin)):
@@ -290,7 +294,7 @@ def run_scores(signals: Mapping, score: str | None = None, *, method: str | None
     """
     score = score or default_score(method or "ce")
     table = _run_table(signals, score)
-    return score, label_quality_scores(table, method=score, window=run_window(signals, score, window))
+    return score, label_quality_scores(table, method=score, window=_run_rows(signals, score, table, window))
 
 
 def _check_scores(scores, name: str = "scores") -> np.ndarray:

@@ -9,6 +9,7 @@ the ranking come from `curriculoss.flag`; this module prints the suspects and wr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -61,33 +62,26 @@ def _locate(target: Path) -> tuple[Path, Path, bool]:
     return source, out_dir, is_run
 
 
-class _Folder:
-    """A signals folder opened for flag, as a context manager like the `.npz` reader."""
-
-    def __init__(self, path: Path, epochs: int | None):
-        try:
-            self.signals = open_signals(path)
-        except ValueError as exc:
-            raise SystemExit(f"curriculoss: error: {exc}") from None
-        if self.signals["labels"].dtype.kind not in "iu":
-            raise SystemExit(f"curriculoss: error: {path}: labels.npy holds {self.signals['labels'].dtype} values; flag "
-                             "ranks classification labels (integers), not a regression's targets")
-        held = {len(t) for t in self.signals.values() if getattr(t, "ndim", 1) == 2}
-        if epochs is not None and held and max(held) > epochs:
-            raise SystemExit(f"curriculoss: error: {path}: the tables hold {max(held)} epochs; the run (args.json) "
-                             f"has {epochs}")
-
-    def __enter__(self):
-        return self.signals
-
-    def __exit__(self, *exc) -> None:
-        return None
+def _open_folder(path: Path, epochs: int | None):
+    """A signals folder's arrays, checked: integer labels, no more epochs than the run has."""
+    try:
+        signals = open_signals(path)
+    except ValueError as exc:
+        raise SystemExit(f"curriculoss: error: {exc}") from None
+    if signals["labels"].dtype.kind not in "iu":
+        raise SystemExit(f"curriculoss: error: {path}: labels.npy holds {signals['labels'].dtype} values; flag "
+                         "ranks classification labels (integers), not a regression's targets")
+    held = {len(t) for t in signals.values() if getattr(t, "ndim", 1) == 2}
+    if epochs is not None and held and max(held) > epochs:
+        raise SystemExit(f"curriculoss: error: {path}: the tables hold {max(held)} epochs; the run (args.json) "
+                         f"has {epochs}")
+    return signals
 
 
 def _open(source: Path, cfg):
     """The signals at `source`, their layout checked (a damaged file is a one-line error naming it)."""
-    if source.suffix != ".npz":
-        return _Folder(source, cfg.epochs if cfg else None)
+    if source.suffix != ".npz":  # (a context manager, as the .npz reader is)
+        return contextlib.nullcontext(_open_folder(source, cfg.epochs if cfg else None))
     from curriculoss.harness.data.signals import open_signals as open_npz
 
     return open_npz(source, epochs=cfg.epochs if cfg else None)
