@@ -67,8 +67,9 @@ def command(argv: list[str] | None = None, roles: dict[str, str] | None = None,
     ``roles`` maps an option to the placeholder its value is recorded as (``{"--data-dir": "MNIST_DIR"}``)."""
     argv = list(sys.argv if argv is None else argv)
     roles = roles or {}
-    script = Path(argv[0])
-    head = ["python", f"benchmarks/{script.name}"] if script.suffix == ".py" else [script.name]
+    script, here = Path(argv[0]).resolve(), Path(__file__).resolve().parent
+    name = script.relative_to(here).as_posix() if script.is_relative_to(here) else script.name
+    head = ["python", f"benchmarks/{name}"] if script.suffix == ".py" else [script.name]
     args, i = [], 1
     while i < len(argv):
         arg = argv[i]

@@ -13,7 +13,8 @@ parser for the configuration), so the grid measures the defaults a user gets. Da
 ``digits`` and ``digits-moved`` (MLP and LeNet-5), ``tabular`` (MLP) and, with ``--mnist DIR``,
 ``mnist-3k`` (LeNet-5) and ``mnist-14px`` (MLP). A finished run folder under ``--out`` is read back.
 
-Noise 0 % and 40 % symmetric; methods ce, mae, gce, sce, focal, imae, superloss, data-params. The table
+Noise 0 % and 40 % symmetric (``--noise symmetric pair --rates 0 0.4 0.8`` adds pair noise and 80 %: the grid of
+the page that compares the methods); methods ce, mae, gce, sce, focal, imae, superloss, data-params. The table
 (``OUT/defaults.md``) gives the final test accuracy per cell, CE's best-minus-final gap, and marks a
 cell that collapsed (``diverged`` in its results, or final accuracy at chance) in bold.
 
@@ -168,17 +169,26 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     print("\n".join(lines))
 
 
+def noise_cells(noises: list[str], rates: list[float]) -> list[tuple[str, float]]:
+    """(noise, rate) of the grid: clean labels once, then every noise kind at every positive rate."""
+    return [(noises[0], 0.0)] * (0.0 in rates) + [(n, r) for n in noises for r in rates if r > 0]
+
+
+def run_folder(out: Path, name: str, model: str, noise: str, rate: float, method: str, seed: int) -> Path:
+    kind = "rate" if noise == "symmetric" or rate == 0 else noise
+    return out / "grid" / name / model / f"{kind}{rate:g}" / method / f"seed{seed}"
+
+
 def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str],
-                  json_path: str | None = None, methods: list[str] = METHODS) -> None:
+                  json_path: str | None = None, methods: list[str] = METHODS, noises: list[str] = ("symmetric",),
+                  rates: list[float] = RATES) -> None:
     jobs, keys = [], []
+    cells = noise_cells(list(noises), list(rates))
     for name, (dataset, data_dir, models) in data.items():
-        for model in models:
-            for rate in RATES:
-                for method in methods:
-                    for seed in seeds:
-                        cfg = cli_config(dataset, data_dir, model, method, rate, seed, epochs_flag)
-                        jobs.append((cfg, str(out / "grid" / name / model / f"rate{rate:g}" / method / f"seed{seed}")))
-                        keys.append((name, model, rate, method, seed))
+        for model, (noise, rate), method, seed in itertools.product(models, cells, methods, seeds):
+            cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--noise", noise, *epochs_flag])
+            jobs.append((cfg, str(run_folder(out, name, model, noise, rate, method, seed))))
+            keys.append((name, model, noise, rate, method, seed))
     t0 = time.perf_counter()
     load_before = load_average()
     results = dict(zip(keys, run_all(jobs, n_jobs)))
@@ -191,31 +201,33 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
              "`curriculoss train` picks it.", "", head, "|" + "---|" * (len(methods) + 4)]
     n_collapsed = 0
     for name, (_, _, models) in data.items():
-        for model in models:
-            for rate in RATES:
-                cells = []
-                for method in methods:
-                    runs = [results[(name, model, rate, method, s)] for s in seeds]
-                    value = f"{100 * np.mean([r['final'] for r in runs]):.1f}"
-                    bad = sum(collapsed(r) for r in runs)
-                    n_collapsed += bad
-                    cells.append(f"**{value} ({bad} collapsed)**" if bad else value)
-                ce = [results[(name, model, rate, "ce", s)] for s in seeds if "ce" in methods]
-                gap = f"{100 * (np.mean([r['best'] for r in ce]) - np.mean([r['final'] for r in ce])):+.1f}" if ce else ""
-                lines.append(f"| {name} | {model} | {rate:.0%} | " + " | ".join(cells) + f" | {gap} |")
+        for model, (noise, rate) in itertools.product(models, cells):
+            row = []
+            for method in methods:
+                runs = [results[(name, model, noise, rate, method, s)] for s in seeds]
+                value = f"{100 * np.mean([r['final'] for r in runs]):.1f}"
+                bad = sum(collapsed(r) for r in runs)
+                n_collapsed += bad
+                row.append(f"**{value} ({bad} collapsed)**" if bad else value)
+            ce = [results[(name, model, noise, rate, "ce", s)] for s in seeds if "ce" in methods]
+            gap = f"{100 * (np.mean([r['best'] for r in ce]) - np.mean([r['final'] for r in ce])):+.1f}" if ce else ""
+            label = f"{rate:.0%}" + (f" {noise}" if rate and len(noises) > 1 else "")
+            lines.append(f"| {name} | {model} | {label} | " + " | ".join(row) + f" | {gap} |")
     lines += ["", f"{len(jobs)} runs, {n_collapsed} collapsed; {wall / 60:.1f} min wall with {n_jobs} process(es)."]
     (out / "defaults.md").write_text("\n".join(lines) + "\n")
     (out / "defaults.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
     print("\n".join(lines))
     if json_path:
-        rows = [{"dataset": k[0], "model": k[1], "noise_rate": k[2], "method": k[3], "seed": k[4],
-                 "best": r["best"], "final": r["final"], "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
+        rows = [{"dataset": k[0], "model": k[1], **({"noise": k[2]} if len(noises) > 1 else {}), "noise_rate": k[3],
+                 "method": k[4], "seed": k[5], "best": r["best"], "final": r["final"],
+                 "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
                 for k, r in results.items()]
         write_result(json_path, "defaults-grid", {
             "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
             "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
                                                       for m in sorted({k[1] for k in keys})},
-            "methods": methods, "noise_rates": RATES, "seeds": seeds, "processes": n_jobs, "rows": rows},
+            "methods": methods, **({"noise": list(noises)} if len(noises) > 1 else {}), "noise_rates": list(rates),
+            "seeds": seeds, "processes": n_jobs, "rows": rows},
             cmd=command(roles={"--mnist": "MNIST_DIR"}), load_before=load_before, wall_seconds=wall)
 
 
@@ -227,6 +239,10 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_defaults")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--noise", nargs="+", default=["symmetric"], choices=["symmetric", "pair"],
+                        help="label-noise kinds of the grid (default symmetric)")
+    parser.add_argument("--rates", type=float, nargs="+", default=RATES,
+                        help=f"noise rates of the grid (default {' '.join(map(str, RATES))}); 0 runs once")
     parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
     parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
@@ -245,7 +261,7 @@ def main() -> None:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
         select(data, out, args.jobs, epochs_flag, zero, args.methods)
     else:
-        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json, args.methods)
+        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json, args.methods, args.noise, args.rates)
 
 
 if __name__ == "__main__":

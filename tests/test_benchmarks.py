@@ -122,6 +122,31 @@ def test_defaults_grid(tmp_path):
     assert "4 runs" in again.stdout
 
 
+def test_defaults_grid_noise_kinds(tmp_path):
+    """Clean labels once, then each noise kind at each positive rate; the rows say which kind."""
+    pytest.importorskip("scipy")
+    out = tmp_path / "which-method.json"
+    run("bench_defaults.py", "--only", "digits", "--methods", "ce", "--epochs", "1", "--noise", "symmetric", "pair",
+        "--rates", "0", "0.8", "--out", str(tmp_path / "grid"), "--json", str(out))
+    data = result(out, "defaults-grid", {"noise", "noise_rates", "rows"})
+    cells = {(r["model"], r["noise"], r["noise_rate"]) for r in data["rows"]}
+    assert cells == {(m, n, r) for m in ("mlp", "lenet")
+                     for n, r in (("symmetric", 0.0), ("symmetric", 0.8), ("pair", 0.8))}
+
+
+def test_probe_memorisation(tmp_path):
+    """Two methods and one candidate on the tabular set for two epochs; the trace reads their signals."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "memorisation.json"
+    run("probes/memorisation.py", "--only", "tabular", "--methods", "ce", "superloss", "--candidates",
+        "superloss tau=ema", "--rates", "0.8", "--extra", "--epochs 2", "--jobs", "1", "--out", str(tmp_path / "probe"),
+        "--figure", str(tmp_path / "trace.png"), "--json", str(out))
+    data = result(out, "memorisation", {"rows", "trace", "trace_dataset", "candidates"})
+    assert {r["variant"] for r in data["rows"]} == {"ce", "superloss", "superloss tau=ema"}
+    assert set(data["trace"]) == {"ce", "superloss"} and len(data["trace"]["ce"]) == 2
+    assert (tmp_path / "trace.png").stat().st_size > 0
+
+
 def test_flag_scores(tmp_path):
     out = tmp_path / "flag-scores.json"
     run("bench_flag_scores.py", "--runs", str(tmp_path / "runs"), "--methods", "ce", "--settings", "symmetric:0.4",
