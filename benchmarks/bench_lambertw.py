@@ -37,7 +37,7 @@ def main() -> None:
     p = parser(__doc__, repeats=30, threads=0)
     p.add_argument("--size", type=int, default=1_000_000)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--fused", action="store_true")
+    p.add_argument("--fused", action="store_true", help="also lambertw(fused=True) (compiles first)")
     args = p.parse_args()
     started = begin(args)
     record = {"dtype": args.dtype, "rows": []}
