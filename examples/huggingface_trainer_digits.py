@@ -17,14 +17,12 @@ through ``RecorderCallback``, which writes ``OUT/signals.npz`` with the noise ma
 
     python examples/huggingface_trainer_digits.py [--method superloss|data-params] [--epochs 10] [--out DIR]
 """
-from __future__ import annotations
 
 import argparse
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -109,7 +107,7 @@ class ExampleArguments:
     epochs: int = 10
     noise: float = 0.4
     seed: int = 0
-    out: Optional[str] = field(
+    out: str | None = field(
         default=None, metadata={"help": "output_dir: signals.npz and flag's outputs (default: a temporary folder)"})
 
 
