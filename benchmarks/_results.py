@@ -5,12 +5,16 @@ Every benchmark whose figures appear in the documentation writes one JSON file (
     {"benchmark": "...", "command": "python benchmarks/...", "machine": {...}, "date": "...",
      "transcribed": false, "data": {...}}
 
+A benchmark's command line starts from :func:`parser` (``--json FILE`` and the options most benchmarks
+share) and :func:`begin` notes the clock and the load average when it starts, for the result file.
+
 ``benchmarks/render_tables.py`` renders the documentation's tables from the committed files in
 ``docs/results/``. Paths to data sets are recorded by their role (``--data-dir MNIST_DIR``), never as the
 folder they happened to be in on the measuring machine.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -18,12 +22,23 @@ import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
-__all__ = ["machine", "command", "write_result", "load_average"]
+__all__ = ["machine", "command", "write_result", "load_average", "parser", "begin", "Started"]
+
+#: The options several benchmarks share: name -> (type, help); a benchmark names those it takes, with
+#: its defaults, in :func:`parser`.
+COMMON_OPTIONS = {
+    "batch_size": (int, "samples per step"),
+    "repeats": (int, "interleaved rounds"),
+    "threads": (int, "torch threads (0: leave the default)"),
+    "seed": (int, "seed of the data, the noise and the training"),
+}
 
 
 def load_average() -> list[float] | None:
+    """The machine's load average over 1, 5 and 15 minutes (``None`` where unknown)."""
     try:
         with open("/proc/loadavg") as fh:
             return [float(v) for v in fh.read().split()[:3]]
@@ -34,12 +49,10 @@ def load_average() -> list[float] | None:
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def machine() -> dict:
@@ -116,3 +129,41 @@ def write_result(path: str | Path, benchmark: str, data: dict, *, cmd: str | Non
     }
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def parser(doc: str, json_help: str = "also write the figures, command, machine and date to this file",
+           **defaults) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``doc`` (its docstring) as the description, ``--json FILE``, and each
+    option of :data:`COMMON_OPTIONS` named in ``defaults`` (``repeats=30``) with that default; a value
+    ``(default, help)`` gives the option its own help."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in defaults.items():
+        kind, text = COMMON_OPTIONS[name]
+        default, text = default if isinstance(default, tuple) else (default, text)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=text)
+    p.add_argument("--json", help=json_help)
+    return p
+
+
+class Started:
+    """The load average and the clock when a benchmark started: what its result file records."""
+
+    def __init__(self) -> None:
+        self.load_before = load_average()
+        self.t_start = time.perf_counter()
+
+    def write(self, path: str | Path | None, benchmark: str, data: dict, *, roles: dict[str, str] | None = None) -> None:
+        """:func:`write_result` to ``path`` (nothing without one), with the wall time since the start; ``roles``
+        as in :func:`command`."""
+        if path:
+            write_result(path, benchmark, data, cmd=command(roles=roles), load_before=self.load_before,
+                         wall_seconds=time.perf_counter() - self.t_start)
+
+
+def begin(args: argparse.Namespace) -> Started:
+    """Set torch's threads from ``args.threads`` (0 or none: leave the default), then start the clock."""
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return Started()

@@ -138,21 +138,24 @@ def top_level_ops(fn: Callable[[], object]) -> int:
     fn()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    count = 0
-    for event in prof.events():
-        if not event.name.startswith("aten::"):
-            continue
-        parent = event.cpu_parent
-        while parent is not None and not parent.name.startswith("aten::"):
-            parent = parent.cpu_parent
-        count += parent is None
-    return count
+    return sum(_is_aten(event) and _called_by_no_aten(event) for event in prof.events())
+
+
+def _is_aten(event) -> bool:
+    return event.name.startswith("aten::")
+
+
+def _called_by_no_aten(event) -> bool:
+    """Whether no ``aten::`` operation is among the event's callers."""
+    parent = event.cpu_parent
+    while parent is not None and not _is_aten(parent):
+        parent = parent.cpu_parent
+    return parent is None
 
 
 def load_note() -> str:
     """The machine's load average, to print with the timings (timings on a loaded machine are noisy)."""
-    try:
-        with open("/proc/loadavg") as f:
-            return "load average " + " ".join(f.read().split()[:3])
-    except OSError:
-        return "load average unknown"
+    from _results import load_average
+
+    averages = load_average()
+    return "load average " + (" ".join(f"{v:.2f}" for v in averages) if averages else "unknown")

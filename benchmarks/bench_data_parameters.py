@@ -19,73 +19,43 @@ is printed at N = 2.4M when ``--dense`` is given.
 """
 from __future__ import annotations
 
-import argparse
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from _results import load_average, write_result
+from _results import begin, parser
+from _steps import index_draws, lenet_sgd, random_batch, sgd_step
 from _timing import interleaved
 
 from curriculoss import DataParameters
-from curriculoss.harness.models import LeNet5
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--dense", action="store_true", help="also time a dense instance-parameter step at N = 2.4M")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
-    load_before, t_start = load_average(), time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    p = parser(__doc__, batch_size=128, repeats=200, threads=0)
+    p.add_argument("--dense", action="store_true", help="also time a dense instance-parameter step at N = 2.4M")
+    args = p.parse_args()
+    started = begin(args)
     torch.manual_seed(0)
     b = args.batch_size
-    x = torch.randn(b, 1, 28, 28)
-    y = torch.randint(0, 10, (b,))
-    gen = torch.Generator().manual_seed(0)
+    x, y = random_batch(b)
+    draw = index_draws(b)
 
     def make_step(n: int | None, dense: bool = False) -> Callable[[], None]:
-        model = LeNet5(1, 10, 28)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        model, opt = lenet_sgd()
         if n is None:
-            def step() -> None:
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            return step
+            return lambda: sgd_step(F.cross_entropy(model(x), y), opt)
         dp = DataParameters(10, n, level="joint")
         if dense:
             w = dp.log_instance_sigma
             dopt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
 
-            def step() -> None:
-                index = torch.randint(0, n, (b,), generator=gen)
-                sigma = dp.log_class_sigma.exp()[y] + w.exp()[index]  # dense gradient, as the reference
-                loss = F.cross_entropy(model(x) / sigma[:, None], y)
-                opt.zero_grad(set_to_none=True)
-                dopt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                dopt.step()
-            return step
+            def dense_loss() -> torch.Tensor:
+                sigma = dp.log_class_sigma.exp()[y] + w.exp()[draw(n)]  # dense gradient, as the reference
+                return F.cross_entropy(model(x) / sigma[:, None], y)
+            return lambda: sgd_step(dense_loss(), opt, dopt)
         dopt = dp.optimizer(class_lr=0.1, instance_lr=0.1)
-
-        def step() -> None:
-            index = torch.randint(0, n, (b,), generator=gen)
-            loss = F.cross_entropy(dp(model(x), y, index), y)
-            opt.zero_grad(set_to_none=True)
-            dopt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            dopt.step()
-        return step
+        return lambda: sgd_step(F.cross_entropy(dp(model(x), y, draw(n)), y), opt, dopt)
 
     fns = {"ce": make_step(None), "dp_50k": make_step(50_000), "dp_60k": make_step(60_000),
            "dp_2.4M": make_step(2_400_000)}
@@ -101,14 +71,11 @@ def main() -> None:
     print(f"joint DP at N = 60K / plain CE: {t['dp_60k'] / t['ce']:.3f}x (goal <= 1.05x)")
     if args.dense:
         print(f"dense instance step at 2.4M / ours at 2.4M: {t['dense_2.4M'] / t['dp_2.4M']:.2f}x (information)")
-    if args.json:
-        write_result(args.json, "data-parameters", {
-            "batch_size": b, "repeats": args.repeats, "threads": torch.get_num_threads(),
-            "step_ms": {name: 1e3 * v for name, v in t.items()},
-            "ratios": {"joint_2.4M_over_50k": t["dp_2.4M"] / t["dp_50k"], "joint_60k_over_ce": t["dp_60k"] / t["ce"]},
-            "goals": {"joint_2.4M_over_50k": 1.10, "joint_60k_over_ce": 1.05}},
-            load_before=load_before, wall_seconds=time.perf_counter() - t_start)
-
+    started.write(args.json, "data-parameters", {
+        "batch_size": b, "repeats": args.repeats, "threads": torch.get_num_threads(),
+        "step_ms": {name: 1e3 * v for name, v in t.items()},
+        "ratios": {"joint_2.4M_over_50k": t["dp_2.4M"] / t["dp_50k"], "joint_60k_over_ce": t["dp_60k"] / t["ce"]},
+        "goals": {"joint_2.4M_over_50k": 1.10, "joint_60k_over_ce": 1.05}})
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,6 @@ Results in ``OUT/selection.md``.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from _grid import cli_config, collapsed, make_data, run_all
-from _results import command, load_average, write_result
+from _results import Started, parser
 
 METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
 RATES = [0.0, 0.4]
@@ -189,10 +188,9 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
             cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--noise", noise, *epochs_flag])
             jobs.append((cfg, str(run_folder(out, name, model, noise, rate, method, seed))))
             keys.append((name, model, noise, rate, method, seed))
-    t0 = time.perf_counter()
-    load_before = load_average()
+    started = Started()
     results = dict(zip(keys, run_all(jobs, n_jobs)))
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - started.t_start
     cfg0 = jobs[0][0]
     head = "| data set | model | noise | " + " | ".join(methods) + " | CE best - final |"
     lines = [f"Final test accuracy (%), mean over seeds {seeds}; **bold**: a collapsed run (diverged, or final "
@@ -217,40 +215,38 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
     (out / "defaults.md").write_text("\n".join(lines) + "\n")
     (out / "defaults.json").write_text(json.dumps({"|".join(map(str, k)): v for k, v in results.items()}, indent=1))
     print("\n".join(lines))
-    if json_path:
-        rows = [{"dataset": k[0], "model": k[1], **({"noise": k[2]} if len(noises) > 1 else {}), "noise_rate": k[3],
-                 "method": k[4], "seed": k[5], "best": r["best"], "final": r["final"],
-                 "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
-                for k, r in results.items()]
-        write_result(json_path, "defaults-grid", {
-            "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
-            "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
-                                                      for m in sorted({k[1] for k in keys})},
-            "methods": methods, **({"noise": list(noises)} if len(noises) > 1 else {}), "noise_rates": list(rates),
-            "seeds": seeds, "processes": n_jobs, "rows": rows},
-            cmd=command(roles={"--mnist": "MNIST_DIR"}), load_before=load_before, wall_seconds=wall)
+    rows = [{"dataset": k[0], "model": k[1], **({"noise": k[2]} if len(noises) > 1 else {}), "noise_rate": k[3],
+             "method": k[4], "seed": k[5], "best": r["best"], "final": r["final"],
+             "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
+            for k, r in results.items()]
+    started.write(json_path, "defaults-grid", {
+        "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
+        "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
+                                                  for m in sorted({k[1] for k in keys})},
+        "methods": methods, **({"noise": list(noises)} if len(noises) > 1 else {}),
+        "noise_rates": list(rates), "seeds": seeds, "processes": n_jobs, "rows": rows},
+        roles={"--mnist": "MNIST_DIR"})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", metavar="MNIST_DIR",
-                        help="folder of the MNIST IDX files (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
-    parser.add_argument("--json", help="also write the grid's figures, command, machine and date to this file")
-    parser.add_argument("--out", default="runs/bench_defaults")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--noise", nargs="+", default=["symmetric"], choices=["symmetric", "pair"],
-                        help="label-noise kinds of the grid (default symmetric)")
-    parser.add_argument("--rates", type=float, nargs="+", default=RATES,
-                        help=f"noise rates of the grid (default {' '.join(map(str, RATES))}); 0 runs once")
-    parser.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
-    parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
-                        help="methods of the grid or the selection (default: all; fewer for a quick look only)")
-    parser.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
-    parser.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
-                        help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
-    args = parser.parse_args()
+    p = parser(__doc__, json_help="also write the grid's figures, command, machine and date to this file")
+    p.add_argument("--mnist", metavar="MNIST_DIR",
+                   help="folder of the MNIST IDX files (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
+    p.add_argument("--out", default="runs/bench_defaults")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--noise", nargs="+", default=["symmetric"], choices=["symmetric", "pair"],
+                   help="label-noise kinds of the grid (default symmetric)")
+    p.add_argument("--rates", type=float, nargs="+", default=RATES,
+                   help=f"noise rates of the grid (default {' '.join(map(str, RATES))}); 0 runs once")
+    p.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
+    p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
+                   help="methods of the grid or the selection (default: all; fewer for a quick look only)")
+    p.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
+    p.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
+                   help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
+    args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
     data = make_data(out / "data", args.mnist)

@@ -19,7 +19,6 @@ Distributed training on CPU (gloo) and Data Parameters at N = 10 million, printe
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -30,12 +29,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from _results import load_average, write_result
+from _results import begin, parser
+from _steps import lenet_sgd, random_batch, sgd_step
 from _timing import interleaved
 
 from curriculoss import DataParameters, SuperLoss
 from curriculoss import distributed as D
-from curriculoss.harness.models import LeNet5
 from curriculoss.harness.devices import end_distributed
 
 N_TRAIN = 60_000
@@ -43,25 +42,24 @@ N_TRAIN = 60_000
 
 def _setup(kind: str, world: int, batch: int):
     torch.manual_seed(0)
-    model = LeNet5(1, 10, 28)
+    model, opt = lenet_sgd()
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x, y = random_batch(batch, g)
     if kind == "superloss":
         crit = SuperLoss(tau="avg", lam=1.0, num_samples=N_TRAIN)
-        dp = dp_opt = None
+        dp, dp_opt = None, ()
     else:
         crit = None
         dp = DataParameters(10, N_TRAIN, level="joint")
-        dp_opt = dp.optimizer()
+        dp_opt = (dp.optimizer(),)
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return model, net, opt, crit, dp, dp_opt, x, y, g, grad_bytes
 
 
 def _run(kind: str, world: int, rank: int, batch: int, steps: int) -> tuple[float, float, int]:
-    """Median step seconds, library bytes per step, DDP gradient bytes per step (this rank)."""
+    """Median step seconds, library bytes per step, DDP gradient bytes per step (this rank), on one thread."""
+    torch.set_num_threads(1)
     model, net, opt, crit, dp, dp_opt, x, y, g, grad_bytes = _setup(kind, world, batch)
     times, comm = [], []
     for step in range(steps + 5):
@@ -77,13 +75,7 @@ def _run(kind: str, world: int, rank: int, batch: int, steps: int) -> tuple[floa
             loss = crit(F.cross_entropy(out, y[local], reduction="none"), li)
         else:
             loss = F.cross_entropy(dp(out, y[local], li), y[local])
-        opt.zero_grad(set_to_none=True)
-        if dp_opt is not None:
-            dp_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if dp_opt is not None:
-            dp_opt.step()
+        sgd_step(loss, opt, *dp_opt)
         dt = time.perf_counter() - t0
         if step >= 5:
             times.append(dt)
@@ -92,7 +84,6 @@ def _run(kind: str, world: int, rank: int, batch: int, steps: int) -> tuple[floa
 
 
 def _worker(rank: int, world: int, store: str, batch: int, steps: int, out: str) -> None:
-    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     finished = False
     try:
@@ -108,7 +99,6 @@ def _fmt_bytes(b: float) -> str:
 
 
 def distributed_table(batch: int, steps: int) -> dict:
-    torch.set_num_threads(1)
     one = {kind: _run(kind, 1, 0, batch, steps) for kind in ("superloss", "data-params")}
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(2, os.path.join(tmp, "store"), batch, steps, tmp), nprocs=2, join=True)
@@ -135,24 +125,17 @@ def distributed_table(batch: int, steps: int) -> dict:
 def scale_table(repeats: int, batch: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x, y = random_batch(batch)
     variants = {}
     for n in (100_000, 10_000_000):
-        model = LeNet5(1, 10, 28)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        model, opt = lenet_sgd()
         dp = DataParameters(10, n, level="joint")
         dp_opt = dp.optimizer()
         g = torch.Generator().manual_seed(n)
 
         def step(model=model, opt=opt, dp=dp, dp_opt=dp_opt, g=g, n=n) -> None:
             index = torch.randint(n, (batch,), generator=g)
-            loss = F.cross_entropy(dp(model(x), y, index), y)
-            opt.zero_grad(set_to_none=True)
-            dp_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            dp_opt.step()
+            sgd_step(F.cross_entropy(dp(model(x), y, index), y), opt, dp_opt)
 
         variants[n] = (step, dp, dp_opt)
     # the warm-up also takes the first step, which projects the whole tensor once (O(N))
@@ -175,22 +158,17 @@ def scale_table(repeats: int, batch: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per configuration (2 vs 1 processes)")
-    parser.add_argument("--repeats", type=int, default=200, help="interleaved repetitions (N = 10M vs 100k)")
-    parser.add_argument("--only", choices=("distributed", "scale"), help="run one of the two parts")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
-    load_before, t_start = load_average(), time.perf_counter()
+    p = parser(__doc__, batch_size=128, repeats=(200, "interleaved repetitions (N = 10M vs 100k)"))
+    p.add_argument("--steps", type=int, default=60, help="timed steps per configuration (2 vs 1 processes)")
+    p.add_argument("--only", choices=("distributed", "scale"), help="run one of the two parts")
+    args = p.parse_args()
+    started = begin(args)
     record = {}
     if args.only != "scale":
         record["distributed"] = distributed_table(args.batch_size, args.steps)
     if args.only != "distributed":
         record["scale"] = scale_table(args.repeats, args.batch_size)
-    if args.json:
-        write_result(args.json, "distributed", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
-
+    started.write(args.json, "distributed", record)
 
 if __name__ == "__main__":
     main()

@@ -24,16 +24,15 @@ figures with the command, the machine and the date.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from _results import command, load_average, write_result
+from _results import begin, parser
+from _steps import ce_epoch
 from _timing import interleaved_samples, load_note, ratio
 
 from curriculoss.harness.config import TrainConfig
@@ -52,15 +51,8 @@ def plain_epoch(cfg: TrainConfig, tensors: tuple[torch.Tensor, ...], input_shape
     torch.manual_seed(cfg.seed)  # the harness seeds the same way before it builds the model
     model = build_model(cfg.model, input_shape, num_classes).to(x.device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    n = len(y)
     t0 = time.perf_counter()
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003)).to(x.device)
-    for start in range(0, n, cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    ce_epoch(model, opt, x, y, cfg.batch_size, seed=cfg.seed * 100_003)
     model.eval()
     with torch.no_grad():
         correct = sum((model(xt[i:i + 1024]).argmax(1) == yt[i:i + 1024]).sum() for i in range(0, len(xt), 1024))
@@ -74,27 +66,21 @@ def harness_epoch(cfg: TrainConfig) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (plain or gzipped)")
-    parser.add_argument("--dataset", default="idx", choices=("idx", "digits"), help="digits: no files needed")
-    parser.add_argument("--methods", nargs="+", default=CLASSIFICATION, choices=CLASSIFICATION, metavar="METHOD",
-                        help="default: every classification method")
-    parser.add_argument("--limit", type=int, default=None, help="training images per epoch (default: all)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=30, help="most epochs per variant (interleaved rounds)")
-    parser.add_argument("--min-repeats", type=int, default=5, help="fewest rounds before the resolution is checked")
-    parser.add_argument("--resolution", type=float, default=0.02, help="target half-width of every 95 %% interval")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop adding rounds after this long")
-    parser.add_argument("--noise-rate", type=float, default=0.4, help="symmetric label noise (default 0.4)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
+    p = parser(__doc__, batch_size=128, repeats=(30, "most epochs per variant (interleaved rounds)"), threads=0)
+    p.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (plain or gzipped)")
+    p.add_argument("--dataset", default="idx", choices=("idx", "digits"), help="digits: no files needed")
+    p.add_argument("--methods", nargs="+", default=CLASSIFICATION, choices=CLASSIFICATION, metavar="METHOD",
+                   help="default: every classification method")
+    p.add_argument("--limit", type=int, default=None, help="training images per epoch (default: all)")
+    p.add_argument("--min-repeats", type=int, default=5, help="fewest rounds before the resolution is checked")
+    p.add_argument("--resolution", type=float, default=0.02, help="target half-width of every 95 %% interval")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop adding rounds after this long")
+    p.add_argument("--noise-rate", type=float, default=0.4, help="symmetric label noise (default 0.4)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
     if args.dataset != "digits" and not args.data_dir:
-        parser.error("--data-dir MNIST_DIR is needed (the folder of the MNIST IDX files), or --dataset digits")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_before, t_start = load_average(), time.perf_counter()
+        p.error("--data-dir MNIST_DIR is needed (the folder of the MNIST IDX files), or --dataset digits")
+    started = begin(args)
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir if args.dataset != "digits" else None,
                       limit=args.limit, model="lenet", method="ce", noise_rate=args.noise_rate, epochs=1,
@@ -142,9 +128,7 @@ def main() -> None:
               f"+-{100 * widest:.1f} %); more rounds (--repeats) or a quieter machine are needed")
     print(f"worst ratio {worst:.3f}x; " + (f"undecided against the goal: {', '.join(undecided)}" if undecided else
                                            f"{'meets' if worst <= GOAL else 'misses'} the goal (<= {GOAL:.2f}x for every method)"))
-    if args.json:
-        write_result(args.json, "epoch", record, cmd=command(roles={"--data-dir": "MNIST_DIR"}),
-                     load_before=load_before, wall_seconds=time.perf_counter() - t_start)
+    started.write(args.json, "epoch", record, roles={"--data-dir": "MNIST_DIR"})
 
 
 if __name__ == "__main__":

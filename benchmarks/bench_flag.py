@@ -18,7 +18,6 @@ and the date. Needs cleanlab (`pip install "curriculoss[bench]"`).
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import replace
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from _results import command, load_average, write_result
+from _results import begin, parser
+from _steps import ce_epoch
 
 from curriculoss import flag
 from curriculoss.harness.methods import MethodOptions
@@ -49,15 +48,8 @@ def _fit_predict(cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, x_eval: tor
     model = build_model(cfg.model, tuple(x.shape[1:]), num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    n = len(y)
     for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        ce_epoch(model, opt, x, y, cfg.batch_size, seed=seed * 100_003 + epoch)
         sched.step()
     model.eval()
     with torch.no_grad():
@@ -132,26 +124,23 @@ def make_blobs(path: Path, seed: int = 0, n: int = 6000) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (--dataset idx)")
-    parser.add_argument("--dataset", default="idx", help="idx (MNIST files), digits, or blobs (generated)")
-    parser.add_argument("--model", default="lenet")
-    parser.add_argument("--limit", type=int, default=10_000)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--methods", nargs="+", default=["ce", "superloss", "data-params", "imae"])
-    parser.add_argument("--settings", nargs="+", default=["symmetric:0.4", "pair:0.2"])
-    parser.add_argument("--our-epochs", type=int, help="epochs of our single run (default: 4/5 of --epochs, so that "
-                        "one run costs 1/5 of cleanlab's 5-fold cross-validation, which trains on 4/5 of the data)")
-    parser.add_argument("--dp-level", default="instance", choices=("class", "instance", "joint"))
-    parser.add_argument("--dp-instance-lr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--keep", help="keep each run's signals.npz and cleanlab's probabilities in this folder")
-    args = parser.parse_args()
+    p = parser(__doc__, json_help="also write the figures to this file", seed=0)
+    p.add_argument("--data-dir", metavar="MNIST_DIR", help="folder of the MNIST IDX files (--dataset idx)")
+    p.add_argument("--dataset", default="idx", help="idx (MNIST files), digits, or blobs (generated)")
+    p.add_argument("--model", default="lenet")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--methods", nargs="+", default=["ce", "superloss", "data-params", "imae"])
+    p.add_argument("--settings", nargs="+", default=["symmetric:0.4", "pair:0.2"])
+    p.add_argument("--our-epochs", type=int, help="epochs of our single run (default: 4/5 of --epochs, so that "
+                   "one run costs 1/5 of cleanlab's 5-fold cross-validation, which trains on 4/5 of the data)")
+    p.add_argument("--dp-level", default="instance", choices=("class", "instance", "joint"))
+    p.add_argument("--dp-instance-lr", type=float, default=0.1)
+    p.add_argument("--keep", help="keep each run's signals.npz and cleanlab's probabilities in this folder")
+    args = p.parse_args()
     if args.dataset == "idx" and not args.data_dir:
-        parser.error("--dataset idx needs --data-dir MNIST_DIR (the folder of the MNIST IDX files)")
-    cmd = command(roles={"--data-dir": "MNIST_DIR"})
-    load_before, t_start = load_average(), time.perf_counter()
+        p.error("--dataset idx needs --data-dir MNIST_DIR (the folder of the MNIST IDX files)")
+    started = begin(args)
     dataset_name = args.dataset
     if args.dataset == "blobs":
         blobs = Path(tempfile.mkdtemp()) / "blobs.npz"
@@ -186,15 +175,13 @@ def main() -> None:
         f = base["figures"]
         print(f"cleanlab find_label_issues: {f['cleanlab_num_issues']} flagged, precision {f['cleanlab_precision']:.4f}, "
               f"recall {f['cleanlab_recall']:.4f}")
-    if args.json:
-        write_result(args.json, "flag", {
-            "dataset": dataset_name, "limit": args.limit, "model": args.model, "epochs_per_fold": args.epochs,
-            "our_epochs": args.our_epochs or max(1, args.epochs * 4 // 5), "folds": 5, "seed": args.seed,
-            "dp_level": args.dp_level, "dp_instance_lr": args.dp_instance_lr,
-            "settings": {setting: {name: {**row["figures"], "seconds": row["seconds"], "sample_epochs": row["sample_epochs"]}
-                                   for name, row in rows.items()} for setting, rows in results.items()}},
-            cmd=cmd, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
-
+    started.write(args.json, "flag", {
+        "dataset": dataset_name, "limit": args.limit, "model": args.model, "epochs_per_fold": args.epochs,
+        "our_epochs": args.our_epochs or max(1, args.epochs * 4 // 5), "folds": 5, "seed": args.seed,
+        "dp_level": args.dp_level, "dp_instance_lr": args.dp_instance_lr,
+        "settings": {setting: {name: {**row["figures"], "seconds": row["seconds"], "sample_epochs": row["sample_epochs"]}
+                               for name, row in rows.items()} for setting, rows in results.items()}},
+        roles={"--data-dir": "MNIST_DIR"})
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _results import command, load_average, write_result
+from _results import Started, parser
 
 BATCH = 250_000
 
@@ -269,21 +269,18 @@ def measure(args, n: int, classes: int, root: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, json_help="write the figures here", seed=0, threads=(2, "torch threads of each stage"))
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--classes", type=int, nargs="+", default=[100],
                    help="classes of the synthetic run: one number, or one per size")
     p.add_argument("--noise", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cleanlab-max", type=int, default=1_000_000, help="largest N given to cleanlab")
     p.add_argument("--compare", action="store_true", help="flag in memory against flag in blocks")
     p.add_argument("--float16", action="store_true", help="also record in float16 and flag that")
     p.add_argument("--compare-max", type=int, default=1_000_000)
     p.add_argument("--mnist-dir", help="MNIST IDX files: measure a real run (one process and torchrun with two)")
     p.add_argument("--keep", help="folder for the signals (default: a temporary one)")
-    p.add_argument("--json", help="write the figures here")
     p.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
@@ -293,7 +290,7 @@ def main() -> None:
         args.classes = args.classes[0]
         print(json.dumps(STAGES[args.stage](args)))
         return
-    load, t0 = load_average(), time.perf_counter()
+    started = Started()  # the stages set their own threads, in their own processes
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         if args.mnist_dir:
@@ -304,10 +301,7 @@ def main() -> None:
                 raise SystemExit("--classes: give one number, or one per size")
             data = {"rows": [measure(args, n, c, root) for n, c in zip(args.sizes, classes)], "noise": args.noise,
                     "batch": BATCH}
-    if args.json:
-        write_result(args.json, "flag-scale", data, cmd=command(roles={"--mnist-dir": "MNIST_DIR"}), load_before=load,
-                     wall_seconds=time.perf_counter() - t0)
-
+    started.write(args.json, "flag-scale", data, roles={"--mnist-dir": "MNIST_DIR"})
 
 if __name__ == "__main__":
     main()

@@ -15,12 +15,10 @@ the machine and the date.
 """
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-from _results import command, load_average, write_result
+from _results import begin, parser
 
 from curriculoss import flag
 from curriculoss.harness.train import TrainConfig, train_or_reuse
@@ -58,19 +56,17 @@ def evaluate_run(signals, method: str) -> dict[str, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", required=True, help="folder of the run folders (reused when there)")
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--model", default="mlp")
-    parser.add_argument("--methods", nargs="+", default=["ce", "superloss", "data-params"])
-    parser.add_argument("--settings", nargs="+", default=["symmetric:0.4", "symmetric:0.2", "pair:0.2", "symmetric:0.0"])
-    parser.add_argument("--epochs", nargs="+", type=int, default=[15, 20, 50, 200])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
-    load_before, t_start = load_average(), time.perf_counter()
+    p = parser(__doc__, json_help="also write the figures to this file", seed=0)
+    p.add_argument("--runs", required=True, help="folder of the run folders (reused when there)")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--methods", nargs="+", default=["ce", "superloss", "data-params"])
+    p.add_argument("--settings", nargs="+", default=["symmetric:0.4", "symmetric:0.2", "pair:0.2", "symmetric:0.0"])
+    p.add_argument("--epochs", nargs="+", type=int, default=[15, 20, 50, 200])
+    args = p.parse_args()
+    started = begin(args)
 
     results = {}
     for method in args.methods:
@@ -94,12 +90,8 @@ def main() -> None:
                 for label, f in rows.items():
                     print(f"| {label} | {f['auroc']:.4f} | {f['precision_at_k']:.4f} | "
                           f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])} |", flush=True)
-    if args.json:
-        write_result(args.json, "flag-scores", {"dataset": args.dataset, "limit": args.limit, "model": args.model,
-                                                "seed": args.seed, "runs": results},
-                     cmd=command(roles={"--data-dir": "MNIST_DIR"}), load_before=load_before,
-                     wall_seconds=time.perf_counter() - t_start)
-
+    started.write(args.json, "flag-scores", {"dataset": args.dataset, "limit": args.limit, "model": args.model,
+                                             "seed": args.seed, "runs": results}, roles={"--data-dir": "MNIST_DIR"})
 
 if __name__ == "__main__":
     main()

@@ -14,16 +14,14 @@ workers): its epoch seconds.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from _results import load_average, write_result
+from _results import begin, parser
 
 from curriculoss.harness import data as datasets
 from curriculoss.harness.config import TrainConfig
@@ -42,16 +40,13 @@ def write_images(folder: Path, n: int, seed: int = 0) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000, help="PNG files written")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs of each in-memory / streamed run")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load_before, t_start = load_average(), time.perf_counter()
+    p = parser(__doc__, threads=(1, "torch threads"))
+    p.add_argument("--images", type=int, default=2000, help="PNG files written")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader worker counts")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of each in-memory / streamed run")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    started = begin(args)
     rates, epochs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp), args.images)
@@ -71,12 +66,9 @@ def main() -> None:
           + ", ".join(f"{w} workers {r:,.0f}" for w, r in rates.items()))
     print(f"imagefolder CE epoch (LeNet-5, batch 128, train + test, {args.device}), mean of {args.epochs}: "
           + ", ".join(f"{label} {t:.3f} s" for label, t in epochs.items()))
-    if args.json:
-        write_result(args.json, "imagefolder", {
-            "images": args.images, "epochs": args.epochs, "device": args.device, "threads": args.threads,
-            "load_images_per_second": {str(w): r for w, r in rates.items()}, "epoch_seconds": epochs},
-            load_before=load_before, wall_seconds=time.perf_counter() - t_start)
-
+    started.write(args.json, "imagefolder", {
+        "images": args.images, "epochs": args.epochs, "device": args.device, "threads": args.threads,
+        "load_images_per_second": {str(w): r for w, r in rates.items()}, "epoch_seconds": epochs})
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ batch). Beside each: the top-level ``aten::`` operations of one call. ``--fused`
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
@@ -24,31 +23,31 @@ import numpy as np
 import scipy.special
 import torch
 
-from _results import load_average, write_result
+from _results import begin, parser
 from _timing import interleaved_samples, load_note, ratio, spread, top_level_ops
 
 from curriculoss import lambertw
 
+#: The inputs: (values, upper end of their uniform range from -1/e); None: ``--size`` values. 19.6 is
+#: what SuperLoss feeds lambertw (beta/2 for losses up to about 40).
+INPUTS = ((None, 100.0), (None, 19.6), (128, 19.6))
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--fused", action="store_true")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
-    load_before, t_start = load_average(), time.perf_counter()
+    p = parser(__doc__, repeats=30, threads=0)
+    p.add_argument("--size", type=int, default=1_000_000)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--fused", action="store_true", help="also lambertw(fused=True) (compiles first)")
+    args = p.parse_args()
+    started = begin(args)
     record = {"dtype": args.dtype, "rows": []}
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     print(f"lambertw, {args.dtype}, CPU, {torch.get_num_threads()} threads; {load_note()}")
     print("| input | scipy, median (IQR) | ours, median (IQR) | scipy / ours, 95 % CI | aten ops | max abs difference |")
     print("|---|---|---|---|---|---|")
-    for label, size, high in ((f"{args.size:,} on [-1/e, 100]", args.size, 100.0),
-                              (f"{args.size:,} on [-1/e, 19.6]", args.size, 19.6), ("128 on [-1/e, 19.6]", 128, 19.6)):
+    for values, high in INPUTS:
+        size = values or args.size
+        label = f"{size:,} on [-1/e, {high:g}]"
         x_np = rng.uniform(-1 / math.e, high, size).astype(args.dtype)
         x = torch.from_numpy(x_np)
         fns = {"scipy": lambda: scipy.special.lambertw(x_np).real.astype(args.dtype), "ours": lambda: lambertw(x)}
@@ -70,8 +69,7 @@ def main() -> None:
                                    "speedup": r.value, "low": r.low, "high": r.high, "ops": ops, "max_abs_difference": float(err)})
     print("goals: >= 20x scipy at 1M float32; faster than scipy at 128 values")
     record["threads"] = torch.get_num_threads()
-    if args.json:
-        write_result(args.json, "lambertw", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
+    started.write(args.json, "lambertw", record)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _results import load_average, write_result
+from _results import begin, parser
+from _steps import index_draws, lenet_sgd, random_batch, sgd_step
 from _timing import interleaved_samples, load_note, print_samples, ratio, samples_in_processes, spread, top_level_ops
 
 from curriculoss import DataParameters, SuperLoss, imae
@@ -64,40 +65,30 @@ class _Weighted(torch.autograd.Function):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=480, help="interleaved rounds, all processes together")
-    parser.add_argument("--processes", type=int, default=6, help="processes that run the rounds, one after the other")
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop each process's rounds after this long")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process's rounds
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
-    parser.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
-    parser.add_argument("--json", help="also write the figures, command, machine and date to this file")
-    args = parser.parse_args()
-    load_before, t_start = load_average(), time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    p = parser(__doc__, batch_size=128, repeats=(480, "interleaved rounds, all processes together"), threads=0)
+    p.add_argument("--processes", type=int, default=6, help="processes that run the rounds, one after the other")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop each process's rounds after this long")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one process's rounds
+    p.add_argument("--fused", action="store_true", help="also SuperLoss(fused=True) (compiles first)")
+    args = p.parse_args()
+    started = begin(args)
     b = args.batch_size
-    x = torch.randn(b, 1, 28, 28)
-    y = torch.randint(0, 10, (b,))
-    gen = torch.Generator().manual_seed(0)
-    index = lambda: torch.randint(0, N, (b,), generator=gen)  # noqa: E731
+    x, y = random_batch(b, torch.Generator().manual_seed(0))
+    draw = index_draws(b)
     w = torch.rand(b, generator=torch.Generator().manual_seed(1)) + 0.5  # the floor variants' fixed weights
 
     def make(kind: str) -> tuple[Callable[[], None], Callable[[], None]]:
         """(training step, loss part alone on fixed logits) for one variant."""
         torch.manual_seed(0)
-        model = LeNet5(1, 10, 28)
+        model, opt = lenet_sgd(lr=0.0)
         # its output layer starts at zero: drawn here, so that the logits, and the losses, vary by sample
         torch.nn.init.kaiming_normal_(model.fc3.weight, nonlinearity="linear")
         # lr 0: SGD's arithmetic is unchanged but the weights stay where they start, so every variant
         # times the same model. Trained, the variants' models drift apart and their own cost with them
         # (a weighted CE whose weights were random ran 0.90x plain CE), which is no cost of the loss.
-        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
         z = torch.randn(b, 10, requires_grad=True)
-        idx = index()
-        extra = None
+        idx = draw(N)
+        extra = ()  # the data parameters' own optimizer
         if kind in ("ce", "ce_again"):
             loss_fn = lambda out, i: F.cross_entropy(out, y)  # noqa: E731
         elif kind.startswith("superloss"):
@@ -105,7 +96,7 @@ def main() -> None:
             loss_fn = lambda out, i: crit(F.cross_entropy(out, y, reduction="none"), i)  # noqa: E731
         elif kind.startswith("dp"):
             dp = DataParameters(10, N, level=kind.split("_")[1])
-            extra = dp.optimizer(class_lr=0.1, instance_lr=0.1)
+            extra = (dp.optimizer(class_lr=0.1, instance_lr=0.1),)
             loss_fn = lambda out, i: F.cross_entropy(dp(out, y, i), y)  # noqa: E731
         elif kind == "floor_weighted":  # the cheapest reweighting: per-sample CE times fixed weights
             loss_fn = lambda out, i: (F.cross_entropy(out, y, reduction="none") * w).mean()  # noqa: E731
@@ -115,22 +106,11 @@ def main() -> None:
             loss_fn = lambda out, i: imae(out, y, T=8.0)  # noqa: E731
 
         def step() -> None:
-            loss = loss_fn(model(x), index())
-            opt.zero_grad(set_to_none=True)
-            if extra is not None:
-                extra.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if extra is not None:
-                extra.step()
+            sgd_step(loss_fn(model(x), draw(N)), opt, *extra)
 
         def part() -> None:
             z.grad = None
-            if extra is not None:
-                extra.zero_grad(set_to_none=True)
-            loss_fn(z, idx).backward()
-            if extra is not None:
-                extra.step()
+            sgd_step(loss_fn(z, idx), *extra)
         return step, part
 
     def cold_and_warm(part: Callable[[], None], rounds: int = 200) -> tuple[float, float]:
@@ -198,8 +178,7 @@ def main() -> None:
         cold, warm = timed[kind]
         print(f"| {kind} | {warm:.0f} | {cold:.0f} | {cold - timed['ce'][0]:.0f} |")
         record["variants"][kind].update(loss_part_us_back_to_back=warm, loss_part_us_after_forward=cold)
-    if args.json:
-        write_result(args.json, "step", record, load_before=load_before, wall_seconds=time.perf_counter() - t_start)
+    started.write(args.json, "step", record)
 
 
 if __name__ == "__main__":

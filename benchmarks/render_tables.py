@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import functools
 import json
 import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -85,6 +87,18 @@ def source(record: dict) -> str:
     return f"*Measured with* `{record['command']}` on {_machine(record['machine'])}, {date}{wall}."
 
 
+def _rendered(name: str):
+    """A table rendered from result file ``name``: the function renders the table (and what is written under
+    it) from the file's data, and how the figures were measured follows."""
+    def wrap(render: Callable[[dict], str]) -> Callable[[], str]:
+        @functools.wraps(render)
+        def table() -> str:
+            record = load(name)
+            return render(record["data"]) + "\n\n" + source(record)
+        return table
+    return wrap
+
+
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
@@ -108,9 +122,8 @@ def _goal(v: dict) -> str:
 
 # --------------------------------------------------------------------------------------------- main job
 
-def main_job() -> str:
-    record = load("main-job")
-    data = record["data"]
+@_rendered("main-job")
+def main_job(data: dict) -> str:
     rows = []
     for s in data["summary"]:
         scale = 100.0 if s["metric"] == "accuracy" else 1.0
@@ -123,7 +136,7 @@ def main_job() -> str:
     text += (f"\n\nMean ± standard deviation over seeds {', '.join(map(str, data['grid']['seeds']))}; {base['dataset']}, "
              f"{base['model']}, {base['epochs']} epochs, batch {base['batch_size']}, lr {base['lr']:g}. "
              f"CE's best minus final test accuracy (how much it memorised the wrong labels by the end): {gaps}.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 def headline() -> str:
@@ -172,9 +185,7 @@ def _grid_order(data: dict) -> list[tuple]:
     return list(seen)
 
 
-def _defaults_grid(name: str) -> str:
-    record = load(name)
-    data = record["data"]
+def _defaults_grid(data: dict) -> str:
     cells, gaps = _grid_cells(data)
     rows = []
     for ds, model, rate in _grid_order(data):
@@ -191,21 +202,16 @@ def _defaults_grid(name: str) -> str:
              f"{data['momentum']:g}, weight decay {data['weight_decay']:g}, cosine schedule, lr per model "
              f"({', '.join(f'{k} {v:g}' for k, v in sorted(data['lr'].items()))}). {len(data['rows'])} runs, "
              f"{n_bad} collapsed (a collapsed run, diverged or at chance, would be in bold).")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def defaults_grid() -> str:
-    return _defaults_grid("defaults-grid")
+defaults_grid = _rendered("defaults-grid")(_defaults_grid)
+defaults_grid_100 = _rendered("defaults-grid-100")(_defaults_grid)
 
 
-def defaults_grid_100() -> str:
-    return _defaults_grid("defaults-grid-100")
-
-
-def held_accuracy() -> str:
+@_rendered("defaults-grid")
+def held_accuracy(data: dict) -> str:
     """40 % noise, CE against the three methods, per data set and model (the defaults grid)."""
-    record = load("defaults-grid")
-    data = record["data"]
     cells, gaps = _grid_cells(data)
     methods = ["ce", "superloss", "data-params", "imae"]
     rows = []
@@ -218,7 +224,7 @@ def held_accuracy() -> str:
     text += (f"\n\nFinal test accuracy (%) after {data['epochs']} epochs with 40 % symmetric label noise, the command "
              f"line's defaults, seed {', '.join(map(str, data['seeds']))}; the last column is CE's best test accuracy "
              "during training, before it memorised the wrong labels.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 # --------------------------------------------------------------------------------------------- flagging
@@ -232,9 +238,9 @@ def _ranking(name: str) -> str:
     return name.replace("(default)", "(**default**)")
 
 
-def _flag_rows(record: dict, only=None) -> list[list[str]]:
+def _flag_rows(data: dict, only=None) -> list[list[str]]:
     rows = []
-    for setting, rankings in record["data"]["settings"].items():
+    for setting, rankings in data["settings"].items():
         base = rankings["cleanlab 5-fold"]["sample_epochs"]
         for name, f in rankings.items():
             if only is not None and not only(name):
@@ -259,16 +265,16 @@ def _flag_note(data: dict) -> str:
 FLAG_HEAD = ["noise", "ranking", "AUROC", "AP", "precision@k", "estimated / true count", "compute"]
 
 
-def flag_mnist() -> str:
-    record = load("flag-mnist")
-    return _table(FLAG_HEAD, _flag_rows(record)) + "\n\n" + _flag_note(record["data"]) + "\n\n" + source(record)
+@_rendered("flag-mnist")
+def flag_mnist(data: dict) -> str:
+    return _table(FLAG_HEAD, _flag_rows(data)) + "\n\n" + _flag_note(data)
 
 
-def flag_summary() -> str:
+@_rendered("flag-mnist")
+def flag_summary(data: dict) -> str:
     """README: the default ranking (AUM of one CE run) against cleanlab 5-fold, per noise setting."""
-    record = load("flag-mnist")
     rows = []
-    for setting, rankings in record["data"]["settings"].items():
+    for setting, rankings in data["settings"].items():
         base = rankings["cleanlab 5-fold"]
         for name in ("ce: aum, early window (default)", "cleanlab 5-fold"):
             f = rankings[name]
@@ -276,18 +282,17 @@ def flag_summary() -> str:
             rows.append([_setting(setting), label, f"{f['auroc']:.4f}", f"{f['precision_at_k']:.4f}",
                          f"{int(f['estimated_num_issues'])} / {int(f['num_noisy'])}",
                          f"{f['sample_epochs'] / base['sample_epochs']:.2f}x"])
-    data = record["data"]
     text = _table(["noise", "ranking", "AUROC", "precision@k", "estimated / true count", "compute"], rows)
     text += (f"\n\nThe first {data['limit']:,} MNIST training images, {data['model']}; compute is training sample-epochs "
              f"({data['our_epochs']} epochs on all samples against {data['epochs_per_fold']} per fold on four fifths).")
-    return text + "\n\n" + source(record)
+    return text
 
 
 def flag_blobs() -> str:
     parts = []
     for name in ("flag-blobs-15", "flag-blobs-200"):
         record = load(name)
-        parts.append((record, [[str(record["data"]["epochs_per_fold"]), *row] for row in _flag_rows(record)]))
+        parts.append((record, [[str(record["data"]["epochs_per_fold"]), *row] for row in _flag_rows(record["data"])]))
     text = _table(["epochs per fold", *FLAG_HEAD], [row for _, rows in parts for row in rows])
     text += "\n\n" + _flag_note(parts[0][0]["data"])
     for record, _ in parts:
@@ -304,9 +309,9 @@ def _scores_cell(f: dict) -> str:
 SCORE_COLUMNS = ["aum, early window", "aum, all epochs", "loss, last half", "loss, all epochs"]
 
 
-def flag_scores() -> str:
-    record = load("flag-scores")
-    runs = record["data"]["runs"]
+@_rendered("flag-scores")
+def flag_scores(data: dict) -> str:
+    runs = data["runs"]
     rows = []
     for run in runs.values():
         if run["method"] != "ce":
@@ -318,13 +323,13 @@ def flag_scores() -> str:
     text = _table(["CE run", "true count", "**AUM, early window** (default)", "AUM, all epochs", "loss, last half",
                    "loss, all epochs"], rows)
     text += ("\n\nEach cell: AUROC / precision at k / estimated count, against the run's own noise mask on the training "
-             f"set ({record['data']['dataset']}, {record['data']['model']}, seed {record['data']['seed']}).")
-    return text + "\n\n" + source(record)
+             f"set ({data['dataset']}, {data['model']}, seed {data['seed']}).")
+    return text
 
 
-def flag_scores_worst() -> str:
-    record = load("flag-scores")
-    runs = record["data"]["runs"]
+@_rendered("flag-scores")
+def flag_scores_worst(data: dict) -> str:
+    runs = data["runs"]
     methods = list(dict.fromkeys(r["method"] for r in runs.values()))
     columns = SCORE_COLUMNS + ["confidence, last half", "confidence, all epochs"]
     rows = []
@@ -347,7 +352,7 @@ def flag_scores_worst() -> str:
     text = _table(["runs of", "**AUM, early window** (default)", *[head[c] for c in columns[1:]]], rows)
     text += ("\n\nWorst case over each method's noisy runs: lowest AUROC / lowest precision at k / largest count "
              "error / most samples flagged on clean labels.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 # --------------------------------------------------------------------------------------------- speed
@@ -359,20 +364,19 @@ STEP_LABELS = {"ce_again": "a second plain CE (control)", "superloss": "SuperLos
                "floor_node": "floor: the same in a Python autograd node"}
 
 
-def overhead() -> str:
+@_rendered("step")
+def overhead(data: dict) -> str:
     """README: each method's LeNet-5 step against plain CE."""
-    record = load("step")
-    v = record["data"]["variants"]
+    v = data["variants"]
     rows = [[STEP_LABELS[k], _ci(v[k]), _goal(v[k])] for k in ("superloss", "dp_instance", "imae", "ce_again") if k in v]
     text = _table(["method", "training step / plain CE step (95 % CI)", "goal"], rows)
-    text += (f"\n\nLeNet-5, batch {record['data']['batch_size']}, CPU, {_n(record['data']['threads'], 'torch thread')}, "
-             f"N = {record['data']['num_samples']:,} training samples; plain CE step {v['ce']['step_ms']:.1f} ms.")
-    return text + "\n\n" + source(record)
+    text += (f"\n\nLeNet-5, batch {data['batch_size']}, CPU, {_n(data['threads'], 'torch thread')}, "
+             f"N = {data['num_samples']:,} training samples; plain CE step {v['ce']['step_ms']:.1f} ms.")
+    return text
 
 
-def step() -> str:
-    record = load("step")
-    data = record["data"]
+@_rendered("step")
+def step(data: dict) -> str:
     v = data["variants"]
     rows = [["plain CE", f"{v['ce']['step_ms']:.2f}", "1", "", str(v["ce"]["ops"]),
              f"{v['ce']['loss_part_us_back_to_back']:.0f} / {v['ce']['loss_part_us_after_forward']:.0f}"]]
@@ -385,35 +389,33 @@ def step() -> str:
                    "loss part alone (us): back to back / after a forward"], rows)
     text += (f"\n\n{data['rounds']} interleaved rounds in {data['processes']} processes, batch {data['batch_size']}, "
              f"{_n(data['threads'], 'torch thread')}, N = {data['num_samples']:,}.")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def lambertw() -> str:
-    record = load("lambertw")
+@_rendered("lambertw")
+def lambertw(data: dict) -> str:
     rows = [[r["input"], r["variant"], f"{r['scipy_ms']:.3f}", f"{r['ours_ms']:.3f}",
              f"{r['speedup']:.2f}x [{r['low']:.2f}, {r['high']:.2f}]", str(r["ops"]), f"{r['max_abs_difference']:.1e}"]
-            for r in record["data"]["rows"]]
+            for r in data["rows"]]
     text = _table(["input", "curriculoss", "scipy (ms)", "curriculoss (ms)", "scipy / curriculoss (95 % CI)",
                    "aten ops", "max abs difference"], rows)
-    text += (f"\n\n{record['data']['dtype']}, CPU, {_n(record['data']['threads'], 'torch thread')}; medians of interleaved "
+    text += (f"\n\n{data['dtype']}, CPU, {_n(data['threads'], 'torch thread')}; medians of interleaved "
              "calls. Goals: at least 20x scipy on 1M float32 values, faster than scipy on 128.")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def detection() -> str:
-    record = load("detection")
-    data = record["data"]
+@_rendered("detection")
+def detection(data: dict) -> str:
     rows = [[f"focal + SuperLoss ({k})", f"{v['ms']:.1f}", _ci(v), _goal(v)] for k, v in data["variants"].items()]
     text = _table(["variant", "forward + backward (ms)", "/ focal alone (95 % CI)", "goal"], rows)
     text += (f"\n\n{data['anchors']:,} anchors x {data['classes']} classes, 10 % of the anchors ignored (`mask`), "
              f"`tau='avg'`; focal alone {data['focal_ms']:.1f} ms; {data['rounds']} interleaved rounds, "
              f"{_n(data['threads'], 'torch thread')}.")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def data_parameters() -> str:
-    record = load("data-parameters")
-    data = record["data"]
+@_rendered("data-parameters")
+def data_parameters(data: dict) -> str:
     ms = data["step_ms"]
     labels = {"joint_2.4M_over_50k": "joint, N = 2.4M / N = 50K", "joint_60k_over_ce": "joint, N = 60K / plain CE"}
     rows = [[labels[k], f"{v:.3f}x", f"<= {data['goals'][k]:.2f}x: {'met' if v <= data['goals'][k] else 'not met'}"]
@@ -422,16 +424,15 @@ def data_parameters() -> str:
     text += (f"\n\nBatch {data['batch_size']}, CPU, {_n(data['threads'], 'torch thread')}, {data['repeats']} interleaved "
              f"repeats; median step: plain CE {ms['ce']:.2f} ms, N = 50K {ms['dp_50k']:.2f} ms, N = 60K "
              f"{ms['dp_60k']:.2f} ms, N = 2.4M {ms['dp_2.4M']:.2f} ms.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 def _bytes(b: float) -> str:
     return f"{b:,.0f} B" if b < 10_000 else f"{b / 1024:,.1f} KiB"
 
 
-def distributed() -> str:
-    record = load("distributed")
-    data = record["data"]
+@_rendered("distributed")
+def distributed(data: dict) -> str:
     d = data["distributed"]
     rows = [[m["label"], f"{m['step_ms_1']:.2f}", f"{m['step_ms_2']:.2f}", _bytes(m["library_bytes"]), _bytes(m["ddp_bytes"])]
             for m in d["methods"].values()]
@@ -443,18 +444,18 @@ def distributed() -> str:
              f"steps. Joint data parameters with N = 10,000,000 against N = 100,000 (one process): "
              f"{ratio:.3f}x the step time (goal <= {s['goal']:.2f}x: {'met' if ratio <= s['goal'] else 'not met'}), "
              f"{s['memory_mib_10M']:.0f} MiB of instance parameters and momentum.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 def _mb(value) -> str:
     return "" if value is None else f"{value:,.0f} MB"
 
 
-def flag_scale() -> str:
+@_rendered("flag-scale")
+def flag_scale(data: dict) -> str:
     """Recording and flagging N synthetic samples over E epochs, beside cleanlab's find_label_issues."""
-    record = load("flag-scale")
     rows = []
-    for r in record["data"]["rows"]:
+    for r in data["rows"]:
         cleanlab = (f"{r['cleanlab_seconds']:.1f} s, {_mb(r['cleanlab_peak_mb'])}" if "cleanlab_seconds" in r
                     else "not run (above the size given to it)")
         same = r.get("compare")
@@ -468,17 +469,17 @@ def flag_scale() -> str:
     text = _table(["N", "epochs x classes", "recorder per epoch", "peak memory while recording", "signals on disk",
                    "`curriculoss flag`", "its peak memory", "AUROC", "in memory vs in blocks",
                    "cleanlab `find_label_issues`"], rows)
-    text += (f"\n\nSynthetic runs with {100 * record['data']['noise']:.0f} % of the labels wrong, recorded in batches of "
-             f"{record['data']['batch']:,}. Recorder per epoch: its `update` and `end_epoch` calls only (the "
+    text += (f"\n\nSynthetic runs with {100 * data['noise']:.0f} % of the labels wrong, recorded in batches of "
+             f"{data['batch']:,}. Recorder per epoch: its `update` and `end_epoch` calls only (the "
              "generator's logits excluded). Peak memory: the process's own maximum resident memory, each step in its "
              "own process. cleanlab ranks probabilities of the same N and classes.")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def flag_scale_mnist() -> str:
+@_rendered("flag-scale-mnist")
+def flag_scale_mnist(data: dict) -> str:
     """One process against two under torchrun (and against a control), on the MNIST training images."""
-    record = load("flag-scale-mnist")
-    d = record["data"]["real_run"]
+    d = data["real_run"]
     rows = [[f"rank {r}", _mb(d[f"rank{r}"]["rss_epoch2_mb"]), _mb(d[f"rank{r}"]["rss_last_mb"]),
              f"{d[f'rank{r}']['growth_mb']:+.2f} MB", _mb(d[f"rank{r}"]["peak_mb"])] for r in (0, 1)]
     text = _table(["torchrun process", "resident memory after epoch 2", f"after epoch {d['epochs']}", "growth", "peak"],
@@ -496,14 +497,14 @@ def flag_scale_mnist() -> str:
              "threads' matrix products) drift apart from the first steps; they record the same labels and rank the "
              f"wrong ones alike. Wall time {d['seconds_one_process']:.0f} s in one process, "
              f"{d['seconds_two_processes']:.0f} s in two.")
-    return text + "\n\n" + source(record)
+    return text
 
 
-def superloss_collapse() -> str:
+@_rendered("superloss-collapse")
+def superloss_collapse(data: dict) -> str:
     """The SuperLoss collapse probe (benchmarks/probes/superloss_collapse.py), per seed."""
-    record = load("superloss-collapse")
     rows = []
-    for r in record["data"]["seeds"]:
+    for r in data["seeds"]:
         acc = r["test_accuracy"]
         rows.append([str(r["seed"]), f"{100 * acc['paper']:.2f} %", f"{100 * acc['normalised']:.2f} %", f"{100 * acc['ce']:.2f} %",
                      f"{r['largest_batch_loss']:.1f} at step {r['largest_batch_loss_step']}",
@@ -512,10 +513,10 @@ def superloss_collapse() -> str:
     text = _table(["seed", "paper step: test acc.", "normalised step", "CE", "largest batch loss (paper step)",
                    "steps 10 to it: median share at the cap / median mean sigma*", "largest tau",
                    "largest gradient norm, paper step / CE"], rows)
-    d = record["data"]
+    d = data
     text += (f"\n\nTest accuracy after {_n(d['epochs'], 'epoch')}; {d['model']} on the first {d['limit']:,} MNIST training "
              f"images, SGD lr {d['lr']:g}, momentum 0.9, batch {d['batch_size']}, SuperLoss `tau='avg'`, `lam=1`, smoothing 0.9.")
-    return text + "\n\n" + source(record)
+    return text
 
 
 # --------------------------------------------------------------------------------------------- reproductions
@@ -597,30 +598,38 @@ def _number(value: str):
     return value
 
 
-def import_bench(folder: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
-                 load_before: list[float] | None = None) -> None:
-    """A `curriculoss bench` grid folder (grid.json, summary.csv) -> a result file."""
+def _write_imported(out: Path, benchmark: str, data: dict, cmd: str, wall_seconds: float | None,
+                    load_before: list[float] | None, made: Path, figure: Path | None, figure_from: Path) -> None:
+    """Write an imported result file: ``data`` with the command, this machine, and as its date the time
+    ``made`` was last written; copy ``figure_from`` to ``figure`` where both are given."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _results import _clean, machine
 
-    grid = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
-    with open(folder / "summary.csv", newline="") as fh:
-        summary = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    finished = datetime.datetime.fromtimestamp((folder / "summary.csv").stat().st_mtime, datetime.timezone.utc)
+    finished = datetime.datetime.fromtimestamp(made.stat().st_mtime, datetime.timezone.utc)
     import torch  # noqa: F401  (its version goes into the machine description)
 
     info = machine()
     if load_before:
         info["load_average"] = {"before": load_before}
-    record = {"benchmark": "main-job", "command": cmd, "machine": info,
+    record = {"benchmark": benchmark, "command": cmd, "machine": info,
               "date": finished.strftime("%Y-%m-%dT%H:%M:%SZ"), "transcribed": False,
               **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds else {}),
-              "data": _clean({"grid": grid, "summary": summary})}
+              "data": _clean(data)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if figure is not None and (folder / "summary.png").exists():
-        shutil.copyfile(folder / "summary.png", figure)
+    if figure is not None and figure_from.exists():
+        shutil.copyfile(figure_from, figure)
     print(f"wrote {out}" + (f" and {figure}" if figure else ""))
+
+
+def import_bench(folder: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
+                 load_before: list[float] | None = None) -> None:
+    """A `curriculoss bench` grid folder (grid.json, summary.csv) -> a result file."""
+    grid = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+    with open(folder / "summary.csv", newline="") as fh:
+        summary = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    _write_imported(out, "main-job", {"grid": grid, "summary": summary}, cmd, wall_seconds, load_before,
+                    folder / "summary.csv", figure, folder / "summary.png")
 
 
 def import_probe(csv_path: Path, out: Path, cmd: str, wall_seconds: float | None, figure: Path | None,
@@ -628,9 +637,6 @@ def import_probe(csv_path: Path, out: Path, cmd: str, wall_seconds: float | None
     """The probe.csv of benchmarks/probes/superloss_collapse.py -> a per-seed summary result file."""
     import math
     import statistics
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _results import _clean, machine
 
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -651,47 +657,41 @@ def import_probe(csv_path: Path, out: Path, cmd: str, wall_seconds: float | None
             "grad_norm_max": {v: max(num(r["grad_norm"]) for r in run[v]) for v in ("ce", "paper")},
         })
     epochs = 1 + max(int(r["epoch"]) for r in rows)
-    finished = datetime.datetime.fromtimestamp(csv_path.stat().st_mtime, datetime.timezone.utc)
-    import torch  # noqa: F401  (its version goes into the machine description)
+    data = {"model": "lenet-torchinit", "limit": 10_000, "lr": 0.1, "batch_size": 64, "epochs": epochs, "seeds": seeds}
+    _write_imported(out, "superloss-collapse", data, cmd, wall_seconds, load_before, csv_path, figure,
+                    csv_path.parent / "superloss-collapse.png")
 
-    info = machine()
-    if load_before:
-        info["load_average"] = {"before": load_before}
-    record = {"benchmark": "superloss-collapse", "command": cmd, "machine": info,
-              "date": finished.strftime("%Y-%m-%dT%H:%M:%SZ"), "transcribed": False,
-              **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds else {}),
-              "data": _clean({"model": "lenet-torchinit", "limit": 10_000, "lr": 0.1, "batch_size": 64, "epochs": epochs,
-                              "seeds": seeds})}
-    out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if figure is not None and (csv_path.parent / "superloss-collapse.png").exists():
-        shutil.copyfile(csv_path.parent / "superloss-collapse.png", figure)
-    print(f"wrote {out}" + (f" and {figure}" if figure else ""))
+
+#: The import commands: name -> (function, its source argument and help, defaults of --out, --figure, --command).
+IMPORTS = {
+    "import-bench": (import_bench, ("folder", "the --out folder of a finished `curriculoss bench`"),
+                     {"out": RESULTS / "main-job.json", "figure": RESULTS / "main-job.png", "command": "curriculoss bench"}),
+    "import-probe": (import_probe, ("csv", "OUT/probe.csv of benchmarks/probes/superloss_collapse.py"),
+                     {"out": RESULTS / "superloss-collapse.json",
+                      "figure": ROOT / "docs" / "superloss-collapse" / "superloss-collapse.png",
+                      "command": "OMP_NUM_THREADS=1 python benchmarks/probes/superloss_collapse.py MNIST_DIR"}),
+}
+
+
+def import_command(argv: list[str]) -> int:
+    """``import-bench`` or ``import-probe`` (``argv[0]``) with its arguments."""
+    run, (source_arg, source_help), defaults = IMPORTS[argv[0]]
+    p = argparse.ArgumentParser(prog=f"render_tables.py {argv[0]}", description=run.__doc__)
+    p.add_argument(source_arg, type=Path, help=source_help)
+    p.add_argument("--out", type=Path, default=defaults["out"])
+    p.add_argument("--figure", type=Path, default=defaults["figure"], help="where to copy the figure")
+    p.add_argument("--command", default=defaults["command"], help="the command that made the source")
+    p.add_argument("--wall-seconds", type=float, help="its wall time")
+    p.add_argument("--load-before", type=float, nargs=3, help="the load average when it started (1, 5, 15 min)")
+    a = p.parse_args(argv[1:])
+    run(getattr(a, source_arg), a.out, a.command, a.wall_seconds, a.figure, a.load_before)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["import-probe"]:
-        p = argparse.ArgumentParser(prog="render_tables.py import-probe", description=import_probe.__doc__)
-        p.add_argument("csv", type=Path, help="OUT/probe.csv of benchmarks/probes/superloss_collapse.py")
-        p.add_argument("--out", type=Path, default=RESULTS / "superloss-collapse.json")
-        p.add_argument("--figure", type=Path, default=ROOT / "docs" / "superloss-collapse" / "superloss-collapse.png")
-        p.add_argument("--command", default="OMP_NUM_THREADS=1 python benchmarks/probes/superloss_collapse.py MNIST_DIR")
-        p.add_argument("--wall-seconds", type=float)
-        p.add_argument("--load-before", type=float, nargs=3)
-        a = p.parse_args(argv[1:])
-        import_probe(a.csv, a.out, a.command, a.wall_seconds, a.figure, a.load_before)
-        return 0
-    if argv[:1] == ["import-bench"]:
-        p = argparse.ArgumentParser(prog="render_tables.py import-bench", description=import_bench.__doc__)
-        p.add_argument("folder", type=Path, help="the --out folder of a finished `curriculoss bench`")
-        p.add_argument("--out", type=Path, default=RESULTS / "main-job.json")
-        p.add_argument("--figure", type=Path, default=RESULTS / "main-job.png", help="copy of the grid's summary.png")
-        p.add_argument("--command", default="curriculoss bench", help="the command that made the folder")
-        p.add_argument("--wall-seconds", type=float, help="its wall time")
-        p.add_argument("--load-before", type=float, nargs=3, help="the load average when it started (1, 5, 15 min)")
-        a = p.parse_args(argv[1:])
-        import_bench(a.folder, a.out, a.command, a.wall_seconds, a.figure, a.load_before)
-        return 0
+    if argv[:1] and argv[0] in IMPORTS:
+        return import_command(argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its result file")
     a = p.parse_args(argv)
@@ -699,7 +699,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in changed:
         print(f"{'differs' if a.check else 'rendered'}: {path.relative_to(ROOT)}")
     return 1 if a.check and changed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

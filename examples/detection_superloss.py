@@ -33,7 +33,7 @@ def main():
     gen = torch.Generator().manual_seed(0)
     x_test, y_test, _ = make_anchors(gen, 20, 200, classes, dim)
 
-    for use_superloss in (False, True):
+    for name, use_superloss in (("focal", False), ("focal + SuperLoss(tau='avg')", True)):
         torch.manual_seed(0)
         head = torch.nn.Linear(dim, classes)
         opt = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9)
@@ -56,7 +56,6 @@ def main():
             pred = head(x_test).argmax(-1)
             objects = y_test > 0
             acc = (pred[objects] == y_test[objects]).float().mean().item()
-        name = "focal + SuperLoss(tau='avg')" if use_superloss else "focal"
         print(f"{name:30s} accuracy on clean object anchors: {acc:.3f}")
 
 

@@ -87,13 +87,15 @@ class DigitsClassifier(L.LightningModule):
 
 
 def run_flag(out: Path) -> dict:
-    """``curriculoss flag OUT``: prints the ranking; returns its scores against the noise mask."""
+    """``curriculoss flag OUT``: prints the ranking and its AUROC; returns its scores against the noise mask."""
     from curriculoss.harness.cli import main as curriculoss_cli
 
     code = curriculoss_cli(["flag", str(out)])
     if code:
         raise SystemExit(code)
-    return json.loads((out / "flag.json").read_text())
+    figures = json.loads((out / "flag.json").read_text())
+    print(f"\nAUROC of the ranking against the known noise: {figures['auroc']:.4f}")
+    return figures
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,9 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                 DataLoader(val, batch_size=256))
     print(f"{args.method}, {args.epochs} epochs, {mask.sum()} of {len(mask)} training labels wrong: "
           f"validation accuracy {float(trainer.callback_metrics['val_acc']):.4f}\n")
-    figures = run_flag(out)
-    print(f"\nAUROC of the ranking against the known noise: {figures['auroc']:.4f}")
-    return figures
+    return run_flag(out)
 
 
 if __name__ == "__main__":

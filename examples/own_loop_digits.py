@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
 
-    dp_opt = None
+    optimizers = [optimizer]  # and, with data parameters, their own
     if args.method == "superloss":
         criterion = curriculoss.SuperLoss(tau="avg", lam=1.0, num_samples=n)  # step="normalised", smoothing 0.9
     elif args.method == "data-params":
         dp = curriculoss.DataParameters(num_classes=10, num_instances=n)  # level="instance"
-        dp_opt = dp.optimizer()  # SparseSGD: class lr 0.1, instance lr 1, momentum 0.9
+        optimizers.append(dp.optimizer())  # SparseSGD: class lr 0.1, instance lr 1, momentum 0.9
     else:
         criterion = curriculoss.IMAE(T=8.0, reduction="none")
 
@@ -97,13 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
                 recorded = criterion(logits, y)  # the MAE value 2 (1 - p_y), IMAE's gradient
                 loss = recorded.mean()
                 confidence = criterion.confidence  # exp(T p_y (1 - p_y))
-            optimizer.zero_grad(set_to_none=True)
-            if dp_opt is not None:
-                dp_opt.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.zero_grad()
             loss.backward()
-            optimizer.step()
-            if dp_opt is not None:
-                dp_opt.step()
+            for opt in optimizers:
+                opt.step()
             recorder.update(index, logits, y, confidence=confidence, loss=recorded)
         scheduler.step()
         recorder.end_epoch()

@@ -15,7 +15,9 @@ import os
 from dataclasses import fields
 
 from curriculoss import noise
-from curriculoss.harness.config import FLOAT32_MAX, TrainConfig
+from curriculoss.harness.augment import AUGMENTS
+from curriculoss.harness.config import (AMP_DTYPES, FLOAT32_MAX, RUNTIME_FIELDS, SCHEDULES, STREAM_MODES,
+                                       TrainConfig)
 from curriculoss.harness.data import DATASETS, TASKS
 from curriculoss.harness.methods import METHODS, MethodOptions
 
@@ -32,12 +34,18 @@ FIELD_OF = {"no_smoothing": "smoothing", "sl_step": "sl_normalise"}
 _DEFAULT = TrainConfig()
 
 
+def _or(convert, text: str, fallback):
+    """`convert(text)`, or `fallback` when `convert` raises ValueError (the types below then raise
+    argparse's error with their own wording)."""
+    try:
+        return convert(text)
+    except ValueError:
+        return fallback
+
+
 def _float(text: str) -> float:
     """`text` as a float; NaN (outside every interval) when it is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
+    return _or(float, text, math.nan)
 
 
 def _rate(text: str) -> float:
@@ -51,10 +59,7 @@ def _rate(text: str) -> float:
 def _int_at_least(low: int, wording: str):
     """An argparse type: an integer >= `low`; `wording` says what was expected."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
+        value = _or(int, text, low - 1)
         if value < low:
             raise argparse.ArgumentTypeError(f"expected {wording}, got {text!r}")
         return value
@@ -90,22 +95,19 @@ def _number(low: float, high: float = FLOAT32_MAX, *, low_open: bool = False):
     return parse
 
 
-
-
 def _model(text: str) -> str:
     from curriculoss.harness.models import MODELS, check_model_name
 
-    try:
-        return check_model_name(text)
-    except ValueError:
+    name = _or(check_model_name, text, None)
+    if name is None:
         # argparse's own wording for a bad choice, with the forms a name may also take
         raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(MODELS)}, "
-                                         f"wrnDEPTH-WIDTH, or package.module:factory)") from None
+                                         f"wrnDEPTH-WIDTH, or package.module:factory)")
+    return name
+
+
 def _milestones(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        values = []
+    values = _or(lambda t: [int(v) for v in t.replace(",", " ").split()], text, [])
     if not values or any(v < 1 for v in values) or values != sorted(set(values)):
         raise argparse.ArgumentTypeError(f"expected increasing positive epochs such as '60,120,160', got {text!r}")
     return values
@@ -114,15 +116,9 @@ def _milestones(text: str) -> list[int]:
 def _tau(text: str) -> str:
     if text in ("avg", "ema", "logC"):
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    if not math.isfinite(_float(text)):
         raise argparse.ArgumentTypeError(f"expected 'avg', 'ema', 'logC' or a finite number, got {text!r}")
     return text
-
-
 
 
 def add_run_options(p: argparse.ArgumentParser, grid: bool) -> None:
@@ -139,7 +135,7 @@ def _data_options(data, grid: bool) -> None:
                       help=f"default: {_DEFAULT.dataset} (scikit-learn, offline)")
     data.add_argument("--data-dir", help="directory (or file) of the dataset for idx, cifar10, cifar100, imagefolder, "
                                          "npz, csv (default: none, for digits)")
-    data.add_argument("--augment", choices=("none", "crop-flip"),
+    data.add_argument("--augment", choices=AUGMENTS,
                       help="batch-wise augmentation on the device (default: crop-flip for cifar10/cifar100, else none)")
     data.add_argument("--image-size", type=_positive_int, default=_DEFAULT.image_size,
                       help=f"imagefolder: resize images to this side (default {_DEFAULT.image_size})")
@@ -148,7 +144,7 @@ def _data_options(data, grid: bool) -> None:
     data.add_argument("--workers", type=_workers, default=_DEFAULT.workers,
                       help="imagefolder: DataLoader worker processes decoding the images, when the set is read and, "
                            f"streamed, per batch (default {_DEFAULT.workers}: in this process)")
-    data.add_argument("--stream", choices=("auto", "yes", "no"),
+    data.add_argument("--stream", choices=STREAM_MODES,
                       help="imagefolder: 'yes' keeps only the file paths and decodes each training and test batch "
                            "(with --workers) in the run's seeded order; 'no' holds the decoded set in memory on the "
                            "device; 'auto' (default) streams when the decoded set (N x 3 x S x S float32) exceeds a "
@@ -192,7 +188,7 @@ def _optimisation_options(run, grid: bool) -> None:
                           ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ", others 0.1; see docs/defaults.md)")
     run.add_argument("--weight-decay", type=_number(0.0), default=_DEFAULT.weight_decay,
                      help="SGD weight decay (L2) of the network")
-    run.add_argument("--schedule", choices=("cosine", "step"), default=_DEFAULT.schedule,
+    run.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULT.schedule,
                      help="learning-rate schedule per epoch (default cosine annealing to 0)")
     run.add_argument("--milestones", type=_milestones, default=list(_DEFAULT.milestones), metavar="E1,E2,...",
                      help="with --schedule step: epochs after which lr is multiplied by --gamma (default: none)")
@@ -205,7 +201,7 @@ def _optimisation_options(run, grid: bool) -> None:
 def _hardware_options(hw) -> None:
     hw.add_argument("--device", help="auto (default: CUDA if available, else CPU), cpu, cuda, cuda:N or mps; "
                                      "with --resume it may differ from the run's")
-    hw.add_argument("--amp", choices=("bf16", "fp16"),
+    hw.add_argument("--amp", choices=tuple(AMP_DTYPES),
                     help="mixed precision: the model under torch.autocast (default: none, float32)")
     hw.add_argument("--compile", action="store_true", help="wrap the model in torch.compile (and run SuperLoss's step as one compiled graph, fused=True)")
 
@@ -243,10 +239,11 @@ def _output_options(out) -> None:
                                    "options given, e.g. -lr0.05-e10, see docs/command-line.md) or grid folder (bench; default: "
                                    "runs/bench); an existing one is refused, see --resume, --overwrite")
     again = out.add_mutually_exclusive_group()
+    runtime = ", ".join(f"--{name}" for name in RUNTIME_FIELDS)  # where a run trains, not what it trains
     again.add_argument("--resume", metavar="DIR",
                        help="continue the run (or grid) in DIR from its checkpoints, with the options it was started "
-                            "with (default: none, a new run); options given must match them, except --device, "
-                            "--compile, --stream, --workers and, for a run, more --epochs")
+                            f"with (default: none, a new run); options given must match them, except {runtime} "
+                            "and, for a run, more --epochs")
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run (or grid) already in --out: its files are removed first")
     out.add_argument("--quiet", action="store_true",

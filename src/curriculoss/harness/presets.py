@@ -17,6 +17,9 @@ from curriculoss.harness.methods import MethodOptions
 __all__ = ["Preset", "PRESETS", "verdict_better"]
 
 
+QUICK_EPOCHS = 8  # the epochs of a --quick run, unless a preset's `quick` says otherwise
+
+
 @dataclass
 class Preset:
     """One claim: variants (label -> changes to the base configuration) x noise rates x seeds."""
@@ -27,7 +30,7 @@ class Preset:
     variants: dict[str, dict]
     rates: tuple[float, ...]
     base: dict = field(default_factory=dict)
-    quick: dict = field(default_factory=dict)  # changes for --quick: 'rates', 'epochs', 'limit'
+    quick: dict = field(default_factory=dict)  # changes for --quick: 'rates', 'epochs' (QUICK_EPOCHS), 'limit'
     verdict: Callable[[dict], tuple[str, str]] | None = None  # cells -> (verdict, rule and figures)
     # Selection on the validation split: variant -> {hyper-parameter: candidates}, in order; a variant's
     # 'from': another variant whose chosen values it starts from (a method keeps its base loss's lr).
@@ -39,6 +42,9 @@ class Preset:
     columns: tuple[tuple[str, str, float], ...] = ()
     notes: Callable[["Preset", dict], list[str]] | None = None
     plot: Callable[[Any, "Preset", dict, tuple], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.quick = {"epochs": QUICK_EPOCHS, **self.quick}
 
 
 def _opts(**kw) -> MethodOptions:
@@ -178,7 +184,7 @@ PRESETS: dict[str, Preset] = {
         },
         rates=(0.0, 0.2, 0.4, 0.6, 0.8),
         base={"task": "regression", "lr": 0.01},
-        quick={"rates": (0.0, 0.4, 0.8), "epochs": 8},
+        quick={"rates": (0.0, 0.4, 0.8)},
         tune={"l2": {"lr": (0.003, 0.01, 0.03, 0.1)},
               "l2 + SL tau=0.5": {"from": "l2", "lam": LAMS},
               "l2 + SL avg": {"from": "l2", "lam": LAMS},
@@ -204,7 +210,7 @@ PRESETS: dict[str, Preset] = {
             "SL ema": {"method": "superloss", "options": _opts(tau="ema")},
         },
         rates=(0.0, 0.2, 0.4, 0.6, 0.8),
-        quick={"rates": (0.0, 0.4, 0.8), "epochs": 8},
+        quick={"rates": (0.0, 0.4, 0.8)},
         verdict=verdict_better(["ce"], ["SL tau=logC", "SL avg", "SL ema"], 0.4, "final", False),
         tune={"ce": {"lr": LRS},
               "SL tau=logC": {"from": "ce", "lam": LAMS},
@@ -222,7 +228,7 @@ PRESETS: dict[str, Preset] = {
         variants={"ce": {"method": "ce"}, "mae": {"method": "mae"},
                   "imae": {"method": "imae", "options": _opts(imae_T=8.0)}},
         rates=(0.2, 0.5, 0.8),
-        quick={"rates": (0.2, 0.8), "epochs": 8},
+        quick={"rates": (0.2, 0.8)},
         verdict=verdict_better(["ce", "mae"], ["imae"], 0.5, "final", False),
         tune={"ce": {"lr": LRS}, "mae": {"lr": LRS},
               "imae": {"lr": LRS, "imae_T": (2.0, 8.0, 16.0)}},
@@ -243,7 +249,6 @@ PRESETS: dict[str, Preset] = {
             "data-params joint": {"method": "data-params", "options": _opts(dp_level="joint", dp_instance_lr=0.2)},
         },
         rates=(0.4,),
-        quick={"epochs": 8},
         verdict=_verdict_top40,
         columns=(("corrupt in top 40 %", "corrupt_in_top40", 1.0),),
         tune={"ce": {"lr": LRS},
@@ -260,7 +265,6 @@ PRESETS: dict[str, Preset] = {
         variants={"ce": {"method": "ce"},
                   "data-params class": {"method": "data-params", "options": _opts(dp_level="class")}},
         rates=(1.0,),
-        quick={"epochs": 8},
         verdict=_verdict_memorisation,
         notes=_random_label_curves,
         plot=_plot_random_label_accuracy,
@@ -276,7 +280,6 @@ PRESETS: dict[str, Preset] = {
                 "samples that fail to reach a high confidence within 20 epochs) rising late, noisy ones staying low.",
         variants={"superloss": {"method": "superloss", "options": _opts(tau="avg")}},
         rates=(0.4,),
-        quick={"epochs": 8},
         verdict=_verdict_confidence,
         plot=_plot_confidence,
         borrow={"superloss": ("superloss-classification", "SL avg")},  # same method, same noise rate
