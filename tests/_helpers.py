@@ -27,6 +27,9 @@ TINY64 = ["--limit", "64", "--epochs", "2", "--batch-size", "32", "--quiet"]
 #: One thread per process: the tests that spawn processes run on 2 shared cores.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
+#: Every floating dtype a loss accepts, the half-precision ones first.
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
 #: A model factory module that a run folder could carry: importing it writes `marker`.
 PAYLOAD = '''
 import pathlib
@@ -201,6 +204,57 @@ def peak_bytes(fn):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     return peak, error
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+def random_case(B: int = 20, C: int = 6, scale: float = 2.5, seed: int = 0, dtype=torch.float64):
+    """B rows of C logits, normal times `scale` (drawn in float64, then cast), and their random targets."""
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randn(B, C, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    y = torch.randint(0, C, (B,), generator=gen)
+    return z, y
+
+
+def assert_input_errors(fn, more=lambda z, y: []) -> None:
+    """`fn(logits, target)` refuses the wrong logits, targets and reductions with errors that name them,
+    and the cases `more(z, y)` lists as well (error, name, logits, target); it takes int32 targets."""
+    z = torch.randn(4, 3)
+    y = torch.tensor([0, 1, 2, 0])
+    refused = [
+        (ValueError, "logits", torch.randn(4), y),
+        (ValueError, "logits", torch.randn(4, 3, 2), y),
+        (TypeError, "logits", torch.randint(0, 3, (4, 3)), y),
+        (ValueError, "target", z, torch.tensor([0, 1, 2])),
+        (ValueError, "target", z, y.unsqueeze(1)),
+        (TypeError, "target", z, y.float()),
+        (TypeError, "target", z, y.bool()),
+        (ValueError, "target", z, torch.tensor([0, 1, 3, 0])),
+        (ValueError, "target", z, torch.tensor([0, -1, 2, 0])),
+        (ValueError, "target", z, y.to("meta")),  # not on the device of the logits
+        *more(z, y),
+    ]
+    for error, name, logits, target in refused:
+        with pytest.raises(error, match=name):
+            fn(logits, target)
+    with pytest.raises(ValueError, match="reduction"):
+        fn(z, y, reduction="avg")
+    torch.testing.assert_close(fn(z, y.int()), fn(z, y))
+
+
+class Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records in `seen` every operation whose output is a float64 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                self.seen.append(str(func))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- references
