@@ -15,6 +15,7 @@ import pytest
 import torch
 from scipy.special import lambertw as scipy_lambertw
 
+from curriculoss import DataParameters
 from curriculoss.harness.cli import main
 from curriculoss.harness.config import TrainConfig
 from curriculoss.harness.checkpoint import load_checkpoint
@@ -56,15 +57,87 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return text
 
 
-def run_example(script: Path, argv: list[str]) -> dict:
-    """Import an example script and call its `main(argv)`; assert it wrote nothing outside its `--out`."""
+def load_example(script: Path):
+    """An example script imported as a module named after its file."""
     spec = importlib.util.spec_from_file_location(script.stem, script)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def run_example(script: Path, argv: list[str]) -> dict:
+    """Import an example script and call its `main(argv)`; assert it wrote nothing outside its `--out`."""
+    example = load_example(script)
     before = set(Path.cwd().iterdir())
     figures = example.main(argv)
     assert set(Path.cwd().iterdir()) == before  # nothing written outside --out
     return figures
+
+
+def assert_example_flags_the_noisy_digits(script: Path, method: str, out: Path) -> None:
+    """A 6-epoch run of a framework's example writes the signals and `flag.json`, and its flag finds the
+    noisy digits (AUROC above 0.9)."""
+    figures = run_example(script, ["--method", method, "--epochs", "6", "--out", str(out)])
+    assert (out / "signals.npz").exists() and (out / "flag.json").exists()
+    assert figures["auroc"] > 0.9
+
+
+# ------------------------------------------------------------------------------------------- plain loops
+
+def framework_samples(num_samples: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The framework tests' training set: 8 normal features per sample and random labels (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(num_samples, 8, generator=g), torch.randint(0, num_classes, (num_samples,), generator=g)
+
+
+def framework_model_parts(num_classes: int, num_samples: int, level: str):
+    """The framework tests' model: a linear-tanh-linear net on those 8 features, and its data parameters."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, num_classes))
+    return net, DataParameters(num_classes, num_samples, level=level)
+
+
+class FrameworkNet(torch.nn.Module):
+    """`framework_model_parts` as one module, whose forward returns `{"logits": ...}` as the Hugging Face
+    Trainer wants."""
+
+    def __init__(self, num_classes: int, num_samples: int, level: str = "instance"):
+        super().__init__()
+        self.net, self.dp = framework_model_parts(num_classes, num_samples, level)
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+#: The data parameters' optimiser settings that the framework tests train with.
+DP_OPTIMIZER = dict(instance_lr=0.5, class_lr=0.2, class_weight_decay=1e-3)
+
+
+def endless(loader):
+    """The batches of `loader()`, epoch after epoch, each epoch from a fresh `loader()`."""
+    while True:
+        yield from loader()
+
+
+def accumulate_gradients(batches, accumulate: int, loss_of) -> None:
+    """Backpropagate `loss_of(batch) / accumulate` for each of the next `accumulate` batches."""
+    for _ in range(accumulate):
+        (loss_of(next(batches)) / accumulate).backward()
+
+
+def step_and_zero(*optimizers) -> None:
+    for optimizer in optimizers:
+        optimizer.step()
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+
+
+def assert_trained_alike(model, net, dp) -> None:
+    """The network `model.net` and the data parameters `model.dp` that a framework trained are those that a
+    plain loop trained, `net` and `dp`, from the same start, to 1e-6; the data parameters did move."""
+    assert not torch.equal(dp.log_instance_sigma, torch.zeros_like(dp.log_instance_sigma))
+    for ours, reference in [*zip(model.dp.data_parameters(), dp.data_parameters()),
+                            *zip(model.net.parameters(), net.parameters())]:
+        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- run folders
@@ -111,7 +184,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def spawn_train(out: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "800", "--epochs", "6",
             "--batch-size", "8", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
 
 
 def tensors_in(obj):
@@ -169,24 +242,21 @@ def write_cifar10_python(folder: Path, per_batch: int = 8, seed: int = 0) -> Non
         (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
 
 
+def write_pngs(root, classes=("a", "b", "c"), per_class=7, size=12, seed=0, ragged=True):
+    """PNGs of random RGB pixels in ROOT/CLASS/I.png, `size` wide; `ragged`: image I is `size + I % 3` high
+    (sizes differ from the image size: the resize is part of what must match), else square."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            height = size + i % 3 if ragged else size
+            Image.fromarray(rng.integers(0, 256, (height, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
 def write_png_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 20, seed: int = 0):
-    Image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-
-
-def write_pngs(root, classes=("a", "b", "c"), per_class=7, size=12, seed=0):
-    Image = pytest.importorskip("PIL.Image")
-
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            # sizes differ from the image size: the resize is part of what must match
-            Image.fromarray(rng.integers(0, 256, (size + i % 3, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    """Square PNGs, two classes of six by default (see `write_pngs`)."""
+    write_pngs(root, classes, per_class, size, seed, ragged=False)
 
 
 def peak_bytes(fn):
