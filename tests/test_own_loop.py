@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from curriculoss.harness import cli
 from curriculoss.signals import open_signals

@@ -19,7 +19,7 @@ import torch
 
 from curriculoss.harness import train as train_mod
 from curriculoss.harness.cli import main
-from curriculoss.harness.train import CheckpointError, TrainConfig, load_checkpoint, train
+from curriculoss.harness.train import CheckpointError, TrainConfig, train
 from curriculoss.recorder import SIGNALS
 from curriculoss.signals import Table, open_signals
 

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from curriculoss import DataParameters, IndexedDataset
