@@ -1,5 +1,6 @@
 """What several test files share: a refused command's one-line error, an example run to its flags, the
-argument lists of tiny runs, and writers of small data sets and readers of run folders."""
+argument lists of tiny runs, the framework tests' data, model and plain-loop steps, writers of small data
+sets and readers of run folders, and the losses' random cases, argument checks and references."""
 import csv
 import importlib.util
 import math
