@@ -1,5 +1,6 @@
 """What several test files share: a refused command's one-line error, an example run to its flags, the
-argument lists of tiny runs, and writers of small data sets and readers of run folders."""
+argument lists of tiny runs, the framework tests' data, model and plain-loop steps, writers of small data
+sets and readers of run folders, and the losses' random cases, argument checks and references."""
 import csv
 import importlib.util
 import math
@@ -15,6 +16,7 @@ import pytest
 import torch
 from scipy.special import lambertw as scipy_lambertw
 
+from curriculoss import DataParameters
 from curriculoss.harness.cli import main
 from curriculoss.harness.config import TrainConfig
 from curriculoss.harness.checkpoint import load_checkpoint
@@ -26,6 +28,9 @@ TINY = ["--dataset", "digits", "--limit", "300", "--epochs", "3", "--batch-size"
 TINY64 = ["--limit", "64", "--epochs", "2", "--batch-size", "32", "--quiet"]
 #: One thread per process: the tests that spawn processes run on 2 shared cores.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+#: Every floating dtype a loss accepts, the half-precision ones first.
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 #: A model factory module that a run folder could carry: importing it writes `marker`.
 PAYLOAD = '''
@@ -53,15 +58,87 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return text
 
 
-def run_example(script: Path, argv: list[str]) -> dict:
-    """Import an example script and call its `main(argv)`; assert it wrote nothing outside its `--out`."""
+def load_example(script: Path):
+    """An example script imported as a module named after its file."""
     spec = importlib.util.spec_from_file_location(script.stem, script)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def run_example(script: Path, argv: list[str]) -> dict:
+    """Import an example script and call its `main(argv)`; assert it wrote nothing outside its `--out`."""
+    example = load_example(script)
     before = set(Path.cwd().iterdir())
     figures = example.main(argv)
     assert set(Path.cwd().iterdir()) == before  # nothing written outside --out
     return figures
+
+
+def assert_example_flags_the_noisy_digits(script: Path, method: str, out: Path) -> None:
+    """A 6-epoch run of a framework's example writes the signals and `flag.json`, and its flag finds the
+    noisy digits (AUROC above 0.9)."""
+    figures = run_example(script, ["--method", method, "--epochs", "6", "--out", str(out)])
+    assert (out / "signals.npz").exists() and (out / "flag.json").exists()
+    assert figures["auroc"] > 0.9
+
+
+# ------------------------------------------------------------------------------------------- plain loops
+
+def framework_samples(num_samples: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The framework tests' training set: 8 normal features per sample and random labels (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(num_samples, 8, generator=g), torch.randint(0, num_classes, (num_samples,), generator=g)
+
+
+def framework_model_parts(num_classes: int, num_samples: int, level: str):
+    """The framework tests' model: a linear-tanh-linear net on those 8 features, and its data parameters."""
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, num_classes))
+    return net, DataParameters(num_classes, num_samples, level=level)
+
+
+class FrameworkNet(torch.nn.Module):
+    """`framework_model_parts` as one module, whose forward returns `{"logits": ...}` as the Hugging Face
+    Trainer wants."""
+
+    def __init__(self, num_classes: int, num_samples: int, level: str = "instance"):
+        super().__init__()
+        self.net, self.dp = framework_model_parts(num_classes, num_samples, level)
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+#: The data parameters' optimiser settings that the framework tests train with.
+DP_OPTIMIZER = dict(instance_lr=0.5, class_lr=0.2, class_weight_decay=1e-3)
+
+
+def endless(loader):
+    """The batches of `loader()`, epoch after epoch, each epoch from a fresh `loader()`."""
+    while True:
+        yield from loader()
+
+
+def accumulate_gradients(batches, accumulate: int, loss_of) -> None:
+    """Backpropagate `loss_of(batch) / accumulate` for each of the next `accumulate` batches."""
+    for _ in range(accumulate):
+        (loss_of(next(batches)) / accumulate).backward()
+
+
+def step_and_zero(*optimizers) -> None:
+    for optimizer in optimizers:
+        optimizer.step()
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+
+
+def assert_trained_alike(model, net, dp) -> None:
+    """The network `model.net` and the data parameters `model.dp` that a framework trained are those that a
+    plain loop trained, `net` and `dp`, from the same start, to 1e-6; the data parameters did move."""
+    assert not torch.equal(dp.log_instance_sigma, torch.zeros_like(dp.log_instance_sigma))
+    for ours, reference in [*zip(model.dp.data_parameters(), dp.data_parameters()),
+                            *zip(model.net.parameters(), net.parameters())]:
+        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- run folders
@@ -108,7 +185,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def spawn_train(out: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "800", "--epochs", "6",
             "--batch-size", "8", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
 
 
 def tensors_in(obj):
@@ -166,24 +243,21 @@ def write_cifar10_python(folder: Path, per_batch: int = 8, seed: int = 0) -> Non
         (folder / name).write_bytes(pickle.dumps(obj, protocol=4))
 
 
+def write_pngs(root, classes=("a", "b", "c"), per_class=7, size=12, seed=0, ragged=True):
+    """PNGs of random RGB pixels in ROOT/CLASS/I.png, `size` wide; `ragged`: image I is `size + I % 3` high
+    (sizes differ from the image size: the resize is part of what must match), else square."""
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            height = size + i % 3 if ragged else size
+            Image.fromarray(rng.integers(0, 256, (height, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
 def write_png_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 20, seed: int = 0):
-    Image = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-
-
-def write_pngs(root, classes=("a", "b", "c"), per_class=7, size=12, seed=0):
-    Image = pytest.importorskip("PIL.Image")
-
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            # sizes differ from the image size: the resize is part of what must match
-            Image.fromarray(rng.integers(0, 256, (size + i % 3, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    """Square PNGs, two classes of six by default (see `write_pngs`)."""
+    write_pngs(root, classes, per_class, size, seed, ragged=False)
 
 
 def peak_bytes(fn):
@@ -201,6 +275,57 @@ def peak_bytes(fn):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     return peak, error
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+def random_case(B: int = 20, C: int = 6, scale: float = 2.5, seed: int = 0, dtype=torch.float64):
+    """B rows of C logits, normal times `scale` (drawn in float64, then cast), and their random targets."""
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.randn(B, C, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    y = torch.randint(0, C, (B,), generator=gen)
+    return z, y
+
+
+def assert_input_errors(fn, more=lambda z, y: []) -> None:
+    """`fn(logits, target)` refuses the wrong logits, targets and reductions with errors that name them,
+    and the cases `more(z, y)` lists as well (error, name, logits, target); it takes int32 targets."""
+    z = torch.randn(4, 3)
+    y = torch.tensor([0, 1, 2, 0])
+    refused = [
+        (ValueError, "logits", torch.randn(4), y),
+        (ValueError, "logits", torch.randn(4, 3, 2), y),
+        (TypeError, "logits", torch.randint(0, 3, (4, 3)), y),
+        (ValueError, "target", z, torch.tensor([0, 1, 2])),
+        (ValueError, "target", z, y.unsqueeze(1)),
+        (TypeError, "target", z, y.float()),
+        (TypeError, "target", z, y.bool()),
+        (ValueError, "target", z, torch.tensor([0, 1, 3, 0])),
+        (ValueError, "target", z, torch.tensor([0, -1, 2, 0])),
+        (ValueError, "target", z, y.to("meta")),  # not on the device of the logits
+        *more(z, y),
+    ]
+    for error, name, logits, target in refused:
+        with pytest.raises(error, match=name):
+            fn(logits, target)
+    with pytest.raises(ValueError, match="reduction"):
+        fn(z, y, reduction="avg")
+    torch.testing.assert_close(fn(z, y.int()), fn(z, y))
+
+
+class Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records in `seen` every operation whose output is a float64 tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                self.seen.append(str(func))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- references

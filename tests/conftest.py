@@ -51,6 +51,16 @@ def dtype(request) -> torch.dtype:
     return getattr(torch, request.config.getoption("--dtype"))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the tests' matrices are too small for two to pay, and the suite often shares the
+    machine's cores with other jobs (oversubscribed threads made a 3 s run take 15 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -45,7 +45,7 @@ def test_sigma_of_another_source():
     assert sl.item() == pytest.approx(1.0, rel=1e-12)  # (2 - 1) * 1 + 0
 
 
-def test_compute_dtype():
-    assert compute_dtype(torch.float64) == torch.float64
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        assert compute_dtype(dtype) == torch.float32
+@pytest.mark.parametrize("dtype, computed_in", [(torch.float64, torch.float64), (torch.float32, torch.float32),
+                                                (torch.float16, torch.float32), (torch.bfloat16, torch.float32)])
+def test_compute_dtype(dtype, computed_in):
+    assert compute_dtype(dtype) == computed_in

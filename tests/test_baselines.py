@@ -9,14 +9,9 @@ import torch
 
 from curriculoss import FocalLoss, GCELoss, MAELoss, SCELoss, focal_loss, gce_loss, mae_loss, sce_loss
 
+from _helpers import ALL_DTYPES, assert_input_errors, random_case
+
 REDUCTIONS = ["none", "mean", "sum"]
-
-
-def random_case(B=20, C=6, scale=2.5, seed=0, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    z = (torch.randn(B, C, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    y = torch.randint(0, C, (B,), generator=gen)
-    return z, y
 
 
 def np_log_softmax(z: np.ndarray) -> np.ndarray:
@@ -188,9 +183,6 @@ def test_defaults():
                                rtol=1e-12)
 
 
-ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("name,fn,module,kw,ref", CASES, ids=IDS)
 def test_extreme_logits_finite(name, fn, module, kw, ref, dtype):
@@ -270,36 +262,9 @@ MODULES = [MAELoss, GCELoss, SCELoss, FocalLoss]
 
 @pytest.mark.parametrize("fn", FNS, ids=lambda f: f.__name__)
 def test_input_errors_name_the_argument(fn):
-    z = torch.randn(4, 3)
-    y = torch.tensor([0, 1, 2, 0])
-    with pytest.raises(ValueError, match="logits"):
-        fn(torch.randn(4), y)
-    with pytest.raises(ValueError, match="logits"):
-        fn(torch.randn(4, 3, 2), y)
-    with pytest.raises(TypeError, match="logits"):
-        fn(torch.randint(0, 3, (4, 3)), y)
-    with pytest.raises(TypeError, match="logits"):
-        fn([[0.0, 1.0]], y)
-    with pytest.raises(ValueError, match="target"):
-        fn(z, torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="target"):
-        fn(z, y.unsqueeze(1))
-    with pytest.raises(TypeError, match="target"):
-        fn(z, y.float())
-    with pytest.raises(TypeError, match="target"):
-        fn(z, y.bool())
-    with pytest.raises(TypeError, match="target"):
-        fn(z, [0, 1, 2, 0])
-    with pytest.raises(ValueError, match="target"):
-        fn(z, torch.tensor([0, 1, 3, 0]))
-    with pytest.raises(ValueError, match="target"):
-        fn(z, torch.tensor([0, -1, 2, 0]))
-    with pytest.raises(ValueError, match="target"):
-        fn(z, y.to("meta"))  # another device
-    with pytest.raises(ValueError, match="reduction"):
-        fn(z, y, reduction="avg")
-    # int32 targets are accepted
-    torch.testing.assert_close(fn(z, y.int()), fn(z, y))
+    # also a list for either argument; int32 targets are accepted
+    assert_input_errors(fn, lambda z, y: [(TypeError, "logits", [[0.0, 1.0]], y),
+                                          (TypeError, "target", z, [0, 1, 2, 0])])
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -308,39 +273,38 @@ def test_module_reduction_error(module):
         module(reduction="batchmean")
 
 
-def test_hyperparameter_errors():
+BAD_HYPERPARAMETERS = (
+    [(gce_loss, GCELoss, {"q": q}) for q in (0.0, -0.1, 1.5, float("nan"))]
+    + [(focal_loss, FocalLoss, {"gamma": gamma}) for gamma in (-1.0, float("inf"))]
+    + [(sce_loss, SCELoss, kw) for kw in ({"alpha": -0.1}, {"beta": -1.0}, {"A": 0.0}, {"A": 1.0},
+                                          {"alpha": float("nan")})]
+)
+
+
+@pytest.mark.parametrize("fn,module,kw", BAD_HYPERPARAMETERS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_hyperparameter_errors(fn, module, kw):
+    """The function and the module refuse the same values, naming the hyperparameter."""
+    (name,) = kw
+    with pytest.raises(ValueError, match=name):
+        fn(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), **kw)
+    with pytest.raises(ValueError, match=name):
+        module(**kw)
+
+
+def test_hyperparameter_type_and_focal_alpha_errors():
     z = torch.randn(4, 3)
     y = torch.tensor([0, 1, 2, 0])
-    for q in (0.0, -0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="q"):
-            gce_loss(z, y, q=q)
-        with pytest.raises(ValueError, match="q"):
-            GCELoss(q=q)
-    with pytest.raises(TypeError, match="q"):
-        gce_loss(z, y, q="0.7")
-    for gamma in (-1.0, float("inf")):
-        with pytest.raises(ValueError, match="gamma"):
-            focal_loss(z, y, gamma=gamma)
-        with pytest.raises(ValueError, match="gamma"):
-            FocalLoss(gamma=gamma)
-    for kw in ({"alpha": -0.1}, {"beta": -1.0}, {"A": 0.0}, {"A": 1.0}, {"alpha": float("nan")}):
-        (name,) = kw
-        with pytest.raises(ValueError, match=name):
-            sce_loss(z, y, **kw)
-        with pytest.raises(ValueError, match=name):
-            SCELoss(**kw)
-    # focal alpha: wrong length, wrong shape, integer tensor, negative scalar, other device
-    with pytest.raises(ValueError, match="alpha"):
-        focal_loss(z, y, alpha=torch.ones(4))
-    with pytest.raises(ValueError, match="alpha"):
-        FocalLoss(alpha=torch.ones(4))(z, y)
-    with pytest.raises(ValueError, match="alpha"):
-        focal_loss(z, y, alpha=torch.ones(3, 1))
-    with pytest.raises(ValueError, match="alpha"):
-        FocalLoss(alpha=torch.ones(3, 1))
-    with pytest.raises(TypeError, match="alpha"):
-        focal_loss(z, y, alpha=torch.ones(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="alpha"):
-        focal_loss(z, y, alpha=-0.25)
-    with pytest.raises(ValueError, match="alpha"):
-        focal_loss(z, y, alpha=torch.ones(3, device="meta"))
+    refused = [
+        (TypeError, "q", lambda: gce_loss(z, y, q="0.7")),
+        # focal alpha: wrong length, wrong shape, integer tensor, negative scalar, other device
+        (ValueError, "alpha", lambda: focal_loss(z, y, alpha=torch.ones(4))),
+        (ValueError, "alpha", lambda: FocalLoss(alpha=torch.ones(4))(z, y)),
+        (ValueError, "alpha", lambda: focal_loss(z, y, alpha=torch.ones(3, 1))),
+        (ValueError, "alpha", lambda: FocalLoss(alpha=torch.ones(3, 1))),
+        (TypeError, "alpha", lambda: focal_loss(z, y, alpha=torch.ones(3, dtype=torch.long))),
+        (ValueError, "alpha", lambda: focal_loss(z, y, alpha=-0.25)),
+        (ValueError, "alpha", lambda: focal_loss(z, y, alpha=torch.ones(3, device="meta"))),
+    ]
+    for error, name, call in refused:
+        with pytest.raises(error, match=name):
+            call()

@@ -43,10 +43,17 @@ def result(path: Path, benchmark: str, keys: set[str]) -> dict:
     return record["data"]
 
 
+def measure(tmp_path: Path, script: str, *args: str, benchmark: str, keys: set[str]) -> dict:
+    """`run` SCRIPT ARGS --json TMP_PATH/BENCHMARK.json; the data of that result file (see `result`)."""
+    out = tmp_path / f"{benchmark}.json"
+    run(script, *args, "--json", str(out))
+    return result(out, benchmark, keys)
+
+
 def test_step(tmp_path):
-    out = tmp_path / "step.json"
-    run("bench_step.py", "--batch-size", "4", "--repeats", "3", "--processes", "1", "--threads", "1", "--json", str(out))
-    data = result(out, "step", {"batch_size", "threads", "rounds", "processes", "num_samples", "variants"})
+    data = measure(tmp_path, "bench_step.py", "--batch-size", "4", "--repeats", "3", "--processes", "1",
+                   "--threads", "1", benchmark="step",
+                   keys={"batch_size", "threads", "rounds", "processes", "num_samples", "variants"})
     assert {"ce", "ce_again", "superloss", "dp_instance", "dp_joint", "imae", "floor_weighted", "floor_node"} \
         <= set(data["variants"])
     assert {"step_ms", "ops", "ratio", "low", "high", "goal", "loss_part_us_back_to_back",
@@ -55,34 +62,31 @@ def test_step(tmp_path):
 
 def test_lambertw(tmp_path):
     pytest.importorskip("scipy")
-    out = tmp_path / "lambertw.json"
-    run("bench_lambertw.py", "--size", "1000", "--repeats", "2", "--threads", "1", "--json", str(out))
-    data = result(out, "lambertw", {"dtype", "threads", "rows"})
+    data = measure(tmp_path, "bench_lambertw.py", "--size", "1000", "--repeats", "2", "--threads", "1",
+                   benchmark="lambertw", keys={"dtype", "threads", "rows"})
     assert len(data["rows"]) == 3
     assert {"input", "variant", "scipy_ms", "ours_ms", "speedup", "low", "high", "ops", "max_abs_difference"} \
         <= set(data["rows"][0])
 
 
 def test_detection(tmp_path):
-    out = tmp_path / "detection.json"
-    run("bench_detection.py", "--anchors", "2000", "--classes", "10", "--repeats", "2", "--threads", "1",
-        "--json", str(out))
-    data = result(out, "detection", {"anchors", "classes", "rounds", "threads", "focal_ms", "ce_ms", "variants"})
+    data = measure(tmp_path, "bench_detection.py", "--anchors", "2000", "--classes", "10", "--repeats", "2",
+                   "--threads", "1", benchmark="detection",
+                   keys={"anchors", "classes", "rounds", "threads", "focal_ms", "ce_ms", "variants"})
     assert {"ms", "ratio", "low", "high", "goal"} <= set(data["variants"]["eager"])
 
 
 def test_data_parameters(tmp_path):
-    out = tmp_path / "data-parameters.json"
-    run("bench_data_parameters.py", "--repeats", "2", "--threads", "1", "--json", str(out))
-    data = result(out, "data-parameters", {"batch_size", "repeats", "threads", "step_ms", "ratios", "goals"})
+    data = measure(tmp_path, "bench_data_parameters.py", "--repeats", "2", "--threads", "1",
+                   benchmark="data-parameters",
+                   keys={"batch_size", "repeats", "threads", "step_ms", "ratios", "goals"})
     assert set(data["step_ms"]) == {"ce", "dp_50k", "dp_60k", "dp_2.4M"}
     assert set(data["ratios"]) == set(data["goals"]) == {"joint_2.4M_over_50k", "joint_60k_over_ce"}
 
 
 def test_distributed(tmp_path):
-    out = tmp_path / "distributed.json"
-    run("bench_distributed.py", "--batch-size", "16", "--steps", "2", "--repeats", "2", "--json", str(out))
-    data = result(out, "distributed", {"distributed", "scale"})
+    data = measure(tmp_path, "bench_distributed.py", "--batch-size", "16", "--steps", "2", "--repeats", "2",
+                   benchmark="distributed", keys={"distributed", "scale"})
     assert set(data["distributed"]["methods"]) == {"superloss", "data-params"}
     assert {"label", "step_ms_1", "step_ms_2", "library_bytes", "ddp_bytes"} \
         <= set(data["distributed"]["methods"]["superloss"])
@@ -90,19 +94,17 @@ def test_distributed(tmp_path):
 
 
 def test_epoch(tmp_path):
-    out = tmp_path / "epoch.json"
-    run("bench_epoch.py", "--dataset", "digits", "--limit", "256", "--methods", "ce", "data-params",
-        "--repeats", "2", "--min-repeats", "2", "--threads", "1", "--json", str(out))
-    data = result(out, "epoch", {"dataset", "train_samples", "batch_size", "rounds", "plain_seconds", "goal", "methods"})
+    data = measure(tmp_path, "bench_epoch.py", "--dataset", "digits", "--limit", "256", "--methods", "ce",
+                   "data-params", "--repeats", "2", "--min-repeats", "2", "--threads", "1", benchmark="epoch",
+                   keys={"dataset", "train_samples", "batch_size", "rounds", "plain_seconds", "goal", "methods"})
     assert set(data["methods"]) == {"ce", "data-params"}
     assert {"seconds", "ratio", "low", "high"} <= set(data["methods"]["data-params"])
 
 
 def test_imagefolder(tmp_path):
     pytest.importorskip("PIL")
-    out = tmp_path / "imagefolder.json"
-    run("bench_imagefolder.py", "--images", "40", "--workers", "0", "1", "--json", str(out))
-    data = result(out, "imagefolder", {"images", "load_images_per_second", "epoch_seconds"})
+    data = measure(tmp_path, "bench_imagefolder.py", "--images", "40", "--workers", "0", "1",
+                   benchmark="imagefolder", keys={"images", "load_images_per_second", "epoch_seconds"})
     assert set(data["load_images_per_second"]) == {"0", "1"}
     assert set(data["epoch_seconds"]) == {"in memory", "streamed, 0 workers", "streamed, 1 workers"}
 
@@ -110,11 +112,10 @@ def test_imagefolder(tmp_path):
 def test_defaults_grid(tmp_path):
     """The grid on the built-in digits, then again: the second time every run folder is read back."""
     pytest.importorskip("scipy")  # the rotated digits
-    out = tmp_path / "defaults-grid.json"
     args = ["--only", "digits", "--methods", "ce", "--epochs", "1", "--out", str(tmp_path / "grid")]
-    run("bench_defaults.py", *args, "--json", str(out))
-    data = result(out, "defaults-grid", {"epochs", "batch_size", "momentum", "weight_decay", "lr", "methods",
-                                          "noise_rates", "seeds", "rows"})
+    data = measure(tmp_path, "bench_defaults.py", *args, benchmark="defaults-grid",
+                   keys={"epochs", "batch_size", "momentum", "weight_decay", "lr", "methods", "noise_rates", "seeds",
+                         "rows"})
     assert len(data["rows"]) == 2 * 2  # models x noise rates
     assert {"dataset", "model", "noise_rate", "method", "seed", "best", "final", "diverged", "collapsed"} \
         <= set(data["rows"][0])
@@ -148,10 +149,9 @@ def test_probe_memorisation(tmp_path):
 
 
 def test_flag_scores(tmp_path):
-    out = tmp_path / "flag-scores.json"
-    run("bench_flag_scores.py", "--runs", str(tmp_path / "runs"), "--methods", "ce", "--settings", "symmetric:0.4",
-        "--epochs", "2", "--json", str(out))
-    data = result(out, "flag-scores", {"dataset", "model", "seed", "runs"})
+    data = measure(tmp_path, "bench_flag_scores.py", "--runs", str(tmp_path / "runs"), "--methods", "ce",
+                   "--settings", "symmetric:0.4", "--epochs", "2", benchmark="flag-scores",
+                   keys={"dataset", "model", "seed", "runs"})
     (row,) = data["runs"].values()
     assert {"method", "noise", "noise_rate", "epochs", "window", "num_samples", "rows"} <= set(row)
     assert {"auroc", "precision_at_k", "estimated_num_issues", "num_noisy"} <= set(row["rows"]["aum, early window"])
@@ -159,10 +159,9 @@ def test_flag_scores(tmp_path):
 
 def test_flag(tmp_path):
     pytest.importorskip("cleanlab")
-    out = tmp_path / "flag.json"
-    run("bench_flag.py", "--dataset", "blobs", "--model", "mlp", "--epochs", "1", "--methods", "ce",
-        "--settings", "symmetric:0.4", "--json", str(out))
-    data = result(out, "flag", {"dataset", "model", "epochs_per_fold", "our_epochs", "folds", "settings"})
+    data = measure(tmp_path, "bench_flag.py", "--dataset", "blobs", "--model", "mlp", "--epochs", "1", "--methods",
+                   "ce", "--settings", "symmetric:0.4", benchmark="flag",
+                   keys={"dataset", "model", "epochs_per_fold", "our_epochs", "folds", "settings"})
     rows = data["settings"]["symmetric:0.4"]
     assert {"ce: aum, early window (default)", "cleanlab 5-fold"} <= set(rows)
     assert {"auroc", "average_precision", "precision_at_k", "estimated_num_issues", "num_noisy", "seconds",
@@ -171,10 +170,9 @@ def test_flag(tmp_path):
 
 def test_flag_scale(tmp_path):
     pytest.importorskip("cleanlab")
-    out = tmp_path / "flag-scale.json"
-    run("bench_flag_scale.py", "--sizes", "2000", "--epochs", "4", "--classes", "10", "--threads", "1",
-        "--cleanlab-max", "2000", "--json", str(out))
-    data = result(out, "flag-scale", {"rows", "noise", "batch"})
+    data = measure(tmp_path, "bench_flag_scale.py", "--sizes", "2000", "--epochs", "4", "--classes", "10",
+                   "--threads", "1", "--cleanlab-max", "2000", benchmark="flag-scale",
+                   keys={"rows", "noise", "batch"})
     assert {"n", "epochs", "classes", "record_seconds_per_epoch", "record_peak_mb", "record_rss_before_mb",
             "signals_bytes", "flag_seconds", "flag_peak_mb", "auroc", "cleanlab_seconds", "cleanlab_peak_mb"} \
         <= set(data["rows"][0])

@@ -339,9 +339,9 @@ def test_detection_background_uses_batch_mean_of_boxes():
 
 
 def test_detection_joint_and_empty_batch():
+    t = torch.tensor([0, 2, 0])  # the anchors' targets
     dp = _dp("joint")
     logits = torch.randn(3, K, dtype=torch.float64)
-    t = torch.tensor([0, 2, 0])
     out = dp.forward_detection(logits, t, torch.tensor([-1, 0, -1]), torch.tensor([9]))
     s = dp.class_sigma[t] + dp.instance_sigma[9]
     torch.testing.assert_close(out, logits / s[:, None])
@@ -516,31 +516,24 @@ def test_default_weight_decay_matches_reference_per_occurrence():
     opt = dp.optimizer(class_lr=lr_c, instance_lr=lr_i, momentum=mom, class_weight_decay=wd,
                        instance_weight_decay=wd)  # defaults otherwise: per-occurrence decay, batch-mean gradient
     ref = ReferenceTrainingStep(dp.log_class_sigma, dp.log_instance_sigma, lr_c, lr_i, mom, wd, wd)
-    gen = torch.Generator().manual_seed(0)
-    for step in range(50):
-        idx = torch.randint(n, (b,), generator=gen)
-        idx[:4] = idx[4:8]  # duplicated instances in the batch
-        y = torch.randint(c, (b,), generator=gen)
-        z = 3 * torch.randn(b, c, dtype=torch.float64, generator=gen)
-        opt.zero_grad()
-        F.cross_entropy(dp(z, y, idx), y).backward()
-        opt.step()
-        ref.step(z, y, idx)
-    assert (dp.log_class_sigma.detach() - ref.lc.detach()).abs().max() < 1e-6
-    assert (dp.log_instance_sigma.detach() - ref.li.detach()).abs().max() < 1e-6
-    # and the decay is what makes the difference: per-row decay drifts away from the reference
+    # alongside, the same with per-row decay, which the last assertion tells apart from the reference
     dp2 = DataParameters(c, n, level="joint").double()
     opt2 = dp2.optimizer(class_lr=lr_c, instance_lr=lr_i, momentum=mom, class_weight_decay=wd,
                          instance_weight_decay=wd, weight_decay_mode="per_row")
     gen = torch.Generator().manual_seed(0)
     for step in range(50):
         idx = torch.randint(n, (b,), generator=gen)
-        idx[:4] = idx[4:8]
+        idx[:4] = idx[4:8]  # duplicated instances in the batch
         y = torch.randint(c, (b,), generator=gen)
         z = 3 * torch.randn(b, c, dtype=torch.float64, generator=gen)
-        opt2.zero_grad()
-        F.cross_entropy(dp2(z, y, idx), y).backward()
-        opt2.step()
+        for module, optimizer in ((dp, opt), (dp2, opt2)):
+            optimizer.zero_grad()
+            F.cross_entropy(module(z, y, idx), y).backward()
+            optimizer.step()
+        ref.step(z, y, idx)
+    assert (dp.log_class_sigma.detach() - ref.lc.detach()).abs().max() < 1e-6
+    assert (dp.log_instance_sigma.detach() - ref.li.detach()).abs().max() < 1e-6
+    # and the decay is what makes the difference: per-row decay drifts away from the reference
     assert (dp2.log_class_sigma.detach() - ref.lc.detach()).abs().max() > 1e-3
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,6 +105,7 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
     held = _Holder(model, dp) if method.endswith("-inside") else model
     net = nn.parallel.DistributedDataParallel(held) if world > 1 else held
     opt = torch.optim.SGD(held.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-3)
+    optimizers = [o for o in (opt, dp_opt) if o is not None]  # the data parameters' own, where there are some
     confs = []
     for b in _batch_sizes():
         idx = torch.randint(N_SAMPLES, (b,), generator=g)  # duplicates within and across ranks
@@ -121,13 +123,11 @@ def _train(rank: int, world: int, method: str, sync: bool = True) -> dict:
         if len(li) == 0:
             loss = out.sum() * 0  # the mean of nothing is NaN; this rank contributes zero gradient
         loss = loss * (world * len(li) / b)
-        opt.zero_grad(set_to_none=True)
-        if dp_opt is not None:
-            dp_opt.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if dp_opt is not None:
-            dp_opt.step()
+        for optimizer in optimizers:
+            optimizer.step()
     result = {"model": {k: v.clone() for k, v in model.state_dict().items()}, "conf": confs}
     if crit is not None:
         result["state"] = dict(crit.state_dict())
@@ -159,8 +159,7 @@ def _all_scenarios(rank: int, world: int) -> dict:
 
 def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    finished = False
+    dist.init_process_group(backend="gloo", world_size=world, rank=rank, init_method=Path(store).as_uri())
     try:
         distributed.stats.reset()
         results = _all_scenarios(rank, world)
@@ -170,9 +169,10 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
         results["reduce"] = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 2.0]))
         results["comm"] = (distributed.stats.bytes_sent, distributed.stats.calls)
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-        finished = True
-    finally:
-        end_distributed(finished)  # the harness's teardown: a rank leaving early can abort in interpreter shutdown
+    except BaseException:
+        end_distributed(False)  # no barrier after an error: the other rank would wait for this one
+        raise
+    end_distributed(True)  # the harness's teardown: a rank leaving early can abort in interpreter shutdown
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from scipy.integrate import quad
 
 from curriculoss import IMAE, imae, sample_weight
 
+from _helpers import ALL_DTYPES, assert_input_errors, random_case
+
 mpmath.mp.dps = 60
 
 
@@ -70,13 +72,6 @@ def imae_grad(z: torch.Tensor, y: torch.Tensor, T: float, reduction: str = "sum"
     return out.detach(), g
 
 
-def random_case(B: int, C: int, scale: float, seed: int, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(seed)
-    z = (torch.randn(B, C, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    y = torch.randint(0, C, (B,), generator=gen)
-    return z, y
-
-
 def extreme_cases(dtype: torch.dtype):
     """Logit rows with p_y -> 1, p_y -> 0, exact ties and +-1e4 entries; targets alongside."""
     rows = [
@@ -94,6 +89,15 @@ def extreme_cases(dtype: torch.dtype):
     z = torch.tensor([r for r, _ in rows], dtype=dtype)
     y = torch.tensor([t for _, t in rows])
     return z, y
+
+
+def summed_grad_and_reference(z: torch.Tensor, y: torch.Tensor, T: float):
+    """The weights and the gradient of `mp_reference`, and the gradient of ``imae(..., reduction='sum')`` in
+    float64 numpy, after checking that it came in the dtype of `z`."""
+    _, w_ref, g_ref = mp_reference(z.double().numpy(), y.numpy(), T)
+    _, g = imae_grad(z, y, T, reduction="sum")
+    assert g.dtype == z.dtype
+    return w_ref, g_ref, g.double().numpy()
 
 
 TS = [0.0, 0.5, 8.0, 16.0]
@@ -117,9 +121,6 @@ def test_forward_is_mae_value(reduction):
     np.testing.assert_allclose(IMAE(T=0.5, reduction=reduction)(z, y).numpy(), ref, rtol=1e-12, atol=1e-14)
 
 
-ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_forward_extreme_logits(dtype):
     z, y = extreme_cases(dtype)
@@ -139,10 +140,7 @@ def test_forward_extreme_logits(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gradient_random_logits(T, dtype):
     z, y = random_case(24, 6, 2.5, seed=int(T * 10) + 3, dtype=dtype)
-    _, w_ref, g_ref = mp_reference(z.double().numpy(), y.numpy(), T)
-    _, g = imae_grad(z, y, T, reduction="sum")
-    assert g.dtype == dtype
-    g = g.double().numpy()
+    w_ref, g_ref, g = summed_grad_and_reference(z, y, T)
     rtol = 1e-11 if dtype == torch.float64 else 2e-5
     # per-sample L1 norm is the weight of Eq. 21 ...
     np.testing.assert_allclose(np.abs(g).sum(axis=1), w_ref, rtol=rtol)
@@ -162,10 +160,7 @@ def test_gradient_random_logits(T, dtype):
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_gradient_extreme_logits(T, dtype):
     z, y = extreme_cases(dtype)
-    _, w_ref, g_ref = mp_reference(z.double().numpy(), y.numpy(), T)
-    _, g = imae_grad(z, y, T, reduction="sum")
-    assert g.dtype == dtype
-    g = g.double().numpy()
+    w_ref, g_ref, g = summed_grad_and_reference(z, y, T)
     assert np.isfinite(g).all(), "no NaN / inf (0/0) at p_y -> 0 or 1"
     eps = torch.finfo(dtype).eps
     # the L1 norm is the weight even where p_y (1 - p_y) underflows (weight 1, direction finite)
@@ -244,19 +239,22 @@ def caffe_unified_weight_layer(z: np.ndarray, y: np.ndarray, T: float, lamda_p: 
         prob[i] = e / e.sum()
     def softmaxT(x, t, base):
         return dt(base) ** (dt(t) * dt(x))
+
+    def weight_of(p):  # the same two lines in Forward_cpu and Backward_cpu
+        temp = softmaxT(lamda_p, 1, p)
+        return softmaxT(dt(T) * temp, dt(1) - p, 2.718281828)
+
     sum_weight = dt(1e-8)
     loss = dt(0)
     for i in range(B):
         p = prob[i, y[i]]
-        temp = softmaxT(lamda_p, 1, p)
-        weight = softmaxT(dt(T) * temp, dt(1) - p, 2.718281828)
+        weight = weight_of(p)
         loss -= weight * np.log(max(p, np.finfo(np.float32).tiny))
         sum_weight += weight
     diff = prob.copy()
     for i in range(B):
         p = prob[i, y[i]]
-        temp = softmaxT(lamda_p, 1, p)
-        weight = softmaxT(dt(T) * temp, dt(1) - p, 2.718281828)
+        weight = weight_of(p)
         diff[i, y[i]] -= dt(1)
         for c in range(C):
             diff[i, c] /= dt(2) - dt(2) * p + dt(1e-6)
@@ -345,16 +343,15 @@ def test_authors_weights_normalisation_large_T_is_finite():
     assert torch.isfinite(g).all()
 
 
-def test_variant_errors():
+@pytest.mark.parametrize("kw", [{"variant": "caffe"}, {"variant": "x"}, {"normalize": "sum"}, {"eps": -1e-6}], ids=str)
+def test_variant_errors(kw):
+    """The function and the module refuse the same settings, naming the argument."""
     z, y = random_case(4, 3, 1.0, seed=2)
-    with pytest.raises(ValueError, match="variant"):
-        imae(z, y, variant="caffe")
-    with pytest.raises(ValueError, match="normalize"):
-        imae(z, y, normalize="sum")
-    with pytest.raises(ValueError, match="eps"):
-        imae(z, y, eps=-1e-6)
-    with pytest.raises(ValueError, match="variant"):
-        IMAE(variant="x")
+    (name,) = kw
+    with pytest.raises(ValueError, match=name):
+        imae(z, y, **kw)
+    with pytest.raises(ValueError, match=name):
+        IMAE(**kw)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -541,49 +538,25 @@ def test_empty_batch():
 
 
 def test_errors_name_the_argument():
+    # also one class only (IMAE needs two) and a numpy array
+    assert_input_errors(imae, lambda z, y: [(ValueError, "logits", torch.randn(4, 1), torch.zeros(4, dtype=torch.long)),
+                                            (TypeError, "logits", z.numpy(), y)])
     z = torch.randn(4, 3)
     y = torch.tensor([0, 1, 2, 0])
-    with pytest.raises(ValueError, match="logits"):
-        imae(torch.randn(4), y)
-    with pytest.raises(ValueError, match="logits"):
-        imae(torch.randn(4, 3, 2), y)
-    with pytest.raises(ValueError, match="logits"):
-        imae(torch.randn(4, 1), torch.zeros(4, dtype=torch.long))  # IMAE needs two classes
-    with pytest.raises(TypeError, match="logits"):
-        imae(torch.randint(0, 3, (4, 3)), y)
-    with pytest.raises(TypeError, match="logits"):
-        imae(z.numpy(), y)
-    with pytest.raises(ValueError, match="target"):
-        imae(z, torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="target"):
-        imae(z, y.unsqueeze(1))
-    with pytest.raises(TypeError, match="target"):
-        imae(z, y.float())
-    with pytest.raises(TypeError, match="target"):
-        imae(z, y.bool())
-    with pytest.raises(ValueError, match="target"):
-        imae(z, torch.tensor([0, 1, 3, 0]))
-    with pytest.raises(ValueError, match="target"):
-        imae(z, torch.tensor([0, -1, 2, 0]))
-    with pytest.raises(ValueError, match="target"):
-        imae(z, y.to("meta"))  # not on the device of logits
-    for bad in (-0.5, float("nan"), float("inf")):
+    for bad in (-0.5, float("nan"), float("inf"), 360.0, 1e6):
         with pytest.raises(ValueError, match="T"):
             imae(z, y, T=bad)
         with pytest.raises(ValueError, match="T"):
             IMAE(T=bad)
+    for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="T"):
             sample_weight(torch.tensor([0.5]), "imae", T=bad)
-    with pytest.raises(TypeError, match="T"):
-        imae(z, y, T="8")
     # T = 360: the weight exp(T/4) = exp(90) overflows float32 and the gradient was inf
     for bad in (360.0, 1e6):
         with pytest.raises(ValueError, match=r"T must be a finite number in \[0.0, 300.0\]"):
             imae(z, y, T=bad)
-        with pytest.raises(ValueError, match="T"):
-            IMAE(T=bad)
-    with pytest.raises(ValueError, match="reduction"):
-        imae(z, y, reduction="avg")
+    with pytest.raises(TypeError, match="T"):
+        imae(z, y, T="8")
     with pytest.raises(ValueError, match="reduction"):
         IMAE(reduction="batchmean")
     with pytest.raises(ValueError, match="loss"):

@@ -232,29 +232,35 @@ def test_from_file_npy_and_csv(tmp_path):
     np.testing.assert_array_equal(via_apply.labels, given)
 
 
-def test_from_file_errors(tmp_path):
+#: A labels file that `from_file` refuses: (its name, its content, whether the true labels are given, the
+#: number of classes given, the error's words).
+BAD_LABEL_FILES = [
+    ("short.npy", np.arange(4), True, None, "4 labels but the training set has 5"),
+    ("big.npy", np.array([0, 1, 2, 3, 9]), True, 5, "num_classes=5"),
+    ("frac.npy", np.array([0.5, 1, 2, 3, 4]), True, None, "integer"),
+    ("obj.npy", np.array([0, "a"], dtype=object), False, None, "obj.npy"),
+    ("two.csv", "0,1\n1,2\n", False, None, "one column"),
+    ("bad.csv", "label\n1\ncat\n", False, None, "line 3"),
+    ("labels.txt", "1\n", False, None, ".npy or .csv"),
+]
+
+
+@pytest.mark.parametrize("name, content, with_true, num_classes, words", BAD_LABEL_FILES,
+                         ids=[case[0] for case in BAD_LABEL_FILES])
+def test_from_file_errors(tmp_path, name, content, with_true, num_classes, words):
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        np.save(path, content, allow_pickle=True)
+    true = (np.arange(5),) if with_true else ()
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    with pytest.raises(ValueError, match=words):
+        noise.from_file(path, *true, **kwargs)
+
+
+def test_from_file_missing_file_and_no_path(tmp_path):
     true = np.arange(5)
-    np.save(tmp_path / "short.npy", np.arange(4))
-    with pytest.raises(ValueError, match="4 labels but the training set has 5"):
-        noise.from_file(tmp_path / "short.npy", true)
-    np.save(tmp_path / "big.npy", np.array([0, 1, 2, 3, 9]))
-    with pytest.raises(ValueError, match="num_classes=5"):
-        noise.from_file(tmp_path / "big.npy", true, num_classes=5)
-    np.save(tmp_path / "frac.npy", np.array([0.5, 1, 2, 3, 4]))
-    with pytest.raises(ValueError, match="integer"):
-        noise.from_file(tmp_path / "frac.npy", true)
-    np.save(tmp_path / "obj.npy", np.array([0, "a"], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="obj.npy"):
-        noise.from_file(tmp_path / "obj.npy")
-    (tmp_path / "two.csv").write_text("0,1\n1,2\n")
-    with pytest.raises(ValueError, match="one column"):
-        noise.from_file(tmp_path / "two.csv")
-    (tmp_path / "bad.csv").write_text("label\n1\ncat\n")
-    with pytest.raises(ValueError, match="line 3"):
-        noise.from_file(tmp_path / "bad.csv")
-    (tmp_path / "labels.txt").write_text("1\n")
-    with pytest.raises(ValueError, match=".npy or .csv"):
-        noise.from_file(tmp_path / "labels.txt")
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         noise.from_file(tmp_path / "missing.npy")
     with pytest.raises(ValueError, match="path"):

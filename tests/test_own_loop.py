@@ -8,37 +8,20 @@ loop follows every setting of the command line (split, noise, MLP, SGD, cosine s
 30 epochs, the seeded sample order), so on one machine the two runs are in fact identical; the margin
 leaves room for a change of either side that does not change what the method does.
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from curriculoss.harness import cli
 from curriculoss.signals import open_signals
 
+from _helpers import load_example
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_loop_digits.py"
 SEEDS = (0, 1, 2)
 TOLERANCE = 0.015  # 1.5 points of test accuracy, on the mean over SEEDS
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("own_loop_digits", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: the MLP's matrices are too small for two to pay, and the suite often shares the
-    machine's cores with other jobs (oversubscribed threads made a 3 s run take 15 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _command_line(method: str, seed: int, out: Path) -> float:
@@ -54,7 +37,7 @@ def _command_line(method: str, seed: int, out: Path) -> float:
 
 @pytest.mark.parametrize("method", ["superloss", "data-params", "imae"])
 def test_own_loop_matches_the_command_line(method, tmp_path, one_thread, capsys):
-    own_loop = _load_example()
+    own_loop = load_example(EXAMPLE)
     own, command = [], []
     for seed in SEEDS:
         result = own_loop.main(["--method", method, "--seed", str(seed), "--noise-rate", "0.4",

@@ -3,7 +3,6 @@ table against a hand-filled one, state round trips, DDP against one process, and
 against ``curriculoss train``."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ from curriculoss.harness.cli import main
 from curriculoss.harness.train import TrainConfig, train
 from curriculoss.recorder import Recorder, SIGNALS, margins
 from curriculoss.signals import open_signals
+
+from _helpers import load_example
 
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flag_own_loop.py"
@@ -50,6 +51,16 @@ def _batches(n=30, c=4, seed=0):
         out.append((idx, torch.randn(len(idx), c, generator=g, dtype=torch.float64),
                     torch.randint(0, c, (len(idx),), generator=g), torch.rand(len(idx), generator=g)))
     return out, order[n - 3:]
+
+
+def _recorded(epochs: int) -> Recorder:
+    """A recorder of 30 samples that took `epochs` epochs of `_batches` (seeds 0, 1, ...) in one process."""
+    rec = Recorder(30)
+    for epoch in range(epochs):
+        for idx, z, y, conf in _batches(seed=epoch)[0]:
+            rec.update(idx, z, y, confidence=conf)
+        rec.end_epoch()
+    return rec
 
 
 def test_table_against_hand_filled(device):
@@ -86,11 +97,7 @@ def test_given_loss_and_regression_outputs():
 
 
 def test_state_dict_round_trip(tmp_path):
-    rec = Recorder(30)
-    for epoch in range(3):
-        for idx, z, y, conf in _batches(seed=epoch)[0]:
-            rec.update(idx, z, y, confidence=conf)
-        rec.end_epoch()
+    rec = _recorded(epochs=3)
     torch.save(rec.state_dict(), tmp_path / "rec.pt")
     other = Recorder(30)
     other.load_state_dict(torch.load(tmp_path / "rec.pt", weights_only=True))
@@ -206,11 +213,7 @@ def _ddp_worker(rank: int, world: int, store: str, out_dir: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_ranks_record_shards_and_rank0_writes_the_whole(tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    one = Recorder(30)
-    for epoch in range(2):
-        for idx, z, y, conf in _batches(seed=epoch)[0]:
-            one.update(idx, z, y, confidence=conf)
-        one.end_epoch()
+    one = _recorded(epochs=2)
     saved, streamed = np.load(tmp_path / "signals.npz"), open_signals(tmp_path / "signals")
     for key, value in one.arrays().items():
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
@@ -224,13 +227,6 @@ def test_ddp_ranks_record_shards_and_rank0_writes_the_whole(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("flag_own_loop", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_own_loop_flags_what_the_harness_flags(tmp_path):
     """The example's plain loop + recorder against `curriculoss train` on the same seed, order and model."""
     epochs = 4
@@ -238,7 +234,7 @@ def test_own_loop_flags_what_the_harness_flags(tmp_path):
                       seed=1)
     train(cfg, tmp_path / "run", progress=False)
     harness = open_signals(tmp_path / "run")
-    recorder, mask = _load_example().train_and_record(epochs=epochs, noise_rate=0.4, seed=1)
+    recorder, mask = load_example(EXAMPLE).train_and_record(epochs=epochs, noise_rate=0.4, seed=1)
     own = recorder.arrays(noise_mask=mask)
     for key in (*SIGNALS, "labels", "noise_mask"):
         np.testing.assert_allclose(own[key], harness[key], rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=key)

@@ -29,20 +29,18 @@ BUDGET_CE = 5  # CE alone, forward + backward: the reference
 
 def top_level_aten_ops(fn) -> list[str]:
     """Names of the ``aten::`` operations that no other ``aten::`` operation called, in one run of
-    ``fn`` (after one warm-up run)."""
+    ``fn`` (after one warm-up run): from each root of the profiler's event tree, the first ``aten::``
+    operations met on the way down."""
     fn()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    names = []
-    for event in prof.events():
-        if not event.name.startswith("aten::"):
-            continue
-        parent = event.cpu_parent
-        while parent is not None and not parent.name.startswith("aten::"):
-            parent = parent.cpu_parent
-        if parent is None:
-            names.append(event.name)
-    return names
+
+    def outermost(event) -> list[str]:
+        if event.name.startswith("aten::"):
+            return [event.name]
+        return [name for child in event.cpu_children for name in outermost(child)]
+
+    return [name for event in prof.events() if event.cpu_parent is None for name in outermost(event)]
 
 
 def _batch(seed=0, n=128, classes=10):

@@ -12,7 +12,7 @@ from scipy.optimize import minimize_scalar
 import curriculoss
 from curriculoss import superloss_confidence
 
-from _helpers import superloss_reference as reference_sl
+from _helpers import ALL_DTYPES, Float64Spy, superloss_reference as reference_sl
 
 
 # The equations' tests run Eq. 3 as written (step='paper'); the normalised step, the default, is
@@ -378,9 +378,6 @@ def test_float32_confidence_within_the_lambertw_contract_against_mpmath(smoothin
     assert np.all(np.abs(w - w_ref) <= 1e-6 + 2e-6 * np.abs(w_ref) + 1e-7)
 
 
-ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-
-
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_every_dtype_matches_brute_force_on_its_rounded_losses(dtype):
     # The reproductions: float16 gave NaN, bfloat16 a capped confidence of 2.56 instead of e.
@@ -456,21 +453,6 @@ def test_functional_superloss_validates_tau(tau):
         superloss(torch.rand(3), torch.tensor([1, 2, 3]))
 
 
-class _Float64Spy(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records every operation whose output is a float64 tensor."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-                self.seen.append(str(func))
-        return out
-
-
 @pytest.mark.parametrize("mode", ["avg", "ema"])
 @pytest.mark.parametrize("smoothing", [None, 0.9])
 def test_float32_state_matches_plain_python_and_makes_no_float64(mode, smoothing):
@@ -483,7 +465,7 @@ def test_float32_state_matches_plain_python_and_makes_no_float64(mode, smoothing
     assert all(b.dtype in (torch.float32, torch.bool) for b in module.buffers())
     for (loss, index), tau, conf in zip(batches, taus, confidences):
         loss32 = loss.float().requires_grad_()
-        with _Float64Spy() as spy:
+        with Float64Spy() as spy:
             module(loss32, index if smoothing else None).backward()
         assert spy.seen == []
         assert float(module.tau) == pytest.approx(tau, rel=1e-6)

@@ -19,7 +19,7 @@ import torch
 
 from curriculoss.harness import train as train_mod
 from curriculoss.harness.cli import main
-from curriculoss.harness.train import CheckpointError, TrainConfig, load_checkpoint, train
+from curriculoss.harness.train import CheckpointError, TrainConfig, train
 from curriculoss.recorder import SIGNALS
 from curriculoss.signals import Table, open_signals
 
@@ -54,14 +54,7 @@ def test_sigkill_then_resume_ends_identical(tmp_path):
                           capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
     assert _read_metrics(killed) == _read_metrics(reference)
-    a, b = open_signals(reference), open_signals(killed)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    sa, sb = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
-    for key in sa["model"]:
-        assert torch.equal(sa["model"][key], sb["model"][key]), key
-    for key in sa["method"]:
-        assert torch.equal(sa["method"][key], sb["method"][key]), key
+    _same_run_outputs(reference, killed)  # signals, weights, method state and history
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -138,23 +131,26 @@ def _cifar_cfg(tmp_path: Path, device, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def _train_stopped_after_epoch_two(cfg: TrainConfig, out: Path, monkeypatch) -> None:
+    """`train(cfg, out)` interrupted (KeyboardInterrupt) once epoch 2's checkpoint and metrics are written."""
+    write = train_mod._write_metrics
+
+    def stop_after_two(run_dir, history):
+        write(run_dir, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+    with monkeypatch.context() as patched:
+        patched.setattr(train_mod, "_write_metrics", stop_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out, progress=False)
+
+
 def test_interrupted_run_with_crop_flip_resumes_exactly(tmp_path, device, monkeypatch):
     cfg = _cifar_cfg(tmp_path, device)
     train(cfg, tmp_path / "ref", progress=False)
     ref = open_signals(tmp_path / "ref")
 
-    real = train_mod._write_metrics
-    calls = []
-
-    def crash_after_two(run_dir, history):
-        real(run_dir, history)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # after epoch 2's checkpoint: the run dies mid-way
-    monkeypatch.setattr(train_mod, "_write_metrics", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(train_mod, "_write_metrics", real)
+    _train_stopped_after_epoch_two(cfg, tmp_path / "cut", monkeypatch)  # the run dies mid-way
     train(cfg, tmp_path / "cut", resume=True, progress=False)
     cut = open_signals(tmp_path / "cut")
     np.testing.assert_array_equal(ref["loss"], cut["loss"])
@@ -206,18 +202,7 @@ def test_a_run_of_the_in_memory_format_resumes_exactly_into_a_signals_folder(tmp
                       seed=0)
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg, full, progress=False)
-    import curriculoss.harness.train as harness_train
-
-    written, write = [], harness_train._write_metrics
-    def stop_after_two(run_dir, history):  # the run is stopped once epoch 2 is checkpointed
-        write(run_dir, history)
-        written.append(len(history))
-        if len(history) == 2:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(harness_train, "_write_metrics", stop_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, part, progress=False)
-    monkeypatch.undo()
+    _train_stopped_after_epoch_two(cfg, part, monkeypatch)
     tables = {k: torch.from_numpy(np.asarray(Table(part / "signals" / f"{k}.npy"))) for k in SIGNALS}
     state = torch.load(part / "checkpoint.pt", weights_only=True)
     state["recorder"] = {**tables, "labels": state["recorder"]["labels"], "predicted": state["recorder"]["predicted"]}
@@ -236,17 +221,7 @@ def test_streamed_run_resumes_exactly(tmp_path, monkeypatch, device):
     write_pngs(tmp_path / "D")
     cfg = _cfg(tmp_path / "D", device, stream="yes")
     train(cfg, tmp_path / "ref", progress=False)
-    real, calls = train_mod._write_metrics, []
-
-    def crash_after_two(run_dir, history):
-        real(run_dir, history)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # after epoch 2's checkpoint
-    monkeypatch.setattr(train_mod, "_write_metrics", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(train_mod, "_write_metrics", real)
+    _train_stopped_after_epoch_two(cfg, tmp_path / "cut", monkeypatch)
     # resumed from the command line, streamed: the run's own configuration, exactly replayed
     assert main(["train", "--resume", str(tmp_path / "cut"), "--stream", "yes", "--quiet"]) == 0
     assert json.loads((tmp_path / "cut" / "args.json").read_text())["stream"] == "yes"

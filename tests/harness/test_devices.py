@@ -22,6 +22,8 @@ from curriculoss.harness.devices import end_distributed
 from curriculoss.harness.train import load_checkpoint, resolve_device
 from curriculoss.signals import open_signals
 
+from _helpers import same_run_outputs
+
 
 def test_resolve_device(capsys):
     assert resolve_device("cpu") == torch.device("cpu")
@@ -185,13 +187,7 @@ def test_torchrun_killed_run_resumes_to_the_same_result(torchrun_run, tmp_path):
     assert len(_metrics(killed)) < 3, "the run finished before it was killed: the test proves nothing"
     _finish(_torchrun("--resume", str(killed), "--quiet"))
     assert _metrics(killed) == _metrics(reference)
-    a, b = open_signals(reference), open_signals(killed)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    sa, sb = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
-    for part in ("model", "method"):
-        for key in sa[part]:
-            assert torch.equal(sa[part][key], sb[part][key]), key
+    same_run_outputs(reference, killed)  # signals, weights, method state and history
 
 
 def test_torchrun_streamed_imagefolder_matches_one_process_in_memory(tmp_path):

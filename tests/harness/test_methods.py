@@ -10,6 +10,8 @@ import torch
 from curriculoss.harness.methods import SuperLossMethod
 from curriculoss.superloss import SuperLoss
 
+from _helpers import Float64Spy
+
 
 def test_superloss_method_in_float32_for_devices_without_float64(monkeypatch):
     """On MPS (no float64) the loop calls ``method.float()`` and sums in float32: the SuperLoss method's
@@ -20,20 +22,10 @@ def test_superloss_method_in_float32_for_devices_without_float64(monkeypatch):
     method = methods.build_method("superloss", methods.MethodOptions(), 10, 50).float()
     logits = torch.randn(16, 10, requires_grad=True)
     target, index = torch.randint(0, 10, (16,)), torch.randperm(50)[:16]
-    seen = []
-
-    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-                    seen.append(str(func))
-            return out
-
-    with Spy():
+    with Float64Spy() as spy:
         for _ in range(2):
             method(logits, target, index).backward()
-    assert seen == []
+    assert spy.seen == []
     assert method.epoch_sums().dtype == torch.float32
 
 

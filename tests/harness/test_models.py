@@ -65,6 +65,10 @@ def raises(num_classes):
     raise RuntimeError("needs a GPU\\nand a second line")
 
 
+def not_a_module(num_classes):
+    return 42
+
+
 not_callable = 3
 '''
 
@@ -172,24 +176,13 @@ def test_wide_resnet_forward_and_errors():
         build_model("wrn16-4", (64,), 10)
 
 
-FACTORY = '''
-import torch.nn as nn
-
-def make_net(num_classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
-
-def not_a_module(num_classes):
-    return 42
-'''
-
-
 def test_model_factory_from_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "mypkg").mkdir()
     (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "nets.py").write_text(FACTORY)
+    (tmp_path / "mypkg" / "nets.py").write_text(NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "run"
-    assert main(["train", "--model", "mypkg.nets:make_net", "--limit", "64", "--epochs", "1", "--quiet",
+    assert main(["train", "--model", "mypkg.nets:good", "--limit", "64", "--epochs", "1", "--quiet",
                  "--method", "superloss", "--out", str(out)]) == 0
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["model"]["1.weight"].shape == (10, 64)  # the factory's network, 10 digit classes
@@ -198,7 +191,7 @@ def test_model_factory_from_the_command_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no attribute"):
         build_model("mypkg.nets:missing", (64,), 10)
     with pytest.raises(ValueError, match="cannot import"):
-        build_model("nosuchpkg_xyz.nets:make_net", (64,), 10)
+        build_model("nosuchpkg_xyz.nets:good", (64,), 10)
     with pytest.raises(SystemExit):
         main(["train", "--model", "not a model", "--quiet"])
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,12 +66,17 @@ def test_a_finished_cell_of_another_configuration_is_not_reused(finished_runs, t
     assert "holds a finished run of another configuration" in capsys.readouterr().err
 
 
+def _train_wrn_crop_flip_superloss(tmp_path: Path, dataset: str, *extra: str) -> Path:
+    """One epoch of `curriculoss train` of a WRN-16-4 with SuperLoss and crop-flip on TMP_PATH/D; its run folder."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", dataset, "--data-dir", str(tmp_path / "D"), "--model", "wrn16-4", "--augment",
+                 "crop-flip", "--method", "superloss", "--epochs", "1", *extra, "--quiet", "--out", str(out)]) == 0
+    return out
+
+
 def test_train_cifar10_wrn_crop_flip_superloss(tmp_path):
     write_cifar10_python(tmp_path / "D")
-    out = tmp_path / "run"
-    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "D"), "--model", "wrn16-4",
-                 "--augment", "crop-flip", "--method", "superloss", "--epochs", "1", "--batch-size", "16",
-                 "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    out = _train_wrn_crop_flip_superloss(tmp_path, "cifar10", "--batch-size", "16", "--device", "cpu")
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["final"] <= 1.0
     assert json.loads((out / "args.json").read_text())["augment"] == "crop-flip"
@@ -80,10 +86,7 @@ def test_train_cifar10_wrn_crop_flip_superloss(tmp_path):
 def test_train_imagefolder_png(tmp_path):
     write_png_folder(tmp_path / "D" / "train", per_class=8)
     write_png_folder(tmp_path / "D" / "test", per_class=2, seed=1)
-    out = tmp_path / "run"
-    assert main(["train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "D"), "--model", "wrn16-4",
-                 "--augment", "crop-flip", "--method", "superloss", "--epochs", "1", "--batch-size", "8",
-                 "--image-size", "32", "--quiet", "--out", str(out)]) == 0
+    out = _train_wrn_crop_flip_superloss(tmp_path, "imagefolder", "--batch-size", "8", "--image-size", "32")
     assert json.loads((out / "results.json").read_text())["epochs"] == 1
     _assert_cpu_checkpoint(out)
 

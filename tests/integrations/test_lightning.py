@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from curriculoss import DataParameters, IndexedDataset
 from curriculoss.integrations.lightning import DataParametersCallback, RecorderCallback
 from curriculoss.signals import open_signals
 
-from _helpers import run_example
+from _helpers import (DP_OPTIMIZER, accumulate_gradients, assert_example_flags_the_noisy_digits, assert_trained_alike,
+                      endless, framework_model_parts, framework_samples, step_and_zero)
 
 
 L = pytest.importorskip("lightning")
@@ -31,22 +31,18 @@ N, C, BATCH = 96, 4, 16
 
 
 @pytest.fixture(autouse=True)
-def _quiet_single_thread():
+def _quiet_single_thread(one_thread):
     """Lightning's banners off; one thread (these models are tiny: more threads only contend)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own use of a deprecated torch name
         warnings.filterwarnings("ignore", "The dirpath has changed")  # resuming into another folder
         yield
-    torch.set_num_threads(threads)
 
 
 def _data():
-    g = torch.Generator().manual_seed(0)
-    return IndexedDataset(TensorDataset(torch.randn(N, 8, generator=g), torch.randint(0, C, (N,), generator=g)))
+    return IndexedDataset(TensorDataset(*framework_samples(N, C)))
 
 
 class Classifier(L.LightningModule):
@@ -54,8 +50,7 @@ class Classifier(L.LightningModule):
 
     def __init__(self, level="instance"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, C))
-        self.dp = DataParameters(C, N, level=level)
+        self.net, self.dp = framework_model_parts(C, N, level)
 
     def training_step(self, batch, batch_idx):
         x, y, index = batch
@@ -77,26 +72,20 @@ def _plain_loop(net, dp, steps, accumulate, **dp_kwargs):
     """The same training without Lightning, the data parameters outside the model."""
     optimizer = torch.optim.AdamW(net.parameters(), lr=0.05)
     dp_optimizer = dp.optimizer(**dp_kwargs)
-    batches = iter(())
+    batches = endless(lambda: DataLoader(_data(), batch_size=BATCH))
+
+    def loss_of(batch):
+        x, y, index = batch
+        return F.cross_entropy(dp(net(x), y, index), y)
+
     for _ in range(steps):
-        for _ in range(accumulate):
-            batch = next(batches, None)
-            if batch is None:
-                batches = iter(DataLoader(_data(), batch_size=BATCH))
-                batch = next(batches)
-            x, y, index = batch
-            (F.cross_entropy(dp(net(x), y, index), y) / accumulate).backward()
-        optimizer.step()
-        dp_optimizer.step()
-        optimizer.zero_grad()
-        dp_optimizer.zero_grad()
+        accumulate_gradients(batches, accumulate, loss_of)
+        step_and_zero(optimizer, dp_optimizer)
 
 
 @pytest.mark.parametrize("method", ["superloss", "data-params"])
 def test_example_flags_the_noisy_digits(tmp_path, method):
-    figures = run_example(EXAMPLE, ["--method", method, "--epochs", "6", "--out", str(tmp_path)])
-    assert (tmp_path / "signals.npz").exists() and (tmp_path / "flag.json").exists()
-    assert figures["auroc"] > 0.9
+    assert_example_flags_the_noisy_digits(EXAMPLE, method, tmp_path)
 
 
 @pytest.mark.parametrize("level, accumulate", [("instance", 1), ("joint", 2)])
@@ -104,18 +93,14 @@ def test_data_parameters_train_as_in_a_plain_loop(level, accumulate):
     torch.manual_seed(0)
     model = Classifier(level)
     net, dp = copy.deepcopy(model.net), DataParameters(C, N, level=level)
-    kwargs = dict(instance_lr=0.5, class_lr=0.2, class_weight_decay=1e-3)
-    trainer = _trainer(callbacks=[DataParametersCallback(model.dp, **kwargs)], max_steps=20,
+    trainer = _trainer(callbacks=[DataParametersCallback(model.dp, **DP_OPTIMIZER)], max_steps=20,
                        accumulate_grad_batches=accumulate)
     trainer.fit(model, DataLoader(_data(), batch_size=BATCH, shuffle=False))
     assert trainer.global_step == 20
-    _plain_loop(net, dp, 20, accumulate, **kwargs)
-    assert not torch.equal(dp.log_instance_sigma, torch.zeros(N))  # they did train
+    _plain_loop(net, dp, 20, accumulate, **DP_OPTIMIZER)
+    # the data parameters are no parameters of the model (AdamW over self.parameters() leaves them alone)
     assert [n for n, _ in model.named_parameters()] == [f"net.{n}" for n, _ in net.named_parameters()]
-    for ours, reference in zip(model.dp.data_parameters(), dp.data_parameters()):
-        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
-    for ours, reference in zip(model.net.parameters(), net.parameters()):
-        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
+    assert_trained_alike(model, net, dp)
 
 
 def test_data_parameters_step_through_the_grad_scaler():

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -16,7 +15,9 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from curriculoss import DataParameters, IndexedDataset  # noqa: E402
 from curriculoss.integrations.transformers import (  # noqa: E402
     RECORDER_FILE, DataParametersCallback, RecorderCallback)
-from _helpers import run_example  # noqa: E402
+from _helpers import (DP_OPTIMIZER, FrameworkNet, accumulate_gradients,  # noqa: E402
+                      assert_example_flags_the_noisy_digits, assert_trained_alike, endless, framework_samples,
+                      step_and_zero)
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "huggingface_trainer_digits.py"
@@ -26,20 +27,17 @@ N, C, BATCH, LR = 96, 4, 16, 0.05
 
 
 @pytest.fixture(autouse=True)
-def _quiet_single_thread():
+def _quiet_single_thread(one_thread):
     """The Trainer's messages off; one thread (these models are tiny: more threads only contend)."""
-    threads, verbosity = torch.get_num_threads(), hf_logging.get_verbosity()
-    torch.set_num_threads(1)
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     yield
-    torch.set_num_threads(threads)
     hf_logging.set_verbosity(verbosity)
 
 
 class Samples(Dataset):
     def __init__(self):
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(N, 8, generator=g), torch.randint(0, C, (N,), generator=g)
+        self.x, self.y = framework_samples(N, C)
 
     def __len__(self):
         return N
@@ -48,14 +46,8 @@ class Samples(Dataset):
         return {"x": self.x[i], "labels": int(self.y[i])}
 
 
-class Net(nn.Module):
-    def __init__(self, level="instance"):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, C))
-        self.dp = DataParameters(C, N, level=level)
-
-    def forward(self, x):
-        return {"logits": self.net(x)}
+def Net(level="instance") -> FrameworkNet:
+    return FrameworkNet(C, N, level)
 
 
 class DataParametersTrainer(Trainer):
@@ -64,13 +56,16 @@ class DataParametersTrainer(Trainer):
         self.recorder = recorder
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        labels, index = inputs.pop("labels"), inputs.pop("index", None)
-        logits = model(**inputs)["logits"]
-        loss = F.cross_entropy(self.model.dp(logits, labels, index), labels)
-        if model.training and self.recorder is not None:
-            self.recorder.update(index, logits, labels, confidence=self.model.dp.last_sigma)
-        return (loss, {"logits": logits}) if return_outputs else loss
+        """Cross-entropy on the logits scaled by the data parameters; training batches are recorded. The
+        batches carry `x`, `labels` and (from `IndexedDataset`) `index`; `Net` takes `x` alone."""
+        logits = model(inputs["x"])["logits"]
+        target, index = inputs["labels"], inputs.get("index")
+        loss = F.cross_entropy(self.model.dp(logits, target, index), target)
+        if self.recorder is not None and model.training:
+            self.recorder.update(index, logits, target, confidence=self.model.dp.last_sigma)
+        if not return_outputs:
+            return loss
+        return loss, {"logits": logits}
 
 
 def _args(out, **kwargs):
@@ -88,28 +83,17 @@ def _plain_loop(net, dp, args, accumulate, **dp_kwargs):
                                   fused=args.optim == "adamw_torch_fused")
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (steps - step) / steps))
     dp_optimizer = dp.optimizer(**dp_kwargs)
-    batches = iter(())
+    batches = endless(lambda: DataLoader(IndexedDataset(Samples()), batch_size=BATCH))
+
+    def loss_of(batch):
+        y, index = batch["labels"], batch["index"]
+        return F.cross_entropy(dp(net(batch["x"]), y, index), y)
+
     for _ in range(steps):
-        for _ in range(accumulate):
-            batch = next(batches, None)
-            if batch is None:
-                batches = iter(DataLoader(IndexedDataset(Samples()), batch_size=BATCH))
-                batch = next(batches)
-            y, index = batch["labels"], batch["index"]
-            (F.cross_entropy(dp(net(batch["x"]), y, index), y) / accumulate).backward()
+        accumulate_gradients(batches, accumulate, loss_of)
         torch.nn.utils.clip_grad_norm_(net.parameters(), args.max_grad_norm)
-        optimizer.step()
-        dp_optimizer.step()
+        step_and_zero(optimizer, dp_optimizer)
         schedule.step()
-        optimizer.zero_grad()
-        dp_optimizer.zero_grad()
-
-
-@pytest.mark.parametrize("method", ["superloss", "data-params"])
-def test_example_flags_the_noisy_digits(tmp_path, method):
-    figures = run_example(EXAMPLE, ["--method", method, "--epochs", "6", "--out", str(tmp_path)])
-    assert (tmp_path / "signals.npz").exists() and (tmp_path / "flag.json").exists()
-    assert figures["auroc"] > 0.9
 
 
 @pytest.mark.parametrize("level, accumulate", [("instance", 1), ("joint", 2)])
@@ -117,18 +101,13 @@ def test_data_parameters_train_as_in_a_plain_loop(tmp_path, level, accumulate):
     torch.manual_seed(0)
     model = Net(level)
     net, dp = copy.deepcopy(model.net), DataParameters(C, N, level=level)
-    kwargs = dict(instance_lr=0.5, class_lr=0.2, class_weight_decay=1e-3)
     args = _args(tmp_path, max_steps=20, gradient_accumulation_steps=accumulate)
     trainer = DataParametersTrainer(model, args, train_dataset=IndexedDataset(Samples()),
-                                    callbacks=[DataParametersCallback(model.dp, **kwargs)])
+                                    callbacks=[DataParametersCallback(model.dp, **DP_OPTIMIZER)])
     trainer.train()
     assert trainer.state.global_step == 20
-    _plain_loop(net, dp, args, accumulate, **kwargs)
-    assert not torch.equal(dp.log_instance_sigma, torch.zeros(N))  # they did train
-    for ours, reference in zip(model.dp.data_parameters(), dp.data_parameters()):
-        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
-    for ours, reference in zip(model.net.parameters(), net.parameters()):
-        torch.testing.assert_close(ours.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
+    _plain_loop(net, dp, args, accumulate, **DP_OPTIMIZER)
+    assert_trained_alike(model, net, dp)
 
 
 def test_data_parameters_step_through_the_grad_scaler():
@@ -173,3 +152,8 @@ def test_recorder_closes_saves_and_checkpoints_epochs(tmp_path):
     optimizer.load_checkpoint(last)
     optimizer.on_train_begin(args, None, None)
     assert optimizer.optimizer.state_dict()["state"][0]["step"] == trainer.state.global_step
+
+
+@pytest.mark.parametrize("method", ["superloss", "data-params"])
+def test_example_flags_the_noisy_digits(tmp_path, method):
+    assert_example_flags_the_noisy_digits(EXAMPLE, method, tmp_path)

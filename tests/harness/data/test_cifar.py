@@ -1,6 +1,7 @@
 """curriculoss.harness.data.cifar: the CIFAR readers and the restricted unpickler."""
 from __future__ import annotations
 
+import builtins
 import os
 import pickle
 import struct
@@ -126,22 +127,14 @@ def test_cifar10_binary_truncated_and_missing(tmp_path):
         datasets.load("cifar10", data_dir=tmp_path / "..")
 
 
-class _SystemCall:
-    def __init__(self, command):
-        self.command = command
+class _Calls:
+    """A pickle payload: unpickling it calls `function(argument)`."""
+
+    def __init__(self, function, argument):
+        self.function, self.argument = function, argument
 
     def __reduce__(self):
-        return os.system, (self.command,)
-
-
-class _Eval:
-    def __init__(self, code):
-        self.code = code
-
-    def __reduce__(self):
-        import builtins
-
-        return builtins.eval, (self.code,)
+        return self.function, (self.argument,)
 
 
 @pytest.mark.parametrize("where", ["top", "nested"])
@@ -151,8 +144,8 @@ def test_cifar10_hostile_pickle_never_runs(tmp_path, where, payload):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar_python(folder, batches, test, "protocol4")
     marker = tmp_path / "pwned"
-    evil = (_SystemCall(f"touch {marker}") if payload == "system"
-            else _Eval(f"open({str(marker)!r}, 'w').close()"))
+    evil = (_Calls(os.system, f"touch {marker}") if payload == "system"
+            else _Calls(builtins.eval, f"open({str(marker)!r}, 'w').close()"))
     obj = evil if where == "top" else {b"data": batches[0][0], b"labels": evil}
     (folder / "data_batch_2").write_bytes(pickle.dumps(obj, protocol=4) if where == "nested" else py2_style_dumps(obj))
     with pytest.raises(pickle.UnpicklingError, match=r"data_batch_2.*(system|eval)") as info:

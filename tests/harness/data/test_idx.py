@@ -80,58 +80,38 @@ def test_idx_regression_and_limit(tmp_path):
     np.testing.assert_array_equal(d.y_train, arrays["train-labels-idx1-ubyte"][:4].astype(np.float32))
 
 
-def test_idx_truncated(tmp_path):
-    write_idx_dir(tmp_path, gz=False)
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.*truncated"):
-        datasets.load("idx", data_dir=tmp_path)
-    path.write_bytes(path.read_bytes()[:6])  # inside the header
-    with pytest.raises(ValueError, match="truncated"):
-        datasets.load("idx", data_dir=tmp_path)
-
-
-def test_idx_truncated_gzip(tmp_path):
-    write_idx_dir(tmp_path, gz=True)
-    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
-    path.write_bytes(path.read_bytes()[:-12])
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
-        datasets.load("idx", data_dir=tmp_path)
-
-
-def test_idx_wrong_magic(tmp_path):
-    write_idx_dir(tmp_path, gz=False)
+#: (gzipped, file, damage, the error's words): each damage of one file of a valid folder is refused.
+DAMAGED = {
+    "truncated": (False, "train-images-idx3-ubyte", lambda data: data[:-1], r"train-images-idx3-ubyte.*truncated"),
+    "truncated-header": (False, "train-images-idx3-ubyte", lambda data: data[:6], "truncated"),
+    "truncated-gzip": (True, "t10k-labels-idx1-ubyte.gz", lambda data: data[:-12], "t10k-labels-idx1-ubyte.gz"),
     # a labels file where the images belong: magic 0x00000801 instead of 0x00000803
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros(12, np.uint8)))
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.*magic number 0x00000801.*0x00000803"):
-        datasets.load("idx", data_dir=tmp_path)
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x1f\x00\x08\x03" + b"\x00" * 40)
-    with pytest.raises(ValueError, match="not an IDX file"):
-        datasets.load("idx", data_dir=tmp_path)
+    "wrong-magic": (False, "train-images-idx3-ubyte", lambda data: idx_bytes(np.zeros(12, np.uint8)),
+                    r"train-images-idx3-ubyte.*magic number 0x00000801.*0x00000803"),
+    "not-idx": (False, "train-images-idx3-ubyte", lambda data: b"\x1f\x00\x08\x03" + b"\x00" * 40, "not an IDX file"),
+    "count-mismatch": (False, "t10k-labels-idx1-ubyte", lambda data: idx_bytes(np.zeros(4, np.uint8)),
+                       r"t10k-images-idx3-ubyte has 5 images.*t10k-labels-idx1-ubyte has 4 labels"),
+    "trailing-bytes": (False, "train-labels-idx1-ubyte", lambda data: data + b"\x00\x00", "train-labels-idx1-ubyte"),
+}
 
 
-def test_idx_count_mismatch(tmp_path):
-    write_idx_dir(tmp_path, gz=False)
-    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(4, np.uint8)))
-    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte has 5 images.*t10k-labels-idx1-ubyte has 4 labels"):
-        datasets.load("idx", data_dir=tmp_path)
-
-
-def test_idx_trailing_bytes(tmp_path):
-    write_idx_dir(tmp_path, gz=False)
-    path = tmp_path / "train-labels-idx1-ubyte"
-    path.write_bytes(path.read_bytes() + b"\x00\x00")
-    with pytest.raises(ValueError, match="train-labels-idx1-ubyte"):
+@pytest.mark.parametrize("case", DAMAGED)
+def test_idx_damaged_file_is_refused(tmp_path, case):
+    gz, name, damage, words = DAMAGED[case]
+    write_idx_dir(tmp_path, gz=gz)
+    path = tmp_path / name
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=words):
         datasets.load("idx", data_dir=tmp_path)
 
 
 def test_idx_missing(tmp_path):
     write_idx_dir(tmp_path, gz=False)
-    os.remove(tmp_path / "t10k-images-idx3-ubyte")
-    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
-        datasets.load("idx", data_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        datasets.load("idx", data_dir=tmp_path / "nowhere")
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    # a file missing from the folder, and the folder itself: each named
+    for folder, words in ((tmp_path, "t10k-images-idx3-ubyte"), (tmp_path / "nowhere", "nowhere")):
+        with pytest.raises(FileNotFoundError, match=words):
+            datasets.load("idx", data_dir=folder)
 
 
 @pytest.mark.slow
