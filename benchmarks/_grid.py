@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["make_data", "cli_config", "run_all", "collapsed"]
+__all__ = ["make_data", "grid_data", "cli_config", "run_all", "collapsed"]
 
 
 def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[str]]]:
@@ -70,6 +71,14 @@ def make_data(root: Path, mnist: str | None) -> dict[str, tuple[str, str, list[s
         out["mnist-3k"] = ("npz", str(full), ["lenet"])
         out["mnist-14px"] = ("npz", str(small), ["mlp"])
     return out
+
+
+def grid_data(out: Path, mnist: str | None = None, only: list[str] | None = None) -> dict[str, tuple[str, str, list[str]]]:
+    """``make_data`` under ``out/data``, keeping the data sets named in ``only`` (all without); one thread per
+    run unless ``OMP_NUM_THREADS`` says otherwise."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    data = make_data(out / "data", mnist)
+    return {k: v for k, v in data.items() if not only or k in only}
 
 
 def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _grid import cli_config, collapsed, make_data, run_all
+from _grid import cli_config, collapsed, grid_data, run_all
 from _results import Started, parser
 
 METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
@@ -247,11 +246,8 @@ def main() -> None:
     p.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
                    help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")
     args = p.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
-    data = make_data(out / "data", args.mnist)
-    if args.only:
-        data = {k: v for k, v in data.items() if k in args.only}
+    data = grid_data(out, args.mnist, args.only)
     epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
     if args.select:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for the shared grid runner
-from _grid import cli_config, collapsed, make_data, run_all  # noqa: E402
+from _grid import cli_config, collapsed, grid_data, run_all  # noqa: E402
 
 
 def main() -> None:
@@ -36,9 +35,8 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 100'")
     parser.add_argument("--out", default="runs/probe_bounded")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = Path(args.out)
-    data = make_data(out / "data", None)
+    data = grid_data(out)
     model = "lenet" if args.init == "he" else "lenet-torchinit"
     jobs, keys = [], []
     for name in ("digits", "digits-moved"):

@@ -21,18 +21,16 @@ A wrong label counts as fitted when ``p > 0.5``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for the shared grid runner
-from _grid import cli_config, make_data, run_all  # noqa: E402
-from _results import command, load_average, write_result  # noqa: E402
+from _grid import cli_config, grid_data, run_all  # noqa: E402
+from _results import Started, parser  # noqa: E402
 
 METHODS = ["ce", "gce", "sce", "superloss", "data-params", "imae"]
 #: name -> (method, the flags it adds to the defaults)
@@ -124,24 +122,20 @@ def plot(traces: dict[str, list[dict]], path: Path, title: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", metavar="MNIST_DIR", help="folder of the MNIST IDX files (adds mnist-3k, mnist-14px)")
-    parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.8])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[100])
-    parser.add_argument("--methods", nargs="+", default=METHODS)
-    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES), metavar="NAME")
-    parser.add_argument("--only", nargs="+", help="data sets to run (default: all)")
-    parser.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 2'")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", default="runs/probe_memorisation")
-    parser.add_argument("--json", help="write the figures, command, machine and date to this file")
-    parser.add_argument("--figure", help="draw the trace into this PNG")
-    args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    p = parser(__doc__)
+    p.add_argument("--mnist", metavar="MNIST_DIR", help="folder of the MNIST IDX files (adds mnist-3k, mnist-14px)")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.8])
+    p.add_argument("--seeds", type=int, nargs="+", default=[100])
+    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES), metavar="NAME")
+    p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
+    p.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 2'")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default="runs/probe_memorisation")
+    p.add_argument("--figure", help="draw the trace into this PNG")
+    args = p.parse_args()
     out = Path(args.out)
-    data = make_data(out / "data", args.mnist)
-    if args.only:
-        data = {k: v for k, v in data.items() if k in args.only}
+    data = grid_data(out, args.mnist, args.only)
     variants = {m: (m, []) for m in args.methods} | {c: CANDIDATES[c] for c in args.candidates}
     jobs, keys = [], []
     for name, (dataset, data_dir, models) in data.items():
@@ -152,7 +146,7 @@ def main() -> None:
             jobs.append((cfg, out / "runs" / name / model / f"rate{rate:g}" / label.replace(" ", "_") / f"seed{seed}"))
             keys.append({"dataset": name, "model": model, "noise_rate": rate, "variant": label, "method": method,
                          "seed": seed})
-    load_before = load_average()
+    started = Started()
     results = run_all([(cfg, str(folder)) for cfg, folder in jobs], args.jobs)
     rows = [{**k, "best": r["best"], "final": r["final"], "diverged": bool(r.get("diverged"))}
             for k, r in zip(keys, results)]
@@ -174,11 +168,9 @@ def main() -> None:
                   f"{100 * last['wrong_share']:.0f} % at the end; {100 * last['wrong_fitted']:.0f} % fitted")
         if args.figure:
             plot(traces, Path(args.figure), f"{trace_data}, {rate:.0%} symmetric noise, seed {args.seeds[0]}")
-    if args.json:
-        write_result(args.json, "memorisation", {"rows": rows, "trace_dataset": trace_data, "trace": traces,
-                                                 "candidates": {c: CANDIDATES[c][1] for c in args.candidates}},
-                     cmd=command(roles={"--mnist": "MNIST_DIR"}), load_before=load_before)
-
+    started.write(args.json, "memorisation", {"rows": rows, "trace_dataset": trace_data, "trace": traces,
+                                               "candidates": {c: CANDIDATES[c][1] for c in args.candidates}},
+                  roles={"--mnist": "MNIST_DIR"})
 
 if __name__ == "__main__":
     sys.exit(main())
