@@ -216,6 +216,7 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
     print("\n".join(lines))
     rows = [{"dataset": k[0], "model": k[1], **({"noise": k[2]} if len(noises) > 1 else {}), "noise_rate": k[3],
              "method": k[4], "seed": k[5], "best": r["best"], "final": r["final"],
+             **({"selected": r["selected"]} if "selected" in r else {}),
              "diverged": bool(r.get("diverged")), "collapsed": collapsed(r)}
             for k, r in results.items()]
     started.write(json_path, "defaults-grid", {
@@ -239,6 +240,8 @@ def main() -> None:
     p.add_argument("--rates", type=float, nargs="+", default=RATES,
                    help=f"noise rates of the grid (default {' '.join(map(str, RATES))}); 0 runs once")
     p.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
+    p.add_argument("--extra", default="", help="more train flags for every run, e.g. '--holdout 0.1' (give the grid "
+                                               "its own --out: a run folder records the flags it was trained with)")
     p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
                    help="methods of the grid or the selection (default: all; fewer for a quick look only)")
@@ -248,7 +251,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     data = grid_data(out, args.mnist, args.only)
-    epochs_flag = ["--epochs", str(args.epochs)] if args.epochs else []
+    epochs_flag = (["--epochs", str(args.epochs)] if args.epochs else []) + args.extra.split()
     if args.select:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
         select(data, out, args.jobs, epochs_flag, zero, args.methods)

@@ -519,6 +519,119 @@ def superloss_collapse(data: dict) -> str:
     return text
 
 
+# --------------------------------------------------------------------------------------------- which method when
+
+THREE = ("superloss", "data-params", "imae")
+BASELINES = ("gce", "sce")
+
+
+def _noise_label(noise: str, rate: float) -> str:
+    return "0 %" if rate == 0 else f"{_pct(rate)} {noise}"
+
+
+def _which_cells(data: dict) -> dict[tuple, dict[str, tuple[float, float, int]]]:
+    """{(dataset, model, noise label): {method: (mean final, mean best, diverged runs)}}, in the grid's order."""
+    runs: dict[tuple, dict[str, list[dict]]] = {}
+    for r in data["rows"]:
+        key = (r["dataset"], r["model"], _noise_label(r.get("noise", "symmetric"), r["noise_rate"]))
+        runs.setdefault(key, {}).setdefault(r["method"], []).append(r)
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    return {key: {m: (mean(rs, "final"), mean(rs, "best"), sum(bool(r["diverged"]) for r in rs)) for m, rs in ms.items()}
+            for key, ms in runs.items()}
+
+
+@_rendered("which-method")
+def which_method(data: dict) -> str:
+    """Every cell of the grid: each method's final and best test accuracy, the highest final in bold."""
+    rows = []
+    for (ds, model, noise), cell in _which_cells(data).items():
+        top = max(v[0] for v in cell.values())
+        row = [ds, model, noise]
+        for m in data["methods"]:
+            final, best, bad = cell[m]
+            text = f"{100 * final:.1f} / {100 * best:.1f}" + (f" ({bad} diverged)" if bad else "")
+            row.append(f"**{text}**" if final == top else text)
+        rows.append(row)
+    head = ["data set", "model", "label noise", *(METHOD_NAMES[m] for m in data["methods"])]
+    return _table(head, rows) + (
+        f"\n\nFinal / best test accuracy (%), mean over seeds {', '.join(map(str, data['seeds']))}; bold: the highest "
+        f"final in the row. Every run has the command line's defaults: {data['epochs']} epochs, batch "
+        f"{data['batch_size']}, cosine schedule, lr per model ({', '.join(f'{k} {v:g}' for k, v in sorted(data['lr'].items()))}).")
+
+
+@_rendered("which-method")
+def which_method_summary(data: dict) -> str:
+    """Per kind of noise: each method's mean final accuracy over the grid's data sets and models, and in how many
+    of them it ends highest; then the three methods against the goals they are held to."""
+    cells = _which_cells(data)
+    labels = list(dict.fromkeys(k[2] for k in cells))
+    rows = []
+    for label in labels:
+        at = [c for k, c in cells.items() if k[2] == label]
+        wins = {m: sum(c[m][0] == max(v[0] for v in c.values()) for c in at) for m in data["methods"]}
+        rows.append([label, *(f"{100 * sum(c[m][0] for c in at) / len(at):.1f} ({wins[m]})" for m in data["methods"])])
+    text = _table(["label noise", *(METHOD_NAMES[m] for m in data["methods"])], rows)
+    drop = {m: max(c[m][1] - c[m][0] for k, c in cells.items() if k[2] == "80 % symmetric") for m in THREE}
+    clean = {m: min(c[m][0] - c["ce"][0] for k, c in cells.items() if k[2] == "0 %") for m in THREE}
+    noisy = [c for k, c in cells.items() if k[2] != "0 %"]
+    close = sum(max(c[m][0] for m in THREE) >= max(c[b][0] for b in BASELINES) - 0.01 for c in noisy)
+    text += (f"\n\nMean final test accuracy (%) over the {len(cells) // len(labels)} data sets and models; in brackets, "
+             "in how many of them the method ends highest.\n\n"
+             "- At 80 % symmetric noise, the largest best-minus-final drop (goal: under 5 points): "
+             + ", ".join(f"{METHOD_NAMES[m]} {100 * drop[m]:.1f}" for m in THREE) + ".\n"
+             "- On clean labels, the lowest final accuracy minus CE's (goal: -0.5 point or above): "
+             + ", ".join(f"{METHOD_NAMES[m]} {100 * clean[m]:+.1f}" for m in THREE) + ".\n"
+             f"- With noisy labels, the best of the three within 1 point of the better of GCE and SCE, or above: "
+             f"{close} of {len(noisy)} cells (goal: all).")
+    return text
+
+
+# --------------------------------------------------------------------------------------------- memorisation
+
+@_rendered("memorisation")
+def memorisation_candidates(data: dict) -> str:
+    """Each method and candidate setting on the validation splits: clean labels, then 80 % noise."""
+    runs: dict[tuple, list[dict]] = {}
+    for r in data["rows"]:
+        runs.setdefault((r["variant"], r["noise_rate"]), []).append(r)
+    ce = {(r["dataset"], r["model"], r["seed"]): r["final"] for r in runs[("ce", 0.0)]}
+    mean = lambda v: 100 * sum(v) / len(v)  # noqa: E731
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in data["rows"]):
+        clean, noisy = runs[(variant, 0.0)], runs[(variant, 0.8)]
+        worst = min(r["final"] - ce[(r["dataset"], r["model"], r["seed"])] for r in clean)
+        drops = [r["best"] - r["final"] for r in noisy]
+        rows.append([variant, f"{mean([r['final'] for r in clean]):.1f}", f"{100 * worst:+.1f}",
+                     f"{mean([r['best'] for r in noisy]):.1f}", f"{mean([r['final'] for r in noisy]):.1f}",
+                     f"{mean(drops):.1f}", f"{100 * max(drops):.1f}"])
+    head = ["method or setting", "0 %: final", "0 %: worst vs CE", "80 %: best", "80 %: final", "80 %: drop",
+            "80 %: largest drop"]
+    n = len({(r["dataset"], r["model"]) for r in data["rows"]})
+    return _table(head, rows) + (
+        f"\n\nHeld-out accuracy (%, true labels of 20 % of each training set), mean over {n} data sets and models, "
+        f"seed{'s' if len({r['seed'] for r in data['rows']}) > 1 else ''} "
+        f"{', '.join(map(str, sorted({r['seed'] for r in data['rows']})))}; worst vs CE: the lowest final minus CE's "
+        "on the same data; drop: best minus final.")
+
+
+@_rendered("memorisation")
+def memorisation_trace(data: dict) -> str:
+    """The trace: per method and epoch, who carries the gradient and how many wrong labels are fitted."""
+    rows = []
+    for method, trace in data["trace"].items():
+        for r in trace:
+            if r["epoch"] == 1 or r["epoch"] % 10 == 0:
+                rows.append([METHOD_NAMES[method], r["epoch"], f"{100 * r['held_out']:.1f}",
+                             f"{r['weight_wrong']:.2f} / {r['weight_right']:.2f}", f"{100 * r['wrong_share']:.0f}",
+                             f"{100 * r['wrong_fitted']:.0f}"])
+    head = ["method", "epoch", "held-out accuracy (%)", "median weight, wrong / right labels",
+            "gradient carried by wrong labels (%)", "wrong labels fitted (%)"]
+    return _table(head, rows) + (
+        f"\n\n{data['trace_dataset']}, 80 % symmetric noise. A sample's weight is the factor its method puts on "
+        "cross-entropy's logit gradient (IMAE: the weight of its unit-norm direction); a wrong label is fitted when "
+        "the network gives it a probability above 0.5.")
+
+
 # --------------------------------------------------------------------------------------------- reproductions
 
 _VERDICT = re.compile(r"^\| \[(?P<name>[\w-]+)\]\(#[\w-]+\) \| (?P<verdict>[^|]+) \|$", re.M)
@@ -556,6 +669,10 @@ TABLES = {
     "distributed": distributed,
     "reproductions": reproductions,
     "superloss-collapse": superloss_collapse,
+    "which-method": which_method,
+    "which-method-summary": which_method_summary,
+    "memorisation-candidates": memorisation_candidates,
+    "memorisation-trace": memorisation_trace,
 }
 
 

@@ -104,13 +104,15 @@ def plot(traces: dict[str, list[dict]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = {"held-out accuracy (%)": lambda r: 100 * r["held_out"],
+              "median weight, wrong / right labels": lambda r: r["weight_wrong"] / r["weight_right"],
+              "gradient carried by wrong labels (%)": lambda r: 100 * r["wrong_share"],
+              "wrong labels fitted, p > 0.5 (%)": lambda r: 100 * r["wrong_fitted"]}
     for method, rows in traces.items():
-        epochs = [r["epoch"] for r in rows]
-        for ax, key in zip(axes, ("held_out", "wrong_share", "wrong_fitted")):
-            ax.plot(epochs, [100 * r[key] for r in rows], label=method)
-    for ax, label in zip(axes, ("held-out accuracy (%)", "gradient carried by wrong labels (%)",
-                                "wrong labels fitted, p > 0.5 (%)")):
+        for ax, value in zip(axes, panels.values()):
+            ax.plot([r["epoch"] for r in rows], [value(r) for r in rows], label=method)
+    for ax, label in zip(axes, panels):
         ax.set_xlabel("epoch")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
