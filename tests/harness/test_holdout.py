@@ -215,3 +215,27 @@ def test_positions_and_selection_unit():
     assert selected_epoch(history, held_part, regression=False) == {
         "selected": 0.3, "selected_epoch": 3, "holdout": 0.4, "holdout_size": 4}
     assert selected_epoch(history, held_part, regression=True)["selected_epoch"] == 1
+
+
+def test_flag_ranks_the_samples_trained_on(tmp_path, capsys, noisy_run):
+    import shutil
+
+    run = Path(shutil.copytree(noisy_run, tmp_path / "run"))
+    assert main(["flag", str(run)]) == 0
+    assert "predicted_label is the last epoch's" not in capsys.readouterr().err  # the final model's, per sample
+    with open(run / "suspects.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 300 - 60
+
+
+def test_a_stamp_written_before_holdout_existed_is_of_holdout_zero(tmp_path):
+    from curriculoss.harness.train import train_or_reuse
+
+    cfg = _cfg(holdout=0.0, limit=64, epochs=1)
+    folder = tmp_path / "cell"
+    first = train_or_reuse(cfg, folder, stamp="config.json", progress=False)
+    stamp = json.loads((folder / "config.json").read_text())
+    del stamp["holdout"]
+    (folder / "config.json").write_text(json.dumps(stamp))
+    assert train_or_reuse(cfg, folder, stamp="config.json", trainer=None) == first
+    with pytest.raises(ValueError, match="another configuration"):
+        train_or_reuse(replace(cfg, holdout=0.25), folder, stamp="config.json")

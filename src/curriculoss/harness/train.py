@@ -36,7 +36,7 @@ samples) is scaled by `K * n_r / n_global`, so that DDP's gradient average, and 
 `SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
 the global batch mean; SuperLoss's threshold and smoothing are synchronised by the module itself.
 Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
-on the test set, and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
+on the test set (and the hold-out split), and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
 a resumed run ends as an uninterrupted one. Outside `torchrun` (`WORLD_SIZE` unset or 1) nothing of
 this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
 reproduce the single-process run exactly.
@@ -114,7 +114,8 @@ _stream_loader = stream_loader
 
 
 def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
-    """The data set of a configuration and its noisy training labels.
+    """The data set of a configuration and its noisy training labels, on the whole training set (a run
+    with `cfg.holdout` splits them then: `curriculoss.harness.holdout.split_holdout`).
 
     `stream`: `None` follows `cfg.stream` (`'auto'`: stream an `imagefolder` set whose
     decoded size exceeds a quarter of `available_memory`); `False` reads it into memory
@@ -211,6 +212,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     back at chance after being clearly above it) gets `diverged: True`, `diverged_epoch` and
     `divergence` (what happened) in its results; `stop_on_divergence=True` ends it there
     (`stopped_early: True`, the epochs trained in `epochs_trained`).
+
+    With `cfg.holdout > 0` the results also hold `selected` (the test metric of the epoch a noisy
+    hold-out split selects), `selected_epoch`, `holdout` and `holdout_size`
+    (`curriculoss.harness.holdout`).
     """
     check_config(cfg)
     if resume and overwrite:
