@@ -182,6 +182,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def train_stopped_after_epoch_two(cfg: TrainConfig, out: Path, monkeypatch) -> None:
+    """`train(cfg, out)` interrupted (KeyboardInterrupt) once epoch 2's checkpoint and metrics are written."""
+    from curriculoss.harness import train as train_mod
+
+    write = train_mod._write_metrics
+
+    def stop_after_two(run_dir, history):
+        write(run_dir, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+    with monkeypatch.context() as patched:
+        patched.setattr(train_mod, "_write_metrics", stop_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            train_mod.train(cfg, out, progress=False)
+
+
 def spawn_train(out: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "curriculoss", "train", "--dataset", "digits", "--limit", "800", "--epochs", "6",
             "--batch-size", "8", "--method", "data-params", "--noise-rate", "0.4", "--quiet", "--out", str(out)]

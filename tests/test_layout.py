@@ -22,7 +22,7 @@ LIBRARY = ("_compile", "_lambertw", "_loss", "_sparse", "_superloss", "_superlos
 
 #: The harness's modules and sub-packages.
 HARNESS = ("arguments", "augment", "bench", "checkpoint", "cli", "commands", "config", "configfile", "data", "devices",
-           "divergence", "epoch", "flagging", "methods", "models", "plots", "presets", "progress", "reproduce",
+           "divergence", "epoch", "flagging", "holdout", "methods", "models", "plots", "presets", "progress", "reproduce",
            "runfolder", "runlock", "schedule", "train")
 
 

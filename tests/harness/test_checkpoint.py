@@ -26,7 +26,8 @@ from curriculoss.signals import Table, open_signals
 from _helpers import (assert_cpu_checkpoint as _assert_cpu_checkpoint, copy_named as _copy_named, copy_run as _copy,
                       image_run_config as _cfg, one_line_error as _error, read_metrics as _read_metrics,
                       same_run_outputs as _same_run_outputs, spawn_train as _spawn_train, stamps as _stamps,
-                      write_cifar10_python, write_pngs)
+                      train_stopped_after_epoch_two as _train_stopped_after_epoch_two, write_cifar10_python,
+                      write_pngs)
 
 
 def test_sigkill_then_resume_ends_identical(tmp_path):
@@ -129,20 +130,6 @@ def _cifar_cfg(tmp_path: Path, device, **kw) -> TrainConfig:
     base = dict(dataset="cifar10", data_dir=str(tmp_path / "D"), model="lenet", method="superloss",
                 noise_rate=0.3, epochs=3, batch_size=8, device=str(device))
     return TrainConfig(**{**base, **kw})
-
-
-def _train_stopped_after_epoch_two(cfg: TrainConfig, out: Path, monkeypatch) -> None:
-    """`train(cfg, out)` interrupted (KeyboardInterrupt) once epoch 2's checkpoint and metrics are written."""
-    write = train_mod._write_metrics
-
-    def stop_after_two(run_dir, history):
-        write(run_dir, history)
-        if len(history) == 2:
-            raise KeyboardInterrupt
-    with monkeypatch.context() as patched:
-        patched.setattr(train_mod, "_write_metrics", stop_after_two)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, out, progress=False)
 
 
 def test_interrupted_run_with_crop_flip_resumes_exactly(tmp_path, device, monkeypatch):

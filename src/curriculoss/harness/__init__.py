@@ -8,7 +8,8 @@
 - `config`: `TrainConfig` (a run's defaults), its checks and its TOML form
 - `train`: one run, its loop in named steps; `epoch`: one epoch and its evaluation; `checkpoint`,
   `runfolder`, `schedule`, `devices`, `progress`: what the loop writes, reads and runs on
-- `divergence`: the collapse rule; `runlock`: one run per folder
+- `divergence`: the collapse rule; `holdout`: the noisy hold-out split that selects an epoch;
+  `runlock`: one run per folder
 - `bench`: a grid of runs; `reproduce` and `presets`: the papers' claims; `plots`: the figures
 - `cli`: the command line, with `arguments` (its options, built from the defaults), `commands` (what
   each command does) and `configfile` (`--config FILE`)
@@ -20,6 +21,7 @@ The public harness API, for scripts, tests and benchmarks:
 - `train.train(cfg, run_dir)`: one run; `train.train_or_reuse(cfg, folder)`: a finished run's results,
   or the run trained (or resumed)
 - `train.prepare_data(cfg)`, `train.build_checked_model(cfg, data)`: the data and network of a run
+  (the whole training set: `holdout.split_holdout(cfg, data, noisy)` makes a run's hold-out split)
 - `devices.end_distributed(finished)`: the ordered teardown of a process group
 - `reproduce.validation_split(cfg, folder, fraction)`: a training set split for hyper-parameter selection
 

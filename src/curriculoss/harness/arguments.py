@@ -81,14 +81,15 @@ def _workers(text: str) -> int:
     return value
 
 
-def _number(low: float, high: float = FLOAT32_MAX, *, low_open: bool = False):
-    """An argparse type: a finite number in [low, high] ((low, high] with low_open); the default high
-    is float32's largest value, which the parameters and the optimizer's steps must fit in."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+def _number(low: float, high: float = FLOAT32_MAX, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite number in [low, high] (open at either end with low_open, high_open); the
+    default high is float32's largest value, which the parameters and the optimizer's steps must fit in."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
     def parse(text: str) -> float:
         value = _float(text)
-        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+        if not (math.isfinite(value) and (value > low if low_open else value >= low)
+                and (value < high if high_open else value <= high)):
             raise argparse.ArgumentTypeError(f"expected a finite number in {interval}, got {text!r}")
         return value
 
@@ -163,6 +164,11 @@ def _data_options(data, grid: bool) -> None:
     else:
         data.add_argument("--noise-rate", type=_rate, default=_DEFAULT.noise_rate, metavar="RATE",
                           help="share of training labels to corrupt, in [0, 1]")
+    data.add_argument("--holdout", type=_number(0.0, 1.0, high_open=True), default=_DEFAULT.holdout,
+                      metavar="FRACTION",
+                      help="share of the training set held out of training, with its noisy labels, to select an "
+                           "epoch (results.json 'selected', reported beside 'final'); in [0, 1), default "
+                           f"{_DEFAULT.holdout:g}: off")
 
 
 def _optimisation_options(run, grid: bool) -> None:
@@ -264,8 +270,8 @@ def build_config(args: argparse.Namespace, method: str = _DEFAULT.method, rate: 
 
 
 #: The configuration fields an option of the same name sets as given.
-_FROM_ARGS = ("dataset", "data_dir", "task", "limit", "model", "noise", "noise_file", "epochs", "batch_size",
-              "weight_decay", "augment", "schedule", "gamma", "warmup", "image_size", "skip_bad_images", "amp",
+_FROM_ARGS = ("dataset", "data_dir", "task", "limit", "model", "noise", "noise_file", "holdout", "epochs",
+              "batch_size", "weight_decay", "augment", "schedule", "gamma", "warmup", "image_size", "skip_bad_images", "amp",
               "compile", "workers")
 
 

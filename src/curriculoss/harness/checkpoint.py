@@ -20,7 +20,8 @@ from curriculoss.harness.schedule import reschedule
 if TYPE_CHECKING:
     from curriculoss.harness.epoch import Run
 
-__all__ = ["CheckpointError", "load_checkpoint", "checkpoint_state", "resume_from", "record_resume"]
+__all__ = ["CheckpointError", "load_checkpoint", "checkpoint_state", "resume_from", "record_resume",
+           "check_folder_config"]
 
 
 class CheckpointError(RuntimeError):
@@ -45,6 +46,20 @@ def _check_resume(previous: TrainConfig, cfg: TrainConfig, path: Path, more_epoc
     if cfg.epochs < previous.epochs:
         raise CheckpointError(f"{path}: the run has {previous.epochs} epochs; a resume may add epochs, not "
                               f"remove them (got {cfg.epochs})")
+
+
+def check_folder_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run folder whose `args.json` holds another configuration (the epochs aside:
+    the checkpoint's are checked when it is read), before its tables are opened: a run of another
+    size (`limit`, `holdout`) would otherwise fail on the shape of its signals."""
+    path = run_dir / "args.json"
+    try:
+        recorded = TrainConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # none readable: the checkpoint's own configuration decides
+    if not same_run(recorded.to_json(), cfg.to_json(), ("epochs",)):
+        raise CheckpointError(f"{run_dir / 'checkpoint.pt'} was written by another configuration; start a new run "
+                              "folder")
 
 
 def _resume_changes(previous: TrainConfig, cfg: TrainConfig) -> dict[str, dict[str, Any]]:

@@ -266,6 +266,7 @@ def _check_grid_folder(out: Path, fields: dict, overwrite: bool) -> None:
 def _new_grid(args: argparse.Namespace, default_out: str):
     """`bench --out`: the grid of the command line, checked before anything is written."""
     from curriculoss.harness.bench import check_rates
+    from curriculoss.harness.holdout import check_holdout
     from curriculoss.harness.models import is_factory
     from curriculoss.harness.train import build_checked_model, prepare_data
 
@@ -282,6 +283,8 @@ def _new_grid(args: argparse.Namespace, default_out: str):
     _check_grid_folder(out, _grid_fields(base, methods, rates, seeds), args.overwrite)
     # a bad data set, noise or model fails before anything is written
     data, _ = prepare_data(replace(base, noise_rate=max(rates)))
+    if base.holdout > 0:
+        check_holdout(base, data)
     if is_factory(base.model):
         build_checked_model(base, data)
     return out, base, methods, rates, seeds

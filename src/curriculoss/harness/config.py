@@ -42,6 +42,7 @@ class TrainConfig:
     noise: str = "symmetric"
     noise_rate: float = 0.0
     noise_file: str | None = None  # the noisy labels for noise='file' (.npy or .csv)
+    holdout: float = 0.0  # share of the training set held out (noisy labels kept) to select an epoch; 0: off
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.1
@@ -159,6 +160,7 @@ def check_config(cfg: TrainConfig) -> None:
     _check_types(cfg.options, MethodOptions, "options.")
     _check_names(cfg)
     check_number("noise_rate", cfg.noise_rate, low=0.0, high=1.0)
+    check_number("holdout", cfg.holdout, low=0.0, high=1.0, high_open=True)
     check_number("lr", cfg.lr, low=0.0, high=FLOAT32_MAX, low_open=True)
     check_number("momentum", cfg.momentum, low=0.0, high=1.0, high_open=True)
     check_number("weight_decay", cfg.weight_decay, low=0.0, high=FLOAT32_MAX)

@@ -34,6 +34,7 @@ class Run:
     The training inputs are `x_train` (a tensor on the device) or, for a streamed set, `loader` (a
     `DataLoader` decoding the index batches each epoch sets); `x_test` is a tensor or such a loader.
     `net` is the model as trained (wrapped in DDP and `torch.compile` where asked), `model` the bare one.
+    `holdout`: the held-out samples scored each epoch (`curriculoss.harness.holdout`), or `None`.
     """
 
     cfg: TrainConfig
@@ -57,6 +58,7 @@ class Run:
     scaler: Any
     autocast: Callable[[], Any]
     recorder: Recorder
+    holdout: Any = None  # curriculoss.harness.holdout.Holdout, on the device
     n: int = field(init=False)
     regression: bool = field(init=False)
     chance: float | None = field(init=False)
@@ -180,20 +182,26 @@ def _gather(run: Run, sums: EpochSums) -> None:
 
 
 def evaluate_epoch(run: Run, epoch: int, sums: EpochSums) -> dict[str, float]:
-    """The epoch's row of `metrics.csv`: its training figures and the test metric of the model now."""
+    """The epoch's row of `metrics.csv`: its training figures and the test metric of the model now (and,
+    with a hold-out split, its metric there against the noisy labels, `holdout_metric`)."""
     test_sum = evaluate(run.model, run.x_test, run.y_test, run.regression, autocast=run.autocast)
+    parts = [sums.loss.double(), sums.correct_noisy.double(), sums.correct_true.double(), test_sum]
+    if run.holdout is not None:
+        parts.append(evaluate(run.model, run.holdout.x, run.holdout.y, run.regression, autocast=run.autocast))
     # The epoch's one wait for the device: all its numbers in one transfer.
-    totals = torch.stack([sums.loss.double(), sums.correct_noisy.double(), sums.correct_true.double(),
-                          test_sum]).tolist()
+    totals = torch.stack(parts).tolist()
     stat = run.method.summary()
     n = run.n
-    return {
+    row = {
         "epoch": epoch + 1, "lr": sums.lr, "train_loss": totals[0] / n, "train_acc_noisy": totals[1] / n,
         "train_acc_true": totals[2] / n, "test_metric": totals[3] / max(len(run.data.y_test), 1),
         "method_stat": float("nan") if stat is None else stat, "seconds": time.perf_counter() - sums.started,
         **_window_columns(sums.window_correct, sums.window_sizes, run.distributed),
         **_epoch_columns(run.method, run.distributed),
     }
+    if run.holdout is not None:
+        row["holdout_metric"] = totals[4] / len(run.holdout)
+    return row
 
 
 def evaluate(model, x, y: torch.Tensor, regression: bool, batch_size: int = 1024,

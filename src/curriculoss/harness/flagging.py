@@ -188,9 +188,12 @@ def _predictions(run_dir: Path, cfg):
     from curriculoss.harness.models import build_model
     from curriculoss.harness.checkpoint import CheckpointError, load_checkpoint
     from curriculoss.harness.epoch import stream_loader
+    from curriculoss.harness.holdout import split_holdout
     from curriculoss.harness.train import prepare_data
 
-    data, _ = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
+    data, noisy = prepare_data(cfg)  # an imagefolder set too large for memory streams, as in training
+    if cfg.holdout > 0:  # the samples trained on, as the signals index them
+        data = split_holdout(cfg, data, noisy)[0]
     model = build_model(cfg.model, tuple(data.input_shape), data.num_classes, allow_import=False)
     path = run_dir / "checkpoint.pt"
     try:

@@ -16,7 +16,7 @@ from curriculoss.harness.config import TrainConfig, toml_text
 from curriculoss.harness.methods import EPOCH_COLUMNS
 from curriculoss.harness.models import one_line
 
-__all__ = ["RunFolderExists", "RUN_FILES", "METRIC_COLUMNS", "run_files_in", "clear_run_folder", "claim_folder",
+__all__ = ["RunFolderExists", "RUN_FILES", "METRIC_COLUMNS", "HOLDOUT_COLUMN", "HOLDOUT_FILE", "run_files_in", "clear_run_folder", "claim_folder",
            "atomic_write", "write_json", "write_config", "write_metrics"]
 
 
@@ -24,9 +24,11 @@ class RunFolderExists(ValueError):
     """A new run was asked for in a folder that holds a run (or a bench grid) already."""
 
 
+#: The held-out positions in the training set of a run with a hold-out split (`curriculoss.harness.holdout`).
+HOLDOUT_FILE = "holdout_index.npy"
 #: The files a run writes into its folder; with `curriculoss flag`'s, what `overwrite=True` removes.
 RUN_FILES = ("args.json", "config.toml", "metrics.csv", "signals", "signals.npz", "results.json", "checkpoint.pt",
-             "resumes.json", "curves.png")
+             "resumes.json", "curves.png", HOLDOUT_FILE)
 FLAG_FILES = ("suspects.csv", "flag.json", "signals.png", "scores.png")
 
 
@@ -57,6 +59,8 @@ def claim_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc_noisy", "train_acc_true", "test_metric", "method_stat", "seconds",
                   "train_acc_peak", *EPOCH_COLUMNS)
+#: The column a run with a hold-out split adds (`curriculoss.harness.holdout`), after the others.
+HOLDOUT_COLUMN = "holdout_metric"
 
 
 def atomic_write(path: Path, write) -> None:
@@ -92,10 +96,13 @@ def write_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
-    """`metrics.csv`: one row of `METRIC_COLUMNS` per epoch so far."""
+    """`metrics.csv`: one row of `METRIC_COLUMNS` per epoch so far (and `HOLDOUT_COLUMN` when the rows
+    hold it)."""
+    columns = METRIC_COLUMNS + ((HOLDOUT_COLUMN,) if history and HOLDOUT_COLUMN in history[0] else ())
+
     def write(fh):
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
         fh.write(text.getvalue().encode())

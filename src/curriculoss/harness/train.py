@@ -13,7 +13,9 @@ Run folder::
     signals/       loss.npy, confidence.npy and margin.npy (epochs x N), each grown by one row per epoch;
                    labels.npy, predicted.npy, true_labels.npy, noise_mask.npy when the run ends (written by a
                    streaming `curriculoss.recorder.Recorder`, as a user's own loop would; `curriculoss.signals`)
-    results.json   best and final test metric (written when the run ends)
+    results.json   best and final test metric (written when the run ends); with a hold-out split, the test
+                   metric of the epoch it selects ('selected', `curriculoss.harness.holdout`)
+    holdout_index.npy  the held-out positions in the training set (with `holdout` > 0 only)
     checkpoint.pt  written atomically after every epoch, loaded with weights_only=True
     resumes.json   what each resume changed (more epochs, another device, ...), at which epoch
     .lock          held by the run writing the folder, from when its data and model are ready (a second run
@@ -34,7 +36,7 @@ samples) is scaled by `K * n_r / n_global`, so that DDP's gradient average, and 
 `SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
 the global batch mean; SuperLoss's threshold and smoothing are synchronised by the module itself.
 Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
-on the test set, and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
+on the test set (and the hold-out split), and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
 a resumed run ends as an uninterrupted one. Outside `torchrun` (`WORLD_SIZE` unset or 1) nothing of
 this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
 reproduce the single-process run exactly.
@@ -83,13 +85,15 @@ from curriculoss import distributed as dist_utils
 from curriculoss import noise
 from curriculoss.harness import data as datasets
 from curriculoss.harness import plots
-from curriculoss.harness.checkpoint import CheckpointError, checkpoint_state, load_checkpoint, record_resume, resume_from
+from curriculoss.harness.checkpoint import (CheckpointError, check_folder_config, checkpoint_state, load_checkpoint,
+                                            record_resume, resume_from)
 from curriculoss.harness.config import (AMP_DTYPES, RUNTIME_FIELDS, TrainConfig, check_config, default_augment,
                                         same_run, toml_text)
 from curriculoss.harness.data.imagefolder import ImageFiles
 from curriculoss.harness.devices import available_memory, end_distributed, init_distributed_from_env, resolve_device
 from curriculoss.harness.divergence import ADVICE, find_divergence
 from curriculoss.harness.epoch import Run, evaluate_epoch, stream_loader, train_one_epoch
+from curriculoss.harness.holdout import selected_epoch, split_holdout, write_holdout_index
 from curriculoss.harness.methods import build_method
 from curriculoss.harness.models import build_model, is_factory, probe_model
 from curriculoss.harness.progress import progress_bar
@@ -110,7 +114,8 @@ _stream_loader = stream_loader
 
 
 def prepare_data(cfg: TrainConfig, *, stream: bool | None = None):
-    """The data set of a configuration and its noisy training labels.
+    """The data set of a configuration and its noisy training labels, on the whole training set (a run
+    with `cfg.holdout` splits them then: `curriculoss.harness.holdout.split_holdout`).
 
     `stream`: `None` follows `cfg.stream` (`'auto'`: stream an `imagefolder` set whose
     decoded size exceeds a quarter of `available_memory`); `False` reads it into memory
@@ -207,6 +212,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     back at chance after being clearly above it) gets `diverged: True`, `diverged_epoch` and
     `divergence` (what happened) in its results; `stop_on_divergence=True` ends it there
     (`stopped_early: True`, the epochs trained in `epochs_trained`).
+
+    With `cfg.holdout > 0` the results also hold `selected` (the test metric of the epoch a noisy
+    hold-out split selects), `selected_epoch`, `holdout` and `holdout_size`
+    (`curriculoss.harness.holdout`).
     """
     check_config(cfg)
     if resume and overwrite:
@@ -242,7 +251,8 @@ def train_or_reuse(cfg: TrainConfig, folder: str | Path, *, stamp: str | None = 
     `kwargs`.
 
     A finished run must be of `cfg`: with `stamp`, the file of that name, written with `cfg` before the
-    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected); else the
+    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected; a field the stamp
+    predates counts as its default); else the
     run's `args.json` must be the same run (`RUNTIME_FIELDS` aside: a grid's cell). Another configuration
     raises `ValueError`.
     """
@@ -263,7 +273,12 @@ def train_or_reuse(cfg: TrainConfig, folder: str | Path, *, stamp: str | None = 
 def _finished_with(folder: Path, cfg: TrainConfig, stamp: str | None) -> bool:
     if stamp:
         path = folder / stamp
-        return path.exists() and json.loads(path.read_text()) == json.loads(json.dumps(cfg.to_json()))
+        if not path.exists():
+            return False
+        recorded = json.loads(path.read_text())
+        # a stamp written before a field existed (such as `holdout`) holds that field's default
+        defaults = json.loads(json.dumps(TrainConfig().to_json()))
+        return isinstance(recorded, dict) and {**defaults, **recorded} == json.loads(json.dumps(cfg.to_json()))
     try:
         recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -300,6 +315,9 @@ def _train(cfg: TrainConfig, run_dir: str | Path | None, claim, *, resume: bool 
 def _set_up(cfg: TrainConfig) -> Run:
     """The run's data on its device, its model, method and optimizers, seeded by `cfg.seed`."""
     data, noisy = prepare_data(cfg)
+    held = None
+    if cfg.holdout > 0:  # the noise is drawn on the whole training set, then the split is made
+        data, noisy, held = split_holdout(cfg, data, noisy)
     dev = resolve_device(cfg.device)
     aug = default_augment(cfg)
     if aug != "none" and len(data.input_shape) != 3:
@@ -314,7 +332,8 @@ def _set_up(cfg: TrainConfig) -> Run:
     parts = _trainable(cfg, data, dev)
     n = len(data.y_train)
     recorder = Recorder(n)  # the per-sample signals, as a user's own loop records them (streamed: _open_run_folder)
-    return Run(cfg=cfg, dev=dev, data=data, noisy=noisy, aug=aug, fill=fill, recorder=recorder, **inputs, **parts)
+    return Run(cfg=cfg, dev=dev, data=data, noisy=noisy, aug=aug, fill=fill, recorder=recorder, **inputs, **parts,
+               holdout=None if held is None else held.to(dev, cfg.task == "regression"))
 
 
 def _inputs(cfg: TrainConfig, data, noisy, dev: torch.device) -> dict[str, Any]:
@@ -371,6 +390,8 @@ def _open_run_folder(run: Run, run_dir: Path, claim, resume: bool, overwrite: bo
         if overwrite:
             clear_run_folder(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        check_folder_config(run_dir, run.cfg)
     if run.writer and not (resume and ckpt_path.exists()):
         shutil.rmtree(run_dir / "signals", ignore_errors=True)  # a start from epoch 0 (a new run, or none to resume)
     run.recorder = Recorder(run.recorder.num_samples, path=run_dir / "signals")  # streamed into the run folder
@@ -378,6 +399,8 @@ def _open_run_folder(run: Run, run_dir: Path, claim, resume: bool, overwrite: bo
         history, start_epoch, changes = resume_from(ckpt_path, run, more_epochs)
     if run.writer:
         write_config(run_dir, run.cfg)
+        if run.holdout is not None:
+            write_holdout_index(run_dir, run.holdout)
         if changes:
             record_resume(run_dir, start_epoch, changes)
     return history, start_epoch
@@ -399,6 +422,8 @@ def _finish(run: Run, run_dir: Path | None, history: list[dict[str, float]]) -> 
     results = {"metric": metric, "best": best, "final": tests[-1], "epochs": cfg.epochs,
                "realised_noise_rate": float(noisy.rate), "seconds": sum(r["seconds"] for r in history),
                **_divergence_results(history, run.chance, cfg.epochs)}
+    if run.holdout is not None:  # beside 'final', never instead
+        results.update(selected_epoch(history, run.holdout, run.regression))
     if run_dir is not None and run.writer:
         recorder.save(labels=np.asarray(noisy.labels), true_labels=np.asarray(data.y_train),
                       noise_mask=np.asarray(noisy.mask))
