@@ -586,6 +586,26 @@ def which_method_summary(data: dict) -> str:
     return text
 
 
+@_rendered("which-method-holdout")
+def which_method_holdout(data: dict) -> str:
+    """With a noisy hold-out split (``--holdout``): per noise level, each method's final, selected and best test
+    accuracy, mean over the data sets and models."""
+    runs: dict[tuple, list[dict]] = {}
+    for r in data["rows"]:
+        runs.setdefault((_noise_label(r.get("noise", "symmetric"), r["noise_rate"]), r["method"]), []).append(r)
+    mean = lambda rs, k: 100 * sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    rows = []
+    for label in dict.fromkeys(k[0] for k in runs):
+        rows.append([label, *(f"{mean(runs[(label, m)], 'final'):.1f} / {mean(runs[(label, m)], 'selected'):.1f} / "
+                              f"{mean(runs[(label, m)], 'best'):.1f}" for m in data["methods"])])
+    n = len({(r["dataset"], r["model"]) for r in data["rows"]})
+    return _table(["label noise", *(METHOD_NAMES[m] for m in data["methods"])], rows) + (
+        f"\n\nFinal / selected / best test accuracy (%), mean over {n} data sets and models and seeds "
+        f"{', '.join(map(str, data['seeds']))}, each run holding out a share of its training set "
+        "(the command below) with its noisy labels; selected: the test accuracy of the epoch with the best "
+        "accuracy on that hold-out split.")
+
+
 # --------------------------------------------------------------------------------------------- memorisation
 
 @_rendered("memorisation")
@@ -671,6 +691,7 @@ TABLES = {
     "superloss-collapse": superloss_collapse,
     "which-method": which_method,
     "which-method-summary": which_method_summary,
+    "which-method-holdout": which_method_holdout,
     "memorisation-candidates": memorisation_candidates,
     "memorisation-trace": memorisation_trace,
 }
