@@ -580,7 +580,7 @@ def which_method_summary(data: dict) -> str:
              "- At 80 % symmetric noise, the largest best-minus-final drop (goal: under 5 points): "
              + ", ".join(f"{METHOD_NAMES[m]} {100 * drop[m]:.1f}" for m in THREE) + ".\n"
              "- On clean labels, the lowest final accuracy minus CE's (goal: -0.5 point or above): "
-             + ", ".join(f"{METHOD_NAMES[m]} {100 * clean[m]:+.1f}" for m in THREE) + ".\n"
+             + ", ".join(f"{METHOD_NAMES[m]} {100 * clean[m]:+.2f}" for m in THREE) + ".\n"
              f"- With noisy labels, the best of the three within 1 point of the better of GCE and SCE, or above: "
              f"{close} of {len(noisy)} cells (goal: all).")
     return text
