@@ -41,6 +41,8 @@ CANDIDATES = {
     "superloss on gce": ("superloss", ["--base-loss", "gce"]),
     "imae T=16": ("imae", ["--imae-T", "16"]),
     "data-params instance wd 0.01": ("data-params", ["--dp-instance-weight-decay", "0.01"]),
+    "data-params instance lr 10": ("data-params", ["--dp-instance-lr", "10"]),
+    "data-params instance lr 0.1": ("data-params", ["--dp-instance-lr", "0.1"]),
 }
 TRACE_METHODS = ["ce", "gce", "superloss", "data-params", "imae"]
 GCE_Q = 0.7  # the command line's GCE
