@@ -50,7 +50,7 @@ LONG_EPOCHS = 100  # the data parameters' longer-training check (see --select)
 CHECK_SEEDS = (100, 101, 102)  # every method at its model's chosen rate, on these seeds too (see --select)
 
 
-def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_noise: dict[str, list[float]],
+def select(data: dict, out: Path, n_jobs: int, train_flags: list[str], zero_noise: dict[str, list[float]],
            methods: list[str] = METHODS) -> None:
     from curriculoss.harness.reproduce import validation_split
 
@@ -58,7 +58,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
     lines = ["# Selection of the defaults (validation split, 40 % noise, seed 100)", ""]
     splits = {}
     for name, (dataset, data_dir, models) in data.items():
-        base = cli_config(dataset, data_dir, models[0], "ce", rate, seed, epochs_flag)
+        base = cli_config(dataset, data_dir, models[0], "ce", rate, seed, train_flags)
         splits[name] = str(validation_split(base, out / "select" / name, 0.2))
 
     def grid(extra_per_model: dict, methods: list[str], variants: list[tuple[str, list[str]]], rate: float = rate,
@@ -73,7 +73,7 @@ def select(data: dict, out: Path, n_jobs: int, epochs_flag: list[str], zero_nois
                 for label, extra in variants:
                     for method in methods:
                         cfg = cli_config("npz", splits[name], model, method, rate, run_seed,
-                                         [*extra_per_model.get(model, []), *extra, *epochs_flag])
+                                         [*extra_per_model.get(model, []), *extra, *train_flags])
                         lr = "".join(extra_per_model.get(model, [])[1:])
                         folder = out / "select" / name / model / (f"lr{lr}_{label}" if lr else label) / method
                         if rate != 0.4:
@@ -177,14 +177,14 @@ def run_folder(out: Path, name: str, model: str, noise: str, rate: float, method
     return out / "grid" / name / model / f"{kind}{rate:g}" / method / f"seed{seed}"
 
 
-def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_flag: list[str],
+def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], train_flags: list[str],
                   json_path: str | None = None, methods: list[str] = METHODS, noises: list[str] = ("symmetric",),
                   rates: list[float] = RATES) -> None:
     jobs, keys = [], []
     cells = noise_cells(list(noises), list(rates))
     for name, (dataset, data_dir, models) in data.items():
         for model, (noise, rate), method, seed in itertools.product(models, cells, methods, seeds):
-            cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--noise", noise, *epochs_flag])
+            cfg = cli_config(dataset, data_dir, model, method, rate, seed, ["--noise", noise, *train_flags])
             jobs.append((cfg, str(run_folder(out, name, model, noise, rate, method, seed))))
             keys.append((name, model, noise, rate, method, seed))
     started = Started()
@@ -221,7 +221,7 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], epochs_f
             for k, r in results.items()]
     started.write(json_path, "defaults-grid", {
         "epochs": cfg0.epochs, "batch_size": cfg0.batch_size, "momentum": cfg0.momentum,
-        "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, epochs_flag).lr
+        "weight_decay": cfg0.weight_decay, "lr": {m: cli_config("digits", "", m, "ce", 0.0, 0, train_flags).lr
                                                   for m in sorted({k[1] for k in keys})},
         "methods": methods, **({"noise": list(noises)} if len(noises) > 1 else {}),
         "noise_rates": list(rates), "seeds": seeds, "processes": n_jobs, "rows": rows},
@@ -251,12 +251,12 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     data = grid_data(out, args.mnist, args.only)
-    epochs_flag = (["--epochs", str(args.epochs)] if args.epochs else []) + args.extra.split()
+    train_flags = (["--epochs", str(args.epochs)] if args.epochs else []) + args.extra.split()
     if args.select:
         zero = {m: [float(v) for v in lrs.split(",")] for m, lrs in (x.split(":") for x in args.select_clean)}
-        select(data, out, args.jobs, epochs_flag, zero, args.methods)
+        select(data, out, args.jobs, train_flags, zero, args.methods)
     else:
-        defaults_grid(data, out, args.jobs, args.seeds, epochs_flag, args.json, args.methods, args.noise, args.rates)
+        defaults_grid(data, out, args.jobs, args.seeds, train_flags, args.json, args.methods, args.noise, args.rates)
 
 
 if __name__ == "__main__":

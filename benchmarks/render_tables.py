@@ -525,19 +525,31 @@ THREE = ("superloss", "data-params", "imae")
 BASELINES = ("gce", "sce")
 
 
-def _noise_label(noise: str, rate: float) -> str:
-    return "0 %" if rate == 0 else f"{_pct(rate)} {noise}"
+def _noise_label(row: dict) -> str:
+    """A grid row's label noise: "0 %", or the rate and kind ("40 % symmetric")."""
+    return "0 %" if row["noise_rate"] == 0 else f"{_pct(row['noise_rate'])} {row.get('noise', 'symmetric')}"
+
+
+def _group(rows: list[dict], key: Callable[[dict], tuple]) -> dict[tuple, list[dict]]:
+    """The rows by ``key(row)``, the keys in the order they first appear."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+
+def _mean(rows: list[dict], field: str) -> float:
+    return sum(r[field] for r in rows) / len(rows)
 
 
 def _which_cells(data: dict) -> dict[tuple, dict[str, tuple[float, float, int]]]:
     """{(dataset, model, noise label): {method: (mean final, mean best, diverged runs)}}, in the grid's order."""
-    runs: dict[tuple, dict[str, list[dict]]] = {}
-    for r in data["rows"]:
-        key = (r["dataset"], r["model"], _noise_label(r.get("noise", "symmetric"), r["noise_rate"]))
-        runs.setdefault(key, {}).setdefault(r["method"], []).append(r)
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    return {key: {m: (mean(rs, "final"), mean(rs, "best"), sum(bool(r["diverged"]) for r in rs)) for m, rs in ms.items()}
-            for key, ms in runs.items()}
+    cells: dict[tuple, dict[str, tuple[float, float, int]]] = {}
+    for (*cell, method), rs in _group(data["rows"], lambda r: (r["dataset"], r["model"], _noise_label(r),
+                                                              r["method"])).items():
+        cells.setdefault(tuple(cell), {})[method] = (_mean(rs, "final"), _mean(rs, "best"),
+                                                     sum(bool(r["diverged"]) for r in rs))
+    return cells
 
 
 @_rendered("which-method")
@@ -590,14 +602,11 @@ def which_method_summary(data: dict) -> str:
 def which_method_holdout(data: dict) -> str:
     """With a noisy hold-out split (``--holdout``): per noise level, each method's final, selected and best test
     accuracy, mean over the data sets and models."""
-    runs: dict[tuple, list[dict]] = {}
-    for r in data["rows"]:
-        runs.setdefault((_noise_label(r.get("noise", "symmetric"), r["noise_rate"]), r["method"]), []).append(r)
-    mean = lambda rs, k: 100 * sum(r[k] for r in rs) / len(rs)  # noqa: E731
+    runs = _group(data["rows"], lambda r: (_noise_label(r), r["method"]))
     rows = []
     for label in dict.fromkeys(k[0] for k in runs):
-        rows.append([label, *(f"{mean(runs[(label, m)], 'final'):.1f} / {mean(runs[(label, m)], 'selected'):.1f} / "
-                              f"{mean(runs[(label, m)], 'best'):.1f}" for m in data["methods"])])
+        rows.append([label, *(" / ".join(f"{100 * _mean(runs[(label, m)], k):.1f}" for k in ("final", "selected", "best"))
+                              for m in data["methods"])])
     n = len({(r["dataset"], r["model"]) for r in data["rows"]})
     return _table(["label noise", *(METHOD_NAMES[m] for m in data["methods"])], rows) + (
         f"\n\nFinal / selected / best test accuracy (%), mean over {n} data sets and models and seeds "
@@ -611,19 +620,16 @@ def which_method_holdout(data: dict) -> str:
 @_rendered("memorisation")
 def memorisation_candidates(data: dict) -> str:
     """Each method and candidate setting on the validation splits: clean labels, then 80 % noise."""
-    runs: dict[tuple, list[dict]] = {}
-    for r in data["rows"]:
-        runs.setdefault((r["variant"], r["noise_rate"]), []).append(r)
+    runs = _group(data["rows"], lambda r: (r["variant"], r["noise_rate"]))
     ce = {(r["dataset"], r["model"], r["seed"]): r["final"] for r in runs[("ce", 0.0)]}
-    mean = lambda v: 100 * sum(v) / len(v)  # noqa: E731
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in data["rows"]):
         clean, noisy = runs[(variant, 0.0)], runs[(variant, 0.8)]
         worst = min(r["final"] - ce[(r["dataset"], r["model"], r["seed"])] for r in clean)
         drops = [r["best"] - r["final"] for r in noisy]
-        rows.append([variant, f"{mean([r['final'] for r in clean]):.1f}", f"{100 * worst:+.1f}",
-                     f"{mean([r['best'] for r in noisy]):.1f}", f"{mean([r['final'] for r in noisy]):.1f}",
-                     f"{mean(drops):.1f}", f"{100 * max(drops):.1f}"])
+        rows.append([variant, f"{100 * _mean(clean, 'final'):.1f}", f"{100 * worst:+.1f}",
+                     f"{100 * _mean(noisy, 'best'):.1f}", f"{100 * _mean(noisy, 'final'):.1f}",
+                     f"{100 * sum(drops) / len(drops):.1f}", f"{100 * max(drops):.1f}"])
     head = ["method or setting", "0 %: final", "0 %: worst vs CE", "80 %: best", "80 %: final", "80 %: drop",
             "80 %: largest drop"]
     n = len({(r["dataset"], r["model"]) for r in data["rows"]})

@@ -72,11 +72,11 @@ def label_probability(method: str, loss: np.ndarray) -> np.ndarray:
     return np.exp(-loss)  # cross-entropy (SuperLoss's base loss, data parameters' recorded loss)
 
 
-def gradient_l1(method: str, p: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
-    """Each sample's L1 gradient norm with respect to its logits (see the module's docstring)."""
-    ce = 2.0 * (1.0 - p)
-    return {"gce": lambda: p ** GCE_Q * ce, "superloss": lambda: confidence * ce, "imae": lambda: confidence,
-            "data-params": lambda: ce / confidence}.get(method, lambda: ce)()
+def weight(method: str, p: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+    """Each sample's weight: the factor its method puts on cross-entropy's logit gradient (IMAE: on a
+    direction of unit L1 norm); see the module's docstring."""
+    return {"gce": lambda: p ** GCE_Q, "superloss": lambda: confidence, "imae": lambda: confidence,
+            "data-params": lambda: 1.0 / confidence}.get(method, lambda: np.ones_like(p))()
 
 
 def trace(folder: Path, method: str) -> list[dict]:
@@ -91,11 +91,11 @@ def trace(folder: Path, method: str) -> list[dict]:
     for epoch, row in enumerate(history):
         p = label_probability(method, np.asarray(s["loss"][epoch], dtype=np.float64))
         conf = np.asarray(s["confidence"][epoch], dtype=np.float64) if method in ("superloss", "imae", "data-params") else None
-        g = gradient_l1(method, p, conf)
-        weight = g / np.maximum(2.0 * (1.0 - p), 1e-12) if method != "imae" else g
+        w = weight(method, p, conf)
+        g = w if method == "imae" else w * 2.0 * (1.0 - p)  # the L1 norm of the sample's logit gradient
         rows.append({"epoch": epoch + 1, "held_out": float(row["test_metric"]),
                      "wrong_share": float(g[wrong].sum() / g.sum()),
-                     "weight_wrong": float(np.median(weight[wrong])), "weight_right": float(np.median(weight[~wrong])),
+                     "weight_wrong": float(np.median(w[wrong])), "weight_right": float(np.median(w[~wrong])),
                      "wrong_fitted": float((p[wrong] > 0.5).mean())})
     return rows
 

@@ -20,8 +20,8 @@ from curriculoss.harness.schedule import reschedule
 if TYPE_CHECKING:
     from curriculoss.harness.epoch import Run
 
-__all__ = ["CheckpointError", "load_checkpoint", "checkpoint_state", "resume_from", "record_resume",
-           "check_folder_config"]
+__all__ = ["CheckpointError", "load_checkpoint", "checkpoint_state", "open_checkpoint", "resume_from",
+           "record_resume"]
 
 
 class CheckpointError(RuntimeError):
@@ -46,20 +46,6 @@ def _check_resume(previous: TrainConfig, cfg: TrainConfig, path: Path, more_epoc
     if cfg.epochs < previous.epochs:
         raise CheckpointError(f"{path}: the run has {previous.epochs} epochs; a resume may add epochs, not "
                               f"remove them (got {cfg.epochs})")
-
-
-def check_folder_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """Refuse to resume a run folder whose `args.json` holds another configuration (the epochs aside:
-    the checkpoint's are checked when it is read), before its tables are opened: a run of another
-    size (`limit`, `holdout`) would otherwise fail on the shape of its signals."""
-    path = run_dir / "args.json"
-    try:
-        recorded = TrainConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return  # none readable: the checkpoint's own configuration decides
-    if not same_run(recorded.to_json(), cfg.to_json(), ("epochs",)):
-        raise CheckpointError(f"{run_dir / 'checkpoint.pt'} was written by another configuration; start a new run "
-                              "folder")
 
 
 def _resume_changes(previous: TrainConfig, cfg: TrainConfig) -> dict[str, dict[str, Any]]:
@@ -108,13 +94,22 @@ def _checked_checkpoint(state: dict[str, Any], path: Path) -> TrainConfig:
     return previous
 
 
-def resume_from(path: Path, run: Run, more_epochs: bool) -> tuple[list, int, dict[str, dict[str, Any]]]:
-    """Restore the parts of `run` (model, optimizers, method, recorder, RNG states) from the checkpoint at
-    `path`: the history so far, the epoch to start from and what the resume changes."""
+def open_checkpoint(path: Path, cfg: TrainConfig, more_epochs: bool) -> tuple[dict[str, Any], TrainConfig]:
+    """The checkpoint at `path` and the configuration that wrote it, refused unless `cfg` continues that
+    run (read before anything of the run folder is opened: a run of another size would otherwise fail on
+    the shape of its signals)."""
     state = load_checkpoint(path)
     previous = _checked_checkpoint(state, path)
-    cfg = run.cfg
     _check_resume(previous, cfg, path, more_epochs)
+    return state, previous
+
+
+def resume_from(path: Path, checkpoint: tuple[dict[str, Any], TrainConfig],
+                run: Run) -> tuple[list, int, dict[str, dict[str, Any]]]:
+    """Restore the parts of `run` (model, optimizers, method, recorder, RNG states) from `checkpoint`
+    (`open_checkpoint` of `path`): the history so far, the epoch to start from and what the resume changes."""
+    state, previous = checkpoint
+    cfg = run.cfg
     try:
         _restore(state, run)
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:

@@ -79,19 +79,18 @@ def holdout_positions(n: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[size:]), np.sort(order[:size])
 
 
-def check_holdout(cfg, data) -> None:
-    """Refuse a hold-out the data set cannot give (streamed, or too few samples), before anything is
-    written."""
+def check_holdout(cfg, data) -> tuple[np.ndarray, np.ndarray]:
+    """The positions trained on and held out (`holdout_positions`); refuses a hold-out the data set
+    cannot give (streamed, or too few samples), before anything is written."""
     if isinstance(data.x_train, ImageFiles):
         raise ValueError(_STREAMED)
-    holdout_positions(len(data.y_train), cfg.holdout, cfg.seed)
+    return holdout_positions(len(data.y_train), cfg.holdout, cfg.seed)
 
 
 def split_holdout(cfg, data, noisy: noise.NoisyLabels):
     """The training part of `data` and of its noisy labels `noisy` (drawn on the whole training set),
     and the held-out part (`Holdout`, numpy arrays), for `cfg.holdout > 0`."""
-    check_holdout(cfg, data)
-    fit, held = holdout_positions(len(data.y_train), cfg.holdout, cfg.seed)
+    fit, held = check_holdout(cfg, data)
     labels, mask = np.asarray(noisy.labels), np.asarray(noisy.mask)
     part = replace(data, x_train=data.x_train[fit], y_train=np.asarray(data.y_train)[fit])
     return part, noise.NoisyLabels(labels[fit], mask[fit]), Holdout(held, data.x_train[held], labels[held],

@@ -85,7 +85,7 @@ from curriculoss import distributed as dist_utils
 from curriculoss import noise
 from curriculoss.harness import data as datasets
 from curriculoss.harness import plots
-from curriculoss.harness.checkpoint import (CheckpointError, check_folder_config, checkpoint_state, load_checkpoint,
+from curriculoss.harness.checkpoint import (CheckpointError, checkpoint_state, load_checkpoint, open_checkpoint,
                                             record_resume, resume_from)
 from curriculoss.harness.config import (AMP_DTYPES, RUNTIME_FIELDS, TrainConfig, check_config, default_augment,
                                         same_run, toml_text)
@@ -276,9 +276,9 @@ def _finished_with(folder: Path, cfg: TrainConfig, stamp: str | None) -> bool:
         if not path.exists():
             return False
         recorded = json.loads(path.read_text())
-        # a stamp written before a field existed (such as `holdout`) holds that field's default
-        defaults = json.loads(json.dumps(TrainConfig().to_json()))
-        return isinstance(recorded, dict) and {**defaults, **recorded} == json.loads(json.dumps(cfg.to_json()))
+        # read as args.json is read: a field the stamp predates (such as `holdout`) holds its default
+        as_json = lambda c: json.loads(json.dumps(c.to_json()))  # noqa: E731
+        return isinstance(recorded, dict) and as_json(TrainConfig.from_json(recorded)) == as_json(cfg)
     try:
         recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -390,13 +390,12 @@ def _open_run_folder(run: Run, run_dir: Path, claim, resume: bool, overwrite: bo
         if overwrite:
             clear_run_folder(run_dir)
     ckpt_path = run_dir / "checkpoint.pt"
-    if resume and ckpt_path.exists():
-        check_folder_config(run_dir, run.cfg)
-    if run.writer and not (resume and ckpt_path.exists()):
+    checkpoint = open_checkpoint(ckpt_path, run.cfg, more_epochs) if resume and ckpt_path.exists() else None
+    if run.writer and checkpoint is None:
         shutil.rmtree(run_dir / "signals", ignore_errors=True)  # a start from epoch 0 (a new run, or none to resume)
     run.recorder = Recorder(run.recorder.num_samples, path=run_dir / "signals")  # streamed into the run folder
-    if resume and ckpt_path.exists():
-        history, start_epoch, changes = resume_from(ckpt_path, run, more_epochs)
+    if checkpoint is not None:
+        history, start_epoch, changes = resume_from(ckpt_path, checkpoint, run)
     if run.writer:
         write_config(run_dir, run.cfg)
         if run.holdout is not None:
