@@ -81,6 +81,22 @@ def grid_data(out: Path, mnist: str | None = None, only: list[str] | None = None
     return {k: v for k, v in data.items() if not only or k in only}
 
 
+def grid_arguments(p, out: str, jobs: int, seeds: list[int], rates: list[float], methods: list[str]) -> None:
+    """The options every grid runner shares: data sets, rates, seeds, methods, extra train flags, jobs, out."""
+    p.add_argument("--mnist", metavar="MNIST_DIR",
+                   help="folder of the MNIST IDX files (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
+    p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
+    p.add_argument("--rates", type=float, nargs="+", default=rates,
+                   help=f"noise rates (default {' '.join(map(str, rates))}); 0 runs once")
+    p.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    p.add_argument("--methods", nargs="+", default=methods, choices=methods, metavar="METHOD",
+                   help="methods to run (default: all; fewer for a quick look only)")
+    p.add_argument("--extra", default="", help="more train flags for every run, e.g. '--holdout 0.1' (give the runs "
+                                               "their own --out: a run folder records the flags it was trained with)")
+    p.add_argument("--jobs", type=int, default=jobs, help="runs in parallel, one thread each")
+    p.add_argument("--out", default=out)
+
+
 def cli_config(dataset: str, data_dir: str, model: str, method: str, rate: float, seed: int, extra: list[str]):
     """The TrainConfig ``curriculoss train`` builds from these flags (and its defaults for the rest)."""
     from curriculoss.harness.arguments import build_config

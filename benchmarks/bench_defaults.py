@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _grid import cli_config, collapsed, grid_data, run_all
+from _grid import cli_config, collapsed, grid_arguments, grid_data, run_all
 from _results import Started, parser
 
 METHODS = ["ce", "mae", "gce", "sce", "focal", "imae", "superloss", "data-params"]
@@ -230,21 +230,10 @@ def defaults_grid(data: dict, out: Path, n_jobs: int, seeds: list[int], train_fl
 
 def main() -> None:
     p = parser(__doc__, json_help="also write the grid's figures, command, machine and date to this file")
-    p.add_argument("--mnist", metavar="MNIST_DIR",
-                   help="folder of the MNIST IDX files (adds mnist-3k with LeNet-5 and mnist-14px with the MLP)")
-    p.add_argument("--out", default="runs/bench_defaults")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    grid_arguments(p, out="runs/bench_defaults", jobs=1, seeds=[0], rates=RATES, methods=METHODS)
     p.add_argument("--noise", nargs="+", default=["symmetric"], choices=["symmetric", "pair"],
                    help="label-noise kinds of the grid (default symmetric)")
-    p.add_argument("--rates", type=float, nargs="+", default=RATES,
-                   help=f"noise rates of the grid (default {' '.join(map(str, RATES))}); 0 runs once")
     p.add_argument("--epochs", type=int, help="override the CLI's default epochs (for a quick look only)")
-    p.add_argument("--extra", default="", help="more train flags for every run, e.g. '--holdout 0.1' (give the grid "
-                                               "its own --out: a run folder records the flags it was trained with)")
-    p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
-    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD",
-                   help="methods of the grid or the selection (default: all; fewer for a quick look only)")
     p.add_argument("--select", action="store_true", help="run the selection of the defaults instead of the grid")
     p.add_argument("--select-clean", nargs="+", default=["lenet:0.1,0.03,0.01"], metavar="MODEL:LR,LR",
                    help="also select at 0 %% noise for these models and learning rates (default lenet:0.1,0.03,0.01)")

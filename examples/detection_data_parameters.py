@@ -10,10 +10,8 @@ anchors use the mean parameter of the boxes in the mini-batch (``DataParameters.
 Prints the head's accuracy on clean object anchors, plain and with data parameters, and the mean
 instance parameter of clean and of noisy boxes: the noisy boxes' parameters should end higher.
 
-    python examples/detection_data_parameters.py [--noise 0.3] [--epochs 15]
+    python examples/detection_data_parameters.py      # or main(noise=0.3, epochs=15) from Python
 """
-import argparse
-
 import torch
 import torch.nn.functional as F
 
@@ -49,14 +47,10 @@ def batch(per_image, images):
     return torch.cat(xs), torch.cat(labels), torch.cat(trues), full, box_index
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", type=float, default=0.3)
-    parser.add_argument("--epochs", type=int, default=15)
-    args = parser.parse_args()
+def main(noise: float = 0.3, epochs: int = 15) -> None:
     classes, dim = 6, 8
     gen = torch.Generator().manual_seed(0)
-    per_image, noisy, num_boxes = make_dataset(gen, 120, 4, 6, 40, classes, dim, args.noise)
+    per_image, noisy, num_boxes = make_dataset(gen, 120, 4, 6, 40, classes, dim, noise)
     test, _, _ = make_dataset(torch.Generator().manual_seed(0), 30, 4, 6, 40, classes, dim, 0.0)
     x_test, _, y_test, _, _ = batch(test, range(len(test)))
 
@@ -67,7 +61,7 @@ def main():
         dp = DataParameters(classes, num_boxes, level="instance")
         dp_opt = dp.optimizer(instance_lr=0.5, momentum=0.9)
         order_gen = torch.Generator().manual_seed(1)
-        for _ in range(args.epochs):
+        for _ in range(epochs):
             for images in torch.randperm(len(per_image), generator=order_gen).split(8):
                 x, label, _, anchor_box, box_index = batch(per_image, images.tolist())
                 logits = head(x)

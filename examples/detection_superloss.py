@@ -6,10 +6,8 @@ is trained with a focal loss (RetinaNet style), plain or under SuperLoss with ta
 state, ignored anchors masked out. A share of the object labels is flipped at random (noisy boxes).
 Prints the accuracy of the head on clean anchors.
 
-    python examples/detection_superloss.py [--noise 0.4]
+    python examples/detection_superloss.py      # or main(noise=0.4, steps=300) from Python
 """
-import argparse
-
 import torch
 
 from curriculoss import SuperLoss, focal_loss
@@ -24,11 +22,7 @@ def make_anchors(gen, images, anchors, classes, dim):
     return features, target, ignore
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", type=float, default=0.4)
-    parser.add_argument("--steps", type=int, default=300)
-    args = parser.parse_args()
+def main(noise: float = 0.4, steps: int = 300) -> None:
     classes, dim = 6, 16
     gen = torch.Generator().manual_seed(0)
     x_test, y_test, _ = make_anchors(gen, 20, 200, classes, dim)
@@ -39,9 +33,9 @@ def main():
         opt = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9)
         criterion = SuperLoss(tau="avg", lam=1.0)
         data_gen = torch.Generator().manual_seed(1)
-        for _ in range(args.steps):
+        for _ in range(steps):
             x, y, ignore = make_anchors(data_gen, 4, 200, classes, dim)
-            flip = (y > 0) & (torch.rand(y.shape, generator=data_gen) < args.noise)
+            flip = (y > 0) & (torch.rand(y.shape, generator=data_gen) < noise)
             y = torch.where(flip, torch.randint(1, classes, y.shape, generator=data_gen), y)
             logits = head(x)
             per_anchor = focal_loss(logits.reshape(-1, classes), y.reshape(-1), gamma=2.0, reduction="none").reshape(y.shape)

@@ -4,10 +4,8 @@ An MLP embeds scikit-learn's 8x8 digits; training pairs are labelled positive wh
 and a share of the pair labels is flipped. Prints nearest-neighbour accuracy (recall@1) on the test
 digits, searched among the training digits.
 
-    python examples/metric_learning_digits.py [--noise 0.3]
+    python examples/metric_learning_digits.py      # or main(noise=0.3, steps=400) from Python
 """
-import argparse
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,11 +23,7 @@ def recall_at_1(model, x_tr, y_tr, x_te, y_te):
     return (y_tr[nearest] == y_te).float().mean().item()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", type=float, default=0.3)
-    parser.add_argument("--steps", type=int, default=400)
-    args = parser.parse_args()
+def main(noise: float = 0.3, steps: int = 400) -> None:
     digits = load_digits()
     x = torch.from_numpy((digits.data / 16.0).astype(np.float32))
     y = torch.from_numpy(digits.target)
@@ -41,7 +35,7 @@ def main():
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         criterion = SuperContrastiveLoss(margin=0.7, lam=1.0, tau="avg")
         gen = torch.Generator().manual_seed(1)
-        for _ in range(args.steps):
+        for _ in range(steps):
             i = torch.randint(0, len(x_tr), (128,), generator=gen)
             # half of the partners share the digit, half are random
             same = torch.rand(128, generator=gen) < 0.5
@@ -50,7 +44,7 @@ def main():
                 candidates = torch.nonzero(y_tr == y_tr[i[k]]).flatten()
                 j[k] = candidates[torch.randint(0, len(candidates), (1,), generator=gen)]
             label = (y_tr[i] == y_tr[j]).long()
-            flip = torch.rand(128, generator=gen) < args.noise
+            flip = torch.rand(128, generator=gen) < noise
             label = torch.where(flip, 1 - label, label)
             e1, e2 = F.normalize(model(x_tr[i]), dim=1), F.normalize(model(x_tr[j]), dim=1)
             loss = criterion(e1, e2, label) if use_superloss else contrastive_loss(e1, e2, label, margin=0.7)

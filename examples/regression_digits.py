@@ -4,10 +4,8 @@ A LeNet-5 with one output regresses the digit value of scikit-learn's 8x8 digits
 training targets is replaced by a uniform draw in 0..9. SuperLoss uses the paper's fixed tau = 0.5
 ("the acceptable bound for regressing the right integer"). Prints the test mean absolute error.
 
-    python examples/regression_digits.py [--noise 0.4] [--epochs 40]
+    python examples/regression_digits.py      # or main(noise=0.4, epochs=40) from Python
 """
-import argparse
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,11 +33,7 @@ def train(x, y, x_test, y_test, base, use_superloss, epochs, seed=0):
         return (model(x_test).squeeze(1) - y_test).abs().mean().item()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--noise", type=float, default=0.4)
-    parser.add_argument("--epochs", type=int, default=40)
-    args = parser.parse_args()
+def main(noise: float = 0.4, epochs: int = 40) -> None:
 
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None]
@@ -47,14 +41,14 @@ def main():
                                               stratify=digits.target, random_state=0)
     rng = np.random.default_rng(0)
     noisy = y_tr.copy()
-    replace = rng.random(len(noisy)) < args.noise
+    replace = rng.random(len(noisy)) < noise
     noisy[replace] = rng.integers(0, 10, replace.sum())
     tensors = [torch.from_numpy(a) for a in (x_tr, noisy, x_te, y_te)]
 
-    print(f"digit regression, {args.noise:.0%} noisy targets, test MAE (lower is better)")
+    print(f"digit regression, {noise:.0%} noisy targets, test MAE (lower is better)")
     for name, base in (("smooth-l1", F.smooth_l1_loss), ("l2", F.mse_loss)):
-        plain = train(*tensors, base, False, args.epochs)
-        sl = train(*tensors, base, True, args.epochs)
+        plain = train(*tensors, base, False, epochs)
+        sl = train(*tensors, base, True, epochs)
         print(f"{name:10s} plain {plain:.3f}   SuperLoss(tau=0.5) {sl:.3f}")
 
 

@@ -29,21 +29,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for the shared grid runner
-from _grid import cli_config, grid_data, run_all  # noqa: E402
+from _grid import cli_config, grid_arguments, grid_data, run_all  # noqa: E402
 from _results import Started, parser  # noqa: E402
 
 METHODS = ["ce", "gce", "sce", "superloss", "data-params", "imae"]
-#: name -> (method, the flags it adds to the defaults)
-CANDIDATES = {
-    "superloss tau=ema": ("superloss", ["--tau", "ema"]),
-    "superloss lam=0.25": ("superloss", ["--lam", "0.25"]),
-    "superloss lam=0.1": ("superloss", ["--lam", "0.1"]),
-    "superloss on gce": ("superloss", ["--base-loss", "gce"]),
-    "imae T=16": ("imae", ["--imae-T", "16"]),
-    "data-params instance wd 0.01": ("data-params", ["--dp-instance-weight-decay", "0.01"]),
-    "data-params instance lr 10": ("data-params", ["--dp-instance-lr", "10"]),
-    "data-params instance lr 0.1": ("data-params", ["--dp-instance-lr", "0.1"]),
-}
+#: name -> (method, the flags it adds to the defaults), from a table of "name: method flags..."
+CANDIDATES = {name: (flags.split()[0], flags.split()[1:]) for name, flags in (line.split(": ") for line in """
+superloss tau=ema: superloss --tau ema
+superloss lam=0.25: superloss --lam 0.25
+superloss lam=0.1: superloss --lam 0.1
+superloss on gce: superloss --base-loss gce
+imae T=16: imae --imae-T 16
+data-params instance wd 0.01: data-params --dp-instance-weight-decay 0.01
+data-params instance lr 10: data-params --dp-instance-lr 10
+data-params instance lr 0.1: data-params --dp-instance-lr 0.1
+""".strip().splitlines())}
 TRACE_METHODS = ["ce", "gce", "superloss", "data-params", "imae"]
 GCE_Q = 0.7  # the command line's GCE
 
@@ -127,15 +127,8 @@ def plot(traces: dict[str, list[dict]], path: Path, title: str) -> None:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--mnist", metavar="MNIST_DIR", help="folder of the MNIST IDX files (adds mnist-3k, mnist-14px)")
-    p.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.8])
-    p.add_argument("--seeds", type=int, nargs="+", default=[100])
-    p.add_argument("--methods", nargs="+", default=METHODS)
+    grid_arguments(p, out="runs/probe_memorisation", jobs=2, seeds=[100], rates=[0.0, 0.8], methods=METHODS)
     p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES), metavar="NAME")
-    p.add_argument("--only", nargs="+", help="data sets to run (default: all)")
-    p.add_argument("--extra", default="", help="more train flags for every run, e.g. '--epochs 2'")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--out", default="runs/probe_memorisation")
     p.add_argument("--figure", help="draw the trace into this PNG")
     args = p.parse_args()
     out = Path(args.out)
