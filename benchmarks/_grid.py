@@ -133,12 +133,12 @@ def _recheck(results: dict, folder: Path) -> dict:
     return {**results, "diverged": epoch is not None, "diverged_epoch": epoch}
 
 
-def run_all(jobs: list[tuple], n_jobs: int) -> list[dict]:
-    """The results of every ``(cfg, folder)`` job, in order, ``n_jobs`` processes at a time."""
+def run_all(jobs: list[tuple], n_jobs: int, run=run_one) -> list[dict]:
+    """The results of every job (``(cfg, folder)`` for ``run_one``), in order, ``n_jobs`` processes at a time."""
     if n_jobs <= 1:
-        return [run_one(j) for j in jobs]
+        return [run(j) for j in jobs]
     with ProcessPoolExecutor(n_jobs) as pool:
-        return list(pool.map(run_one, jobs))
+        return list(pool.map(run, jobs))
 
 
 def collapsed(results: dict) -> bool:

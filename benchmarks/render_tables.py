@@ -641,6 +641,21 @@ def memorisation_candidates(data: dict) -> str:
 
 
 @_rendered("memorisation")
+def memorisation_estimates(data: dict) -> str:
+    """The share of wrong labels flag estimates from each CE run, on clean and on noisy training labels."""
+    runs = _group(data["estimates"], lambda r: (r["dataset"], r["model"]))
+    rates = sorted({r["noise_rate"] for r in data["estimates"]})
+    rows = [[dataset, model, *[f"{100 * r['estimated']:.0f} ({100 * r['wrong']:.0f})"
+                                for rate in rates for r in cell if r["noise_rate"] == rate]]
+            for (dataset, model), cell in runs.items()]
+    head = ["data set", "model", *[f"{rate:.0%} noise: estimated (true) % wrong" for rate in rates]]
+    return _table(head, rows) + (
+        "\n\nThe share of training labels that `curriculoss flag`'s default score (AUM over the early-learning "
+        "epochs) counts as wrong in the CE run of each cell, against the share that is wrong; seed "
+        f"{', '.join(map(str, sorted({r['seed'] for r in data['estimates']})))}.")
+
+
+@_rendered("memorisation")
 def memorisation_trace(data: dict) -> str:
     """The trace: per method and epoch, who carries the gradient and how many wrong labels are fitted."""
     rows = []
@@ -700,6 +715,7 @@ TABLES = {
     "which-method-holdout": which_method_holdout,
     "memorisation-candidates": memorisation_candidates,
     "memorisation-trace": memorisation_trace,
+    "memorisation-estimates": memorisation_estimates,
 }
 
 

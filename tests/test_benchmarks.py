@@ -139,13 +139,41 @@ def test_probe_memorisation(tmp_path):
     """Two methods and one candidate on the tabular set for two epochs; the trace reads their signals."""
     pytest.importorskip("matplotlib")
     out = tmp_path / "memorisation.json"
+    schedule = "imae T 8, 16 from epoch 11"
     run("probes/memorisation.py", "--only", "tabular", "--methods", "ce", "superloss", "--candidates",
-        "superloss tau=ema", "--rates", "0.8", "--extra", "--epochs 2", "--jobs", "1", "--out", str(tmp_path / "probe"),
-        "--figure", str(tmp_path / "trace.png"), "--json", str(out))
-    data = result(out, "memorisation", {"rows", "trace", "trace_dataset", "candidates"})
-    assert {r["variant"] for r in data["rows"]} == {"ce", "superloss", "superloss tau=ema"}
+        "superloss tau=ema", "--schedules", schedule, "--rates", "0.8", "--extra", "--epochs 2", "--jobs", "1",
+        "--out", str(tmp_path / "probe"), "--figure", str(tmp_path / "trace.png"), "--json", str(out))
+    data = result(out, "memorisation", {"rows", "trace", "trace_dataset", "candidates", "schedules", "estimates"})
+    assert {r["variant"] for r in data["rows"]} == {"ce", "superloss", "superloss tau=ema", schedule}
     assert set(data["trace"]) == {"ce", "superloss"} and len(data["trace"]["ce"]) == 2
+    (estimate,) = data["estimates"]
+    assert 0.0 <= estimate["estimated"] <= 1.0 and 0.6 < estimate["wrong"] < 0.85  # some flips land on the true class
     assert (tmp_path / "trace.png").stat().st_size > 0
+
+
+def test_probe_memorisation_schedule_reaches_imae(tmp_path, monkeypatch):
+    """A temperature schedule sets the run's IMAE each epoch: with T = 8 in the first epoch and 0 in the second,
+    the recorded weights are exp(8 p (1 - p)) (p from the recorded MAE), then exactly 1."""
+    import numpy as np
+    import torch
+
+    from curriculoss.signals import open_signals
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.syspath_prepend(str(BENCHMARKS / "probes"))
+    probe = __import__("memorisation")
+    monkeypatch.setitem(probe.T_SCHEDULES, "8 then 0", lambda epoch: 8.0 if epoch == 0 else 0.0)
+    (dataset, data_dir, _), = probe.grid_data(tmp_path, None, ["tabular"]).values()
+    cfg = probe.cli_config(dataset, data_dir, "mlp", "imae", 0.4, 0, ["--epochs", "2"])
+    threads = torch.get_num_threads()
+    try:
+        probe.run_scheduled((cfg, str(tmp_path / "run"), "8 then 0"))
+    finally:
+        torch.set_num_threads(threads)
+    signals = open_signals(tmp_path / "run")
+    p = 1.0 - np.asarray(signals["loss"][0], dtype=np.float64) / 2.0
+    np.testing.assert_allclose(signals["confidence"][0], np.exp(8.0 * p * (1.0 - p)), rtol=1e-4)
+    np.testing.assert_array_equal(signals["confidence"][1], 1.0)
 
 
 def test_flag_scores(tmp_path):

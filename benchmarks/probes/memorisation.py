@@ -18,6 +18,11 @@ CE ``2(1 - p)``; GCE ``p^q 2(1 - p)``; SuperLoss ``sigma* 2(1 - p)``; IMAE ``w``
 times ``w = exp(T p (1 - p))``); data parameters ``2(1 - p) / sigma_i``, with ``p`` the probability of the
 (noisy) label (for data parameters, of the logits before their division by ``sigma_i``: an approximation).
 A wrong label counts as fitted when ``p > 0.5``.
+
+Two more measurements: IMAE with its temperature changed during the run (``T_SCHEDULES``: the paper
+fixes T per data set, 8 on noisy data and 0.5 on clean), set each epoch on the run's IMAE; and the share of
+wrong labels that ``curriculoss flag``'s default score estimates from each CE run (``estimates``), to see
+whether a run could tell clean hard data from heavy noise by itself.
 """
 from __future__ import annotations
 
@@ -25,11 +30,12 @@ import csv
 import itertools
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for the shared grid runner
-from _grid import cli_config, grid_arguments, grid_data, run_all  # noqa: E402
+from _grid import cli_config, grid_arguments, grid_data, run_all, run_one  # noqa: E402
 from _results import Started, parser  # noqa: E402
 
 METHODS = ["ce", "gce", "sce", "superloss", "data-params", "imae"]
@@ -40,10 +46,16 @@ superloss lam=0.25: superloss --lam 0.25
 superloss lam=0.1: superloss --lam 0.1
 superloss on gce: superloss --base-loss gce
 imae T=16: imae --imae-T 16
+imae T=0.5: imae --imae-T 0.5
 data-params instance wd 0.01: data-params --dp-instance-weight-decay 0.01
 data-params instance lr 10: data-params --dp-instance-lr 10
 data-params instance lr 0.1: data-params --dp-instance-lr 0.1
 """.strip().splitlines())}
+#: name -> IMAE's temperature at each epoch (counted from 0) of the command line's 30-epoch run
+T_SCHEDULES = {
+    "imae T 8, 16 from epoch 11": lambda epoch: 8.0 if epoch < 10 else 16.0,
+    "imae T 8 to 16 over epochs 16-30": lambda epoch: 8.0 + 8.0 * min(1.0, max(0.0, (epoch - 15) / 15)),
+}
 TRACE_METHODS = ["ce", "gce", "superloss", "data-params", "imae"]
 GCE_Q = 0.7  # the command line's GCE
 
@@ -125,26 +137,84 @@ def plot(traces: dict[str, list[dict]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_scheduled(job: tuple) -> dict:
+    """One run ``(cfg, folder, schedule)``; with a schedule (a name of ``T_SCHEDULES``), the run's IMAE
+    takes that epoch's temperature at the start of every epoch."""
+    cfg, folder, schedule = job
+    if schedule is None:
+        return run_one((cfg, folder))
+    from curriculoss.harness.methods import IMAEMethod, Method
+    from curriculoss.imae import imae
+
+    epochs = itertools.count()
+
+    def start_epoch(method) -> None:
+        Method.start_epoch(method)
+        method.T = T_SCHEDULES[schedule](next(epochs))
+        method.base = lambda z, y: imae(z, y, T=method.T, reduction="none")
+
+    with mock.patch.object(IMAEMethod, "start_epoch", start_epoch):
+        return run_one((cfg, folder))
+
+
+def probe_jobs(args, data: dict, out: Path) -> tuple[list[tuple], list[dict]]:
+    """The runs: ``(cfg, folder, schedule)`` each, and what each one is."""
+    variants = ({m: (m, [], None) for m in args.methods} | {c: (*CANDIDATES[c], None) for c in args.candidates}
+                | {s: ("imae", [], s) for s in args.schedules})
+    jobs, keys = [], []
+    for name, (dataset, data_dir, models) in data.items():
+        path = split(name, dataset, data_dir, out / "splits")
+        for model, (label, (method, flags, schedule)), rate, seed in itertools.product(
+                models, variants.items(), args.rates, args.seeds):
+            cfg = cli_config("npz", path, model, method, rate, seed, [*flags, *args.extra.split()])
+            folder = out / "runs" / name / model / f"rate{rate:g}" / label.replace(" ", "_").replace(",", "") / f"seed{seed}"
+            jobs.append((cfg, str(folder), schedule))
+            keys.append({"dataset": name, "model": model, "noise_rate": rate, "variant": label, "method": method,
+                         "seed": seed})
+    return jobs, keys
+
+
+def noise_estimates(jobs: list[tuple], keys: list[dict]) -> list[dict]:
+    """Per CE run: the share of its labels that flag's default score estimates wrong, and the true share."""
+    from curriculoss import flag
+    from curriculoss.signals import open_signals
+
+    rows = []
+    for (_, folder, _), k in zip(jobs, keys):
+        if k["variant"] == "ce":
+            signals = open_signals(folder)
+            score, scores = flag.run_scores(signals, method="ce")
+            wrong = np.asarray(signals["noise_mask"]).mean() if "noise_mask" in signals else 0.0
+            rows.append({x: k[x] for x in ("dataset", "model", "noise_rate", "seed")}
+                        | {"estimated": flag.estimate_num_issues(scores, score=score) / len(scores),
+                           "wrong": float(wrong)})
+    return rows
+
+
+def traces_of(jobs: list[tuple], keys: list[dict], trace_data: str, rate: float, seed: int) -> dict:
+    """The trace of each method of ``TRACE_METHODS`` on ``trace_data`` at ``rate``, first seed."""
+    traces = {}
+    for (_, folder, _), k in zip(jobs, keys):
+        if (k["dataset"], k["noise_rate"], k["seed"]) == (trace_data, rate, seed) and k["variant"] in TRACE_METHODS:
+            traces[k["variant"]] = trace(Path(folder), k["method"])
+    for method, t in traces.items():
+        print(f"trace {method}: wrong labels carry {100 * t[0]['wrong_share']:.0f} % of the gradient at epoch 1, "
+              f"{100 * t[-1]['wrong_share']:.0f} % at the end; {100 * t[-1]['wrong_fitted']:.0f} % fitted")
+    return traces
+
+
 def main() -> None:
     p = parser(__doc__)
     grid_arguments(p, out="runs/probe_memorisation", jobs=2, seeds=[100], rates=[0.0, 0.8], methods=METHODS)
     p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES), metavar="NAME")
+    p.add_argument("--schedules", nargs="*", default=list(T_SCHEDULES), choices=list(T_SCHEDULES), metavar="NAME")
     p.add_argument("--figure", help="draw the trace into this PNG")
     args = p.parse_args()
     out = Path(args.out)
     data = grid_data(out, args.mnist, args.only)
-    variants = {m: (m, []) for m in args.methods} | {c: CANDIDATES[c] for c in args.candidates}
-    jobs, keys = [], []
-    for name, (dataset, data_dir, models) in data.items():
-        path = split(name, dataset, data_dir, out / "splits")
-        for model, (label, (method, flags)), rate, seed in itertools.product(models, variants.items(), args.rates,
-                                                                            args.seeds):
-            cfg = cli_config("npz", path, model, method, rate, seed, [*flags, *args.extra.split()])
-            jobs.append((cfg, out / "runs" / name / model / f"rate{rate:g}" / label.replace(" ", "_") / f"seed{seed}"))
-            keys.append({"dataset": name, "model": model, "noise_rate": rate, "variant": label, "method": method,
-                         "seed": seed})
+    jobs, keys = probe_jobs(args, data, out)
     started = Started()
-    results = run_all([(cfg, str(folder)) for cfg, folder in jobs], args.jobs)
+    results = run_all(jobs, args.jobs, run_scheduled)
     rows = [{**k, "best": r["best"], "final": r["final"], "diverged": bool(r.get("diverged"))}
             for k, r in zip(keys, results)]
     print("| data set | model | noise | variant | seed | best | final |\n|---|---|---|---|---|---|---|")
@@ -152,22 +222,15 @@ def main() -> None:
         print(f"| {r['dataset']} | {r['model']} | {r['noise_rate']:.0%} | {r['variant']} | {r['seed']} | "
               f"{100 * r['best']:.1f} | {100 * r['final']:.1f} |")
     trace_data = "mnist-3k" if "mnist-3k" in data else next(iter(data))
-    traces = {}
-    if max(args.rates) > 0:
-        rate = max(args.rates)
-        for (cfg, folder), k in zip(jobs, keys):
-            if (k["dataset"], k["noise_rate"], k["seed"]) == (trace_data, rate, args.seeds[0]) \
-                    and k["variant"] in TRACE_METHODS:
-                traces[k["variant"]] = trace(folder, k["method"])
-        for method, t in traces.items():
-            last = t[-1]
-            print(f"trace {method}: wrong labels carry {100 * t[0]['wrong_share']:.0f} % of the gradient at epoch 1, "
-                  f"{100 * last['wrong_share']:.0f} % at the end; {100 * last['wrong_fitted']:.0f} % fitted")
-        if args.figure:
-            plot(traces, Path(args.figure), f"{trace_data}, {rate:.0%} symmetric noise, seed {args.seeds[0]}")
+    traces = traces_of(jobs, keys, trace_data, max(args.rates), args.seeds[0]) if max(args.rates) > 0 else {}
+    if args.figure and traces:
+        plot(traces, Path(args.figure), f"{trace_data}, {max(args.rates):.0%} symmetric noise, seed {args.seeds[0]}")
     started.write(args.json, "memorisation", {"rows": rows, "trace_dataset": trace_data, "trace": traces,
-                                               "candidates": {c: CANDIDATES[c][1] for c in args.candidates}},
+                                               "candidates": {c: CANDIDATES[c][1] for c in args.candidates},
+                                               "schedules": list(args.schedules),
+                                               "estimates": noise_estimates(jobs, keys)},
                   roles={"--mnist": "MNIST_DIR"})
+
 
 if __name__ == "__main__":
     sys.exit(main())
