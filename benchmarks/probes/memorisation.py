@@ -50,6 +50,8 @@ imae T=0.5: imae --imae-T 0.5
 data-params instance wd 0.01: data-params --dp-instance-weight-decay 0.01
 data-params instance lr 10: data-params --dp-instance-lr 10
 data-params instance lr 0.1: data-params --dp-instance-lr 0.1
+data-params instance lr 100: data-params --dp-instance-lr 100
+data-params joint: data-params --dp-level joint
 """.strip().splitlines())}
 #: name -> IMAE's temperature at each epoch (counted from 0) of the command line's 30-epoch run
 T_SCHEDULES = {
