@@ -643,16 +643,17 @@ def memorisation_candidates(data: dict) -> str:
 @_rendered("memorisation")
 def memorisation_estimates(data: dict) -> str:
     """The share of wrong labels flag estimates from each CE run, on clean and on noisy training labels."""
-    runs = _group(data["estimates"], lambda r: (r["dataset"], r["model"]))
+    cells = _group(data["estimates"], lambda r: (r["dataset"], r["model"], r["noise_rate"]))
     rates = sorted({r["noise_rate"] for r in data["estimates"]})
-    rows = [[dataset, model, *[f"{100 * r['estimated']:.0f} ({100 * r['wrong']:.0f})"
-                                for rate in rates for r in cell if r["noise_rate"] == rate]]
-            for (dataset, model), cell in runs.items()]
-    head = ["data set", "model", *[f"{rate:.0%} noise: estimated (true) % wrong" for rate in rates]]
+    rows = [[dataset, model, *[f"{100 * _mean(cells[(dataset, model, rate)], 'estimated'):.0f} "
+                                f"({100 * _mean(cells[(dataset, model, rate)], 'wrong'):.0f})" for rate in rates]]
+            for dataset, model in dict.fromkeys(k[:2] for k in cells)]
+    head = ["data set", "model", *[f"{100 * rate:.0f} % noise: estimated (true) % wrong" for rate in rates]]
+    seeds = sorted({r["seed"] for r in data["estimates"]})
     return _table(head, rows) + (
         "\n\nThe share of training labels that `curriculoss flag`'s default score (AUM over the early-learning "
-        "epochs) counts as wrong in the CE run of each cell, against the share that is wrong; seed "
-        f"{', '.join(map(str, sorted({r['seed'] for r in data['estimates']})))}.")
+        "epochs) counts as wrong in the CE run of each cell, against the share that is wrong; "
+        f"{'mean over seeds' if len(seeds) > 1 else 'seed'} {', '.join(map(str, seeds))}.")
 
 
 @_rendered("memorisation")

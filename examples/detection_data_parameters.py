@@ -48,6 +48,7 @@ def batch(per_image, images):
 
 
 def main(noise: float = 0.3, epochs: int = 15) -> None:
+    """Train the head plain and with data parameters, `noise` of the boxes mislabelled; print the results."""
     classes, dim = 6, 8
     gen = torch.Generator().manual_seed(0)
     per_image, noisy, num_boxes = make_dataset(gen, 120, 4, 6, 40, classes, dim, noise)

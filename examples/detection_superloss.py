@@ -23,6 +23,7 @@ def make_anchors(gen, images, anchors, classes, dim):
 
 
 def main(noise: float = 0.4, steps: int = 300) -> None:
+    """Train the head plain and under SuperLoss with `noise` of the object labels flipped; print accuracies."""
     classes, dim = 6, 16
     gen = torch.Generator().manual_seed(0)
     x_test, y_test, _ = make_anchors(gen, 20, 200, classes, dim)

@@ -24,6 +24,7 @@ def recall_at_1(model, x_tr, y_tr, x_te, y_te):
 
 
 def main(noise: float = 0.3, steps: int = 400) -> None:
+    """Train the embedding with both losses, `noise` of the pair labels flipped; print recall@1."""
     digits = load_digits()
     x = torch.from_numpy((digits.data / 16.0).astype(np.float32))
     y = torch.from_numpy(digits.target)

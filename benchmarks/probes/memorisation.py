@@ -169,7 +169,8 @@ def probe_jobs(args, data: dict, out: Path) -> tuple[list[tuple], list[dict]]:
         for model, (label, (method, flags, schedule)), rate, seed in itertools.product(
                 models, variants.items(), args.rates, args.seeds):
             cfg = cli_config("npz", path, model, method, rate, seed, [*flags, *args.extra.split()])
-            folder = out / "runs" / name / model / f"rate{rate:g}" / label.replace(" ", "_").replace(",", "") / f"seed{seed}"
+            variant = label.replace(" ", "_").replace(",", "")
+            folder = out / "runs" / name / model / f"rate{rate:g}" / variant / f"seed{seed}"
             jobs.append((cfg, str(folder), schedule))
             keys.append({"dataset": name, "model": model, "noise_rate": rate, "variant": label, "method": method,
                          "seed": seed})
