@@ -227,6 +227,13 @@ def test_probe_superloss_collapse(tmp_path):
     assert set(data["seeds"][0]["test_accuracy"]) == {"ce", "paper", "normalised"}
 
 
+def test_probe_data_params_joint(tmp_path):
+    """The reproduction's joint cell (one epoch): its class sigmas and per-class accuracy are printed."""
+    done = run("probes/data_params_joint.py", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert "class sigma: 0:" in done.stdout and "test accuracy by class: 0:" in done.stdout
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def _scripts() -> list[Path]:
     return sorted(p for p in [*BENCHMARKS.glob("*.py"), *BENCHMARKS.glob("probes/*.py")]
                   if not p.name.startswith("_") and p.name not in NOT_BENCHMARKS)

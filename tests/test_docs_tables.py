@@ -81,6 +81,9 @@ def test_result_files_say_how_they_were_measured(path):
     assert "cpu" in record["machine"] or "gpu" in record["machine"]
     assert "../" not in record["command"] and not re.search(r"(^|\s)/(?!tmp/)", record["command"]), \
         f"{path.name}: the command names a folder outside the repository: {record['command']}"
+    scripts = [word for word in record["command"].split() if word.endswith(".py")]
+    missing = [s for s in scripts if not (RESULTS.parents[1] / s).is_file()]
+    assert not missing, f"{path.name}: the command runs scripts the repository does not have: {missing}"
     if record["transcribed"]:
         assert record.get("transcribed_from"), f"{path.name}: a transcribed file must say where from"
 

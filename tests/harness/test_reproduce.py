@@ -134,6 +134,22 @@ def test_runs_use_the_selection_and_borrowers_copy_it(tmp_path, monkeypatch):
         run_preset("superloss-confidence", out=tmp_path, seeds=(0,), progress=False, hparams={})
 
 
+def test_variant_config_is_what_each_cell_trains_with(tmp_path, monkeypatch):
+    fake, seen = _fake_train(lambda cfg: 0.5)
+    monkeypatch.setattr(reproduce, "train", fake)
+    monkeypatch.setattr(reproduce, "_extras", lambda folder, label: {})
+    monkeypatch.setattr(reproduce, "_report", lambda *a: tmp_path / "report.md")
+    preset = PRESETS["data-params-noise"]
+    run_preset("data-params-noise", out=tmp_path, seeds=(3,), progress=False)
+    cells = [(label, rate) for rate in preset.rates for label in preset.variants]
+    assert len(seen) == len(cells)
+    for cfg, (label, rate) in zip(seen, cells):
+        if not preset.variants[label].get("oracle"):  # the oracle's configuration depends on its run folder
+            assert reproduce.variant_config("data-params-noise", label, noise_rate=rate, seed=3) == cfg
+    with pytest.raises(ValueError, match="no variant 'nope'"):
+        reproduce.variant_config("data-params-noise", "nope")
+
+
 def test_cli_tune_writes_the_file_a_run_reads(tmp_path, monkeypatch):
     fake, seen = _fake_train(lambda cfg: {0.03: 0.2, 0.1: 0.3, 0.3: 0.4}.get(cfg.lr, 0.1))
     monkeypatch.setattr(reproduce, "train", fake)

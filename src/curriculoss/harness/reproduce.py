@@ -35,7 +35,8 @@ from curriculoss.harness.presets import PRESETS, Preset
 from curriculoss.harness.train import TrainConfig, prepare_data, train, train_or_reuse
 from curriculoss.signals import open_signals
 
-__all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams", "validation_split"]
+__all__ = ["PRESETS", "Preset", "run_preset", "tune_preset", "load_hparams", "save_hparams", "validation_split",
+           "variant_config"]
 
 SEEDS = (0, 1, 2)
 TUNE_SEEDS = (100, 101)  # disjoint from the reproduction's seeds
@@ -116,6 +117,19 @@ def _variant_config(cfg: TrainConfig, change: dict, params: dict) -> TrainConfig
     top = {k: v for k, v in params.items() if k in _TRAIN_FIELDS}
     opts = {k: v for k, v in params.items() if k not in _TRAIN_FIELDS}
     return replace(cfg, **top, options=replace(cfg.options, **opts))
+
+
+def variant_config(name: str, label: str, *, data_dir: str | None = None, quick: bool = False,
+                   hparams: dict | None = None, **changes) -> TrainConfig:
+    """The configuration that variant `label` of preset `name` trains with: the preset's base with
+    `changes` (e.g. `noise_rate=0.4, seed=0`), then the variant's own changes and its selected
+    hyper-parameters (`hparams` as `load_hparams` returns; default: the shipped selections)."""
+    if name not in PRESETS or label not in PRESETS[name].variants:
+        raise ValueError(f"no variant {label!r} in preset {name!r}")
+    preset = PRESETS[name]
+    base = replace(_base_config(data_dir, preset, quick), **changes)
+    table = hparams if hparams is not None else load_hparams()
+    return _variant_config(base, preset.variants[label], _chosen(table, base.dataset, name, label))
 
 
 def _describe(params: dict) -> str:
