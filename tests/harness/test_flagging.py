@@ -61,7 +61,9 @@ def test_flag_command_on_a_run_folder_and_on_old_signals(tmp_path, capsys):
     flagged = np.zeros(len(scores), bool)
     flagged[suspects["index"][suspects["flagged"] == 1]] = True
     np.testing.assert_array_equal(flagged, flag.find_label_issues(scores, score="aum"))
+    share = f"{flagged.sum()} of {len(flagged)} ({100 * flagged.mean():.1f} %) flagged"
     assert main(["flag", str(run), "--score", "superloss", "--window", "all"]) == 0
+    assert main(["flag", str(run)]) == 0 and share in capsys.readouterr().out
     old = tmp_path / "old"
     old.mkdir()
     np.savez(old / "signals.npz", **{k: v for k, v in signals.items() if k != "margin"})

@@ -131,7 +131,9 @@ def _write_flag(args: argparse.Namespace, out_dir: Path, target: Path, ranking: 
         for i in order:
             fh.write(f"{i},{labels[i]},{predicted[i]},{filled[i]:.6g},{rank[i]},{int(flagged[i])}\n")
     print(f"{target}: {len(filled)} samples scored by {method!r} ({flag.SCORE_METHODS[method]}{ranking['where']})")
-    print(f"{int(flagged.sum())} flagged as likely label issues; top {min(args.top, len(order))} suspects:")
+    count = int(flagged.sum())
+    print(f"{count} of {len(filled)} ({100 * count / len(filled):.1f} %) flagged as likely label issues; "
+          f"top {min(args.top, len(order))} suspects:")
     print("  index  given  predicted   score")
     for i in order[:args.top]:
         print(f"  {i:5d}  {labels[i]:5d}  {predicted[i]:9d}  {filled[i]:.4f}")
