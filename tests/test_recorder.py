@@ -128,7 +128,7 @@ def test_save_is_what_flag_reads(tmp_path, capsys):
     assert set(saved.files) == {*SIGNALS, "labels", "predicted", "noise_mask"}
     assert main(["flag", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "40 flagged" in printed  # the model always prefers the true class: every wrong label, no other
+    assert "40 of 200 (20.0 %) flagged" in printed  # the model always prefers the true class: every wrong label, no other
     suspects = np.genfromtxt(tmp_path / "suspects.csv", delimiter=",", names=True, dtype=None)
     assert set(suspects["index"][suspects["flagged"] == 1]) == set(range(40))
 
