@@ -65,12 +65,12 @@ GCE_Q = 0.7  # the command line's GCE
 def split(name: str, dataset: str, data_dir: str, root: Path) -> str:
     """An npz: 80 % of the training set to train on, the other 20 % held out with its true labels."""
     from curriculoss.harness import data as datasets
+    from curriculoss.harness.holdout import split_positions
 
     path = root / f"{name}.npz"
     if not path.exists():
         d = datasets.load(dataset, data_dir=data_dir or None)
-        order = np.random.default_rng(1234).permutation(len(d.x_train))
-        held, fit = order[: len(order) // 5], order[len(order) // 5:]
+        fit, held = split_positions(len(d.x_train), 0.2, 1234)
         y = np.asarray(d.y_train)
         root.mkdir(parents=True, exist_ok=True)
         np.savez(path, x=d.x_train[fit], y=y[fit], x_test=d.x_train[held], y_test=y[held])

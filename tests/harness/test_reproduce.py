@@ -62,6 +62,9 @@ def test_validation_split_is_carved_from_the_training_set_with_noisy_labels(tmp_
     # a partition of the training set, 20 % held out
     assert len(val) == round(0.2 * n) and len(fit) + len(val) == n
     assert sorted(np.concatenate([fit, val]).tolist()) == list(range(n))
+    order = np.random.default_rng(7).permutation(n)  # the documented draw, in its order
+    np.testing.assert_array_equal(val, order[:len(val)])
+    np.testing.assert_array_equal(fit, order[len(val):])
     np.testing.assert_array_equal(split["x"], full.x_train[fit])
     np.testing.assert_array_equal(split["x_test"], full.x_train[val])
     # no test image reaches the selection

@@ -271,8 +271,8 @@ def build_config(args: argparse.Namespace, method: str = _DEFAULT.method, rate: 
 
 #: The configuration fields an option of the same name sets as given.
 _FROM_ARGS = ("dataset", "data_dir", "task", "limit", "model", "noise", "noise_file", "holdout", "epochs",
-              "batch_size", "weight_decay", "augment", "schedule", "gamma", "warmup", "image_size", "skip_bad_images", "amp",
-              "compile", "workers")
+              "batch_size", "weight_decay", "augment", "schedule", "gamma", "warmup", "image_size", "skip_bad_images",
+              "amp", "compile", "workers")
 
 
 def _default_lr(args: argparse.Namespace) -> float:

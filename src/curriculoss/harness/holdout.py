@@ -10,9 +10,9 @@ With `holdout = f > 0`:
 - the noise is drawn first, on the whole training set, exactly as without a hold-out: the samples
   trained on keep the noisy labels a run without `holdout` gives them;
 - then `round(f * n)` of the `n` training samples are held out, the first ones of the permutation
-  `numpy.random.default_rng(seed).permutation(n)` (the split `curriculoss.harness.reproduce.
-  validation_split` makes too); they keep their noisy labels and are never trained on. At least
-  one sample must be held out and one left (else `ValueError`);
+  `numpy.random.default_rng(seed).permutation(n)` (`split_positions`, which
+  `curriculoss.harness.reproduce.validation_split` uses too); they keep their noisy labels and are
+  never trained on. At least one sample must be held out and one left (else `ValueError`);
 - the training part keeps the original order of its samples, indexed `0 .. n_train - 1` by
   everything per sample (signals, SuperLoss's thresholds, the data parameters); the images'
   standardisation statistics stay those of the whole training set (they use no label);
@@ -41,7 +41,7 @@ from curriculoss import noise
 from curriculoss.harness.data.imagefolder import ImageFiles
 from curriculoss.harness.runfolder import HOLDOUT_FILE, atomic_write
 
-__all__ = ["Holdout", "holdout_positions", "check_holdout", "split_holdout", "selected_epoch",
+__all__ = ["Holdout", "split_positions", "holdout_positions", "check_holdout", "split_holdout", "selected_epoch",
            "write_holdout_index"]
 
 #: The error for a streamed image folder.
@@ -68,15 +68,23 @@ class Holdout:
         return len(self.index)
 
 
-def holdout_positions(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The positions trained on and the held-out ones (each sorted) of a training set of `n` samples:
-    `round(fraction * n)` held out, the first of `numpy.random.default_rng(seed).permutation(n)`."""
+def split_positions(n: int, fraction: float, seed: int, name: str = "holdout") -> tuple[np.ndarray, np.ndarray]:
+    """The positions kept and the held-out ones of `n` samples, in the order of
+    `numpy.random.default_rng(seed).permutation(n)`, whose first `round(fraction * n)` are held out
+    (`name`: the argument `fraction` is, for the error)."""
     size = round(fraction * n)
     if not 0 < size < n:
-        raise ValueError(f"holdout {fraction:g} of {n} training samples holds out {size}; it must hold out at "
+        raise ValueError(f"{name} {fraction:g} of {n} training samples holds out {size}; it must hold out at "
                          f"least 1 and leave at least 1 to train on (a fraction in [{1 / n:.3g}, {1 - 1 / n:.3g}])")
     order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[size:]), np.sort(order[:size])
+    return order[size:], order[:size]
+
+
+def holdout_positions(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions trained on and the held-out ones of a training set of `n` samples (`split_positions`),
+    each sorted: the training part keeps the original order of its samples."""
+    fit, held = split_positions(n, fraction, seed)
+    return np.sort(fit), np.sort(held)
 
 
 def check_holdout(cfg, data) -> tuple[np.ndarray, np.ndarray]:

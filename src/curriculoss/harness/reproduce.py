@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from curriculoss.harness import plots
+from curriculoss.harness.holdout import split_positions
 from curriculoss.harness.methods import MethodOptions
 from curriculoss.harness.presets import PRESETS, Preset
 from curriculoss.harness.train import TrainConfig, prepare_data, train, train_or_reuse
@@ -141,12 +142,7 @@ def validation_split(cfg: TrainConfig, folder: Path, fraction: float) -> Path:
     harness adds the noise), and whose test part is the remaining fraction with *noisy* labels: noise
     of the configuration's kind and rate, drawn with its seed. The test set is never used."""
     data, noisy = prepare_data(cfg, stream=False)  # written to an .npz: the arrays
-    n = len(data.x_train)
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_val = int(round(fraction * n))
-    if not 0 < n_val < n:
-        raise ValueError(f"a validation fraction of {fraction} leaves no validation or no training samples of {n}")
-    val, fit = order[:n_val], order[n_val:]
+    fit, val = split_positions(len(data.x_train), fraction, cfg.seed, name="validation fraction")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "validation_split.npz"
     np.savez(path, x=data.x_train[fit], y=np.asarray(data.y_train)[fit],

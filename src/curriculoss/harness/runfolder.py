@@ -16,8 +16,8 @@ from curriculoss.harness.config import TrainConfig, toml_text
 from curriculoss.harness.methods import EPOCH_COLUMNS
 from curriculoss.harness.models import one_line
 
-__all__ = ["RunFolderExists", "RUN_FILES", "METRIC_COLUMNS", "HOLDOUT_COLUMN", "HOLDOUT_FILE", "run_files_in", "clear_run_folder", "claim_folder",
-           "atomic_write", "write_json", "write_config", "write_metrics"]
+__all__ = ["RunFolderExists", "RUN_FILES", "METRIC_COLUMNS", "HOLDOUT_COLUMN", "HOLDOUT_FILE", "run_files_in",
+           "clear_run_folder", "claim_folder", "atomic_write", "write_json", "write_config", "write_metrics"]
 
 
 class RunFolderExists(ValueError):

@@ -36,9 +36,9 @@ samples) is scaled by `K * n_r / n_global`, so that DDP's gradient average, and 
 `SparseSGD` for the data parameters (which DDP does not wrap), is the gradient of
 the global batch mean; SuperLoss's threshold and smoothing are synchronised by the module itself.
 Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
-on the test set (and the hold-out split), and only rank 0 writes the run folder; every rank resumes from the same checkpoint, so
-a resumed run ends as an uninterrupted one. Outside `torchrun` (`WORLD_SIZE` unset or 1) nothing of
-this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
+on the test set (and the hold-out split), and only rank 0 writes the run folder; every rank resumes
+from the same checkpoint, so a resumed run ends as an uninterrupted one. Outside `torchrun`
+(`WORLD_SIZE` unset or 1) nothing of this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
 reproduce the single-process run exactly.
 
 Devices (`resolve_device`): `device='auto'` trains on CUDA when it is available, else on the CPU;
@@ -251,10 +251,9 @@ def train_or_reuse(cfg: TrainConfig, folder: str | Path, *, stamp: str | None = 
     `kwargs`.
 
     A finished run must be of `cfg`: with `stamp`, the file of that name, written with `cfg` before the
-    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected; a field the stamp
-    predates counts as its default); else the
-    run's `args.json` must be the same run (`RUNTIME_FIELDS` aside: a grid's cell). Another configuration
-    raises `ValueError`.
+    run starts, must hold exactly `cfg` (a preset's cell, whose hyper-parameters are selected; a field the
+    stamp predates counts as its default); else the run's `args.json` must be the same run
+    (`RUNTIME_FIELDS` aside: a grid's cell). Another configuration raises `ValueError`.
     """
     folder = Path(folder)
     done = folder / "results.json"
@@ -277,8 +276,8 @@ def _finished_with(folder: Path, cfg: TrainConfig, stamp: str | None) -> bool:
             return False
         recorded = json.loads(path.read_text())
         # read as args.json is read: a field the stamp predates (such as `holdout`) holds its default
-        as_json = lambda c: json.loads(json.dumps(c.to_json()))  # noqa: E731
-        return isinstance(recorded, dict) and as_json(TrainConfig.from_json(recorded)) == as_json(cfg)
+        return isinstance(recorded, dict) and (json.dumps(TrainConfig.from_json(recorded).to_json(), sort_keys=True)
+                                               == json.dumps(cfg.to_json(), sort_keys=True))
     try:
         recorded = json.loads((folder / "args.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
