@@ -89,6 +89,15 @@ def _fake_train(score):
     return train, seen
 
 
+def _record_cells(monkeypatch, tmp_path) -> list:
+    """`run_preset` with training, extras and the report stubbed out: the configurations it trains."""
+    fake, seen = _fake_train(lambda cfg: 0.5)
+    monkeypatch.setattr(reproduce, "train", fake)
+    monkeypatch.setattr(reproduce, "_extras", lambda folder, label: {})
+    monkeypatch.setattr(reproduce, "_report", lambda *a: tmp_path / "report.md")
+    return seen
+
+
 def test_selection_takes_the_best_finite_mean_and_passes_the_base_lr_on(tmp_path, monkeypatch):
     def score(cfg):
         if cfg.method == "ce":
@@ -119,10 +128,7 @@ def test_regression_selection_minimises_the_validation_mae(tmp_path, monkeypatch
 
 
 def test_runs_use_the_selection_and_borrowers_copy_it(tmp_path, monkeypatch):
-    fake, seen = _fake_train(lambda cfg: 0.5)
-    monkeypatch.setattr(reproduce, "train", fake)
-    monkeypatch.setattr(reproduce, "_extras", lambda folder, label: {})
-    monkeypatch.setattr(reproduce, "_report", lambda *a: tmp_path / "report.md")
+    seen = _record_cells(monkeypatch, tmp_path)
     table = {"digits": {"superloss-classification": {"SL avg": {"lr": 0.03, "lam": 4.0}},
                         "data-params-noise": {"ce": {"lr": 0.3}}}}
     run_preset("superloss-confidence", out=tmp_path, seeds=(0,), progress=False, hparams=table)
@@ -138,10 +144,7 @@ def test_runs_use_the_selection_and_borrowers_copy_it(tmp_path, monkeypatch):
 
 
 def test_variant_config_is_what_each_cell_trains_with(tmp_path, monkeypatch):
-    fake, seen = _fake_train(lambda cfg: 0.5)
-    monkeypatch.setattr(reproduce, "train", fake)
-    monkeypatch.setattr(reproduce, "_extras", lambda folder, label: {})
-    monkeypatch.setattr(reproduce, "_report", lambda *a: tmp_path / "report.md")
+    seen = _record_cells(monkeypatch, tmp_path)
     preset = PRESETS["data-params-noise"]
     run_preset("data-params-noise", out=tmp_path, seeds=(3,), progress=False)
     cells = [(label, rate) for rate in preset.rates for label in preset.variants]
