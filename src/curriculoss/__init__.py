@@ -29,7 +29,7 @@ from curriculoss.recorder import Recorder
 from curriculoss.sce import SCELoss, sce_loss
 from curriculoss.superloss import SuperLoss, superloss, superloss_confidence
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 __all__ = [
     "lambertw",
