@@ -38,8 +38,8 @@ the global batch mean; SuperLoss's threshold and smoothing are synchronised by t
 Per-sample signals and the metric sums are gathered once per epoch, every rank evaluates the same model
 on the test set (and the hold-out split), and only rank 0 writes the run folder; every rank resumes
 from the same checkpoint, so a resumed run ends as an uninterrupted one. Outside `torchrun`
-(`WORLD_SIZE` unset or 1) nothing of this happens. Models with BatchNorm (`resnet`) keep per-rank batch statistics under DDP, so they do not
-reproduce the single-process run exactly.
+(`WORLD_SIZE` unset or 1) nothing of this happens. Models with BatchNorm (`resnet`) keep per-rank batch
+statistics under DDP, so they do not reproduce the single-process run exactly.
 
 Devices (`resolve_device`): `device='auto'` trains on CUDA when it is available, else on the CPU;
 `'cpu'`, `'cuda'`, `'cuda:N'` and `'mps'` name one. The data set, model, method state and
